@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny models built in code, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Keep trained demo models in one cache for the whole run (and out of the user's home in CI).
+os.environ.setdefault("EDGEKIT_CACHE", str(ROOT / ".pytest_cache" / "edgekit-cache"))
+
+
+def make_tiny_onnx(path: Path, batch="batch") -> Path:
+    """x[batch,4] -> Relu(x @ W + b) -> y[batch,3], built with onnx.helper (no torch)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["z"]),
+         helper.make_node("Relu", ["z"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path) -> Path:
+    return make_tiny_onnx(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory) -> Path:
+    """A small conv net converted with litert-torch (skipped where the tflite extra is absent)."""
+    pytest.importorskip("litert_torch")
+    torch = pytest.importorskip("torch")
+    import litert_torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 10)
+    ).eval()
+    path = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
+    litert_torch.convert(module, (torch.randn(1, 1, 8, 8),)).export(str(path))
+    return path
+
+
+FACTORY_SOURCE = '''
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, features):
+        return self.fc(features).softmax(-1)
+
+def build():
+    torch.manual_seed(0)
+    return Net().eval(), (torch.randn(1, 6),)
+
+def wrong_type():
+    return "not a model"
+
+def wrong_inputs():
+    return Net(), {"features": torch.randn(1, 6)}
+
+def data():
+    for i in range(3):
+        yield {"features": torch.randn(4, 6).numpy()}
+'''
+
+
+@pytest.fixture
+def factory_file(tmp_path) -> Path:
+    pytest.importorskip("torch")
+    path = tmp_path / "mynet.py"
+    path.write_text(FACTORY_SOURCE)
+    return path
+
+
+@pytest.fixture
+def cli():
+    from edgekit.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args, **kwargs):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return invoke
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,90 @@
+"""The built-in models on real data: the digits CNN and all-MiniLM-L6-v2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekit.models import describe, load_model
+
+pytestmark = pytest.mark.integration
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_model("edgekit:digits-cnn")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model("edgekit:minilm")
+
+
+def test_digits_is_trained_on_real_data(digits):
+    data = digits.builtin_data("eval")
+    assert len(data) == 450 and data.labels is not None and not data.synthetic
+    with torch.no_grad():
+        logits = digits.module(torch.from_numpy(data.arrays["input"])).numpy()
+    assert (logits.argmax(1) == data.labels).mean() > 0.95
+    calibration = digits.builtin_data("calibration")
+    assert len(calibration) == 1347  # the training part, disjoint from evaluation
+
+
+def test_digits_training_is_cached_and_deterministic(digits, tmp_path, monkeypatch):
+    from edgekit.zoo import digits as zoo_digits
+
+    x_train, _, y_train, _ = zoo_digits._split()
+    again = zoo_digits.train(x_train[:200], y_train[:200])
+    twice = zoo_digits.train(x_train[:200], y_train[:200])
+    for a, b in zip(again.state_dict().values(), twice.state_dict().values()):
+        assert torch.equal(a, b)
+    assert zoo_digits._cache_path().exists()
+
+
+def test_minilm_matches_sentence_transformers(minilm):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from edgekit.zoo import minilm as zoo_minilm
+
+    sentences = zoo_minilm.sentences()
+    assert 190 <= len(sentences) <= 260
+    data = minilm.builtin_data("eval")
+    with torch.no_grad():
+        ours = minilm.module(torch.from_numpy(data.arrays["input_ids"]),
+                             torch.from_numpy(data.arrays["attention_mask"])).numpy()
+    reference = sentence_transformers.SentenceTransformer(str(zoo_minilm.model_dir()), device="cpu")
+    reference.max_seq_length = 128
+    theirs = reference.encode(sentences, normalize_embeddings=True)
+    cosine = (ours * theirs).sum(1)
+    assert cosine.min() > 0.9999
+    # realistic inputs: varied lengths, padding masked out
+    lengths = data.arrays["attention_mask"].sum(1)
+    assert lengths.min() < 12 and lengths.max() > 60
+
+
+def test_describe_both_builtins(digits, minilm):
+    d = describe(digits)
+    assert d["task"] == "classification" and d["parameters"] > 50_000 and d["ops"]["conv2d"] == 3
+    m = describe(minilm)
+    assert 22e6 < m["parameters"] < 23e6  # all-MiniLM-L6-v2 has 22.7M parameters
+    assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
+    assert m["inputs"][0]["shape"] == ["batch", 128]
+
+
+@pytest.mark.parametrize("name", ["edgekit:digits-cnn", "edgekit:minilm"])
+def test_inspect_cli_on_builtins(cli, name):
+    result = cli("inspect", name, "--json")
+    assert result.exit_code == 0
+    info = json.loads(result.output)
+    assert info["format"] == "pytorch" and info["outputs"][0]["shape"][0] == "batch"
+
+
+def test_inspect_exported_minilm_onnx(cli, minilm, tmp_path):
+    from edgekit.convert.onnx_export import export_onnx
+
+    result = export_onnx(minilm, tmp_path / "minilm.onnx")
+    info = json.loads(cli("inspect", result.path, "--json").output)
+    assert info["outputs"][0]["name"] == "embedding"
+    assert info["ops"]["MatMul"] >= 36 and info["opset"] >= 17
+    ids = np.zeros((3, 128), np.int64)
+    assert info["inputs"][0]["dynamic"] == ["batch"] and ids.shape[1] == info["inputs"][0]["shape"][1]

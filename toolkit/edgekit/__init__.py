@@ -1,0 +1,13 @@
+"""edgekit: profile, optimise, benchmark, package and serve ML models on edge devices.
+
+``import edgekit`` stays light (no torch): heavy libraries load only inside the functions that
+need them.
+"""
+
+__version__ = "0.1.0"
+
+from .devices import Profile, resolve as resolve_target  # noqa: E402
+from .errors import EdgekitError  # noqa: E402
+from .models import Model, load_model  # noqa: E402
+
+__all__ = ["EdgekitError", "Model", "Profile", "__version__", "load_model", "resolve_target"]

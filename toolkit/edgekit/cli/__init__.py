@@ -1,0 +1,29 @@
+"""The ``edgekit`` command: a thin layer over the library; each command parses, calls, prints."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .common import EdgekitGroup
+from .inspect_cmd import inspect_model
+from .targets_cmd import targets
+
+
+@click.group(cls=EdgekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (or set EDGEKIT_DEBUG=1).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """edgekit: take a trained model to an edge device and keep it good there.
+
+    \b
+    Example:
+      edgekit targets list
+      edgekit inspect edgekit:digits-cnn
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+main.add_command(targets)
+main.add_command(inspect_model)

@@ -1,0 +1,1 @@
+"""Converters from PyTorch sources to deployable formats, one backend per module."""

