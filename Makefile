@@ -19,9 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(EDGEKIT) targets list
-	$(EDGEKIT) inspect edgekit:digits-cnn
-	$(EDGEKIT) inspect edgekit:minilm
+	$(EDGEKIT) optimize --target raspberrypi
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

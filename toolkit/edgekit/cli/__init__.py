@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .. import __version__
 from .common import EdgekitGroup
 from .inspect_cmd import inspect_model
+from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
 from .targets_cmd import targets
 
 
@@ -23,7 +26,16 @@ def main(ctx: click.Context, debug: bool) -> None:
       edgekit inspect edgekit:digits-cnn
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if not debug:
+        # LiteRT and the TF-derived converters log from C++ straight to stderr; keep the
+        # terminal for edgekit's own output unless debugging.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GLOG_minloglevel", "3")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
 
 main.add_command(targets)
 main.add_command(inspect_model)
+main.add_command(optimize_cmd)
+main.add_command(convert_cmd)
+main.add_command(quantize_cmd)

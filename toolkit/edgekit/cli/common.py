@@ -79,8 +79,8 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]):
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", header_style="bold")
-    for col in columns:
-        t.add_column(col)
+    for i, col in enumerate(columns):
+        t.add_column(col, no_wrap=(i == 0))  # names stay whole; long text wraps instead
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     return t

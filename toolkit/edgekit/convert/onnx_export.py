@@ -6,17 +6,15 @@ result that fails the check counts as a failed export, so a silently wrong graph
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .._quiet import quiet
 from ..errors import EdgekitError, require
 from ..models.spec import Model
 
@@ -42,7 +40,7 @@ class ExportResult:
     fallback_reason: str = ""  # why the dynamo exporter was not used, when it was not
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "exporter": self.exporter, "opset": self.opset,
+        return {"file": self.path.name, "exporter": self.exporter, "opset": self.opset,
                 "seconds": round(self.seconds, 2), "max_abs_diff": self.max_abs_diff,
                 "fallback_reason": self.fallback_reason}
 
@@ -161,10 +159,8 @@ def export_onnx(model: Model, path: Path, opset: int = DEFAULT_OPSET, exporter: 
     failures: list[str] = []
     for name in attempts:
         start = time.perf_counter()
-        log = io.StringIO()
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                warnings.simplefilter("ignore")
+            with quiet():
                 (_export_dynamo if name == "dynamo" else _export_torchscript)(model, path, opset)
                 diff = _verify(model, path)
         except Exception as exc:  # every exporter failure is reported, then the next one is tried

@@ -1,0 +1,88 @@
+"""edgekit optimize end to end on the real models."""
+
+import hashlib
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("torch")
+pytest.importorskip("litert_torch")
+
+
+def _check_out_dir(out, report):
+    assert (out / "report.md").exists() and (out / "tradeoff.png").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and manifest["variants"][0]["id"] == report["winner"]
+    assert manifest["variants"][-1]["precision"] == "fp32" or len(manifest["variants"]) == 1  # safe fallback last
+    for variant in manifest["variants"]:
+        digest = hashlib.sha256((out / variant["file"]).read_bytes()).hexdigest()
+        assert digest == variant["sha256"]
+    best = next(out.glob("best.*"))
+    winner = next(c for c in report["candidates"] if c["id"] == report["winner"])
+    assert best.read_bytes() == (out / winner["file"]).read_bytes()
+    return winner
+
+
+@pytest.mark.parametrize("target", ["raspberrypi", "host"])
+def test_optimize_digits_cli(cli, tmp_path, target):
+    out = tmp_path / target
+    result = cli("optimize", "--target", target, "--out", out, "--json", "--time-budget", "2")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    winner = _check_out_dir(out, report)
+    assert winner["status"] == "passed" and winner["metrics"]["accuracy_drop_points"] <= 1.0
+    assert winner["metrics"]["accuracy"] > 0.95
+    statuses = {c["id"]: c["status"] for c in report["candidates"]}
+    if target == "raspberrypi":
+        assert {"tflite-int8-static", "tflite-fp16", "onnx-int8-static"} <= set(statuses)
+        assert winner["latency_source"] == "estimate"
+        assert any("estimate" in note for note in report["notes"])
+    else:
+        assert winner["latency_source"] == "measured on this host"
+    assert report["data"]["eval_synthetic"] is False
+
+
+def test_optimize_minilm_host_finds_a_fast_accurate_variant(tmp_path):
+    from edgekit.optimize import optimize
+
+    result = optimize("edgekit:minilm", target="host", out=tmp_path / "m", time_budget_s=5)
+    report = result.report
+    winner = _check_out_dir(tmp_path / "m", report)
+    assert winner["precision"].startswith("int8")
+    assert winner["metrics"]["cosine_mean"] >= 0.99 and winner["metrics"]["cosine_min"] >= 0.98
+    fp32 = [c for c in report["candidates"] if c["precision"] == "fp32"]
+    assert winner["latency_target_ms"] < min(c["latency_target_ms"] for c in fp32)
+    # both formats were built from the one PyTorch source
+    assert {"onnx", "tflite"} <= {c["format"] for c in report["candidates"] if c["status"] == "passed"}
+    assert "onnx-fused" in report["exports"] and report["exports"]["onnx"]["exporter"] in ("dynamo", "torchscript")
+
+
+def test_synthetic_data_is_said_plainly(cli, tmp_path, tiny_onnx):
+    out = tmp_path / "o"
+    result = cli("optimize", tiny_onnx, "--target", "host", "--out", out, "--time-budget", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["eval_synthetic"] is True
+    assert "SYNTHETIC INPUTS ONLY" in (out / "report.md").read_text()
+    assert {c["format"] for c in report["candidates"]} == {"onnx"}
+
+
+def test_convert_and_quantize_commands(cli, tmp_path):
+    onnx_path = tmp_path / "d.onnx"
+    result = cli("convert", "edgekit:digits-cnn", "--to", "onnx", "--out", onnx_path, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["exporter"] in ("dynamo", "torchscript") and onnx_path.exists()
+    tfl = tmp_path / "d.tflite"
+    assert cli("convert", "edgekit:digits-cnn", "--to", "tflite", "--out", tfl).exit_code == 0 and tfl.exists()
+    q = tmp_path / "q.onnx"
+    result = cli("quantize", onnx_path, "--precision", "int8-dynamic", "--out", q, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["metrics"]["cosine_mean"] > 0.99 and q.exists()
+    q2 = tmp_path / "q.tflite"
+    result = cli("quantize", "edgekit:digits-cnn", "--precision", "int8-static", "--format", "tflite", "--out", q2)
+    assert result.exit_code == 0, result.output
+    assert q2.exists()
+    bad = cli("convert", onnx_path, "--to", "tflite", "--out", tmp_path / "x.tflite")
+    assert bad.exit_code == 1 and "needs a PyTorch source" in bad.output

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError
+from edgekit.optimize.accuracy import Tolerance, compare, shortfall, verdict
+from edgekit.optimize.estimate import estimate_ms
+from edgekit.optimize.timing import interleaved, summary
+from edgekit.devices import resolve
+
+
+def test_metrics_on_known_outputs():
+    ref = [np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])]
+    out = [np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])]
+    m = compare(ref, out, labels=np.array([0, 1, 1]), task="classification")
+    assert m["cosine_mean"] == pytest.approx(2 / 3) and m["cosine_min"] == pytest.approx(0.0)
+    assert m["top1_agreement"] == pytest.approx(2 / 3)
+    # argmax of [1, 1] is class 0: the reference gets 2 of 3 labels right, the candidate 1 of 3
+    assert m["reference_accuracy"] == pytest.approx(2 / 3) and m["accuracy"] == pytest.approx(1 / 3)
+    assert m["accuracy_drop_points"] == pytest.approx(100 / 3)
+    assert m["max_abs_error"] == 1.0
+
+
+def test_verdict_and_shortfall():
+    good = {"finite": True, "cosine_mean": 0.995, "cosine_min": 0.97, "top1_agreement": 1.0}
+    assert verdict(good, Tolerance()) == (True, "")
+    ok, why = verdict(good, Tolerance(min_cosine_floor=0.98))
+    assert not ok and "min cosine 0.9700 < 0.98" in why
+    bad = dict(good, cosine_mean=0.96)
+    assert not verdict(bad, Tolerance())[0] and shortfall(bad, Tolerance()) == pytest.approx(0.03)
+    nan = compare([np.ones((2, 2))], [np.full((2, 2), np.nan)], None, "embedding")
+    assert verdict(nan, Tolerance()) == (False, "non-finite outputs (NaN or inf)")
+    labelled = {"finite": True, "cosine_mean": 0.999, "cosine_min": 0.99, "top1_agreement": 0.95,
+                "accuracy_drop_points": 0.5}
+    assert verdict(labelled, Tolerance())[0]  # with labels, the task metric decides
+
+
+def test_tolerance_parsing():
+    assert Tolerance.parse("0.98").min_cosine == 0.98
+    t = Tolerance.parse("cosine=0.97,min_cosine=0.9,top1=0.95,accuracy_drop=2")
+    assert (t.min_cosine, t.min_cosine_floor, t.min_top1, t.max_accuracy_drop) == (0.97, 0.9, 0.95, 2)
+    for bad in ("fast", "cosine=2", "speed=1"):
+        with pytest.raises(EdgekitError, match="bad --tolerance"):
+            Tolerance.parse(bad)
+
+
+def test_interleaving_order_and_stats_with_a_fake_clock():
+    order, now = [], [0.0]
+    cost = {"a": 1.0, "b": 3.0}
+
+    def clock():
+        return now[0]
+
+    def make(key):
+        def run():
+            order.append(key)
+            now[0] += cost[key] / 1000
+        return run
+
+    samples = interleaved({"a": make("a"), "b": make("b")}, warmup=1, min_rounds=4, max_rounds=4, clock=clock)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]  # warm-up, then rotating rounds
+    assert samples["a"] == pytest.approx([1.0] * 4) and samples["b"] == pytest.approx([3.0] * 4)
+    stats = summary([1.0, 2.0, 3.0, 4.0])
+    assert stats["p50_ms"] == 2.5 and stats["n"] == 4 and stats["min_ms"] == 1.0
+
+
+def test_estimate_follows_peaks():
+    host, pi4, pi5 = resolve("x86-avx512-vnni"), resolve("raspberrypi4"), resolve("raspberrypi5")
+    fp32_pi4 = estimate_ms(10.0, "fp32", "tflite", host, pi4, 0)
+    assert fp32_pi4 == pytest.approx(10.0 * 768 / 115.2)
+    # int8 gains on the host shrink on a Pi 4 (no sdot) and hold on a Pi 5 (sdot)
+    int8_pi4 = estimate_ms(4.0, "int8-dynamic", "tflite", host, pi4, 0)
+    int8_pi5 = estimate_ms(4.0, "int8-dynamic", "tflite", host, pi5, 0)
+    assert int8_pi4 / fp32_pi4 > int8_pi5 / estimate_ms(10.0, "fp32", "tflite", host, pi5, 0)
+    # fp16 computes in fp16 only where the target has the units
+    assert estimate_ms(10.0, "fp16", "tflite", host, pi5, 0) < estimate_ms(10.0, "fp32", "tflite", host, pi5, 0)
+    # the memory floor: streaming 100 MB at 12.8 GB/s
+    assert estimate_ms(0.001, "fp32", "onnx", host, pi4, 100_000_000) == pytest.approx(100 / 12.8, rel=1e-6)

@@ -1,0 +1,93 @@
+"""The accuracy guard on a deliberately damaged candidate: repaired, or rejected with a report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekit.optimize import NoCandidatePassed, optimize
+from edgekit.quantize.onnx_int8 import OnnxInt8Settings
+
+torch = pytest.importorskip("torch")
+
+OUTLIER = '''
+import torch
+
+def build():
+    """One hidden channel 1000x larger than the rest, which the next layer ignores: dynamic
+    int8 quantises that activation per tensor, spends its range on the outlier and crushes the
+    channels that matter. Per-channel weights cannot help; keeping the second layer in float can."""
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(32, 32), torch.nn.Linear(32, 8)
+    with torch.no_grad():
+        first.weight[0] *= 1000.0
+        second.weight[:, 0] = 0.0
+    return torch.nn.Sequential(first, torch.nn.ReLU(), second).eval(), (torch.randn(1, 32),)
+
+def data():
+    g = torch.Generator().manual_seed(1)
+    yield {"input": torch.randn(128, 32, generator=g).numpy()}
+'''
+
+
+@pytest.fixture
+def damaged(tmp_path, monkeypatch):
+    path = tmp_path / "outlier.py"
+    path.write_text(OUTLIER)
+    # The plan would choose per-channel weights; force per-tensor to damage the candidate.
+    import edgekit.optimize.plan as plan
+
+    monkeypatch.setattr(plan, "int8_preset", lambda profile, mode: (
+        OnnxInt8Settings(mode=mode, per_channel=False), "forced per-tensor for the test"))
+    return path
+
+
+def test_damaged_candidate_is_repaired(damaged, tmp_path):
+    result = optimize(f"{damaged}:build", target="host", data=f"{damaged}:data", out=tmp_path / "out",
+                      formats={"onnx"}, precisions={"int8-dynamic"}, inputs=("input:batchx32",), time_budget_s=0.5)
+    row = result.report["candidates"][0]
+    first, last = row["repairs"][0], row["repairs"][-1]
+    assert first["repair"] == "per-channel weights" and not first["passed"]  # tried first, in vain
+    assert row["status"] == "passed"
+    assert row["reason"] == "repaired: kept the 1 most sensitive node in float (node_linear_1)"
+    assert last["passed"] and row["metrics"]["cosine_mean"] >= 0.99
+    assert row["onnx_int8"]["exclude"] == ["node_linear_1"]  # the layer fed by the outlier
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Repairs" in report_md and "per-channel weights: failed" in report_md
+
+
+def test_unmeetable_tolerance_keeps_the_report_and_names_the_closest(damaged, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(NoCandidatePassed) as info:
+        optimize(f"{damaged}:build", target="host", data=f"{damaged}:data", out=out, formats={"onnx"},
+                 precisions={"int8-dynamic"}, tolerance="cosine=0.99999999", inputs=("input:batchx32",),
+                 time_budget_s=0.5)
+    assert "closest: onnx-int8-dynamic" in str(info.value)
+    report = json.loads((out / "report.json").read_text())
+    assert report["winner"] is None and report["closest"] == "onnx-int8-dynamic"
+    assert report["candidates"][0]["status"] == "rejected" and len(report["candidates"][0]["repairs"]) == 2
+    assert not list(out.glob("best.*"))
+
+
+def test_interrupted_run_leaves_no_output(damaged, tmp_path):
+    out = tmp_path / "out"
+
+    def interrupt(message):
+        if message.startswith("timing"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize(f"{damaged}:build", target="host", data=f"{damaged}:data", out=out, formats={"onnx"},
+                 precisions={"fp32"}, inputs=("input:batchx32",), progress=interrupt)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_full_int8_target_needs_calibration_data(tmp_path):
+    from edgekit.errors import DataError
+
+    path = tmp_path / "cnn.py"
+    path.write_text("import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)).eval(), "
+                    "(torch.randn(1, 1, 6, 6),)\n")
+    with pytest.raises(DataError, match="--allow-synthetic-calibration"):
+        optimize(f"{path}:build", target="coral-edgetpu", out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,110 @@
+"""The plan per profile: formats, precisions and settings follow the device data."""
+
+import pytest
+
+from edgekit.devices import resolve
+from edgekit.errors import EdgekitError
+from edgekit.models import load_model
+from edgekit.optimize.plan import architecture, make_plan
+
+torch = pytest.importorskip("torch")
+
+CNN = '''
+import torch
+def build():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 3)).eval(), (torch.randn(1, 1, 8, 8),)
+'''
+TRANSFORMER = '''
+import torch
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 16)
+        self.norm = torch.nn.LayerNorm(16)
+        self.fc = torch.nn.Linear(16, 16)
+    def forward(self, ids):
+        x = self.norm(self.emb(ids))
+        return (self.fc(x).softmax(-1) * x).mean(1)
+def build():
+    return Tiny().eval(), (torch.randint(0, 50, (1, 8)),)
+'''
+
+
+@pytest.fixture
+def cnn(tmp_path):
+    (tmp_path / "cnn.py").write_text(CNN)
+    return load_model(f"{tmp_path / 'cnn.py'}:build")
+
+
+@pytest.fixture
+def transformer(tmp_path):
+    (tmp_path / "tr.py").write_text(TRANSFORMER)
+    return load_model(f"{tmp_path / 'tr.py'}:build")
+
+
+def ids(plan):
+    return [c.id for c in plan.candidates]
+
+
+def test_architecture_detection(cnn, transformer, tiny_onnx):
+    assert architecture(cnn) == "cnn" and architecture(transformer) == "transformer"
+    assert architecture(load_model(str(tiny_onnx))) == "mlp"
+
+
+def test_coral_gets_only_full_int8_tflite(cnn):
+    plan = make_plan(cnn, resolve("coral-edgetpu"))
+    assert ids(plan) == ["tflite-int8-static"]
+    assert "full-integer" in plan.candidates[0].reason
+
+
+def test_pi5_tries_int8_and_fp16_with_xnnpack(cnn):
+    plan = make_plan(cnn, resolve("raspberrypi"))
+    assert {"tflite-int8-static", "tflite-int8-dynamic", "tflite-fp16", "onnx-int8-static"} <= set(ids(plan))
+    fp16 = next(c for c in plan.candidates if c.id == "tflite-fp16")
+    assert "fp16 arithmetic" in fp16.reason
+    assert next(c for c in plan.candidates if c.id == "onnx-int8-static").onnx_int8.activation_type == "uint8"
+
+
+def test_pi4_prefers_fp32_and_says_int8_gains_are_small(transformer):
+    plan = make_plan(transformer, resolve("raspberrypi4"))
+    assert plan.candidates[0].precision == "fp32"
+    dynamic = next(c for c in plan.candidates if c.id == "tflite-int8-dynamic")
+    assert "small gain" in dynamic.reason
+    assert "only halves the file" in next(c for c in plan.candidates if c.id == "tflite-fp16").reason
+
+
+def test_vnni_gets_s8s8_qdq_and_avx2_reduce_range(cnn):
+    vnni = next(c for c in make_plan(cnn, resolve("x86-avx512-vnni")).candidates if c.id == "onnx-int8-static")
+    assert vnni.onnx_int8.activation_type == "int8" and vnni.onnx_int8.weight_type == "int8"
+    assert not vnni.onnx_int8.reduce_range and "VNNI" in vnni.reason
+    avx2 = next(c for c in make_plan(cnn, resolve("x86-avx2")).candidates if c.id == "onnx-int8-static")
+    assert avx2.onnx_int8.reduce_range and "saturate" in avx2.reason
+
+
+def test_gpu_targets_want_fp16_onnx(cnn):
+    for target in ("nvidia-gpu", "jetson-orin-nano", "jetson-nano"):
+        plan = make_plan(cnn, resolve(target))
+        assert plan.candidates[0].id == "onnx-fp16", target
+        assert all(c.format == "onnx" for c in plan.candidates)
+
+
+def test_transformers_get_dynamic_int8_and_fusions(transformer):
+    plan = make_plan(transformer, resolve("host"))
+    onnx_dyn = next(c for c in plan.candidates if c.id == "onnx-int8-dynamic")
+    assert onnx_dyn.fused and onnx_dyn.onnx_int8.mode == "dynamic" and onnx_dyn.onnx_int8.per_channel
+    assert ("onnx int8-static", "static int8 of attention and LayerNorm loses accuracy; dynamic suits transformers") in plan.skipped
+    forced = make_plan(transformer, resolve("host"), precisions={"int8-static"})
+    assert "onnx-int8-static" in ids(forced)
+
+
+def test_narrowing_and_errors(cnn, tiny_onnx):
+    plan = make_plan(cnn, resolve("raspberrypi"), formats={"onnx"}, precisions={"fp32"})
+    assert ids(plan) == ["onnx-fp32"]
+    with pytest.raises(EdgekitError, match="a PyTorch source is needed"):
+        make_plan(load_model(str(tiny_onnx)), resolve("coral-edgetpu"))
+    onnx_plan = make_plan(load_model(str(tiny_onnx)), resolve("raspberrypi"))
+    assert all(c.format == "onnx" for c in onnx_plan.candidates)
+    assert any("TFLite needs a PyTorch source" in why for _, why in onnx_plan.skipped)
+    with pytest.raises(EdgekitError, match="unknown precision"):
+        make_plan(cnn, resolve("host"), precisions={"int3"})

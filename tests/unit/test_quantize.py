@@ -1,0 +1,136 @@
+"""Each converter and quantiser on tiny models: op types, initializer dtypes, closeness to fp32."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgekit.backends import open_session
+from edgekit.data import Dataset
+from edgekit.models import load_model
+from edgekit.optimize.accuracy import compare
+
+torch = pytest.importorskip("torch")
+
+MLP = '''
+import torch
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval(), (torch.randn(2, 16),)
+def cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval(), (torch.randn(1, 3, 8, 8),)
+'''
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from edgekit.convert.onnx_export import export_onnx
+
+    d = tmp_path_factory.mktemp("q")
+    (d / "mlp.py").write_text(MLP)
+    mlp = load_model(f"{d / 'mlp.py'}:build", ["input:batchx16"])
+    cnn = load_model(f"{d / 'mlp.py'}:cnn", ["input:batchx3x8x8"])
+    export_onnx(mlp, d / "mlp.onnx")
+    export_onnx(cnn, d / "cnn.onnx")
+    rng = np.random.default_rng(0)
+    data = {"mlp": Dataset({"input": rng.standard_normal((64, 16)).astype(np.float32)}),
+            "cnn": Dataset({"input": rng.standard_normal((64, 3, 8, 8)).astype(np.float32)})}
+    return d, {"mlp": mlp, "cnn": cnn}, data
+
+
+def _close(model, data, path, min_cos=0.99):
+    with torch.no_grad():
+        ref = model.module(torch.from_numpy(data.arrays["input"])).numpy()
+    out = open_session(path, model=model).run_batched(data.arrays)
+    metrics = compare([ref], out, None, "generic")
+    assert metrics["cosine_mean"] >= min_cos, metrics
+    return metrics
+
+
+def _init_dtypes(path):
+    proto = onnx.load(str(path))
+    return {onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in proto.graph.initializer}, \
+        [n.op_type for n in proto.graph.node]
+
+
+def test_onnx_dynamic_int8(models, tmp_path):
+    from edgekit.quantize.onnx_int8 import OnnxInt8Settings, quantize_onnx_int8
+
+    d, m, data = models
+    info = quantize_onnx_int8(d / "mlp.onnx", tmp_path / "dyn.onnx", OnnxInt8Settings())
+    dtypes, ops = _init_dtypes(tmp_path / "dyn.onnx")
+    assert "int8" in dtypes and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
+    assert info["quantized_ops"] >= 2 and "per-channel" in info["label"]
+    _close(m["mlp"], data["mlp"], tmp_path / "dyn.onnx")
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "entropy", "percentile"])
+def test_onnx_static_qdq(models, tmp_path, calibration):
+    from edgekit.quantize.onnx_int8 import OnnxInt8Settings, quantize_onnx_int8
+
+    d, m, data = models
+    settings = OnnxInt8Settings(mode="static", activation_type="int8", calibration=calibration)
+    quantize_onnx_int8(d / "cnn.onnx", tmp_path / "s.onnx", settings, data["cnn"])
+    dtypes, ops = _init_dtypes(tmp_path / "s.onnx")
+    assert ops.count("QuantizeLinear") >= 2 and "DequantizeLinear" in ops and "int8" in dtypes
+    _close(m["cnn"], data["cnn"], tmp_path / "s.onnx", min_cos=0.98)
+
+
+def test_static_without_data_is_a_clear_error(models, tmp_path):
+    from edgekit.errors import EdgekitError
+    from edgekit.quantize.onnx_int8 import OnnxInt8Settings, quantize_onnx_int8
+
+    d, _, _ = models
+    with pytest.raises(EdgekitError, match="needs calibration data"):
+        quantize_onnx_int8(d / "cnn.onnx", tmp_path / "s.onnx", OnnxInt8Settings(mode="static"))
+    with pytest.raises(ValueError, match="uint8"):
+        OnnxInt8Settings(mode="dynamic", activation_type="int8")
+
+
+def test_onnx_fp16_keeps_float32_io(models, tmp_path):
+    from edgekit.quantize.onnx_fp16 import quantize_onnx_fp16
+
+    d, m, data = models
+    quantize_onnx_fp16(d / "mlp.onnx", tmp_path / "h.onnx")
+    dtypes, ops = _init_dtypes(tmp_path / "h.onnx")
+    assert "float16" in dtypes and "Cast" in ops
+    session = open_session(tmp_path / "h.onnx", model=m["mlp"])
+    assert session.inputs[0].dtype == "float32" and session.outputs[0].dtype == "float32"
+    _close(m["mlp"], data["mlp"], tmp_path / "h.onnx")
+
+
+@pytest.fixture(scope="module")
+def tflite_base(models):
+    pytest.importorskip("litert_torch")
+    from edgekit.convert.tflite_export import export_tflite
+
+    d, m, _ = models
+    return export_tflite(m["cnn"], d / "cnn.tflite").path
+
+
+@pytest.mark.parametrize("precision, tensor_dtype", [
+    ("int8-dynamic", "int8"), ("int8-weight-only", "int8"), ("int8-static", "int8"), ("fp16", "float16")])
+def test_tflite_recipes(models, tflite_base, tmp_path, precision, tensor_dtype):
+    from edgekit.models.tflite_model import open_interpreter
+    from edgekit.quantize.tflite_quant import quantize_tflite
+
+    _, m, data = models
+    out = tmp_path / f"{precision}.tflite"
+    quantize_tflite(tflite_base, out, precision, data["cnn"])
+    tensors = open_interpreter(out, delegates=False).get_tensor_details()
+    assert tensor_dtype in {np.dtype(t["dtype"]).name for t in tensors}
+    assert out.stat().st_size < tflite_base.stat().st_size
+    _close(m["cnn"], data["cnn"], out, min_cos=0.98)
+    if precision == "int8-static":  # full integer: int8 input, quantised by the backend
+        assert open_interpreter(out).get_input_details()[0]["dtype"] == np.int8
+
+
+def test_tflite_conversion_needs_a_torch_source(tiny_onnx, tmp_path):
+    from edgekit.convert.onnx_export import ConversionError
+    from edgekit.convert.tflite_export import export_tflite
+
+    with pytest.raises(ConversionError, match="needs a PyTorch source"):
+        export_tflite(load_model(str(tiny_onnx)), tmp_path / "x.tflite")

@@ -1,0 +1,32 @@
+"""Silence converters that print progress to stdout/stderr or through logging."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+
+
+@contextlib.contextmanager
+def quiet(capture: io.StringIO | None = None):
+    """Redirect Python-level output and mute noisy loggers; ``capture`` keeps the text.
+
+    C++ libraries writing straight to fd 2 are left alone unless EDGEKIT_DEBUG is unset and
+    the caller asks for it, since redirecting file descriptors is process-wide.
+    """
+    log = capture if capture is not None else io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch._dynamo", "torch.export",
+                                               "absl", "onnxruntime", "litert_torch", "ai_edge_quantizer")]
+    levels = [lg.level for lg in loggers]
+    debug = os.environ.get("EDGEKIT_DEBUG", "") not in ("", "0")
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.DEBUG if debug else logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            warnings.simplefilter("ignore")
+            yield log
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

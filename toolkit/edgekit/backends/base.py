@@ -1,0 +1,41 @@
+"""The small interface every runtime backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..models.spec import TensorSpec
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    threads: Optional[int] = None  # None: the runtime's default (all cores)
+    provider: str = "cpu"  # cpu, cuda, tensorrt (onnxruntime); cpu or xnnpack (LiteRT)
+    # onnxruntime's intra-op threads spin after each run by default; when several sessions (or
+    # torch) share the cores, the spinning steals them from each other. Off unless asked for.
+    allow_spinning: bool = False
+
+
+class Session:
+    format: str = ""
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    requested_provider: str = "cpu"
+    active_provider: str = "cpu"  # read back from the runtime, never assumed
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run_batched(self, feeds: dict[str, np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
+        """Run many samples (first axis) in chunks, concatenating each output."""
+        total = len(next(iter(feeds.values())))
+        chunks = [self.run({k: v[i:i + batch_size] for k, v in feeds.items()})
+                  for i in range(0, total, batch_size)]
+        return [np.concatenate(parts) for parts in zip(*chunks)]
+
+    @property
+    def fell_back(self) -> bool:
+        return self.active_provider != self.requested_provider

@@ -1,0 +1,88 @@
+"""LiteRT (TFLite) interpreters: name mapping, dtype casts and fixed-batch models.
+
+litert-torch names inputs ``serving_default_args_N`` and turns int64 into int32; this backend
+maps the model's own names onto them and casts, so callers feed what the source model takes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgekitError
+from ..models.tflite_model import open_interpreter
+from .base import Session, SessionOptions
+
+_ARG = re.compile(r"args_(\d+)$")
+
+
+class LiteRTSession(Session):
+    format = "tflite"
+
+    def __init__(self, path: Path, options: SessionOptions, model=None):
+        if options.provider not in ("cpu", "xnnpack"):
+            raise EdgekitError(f"LiteRT has no provider {options.provider!r} here", "use cpu or xnnpack")
+        # XNNPACK is LiteRT's default CPU delegate; "cpu" keeps it, as on devices.
+        self.interpreter = open_interpreter(Path(path), num_threads=options.threads)
+        details = self.interpreter.get_input_details()
+        if all(_ARG.search(d["name"]) for d in details):
+            details = sorted(details, key=lambda d: int(_ARG.search(d["name"]).group(1)))
+        self._in = details
+        self._out = self.interpreter.get_output_details()
+        from ..models.tflite_model import _spec
+
+        names = [s.name for s in model.inputs] if model is not None and len(model.inputs) == len(details) else None
+        self.inputs = [_spec(d) for d in details]
+        if names:
+            self.inputs = [type(s)(n, s.shape, s.dtype) for n, s in zip(names, self.inputs)]
+        out_names = [s.name for s in model.outputs] if model is not None and len(model.outputs) == len(self._out) else None
+        self.outputs = [_spec(d) for d in self._out]
+        if out_names:
+            self.outputs = [type(s)(n, s.shape, s.dtype) for n, s in zip(out_names, self.outputs)]
+        self._names = [s.name for s in self.inputs]
+        self.fixed_batch = all(d["shape_signature"][0] > 0 for d in details if len(d["shape_signature"]))
+        self._shapes = {d["index"]: tuple(d["shape"]) for d in details}
+        self.requested_provider = options.provider
+        ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
+        self.active_provider = "xnnpack" if "DELEGATE" in ops else "cpu"
+
+    def _invoke(self, feeds):
+        for name, detail in zip(self._names, self._in):
+            value = feeds[name]
+            if value.dtype != detail["dtype"]:
+                value = _to_input(value, detail)
+            if self._shapes[detail["index"]] != value.shape:  # a dynamic batch changed size
+                self.interpreter.resize_tensor_input(detail["index"], value.shape)
+                self.interpreter.allocate_tensors()
+                self._shapes[detail["index"]] = value.shape
+            self.interpreter.set_tensor(detail["index"], value)
+        self.interpreter.invoke()
+        return [_from_output(self.interpreter.get_tensor(d["index"]), d) for d in self._out]
+
+    def run(self, feeds):
+        batch = len(next(iter(feeds.values())))
+        if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:
+            rows = [self._invoke({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
+            return [np.concatenate(parts) for parts in zip(*rows)]
+        return self._invoke(feeds)
+
+
+def _to_input(value: np.ndarray, detail: dict) -> np.ndarray:
+    """Cast to the interpreter's input type; float data into a full-integer model is quantised
+    with the tensor's own scale and zero point (what the Edge TPU and int8 I/O models expect)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail["quantization"]
+    if dtype.kind in "iu" and scale and value.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
+    return value.astype(dtype)
+
+
+def _from_output(value: np.ndarray, detail: dict) -> np.ndarray:
+    """Integer outputs of a quantised model come back as float32, dequantised."""
+    scale, zero = detail["quantization"]
+    if value.dtype.kind in "iu" and scale:
+        return (value.astype(np.float32) - zero) * np.float32(scale)
+    return value.copy()

@@ -1,0 +1,208 @@
+"""``edgekit optimize``, ``edgekit convert`` and ``edgekit quantize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import ReportedError, console, input_option, json_option, print_json, table
+
+
+def _split(value: str | None) -> set[str] | None:
+    return {v.strip() for v in value.split(",") if v.strip()} if value else None
+
+
+def _progress():
+    """A spinner on stderr for the long steps; returns (callback, stop)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    task = progress.add_task("starting", total=None)
+    progress.start()
+    return (lambda msg: progress.update(task, description=msg)), progress.stop
+
+
+def _summary(report: dict) -> None:
+    out = console()
+    rows = []
+    for c in report["candidates"]:
+        m = c["metrics"]
+        task = f"{m['accuracy']:.3f}" if "accuracy" in m else (f"{m['top1_agreement']:.3f}" if "top1_agreement" in m else "-")
+        mark = "★ " if c["id"] == report["winner"] else ""
+        rows.append([mark + c["id"], c["settings"] or "-", c["status"],
+                     f"{c['size_bytes'] / 1e6:.2f}" if c["size_bytes"] else "-",
+                     f"{c['latency_host']['p50_ms']:.2f}" if c["latency_host"] else "-",
+                     f"{c['latency_target_ms']:.2f}" if c["latency_target_ms"] is not None else "-",
+                     f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-",
+                     f"{m['cosine_min']:.4f}" if "cosine_min" in m else "-", task,
+                     (c["reason"] or "")[:70]])
+    target_col = "target ms" + ("" if report["target"]["is_host"] else " (est.)")
+    out.print(table(f"{report['model']['name']} -> {report['target']['id']}",
+                    ["candidate", "settings", "status", "MB", "host p50 ms", target_col, "cos mean", "cos min",
+                     "top-1/acc", "reason"], rows))
+    for note in report["notes"]:
+        out.print(f"[yellow]note:[/yellow] {note}")
+
+
+@click.command("optimize")
+@click.argument("model", required=False)
+@click.option("--target", "-t", default="host", show_default=True, help="Target profile id, alias or .toml path.")
+@click.option("--data", help="Evaluation/calibration data: .npz or module:function (built-ins carry their own).")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Output directory [edgekit-out/MODEL-TARGET].")
+@click.option("--formats", help="Comma list to narrow the plan: onnx,tflite.")
+@click.option("--precisions", help="Comma list: fp32,fp16,int8-dynamic,int8-static,int8-weight-only.")
+@click.option("--tolerance", help="Mean cosine (0.99) or cosine=0.99,min_cosine=0.98,top1=0.99,accuracy_drop=1.")
+@click.option("--plan", "plan_only", is_flag=True, help="Print the plan and its reasons; build nothing.")
+@click.option("--allow-synthetic-calibration", is_flag=True, help="Calibrate on random inputs when no data is given.")
+@click.option("--eval-samples", default=512, show_default=True, help="Evaluation samples used at most.")
+@click.option("--time-budget", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
+@input_option
+@json_option
+def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_only,
+                 allow_synthetic_calibration, eval_samples, time_budget, inputs, as_json):
+    """Convert and quantise MODEL for a target device, guard accuracy, and pick the best variant.
+
+    MODEL defaults to the demo model edgekit:digits-cnn. The result directory holds every
+    artifact, best.onnx or best.tflite, report.json, report.md, tradeoff.png and manifest.json.
+
+    \b
+    Example:
+      edgekit optimize --target raspberrypi
+      edgekit optimize edgekit:minilm --target host --json
+      edgekit optimize net.py:build --data calib.npz --target coral-edgetpu --plan
+    """
+    from ..optimize import NoCandidatePassed, optimize
+
+    say, stop = (lambda msg: None), (lambda: None)
+    if not plan_only:
+        say, stop = _progress()
+    try:
+        result = optimize(model, target=target, data=data, out=out, formats=_split(formats),
+                          precisions=_split(precisions), tolerance=tolerance, plan_only=plan_only,
+                          allow_synthetic_calibration=allow_synthetic_calibration, eval_samples=eval_samples,
+                          time_budget_s=time_budget, progress=say, inputs=inputs)
+    except NoCandidatePassed as exc:
+        stop()
+        if as_json:
+            print_json(exc.result.report)
+        else:
+            _summary(exc.result.report)
+        raise
+    finally:
+        stop()
+    if plan_only:
+        if as_json:
+            print_json(result.report["plan"])
+        else:
+            _print_plan(result.report["plan"])
+        return
+    if as_json:
+        print_json(result.report)
+        return
+    _summary(result.report)
+    console().print(f"best: [bold]{result.best_path}[/bold]   report: {result.out_dir / 'report.md'}")
+
+
+def _print_plan(plan: dict) -> None:
+    out = console()
+    out.print(table(f"Plan for {plan['target']} ({plan['architecture']})", ["candidate", "runtime", "settings", "why"],
+                    [[c["id"], c["runtime"], c["settings"] or "-", c["reason"]] for c in plan["candidates"]]))
+    if plan["skipped"]:
+        out.print(table("Skipped", ["what", "why"], [[s["what"], s["why"]] for s in plan["skipped"]]))
+    for note in plan["notes"]:
+        out.print(f"note: {note}")
+
+
+@click.command("convert")
+@click.argument("model", required=False)
+@click.option("--to", "to", type=click.Choice(["onnx", "tflite"]), required=True)
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Output file [MODEL.onnx|.tflite].")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="ONNX exporter; auto tries dynamo, then TorchScript.")
+@input_option
+@json_option
+def convert_cmd(model, to, out, exporter, inputs, as_json):
+    """Convert a PyTorch model to ONNX or TFLite, checked against torch on its example inputs.
+
+    \b
+    Example:
+      edgekit convert edgekit:minilm --to onnx --out minilm.onnx
+      edgekit convert net.py:build --to tflite
+    """
+    from .._io import atomic_directory
+    from ..models import load_model
+
+    loaded = load_model(model, inputs)
+    out = out or Path(f"{loaded.name}.{to}")
+    with atomic_directory(out.with_name(out.name + ".d")) as tmp:
+        if to == "onnx":
+            from ..convert.onnx_export import export_onnx
+
+            result = export_onnx(loaded, tmp / out.name, exporter=exporter)
+        else:
+            from ..convert.tflite_export import export_tflite
+
+            result = export_tflite(loaded, tmp / out.name)
+        (tmp / out.name).replace(out)
+    import shutil
+
+    shutil.rmtree(out.with_name(out.name + ".d"), ignore_errors=True)
+    info = result.to_dict() | {"file": str(out), "size_bytes": out.stat().st_size}
+    if as_json:
+        print_json(info)
+    else:
+        console().print(f"wrote {out} ({info['size_bytes'] / 1e6:.2f} MB) with {info['exporter']}; "
+                        f"max |diff| vs torch {info['max_abs_diff']:.2e}"
+                        + (f"; fell back because {info['fallback_reason']}" if info.get("fallback_reason") else ""))
+
+
+@click.command("quantize")
+@click.argument("model", required=False)
+@click.option("--precision", type=click.Choice(["fp16", "int8-dynamic", "int8-static", "int8-weight-only"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite"]),
+              help="Output format (default: the input file's, or onnx for PyTorch sources).")
+@click.option("--target", default="host", show_default=True, help="Target whose int8 preset to use.")
+@click.option("--data", help="Calibration data (.npz or module:function) for int8-static.")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Output file.")
+@input_option
+@json_option
+def quantize_cmd(model, precision, fmt, target, data, out, inputs, as_json):
+    """Quantise one model with the target's preset, and report its accuracy against fp32.
+
+    \b
+    Example:
+      edgekit quantize model.onnx --precision int8-dynamic
+      edgekit quantize edgekit:digits-cnn --precision int8-static --format tflite --out d.tflite
+    """
+    from ..optimize import optimize
+
+    from ..models import load_model
+
+    loaded = load_model(model, inputs)
+    fmt = fmt or (loaded.format if loaded.format in ("onnx", "tflite") else "onnx")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from ..optimize import NoCandidatePassed
+
+        try:
+            result = optimize(loaded, target=target, data=data, out=Path(tmp) / "out", formats={fmt},
+                              precisions={precision}, tolerance="0", time_budget_s=1.0)
+        except NoCandidatePassed as exc:
+            raise ReportedError(f"quantisation failed: {exc}") from None
+        row = next(c for c in result.report["candidates"] if c["status"] == "passed")
+        out = out or Path(f"{loaded.name}-{precision}.{fmt}")
+        import shutil
+
+        shutil.copyfile(Path(tmp) / "out" / row["file"], out)
+    info = {"file": str(out), "size_bytes": out.stat().st_size, "precision": precision, "format": fmt,
+            "settings": row["settings"], "metrics": row["metrics"]}
+    if as_json:
+        print_json(info)
+    else:
+        m = row["metrics"]
+        console().print(f"wrote {out} ({info['size_bytes'] / 1e6:.2f} MB, {row['settings'] or precision}); "
+                        f"vs fp32: mean cosine {m['cosine_mean']:.4f}, min {m['cosine_min']:.4f}")

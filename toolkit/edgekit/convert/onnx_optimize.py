@@ -1,0 +1,50 @@
+"""onnxruntime graph optimisation, with its transformer fusions for BERT-like graphs.
+
+The fused graph uses com.microsoft ops (BiasGelu, SkipLayerNormalization...), so it runs only
+on onnxruntime; it is produced for onnxruntime targets and never for other ONNX consumers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._quiet import quiet
+
+
+def looks_like_transformer(proto) -> bool:
+    ops = {n.op_type for n in proto.graph.node}
+    return "Softmax" in ops and "MatMul" in ops and ("LayerNormalization" in ops or "ReduceMean" in ops)
+
+
+def _attention_shape(proto) -> tuple[int, int]:
+    """(num_heads, hidden) from the graph: hidden from the LayerNorm scale, heads from a Reshape
+    that splits hidden into (heads, head_dim). 0 lets onnxruntime detect them itself."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    hidden = 0
+    for node in proto.graph.node:
+        if node.op_type == "LayerNormalization" and len(node.input) > 1 and node.input[1] in inits:
+            hidden = int(np.prod(inits[node.input[1]].dims))
+            break
+    for node in proto.graph.node:
+        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in inits:
+            shape = numpy_helper.to_array(inits[node.input[1]]).tolist()
+            if len(shape) == 4 and hidden and shape[2] * shape[3] == hidden:
+                return int(shape[2]), hidden
+    return 0, hidden
+
+
+def optimize_transformer(src: Path, dst: Path) -> dict:
+    """Apply onnxruntime's BERT fusions; returns the fused-operator counts."""
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    proto = onnx.load(str(src))
+    heads, hidden = _attention_shape(proto)
+    with quiet():
+        optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
+        optimized.save_model_to_file(str(dst))
+    stats = optimized.get_fused_operator_statistics()
+    return {k: v for k, v in stats.items() if v}

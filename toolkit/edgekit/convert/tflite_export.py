@@ -1,0 +1,66 @@
+"""PyTorch -> TFLite with litert-torch (torch.export underneath; no TensorFlow needed).
+
+The result is checked against torch on the example inputs, like the ONNX export.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._quiet import quiet
+from ..errors import require
+from ..models.spec import Model
+from .onnx_export import ConversionError, _first_line
+
+
+@dataclass
+class TfliteResult:
+    path: Path
+    exporter: str
+    seconds: float
+    max_abs_diff: float
+
+    def to_dict(self) -> dict:
+        return {"file": self.path.name, "exporter": self.exporter, "seconds": round(self.seconds, 2),
+                "max_abs_diff": self.max_abs_diff}
+
+
+def export_tflite(model: Model, path: Path, tolerance: float = 1e-3) -> TfliteResult:
+    """Convert with a fixed batch of one: what edge interpreters run, and what XNNPACK plans for."""
+    if not model.is_torch:
+        raise ConversionError(
+            f"{model.source} is {model.format}; TFLite conversion needs a PyTorch source",
+            "litert-torch", hint="pass the PyTorch model (a factory or .pt2), not an exported file",
+        )
+    with quiet():  # litert-torch's imports print about optional CUDA kernels
+        litert_torch = require("litert_torch", "litert-torch", "tflite", "TFLite conversion")
+    torch = require("torch", "torch", "convert", "TFLite conversion")
+    path = Path(path)
+    example = tuple(t[:1] for t in model.example_inputs)
+    start = time.perf_counter()
+    try:
+        with quiet():
+            edge = litert_torch.convert(model.module.eval(), example)
+            edge.export(str(path))
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        raise ConversionError(f"TFLite conversion of {model.name} failed: {_first_line(exc)}",
+                              "litert-torch", detail=str(exc)[:2000],
+                              hint="litert-torch needs a torch.export-able model; see --debug") from None
+    from ..backends import open_session
+
+    session = open_session(path, model=model)
+    feeds = {s.name: t.numpy() for s, t in zip(model.inputs, example)}
+    got = session.run(feeds)
+    with torch.no_grad():
+        want = model.module(*example)
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    diff = max(float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, want))
+    if not np.isfinite(diff) or diff > tolerance:
+        path.unlink(missing_ok=True)
+        raise ConversionError(f"TFLite output of {model.name} differs from torch by {diff:.3g}", "litert-torch")
+    return TfliteResult(path, "litert-torch", time.perf_counter() - start, diff)

@@ -1,0 +1,7 @@
+"""Optimise a model for a target device: plan, convert, quantise, guard accuracy, choose."""
+
+from .accuracy import Tolerance
+from .pipeline import NoCandidatePassed, OptimizeResult, optimize
+from .plan import Candidate, Plan, make_plan
+
+__all__ = ["Candidate", "NoCandidatePassed", "OptimizeResult", "Plan", "Tolerance", "make_plan", "optimize"]

@@ -1,0 +1,115 @@
+"""The accuracy guard: compare a candidate's outputs with the fp32 reference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_cosine: float = 0.99  # mean cosine similarity per output row
+    min_cosine_floor: Optional[float] = None  # minimum cosine over rows, when asked for
+    min_top1: float = 0.99  # top-1 agreement with the reference (classifiers, no labels)
+    max_accuracy_drop: float = 1.0  # points of the task metric (classifiers with labels)
+
+    def __post_init__(self):
+        for name in ("min_cosine", "min_top1"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1]")
+        if self.max_accuracy_drop < 0:
+            raise ValueError("max_accuracy_drop must be >= 0")
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> "Tolerance":
+        """'0.98' (mean cosine) or 'cosine=0.98,min_cosine=0.95,top1=0.98,accuracy_drop=2'."""
+        if not text:
+            return cls()
+        keys = {"cosine": "min_cosine", "min_cosine": "min_cosine_floor", "top1": "min_top1",
+                "accuracy_drop": "max_accuracy_drop"}
+        values = {}
+        try:
+            if "=" not in text:
+                return cls(min_cosine=float(text))
+            for part in text.split(","):
+                key, _, value = part.partition("=")
+                if key.strip() not in keys:
+                    raise KeyError(key)
+                values[keys[key.strip()]] = float(value)
+            return cls(**values)
+        except (ValueError, KeyError) as exc:
+            raise EdgekitError(
+                f"bad --tolerance {text!r} ({exc})",
+                "use a mean cosine like 0.98, or cosine=0.98,min_cosine=0.95,top1=0.98,accuracy_drop=2",
+            ) from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(len(a), -1) if a.ndim > 1 else a.reshape(-1, 1)
+
+
+def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Optional[np.ndarray],
+            task: str) -> dict:
+    """Metrics of ``outputs`` against ``reference`` (first axis: samples)."""
+    metrics: dict = {}
+    worst_cos, worst_floor, max_abs, mean_abs = 1.0, 1.0, 0.0, 0.0
+    for ref, out in zip(reference, outputs):
+        r, o = _rows(ref), _rows(out)
+        if r.shape != o.shape:
+            raise EdgekitError(f"candidate output shape {o.shape} differs from the reference {r.shape}")
+        if not np.all(np.isfinite(o)):
+            return {"finite": False, "cosine_mean": 0.0, "cosine_min": 0.0, "max_abs_error": float("inf"),
+                    "mean_abs_error": float("inf")}
+        diff = np.abs(r - o)
+        max_abs, mean_abs = max(max_abs, float(diff.max())), max(mean_abs, float(diff.mean()))
+        norms = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
+        cos = np.where(norms > 0, (r * o).sum(1) / np.maximum(norms, 1e-30), 1.0)
+        worst_cos, worst_floor = min(worst_cos, float(cos.mean())), min(worst_floor, float(cos.min()))
+    metrics.update(finite=True, cosine_mean=worst_cos, cosine_min=worst_floor, max_abs_error=max_abs,
+                   mean_abs_error=mean_abs)
+    if task == "classification":
+        ref_top, out_top = reference[0].argmax(-1), outputs[0].argmax(-1)
+        metrics["top1_agreement"] = float((ref_top == out_top).mean())
+        if labels is not None:
+            metrics["accuracy"] = float((out_top == labels).mean())
+            metrics["reference_accuracy"] = float((ref_top == labels).mean())
+            metrics["accuracy_drop_points"] = 100 * (metrics["reference_accuracy"] - metrics["accuracy"])
+    return metrics
+
+
+def verdict(metrics: dict, tolerance: Tolerance) -> tuple[bool, str]:
+    """(passes, why not). With labels the task metric replaces top-1 agreement, as users judge
+    a classifier by its accuracy; cosine of the outputs is required either way."""
+    if not metrics.get("finite", True):
+        return False, "non-finite outputs (NaN or inf)"
+    problems = []
+    if metrics["cosine_mean"] < tolerance.min_cosine:
+        problems.append(f"mean cosine {metrics['cosine_mean']:.4f} < {tolerance.min_cosine}")
+    if tolerance.min_cosine_floor is not None and metrics["cosine_min"] < tolerance.min_cosine_floor:
+        problems.append(f"min cosine {metrics['cosine_min']:.4f} < {tolerance.min_cosine_floor}")
+    if "accuracy_drop_points" in metrics:
+        if metrics["accuracy_drop_points"] > tolerance.max_accuracy_drop:
+            problems.append(f"accuracy drop {metrics['accuracy_drop_points']:.2f} points > {tolerance.max_accuracy_drop}")
+    elif "top1_agreement" in metrics and metrics["top1_agreement"] < tolerance.min_top1:
+        problems.append(f"top-1 agreement {metrics['top1_agreement']:.4f} < {tolerance.min_top1}")
+    return (not problems), "; ".join(problems)
+
+
+def shortfall(metrics: dict, tolerance: Tolerance) -> float:
+    """How far a candidate is from passing (0 when it passes): ranks the 'closest' candidate."""
+    if not metrics.get("finite", True):
+        return float("inf")
+    gap = max(0.0, tolerance.min_cosine - metrics["cosine_mean"])
+    if "accuracy_drop_points" in metrics:
+        gap += max(0.0, metrics["accuracy_drop_points"] - tolerance.max_accuracy_drop) / 100
+    elif "top1_agreement" in metrics:
+        gap += max(0.0, tolerance.min_top1 - metrics["top1_agreement"])
+    return gap

@@ -1,0 +1,37 @@
+"""Target latency from a host measurement: a simple roofline scaling.
+
+time_target = max(time_host x host_peak / target_peak, weight_bytes / target_bandwidth), with the
+peak of the precision the candidate computes in. It assumes the op mix is as efficient on the
+target as on the host; the profile command refines this per op class.
+"""
+
+from __future__ import annotations
+
+from ..devices.profile import Profile
+
+ASSUMPTION = ("estimate: host latency scaled by the ratio of peak arithmetic rates for the "
+              "candidate's compute precision, floored by the time to stream the weights once")
+
+
+def compute_precision(precision: str, fmt: str, target: Profile) -> str:
+    """What the candidate computes in on ``target``: fp16 weights run as fp32 without fp16 units."""
+    if precision in ("int8-dynamic", "int8-static"):
+        return "int8"
+    if precision == "fp16":
+        fp16_units = bool(set(target.cpu.isa) & {"asimdhp", "avx512_fp16"}) or any(
+            a.kind == "gpu" and "fp16" in a.dtypes for a in target.accelerators)
+        return "fp16" if fp16_units else "fp32"
+    return "fp32"  # fp32, and int8 weight-only (dequantised to float)
+
+
+def peak(profile: Profile, kind: str) -> float:
+    est = profile.estimator
+    return {"int8": est.peak_gops_int8, "fp16": est.peak_gflops_fp16, "fp32": est.peak_gflops_fp32}[kind]
+
+
+def estimate_ms(host_ms: float, precision: str, fmt: str, host: Profile, target: Profile, weight_bytes: int) -> float:
+    host_kind = compute_precision(precision, fmt, host)
+    target_kind = compute_precision(precision, fmt, target)
+    compute = host_ms * peak(host, host_kind) / peak(target, target_kind)
+    memory = weight_bytes / (target.memory.bandwidth_gbs * 1e9) * 1000.0
+    return max(compute, memory)

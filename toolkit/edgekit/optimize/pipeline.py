@@ -1,0 +1,261 @@
+"""``edgekit optimize``: plan, build, guard accuracy, repair, time, choose, write."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .._io import atomic_directory
+from ..backends import SessionOptions, open_session
+from ..convert.onnx_export import ConversionError
+from ..data import Dataset, load_data, synthesize
+from ..devices import Profile, host_profile, resolve
+from ..errors import DataError, EdgekitError
+from ..models import Model, load_model
+from . import report as report_mod
+from .accuracy import Tolerance, compare, shortfall, verdict
+from .build import Builder
+from .estimate import ASSUMPTION, estimate_ms
+from .plan import Candidate, Plan, make_plan
+from .timing import interleaved, summary
+
+EVAL_SAMPLES = 512
+TIE = 0.03  # candidates within 3% of the fastest are a tie; the smaller file wins
+
+
+class NoCandidatePassed(EdgekitError):
+    """Raised after the report is written: no candidate met the tolerance."""
+
+
+@dataclass
+class Outcome:
+    candidate: Candidate
+    status: str = "pending"  # passed, rejected (accuracy), failed (conversion), unfit (size)
+    path: Optional[Path] = None
+    build: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    reason: str = ""
+    repairs: list[dict] = field(default_factory=list)
+    latency: dict = field(default_factory=dict)
+    target_ms: Optional[float] = None
+    latency_source: str = ""
+
+    @property
+    def size(self) -> Optional[int]:
+        return self.path.stat().st_size if self.path and self.path.exists() else None
+
+
+@dataclass
+class OptimizeResult:
+    report: dict
+    out_dir: Optional[Path]
+    winner: Optional[str]
+
+    @property
+    def best_path(self) -> Optional[Path]:
+        if self.out_dir is None or self.winner is None:
+            return None
+        return next(iter(self.out_dir.glob("best.*")), None)
+
+
+def _reference(model: Model, data: Dataset) -> list[np.ndarray]:
+    """fp32 outputs of the source model itself: torch eager, or the source file's runtime."""
+    if model.is_torch:
+        import torch
+
+        chunks = []
+        with torch.no_grad():
+            for batch in data.batches(32):
+                out = model.module(*(torch.from_numpy(batch[s.name]) for s in model.inputs))
+                outs = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) else list(out)
+                chunks.append([o.numpy() for o in outs])
+        return [np.concatenate(parts) for parts in zip(*chunks)]
+    return open_session(model.path, SessionOptions(), model).run_batched(data.arrays)
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class Optimizer:
+    def __init__(self, model: Model, target: Profile, eval_data: Dataset, calibration: Optional[Dataset],
+                 tolerance: Tolerance, plan: Plan, workdir: Path, progress: Callable[[str], None],
+                 time_budget_s: float):
+        self.model, self.target, self.eval, self.calibration = model, target, eval_data, calibration
+        self.tolerance, self.plan, self.workdir, self.progress = tolerance, plan, workdir, progress
+        self.builder = Builder(model, workdir, calibration)
+        self.host = host_profile()
+        self.time_budget_s = time_budget_s
+        self.reference = _reference(model, eval_data)
+        self.options = SessionOptions(threads=_threads())
+
+    def evaluate(self, path: Path) -> dict:
+        session = open_session(path, self.options, self.model)
+        outputs = session.run_batched(self.eval.arrays)
+        return compare(self.reference, outputs, self.eval.labels, self.model.task)
+
+    def attempt(self, candidate: Candidate) -> tuple[Path, dict, dict]:
+        path, info = self.builder.build(candidate)
+        return path, info, self.evaluate(path)
+
+    def run_candidate(self, candidate: Candidate) -> Outcome:
+        outcome = Outcome(candidate)
+        self.progress(f"building {candidate.id}")
+        try:
+            outcome.path, outcome.build, outcome.metrics = self.attempt(candidate)
+        except ConversionError as exc:
+            outcome.status, outcome.reason = "failed", str(exc)
+            outcome.build = {"exporter": exc.exporter, "error": str(exc), "detail": exc.detail[:1000]}
+            return outcome
+        ok, why = verdict(outcome.metrics, self.tolerance)
+        if ok:
+            outcome.status = "passed"
+            return outcome
+        outcome.status, outcome.reason = "rejected", why
+        self.repair(outcome)
+        return outcome
+
+    def repair(self, outcome: Outcome) -> None:
+        """Try what an engineer would, in order; keep the first repaired variant that passes."""
+        from .repair import repairs
+
+        for label, fixed in repairs(outcome.candidate, self):
+            self.progress(f"repairing {outcome.candidate.id}: {label}")
+            try:
+                path, info, metrics = self.attempt(fixed)
+            except ConversionError as exc:
+                outcome.repairs.append({"repair": label, "error": str(exc)})
+                continue
+            ok, why = verdict(metrics, self.tolerance)
+            outcome.repairs.append({"repair": label, "passed": ok, "why": why, "metrics": metrics,
+                                    "settings": fixed.settings_label()})
+            if ok:
+                outcome.candidate, outcome.path, outcome.build, outcome.metrics = fixed, path, info, metrics
+                outcome.status, outcome.reason = "passed", f"repaired: {label}"
+                return
+
+    def fits(self, outcome: Outcome) -> bool:
+        limit = self.target.constraints.max_model_mb
+        size_mb = outcome.size / 1e6
+        if limit is not None and size_mb > limit:
+            outcome.status, outcome.reason = "unfit", f"{size_mb:.1f} MB > the target's {limit} MB limit"
+            return False
+        if size_mb * 2 > self.target.memory.ram_mb:  # weights plus activations and the runtime
+            outcome.status, outcome.reason = "unfit", f"{size_mb:.0f} MB does not fit {self.target.memory.ram_mb} MB of RAM"
+            return False
+        return True
+
+    def time(self, outcomes: list[Outcome]) -> None:
+        """Interleaved host latency at batch 1 for every passing candidate, then the target estimate."""
+        passing = [o for o in outcomes if o.status == "passed"]
+        if not passing:
+            return
+        self.progress(f"timing {len(passing)} candidates side by side")
+        sample = {k: v[:1] for k, v in self.eval.arrays.items()}
+        sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
+        calls = {cid: (lambda s=s: s.run(sample)) for cid, s in sessions.items()}
+        samples = interleaved(calls, budget_s=self.time_budget_s)
+        same = self.target.id == "host"
+        for o in passing:
+            o.latency = summary(samples[o.candidate.id])
+            if same:
+                o.target_ms, o.latency_source = o.latency["p50_ms"], "measured on this host"
+            else:
+                o.target_ms = estimate_ms(o.latency["p50_ms"], o.candidate.precision, o.candidate.format,
+                                          self.host, self.target, o.size)
+                o.latency_source = "estimate"
+
+    def choose(self, outcomes: list[Outcome]) -> Optional[Outcome]:
+        ready = [o for o in outcomes if o.status == "passed" and o.target_ms is not None and self.fits(o)]
+        if not ready:
+            return None
+        fastest = min(o.target_ms for o in ready)
+        tied = [o for o in ready if o.target_ms <= fastest * (1 + TIE)]
+        return min(tied, key=lambda o: (o.size, o.target_ms))
+
+
+def _calibration_for(model: Model, data_ref: Optional[str], target: Profile, plan: Plan,
+                     allow_synthetic: bool, notes: list[str]) -> Optional[Dataset]:
+    needs = any(c.precision == "int8-static" for c in plan.candidates)
+    if not needs:
+        return None
+    if data_ref:
+        return load_data(data_ref, model, limit=512)
+    builtin = model.builtin_data("calibration")
+    if builtin is not None:
+        return builtin
+    if target.constraints.full_int8_required and not allow_synthetic:
+        raise DataError(
+            f"target {target.id} needs full-integer int8, which needs calibration data, and none was given",
+            "pass --data data.npz (representative inputs), or --allow-synthetic-calibration to accept "
+            "random inputs and poor accuracy",
+        )
+    notes.append("static int8 was calibrated on SYNTHETIC inputs: expect poor accuracy; pass --data")
+    return synthesize(model, n=64, seed=1)
+
+
+def optimize(model: str | Model | None = None, target: str | Profile = "host", data: Optional[str] = None,
+             out: Optional[str | Path] = None, formats: Optional[set[str]] = None,
+             precisions: Optional[set[str]] = None, tolerance: Tolerance | str | None = None,
+             allow_synthetic_calibration: bool = False, eval_samples: int = EVAL_SAMPLES,
+             time_budget_s: float = 20.0, progress: Callable[[str], None] = lambda msg: None,
+             inputs: tuple[str, ...] = (), plan_only: bool = False) -> OptimizeResult:
+    """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result."""
+    started = time.time()
+    model = model if isinstance(model, Model) else load_model(model, inputs)
+    profile = target if isinstance(target, Profile) else resolve(target)
+    tolerance = tolerance if isinstance(tolerance, Tolerance) else Tolerance.parse(tolerance)
+    plan = make_plan(model, profile, formats, precisions)
+    if plan_only:
+        return OptimizeResult({"plan": plan.to_dict(), "model": model.name, "target": profile.id}, None, None)
+
+    notes: list[str] = list(plan.notes)
+    if data:
+        eval_data = load_data(data, model)
+    else:
+        eval_data = model.builtin_data("eval")
+    if eval_data is None:
+        eval_data = synthesize(model, n=64)
+        notes.append("ACCURACY WAS CHECKED ON SYNTHETIC INPUTS ONLY: no --data was given; the metrics "
+                     "say how close candidates are to fp32 on random inputs, not on real data")
+    eval_data = eval_data.head(eval_samples)
+    calibration = _calibration_for(model, data, profile, plan, allow_synthetic_calibration, notes)
+
+    out_dir = Path(out) if out else Path("edgekit-out") / f"{model.name}-{profile.id}"
+    with tempfile.TemporaryDirectory(prefix="edgekit-opt-") as tmp:
+        progress(f"reference outputs on {eval_data.describe()}")
+        opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, time_budget_s)
+        outcomes = [opt.run_candidate(c) for c in plan.candidates]
+        opt.time(outcomes)
+        winner = opt.choose(outcomes)
+        closest = None
+        if winner is None:
+            scored = [o for o in outcomes if o.metrics]
+            closest = min(scored, key=lambda o: shortfall(o.metrics, tolerance)).candidate.id if scored else None
+        if profile.id != "host":
+            notes.append(f"target latency is an {ASSUMPTION}; host: {opt.host.name}")
+        report = report_mod.build_report(model, profile, opt, outcomes, winner, closest, eval_data,
+                                         calibration, tolerance, plan, notes, time.time() - started)
+        progress(f"writing {out_dir}")
+        with atomic_directory(out_dir) as staging:
+            report_mod.write(staging, report, outcomes, winner, model, profile)
+    result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None)
+    if winner is None:
+        error = NoCandidatePassed(
+            f"no candidate met the tolerance ({report['tolerance_text']}); closest: {closest or 'none'}",
+            f"the report is in {out_dir}; loosen --tolerance or give better --data",
+        )
+        error.result = result
+        raise error
+    return result

@@ -1,0 +1,184 @@
+"""The optimize report (JSON and Markdown), the runtime manifest and the output directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .. import __version__
+
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "litert-torch",
+         "ai-edge-quantizer", "ai-edge-litert", "numpy")
+MANIFEST_SCHEMA = 1
+RUNTIME_OF = {"onnx": "onnxruntime", "tflite": "litert"}
+
+
+def toolchain() -> dict:
+    versions = {"edgekit": __version__}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _candidate_row(o) -> dict:
+    return {
+        **o.candidate.to_dict(), "status": o.status, "reason": o.reason,
+        "file": f"artifacts/{o.path.name}" if o.path and o.status != "failed" else None,
+        "size_bytes": o.size, "build": o.build, "metrics": o.metrics, "repairs": o.repairs,
+        "latency_host": o.latency, "latency_target_ms": o.target_ms, "latency_source": o.latency_source,
+    }
+
+
+def build_report(model, profile, opt, outcomes, winner, closest, eval_data, calibration, tolerance,
+                 plan, notes, seconds) -> dict:
+    tol = tolerance.to_dict()
+    tol_text = f"mean cosine >= {tol['min_cosine']}"
+    if model.task == "classification":
+        tol_text += (f", accuracy drop <= {tol['max_accuracy_drop']} points" if eval_data.labels is not None
+                     else f", top-1 agreement >= {tol['min_top1']}")
+    if tol["min_cosine_floor"] is not None:
+        tol_text += f", min cosine >= {tol['min_cosine_floor']}"
+    return {
+        "schema": "edgekit.optimize/1",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "model": {"name": model.name, "source": model.source, "format": model.format, "task": model.task,
+                  "inputs": [s.to_dict() for s in model.inputs], "outputs": [s.to_dict() for s in model.outputs]},
+        "target": {"id": profile.id, "name": profile.name, "is_host": profile.id == "host"},
+        "host": {"name": opt.host.name, "cores": opt.host.cpu.cores, "isa_int8": opt.host.precisions[0]},
+        "data": {"eval": eval_data.describe(), "eval_synthetic": eval_data.synthetic,
+                 "calibration": calibration.describe() if calibration is not None else None},
+        "tolerance": tol, "tolerance_text": tol_text,
+        "exports": opt.builder.exports,
+        "plan": plan.to_dict(),
+        "candidates": [_candidate_row(o) for o in outcomes],
+        "winner": winner.candidate.id if winner else None,
+        "closest": closest,
+        "notes": notes,
+        "toolchain": toolchain(),
+    }
+
+
+def _fmt(value, spec=".4f", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# edgekit optimize: {report['model']['name']} for {report['target']['name']}", ""]
+    winner = report["winner"]
+    if winner:
+        row = next(c for c in report["candidates"] if c["id"] == winner)
+        lines.append(f"**Winner: `{winner}`** ({row['format']}, {row['precision']}"
+                     f"{', ' + row['settings'] if row['settings'] else ''}): "
+                     f"{_fmt(row['latency_target_ms'], '.2f')} ms on the target ({row['latency_source']}), "
+                     f"{row['size_bytes'] / 1e6:.2f} MB, mean cosine {_fmt(row['metrics'].get('cosine_mean'))}.")
+    else:
+        lines.append(f"**No candidate met the tolerance.** Closest: `{report['closest']}`.")
+    lines += ["", f"Tolerance: {report['tolerance_text']}. Evaluation: {report['data']['eval']}."]
+    if report["data"]["calibration"]:
+        lines.append(f"Calibration: {report['data']['calibration']}.")
+    lines += [""] + [f"> {note}" for note in report["notes"]] + [""]
+    lines += ["## Candidates", "",
+              "| candidate | settings | status | size MB | host p50 ms | target ms | cos mean | cos min | top-1 / acc | reason |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in report["candidates"]:
+        m = c["metrics"]
+        task = (f"{m['accuracy']:.4f}" if "accuracy" in m else _fmt(m.get("top1_agreement")))
+        lines.append(
+            f"| {c['id']} | {c['settings'] or '-'} | {c['status']} | {_fmt(c['size_bytes'] and c['size_bytes'] / 1e6, '.2f')} "
+            f"| {_fmt(c['latency_host'].get('p50_ms'), '.2f')} | {_fmt(c['latency_target_ms'], '.2f')} "
+            f"| {_fmt(m.get('cosine_mean'))} | {_fmt(m.get('cosine_min'))} | {task} | {c['reason'] or '-'} |")
+    repaired = [c for c in report["candidates"] if c["repairs"]]
+    if repaired:
+        lines += ["", "## Repairs", ""]
+        for c in repaired:
+            lines.append(f"- `{c['id']}`:")
+            for r in c["repairs"]:
+                result = "error: " + r["error"] if "error" in r else ("passed" if r["passed"] else f"failed ({r['why']})")
+                lines.append(f"  - {r['repair']}: {result}")
+    lines += ["", "## Plan", "", f"Architecture: {report['plan']['architecture']}.", ""]
+    lines += [f"- `{c['id']}` for {c['runtime']}: {c['reason']}" for c in report["plan"]["candidates"]]
+    if report["plan"]["skipped"]:
+        lines += ["", "Skipped:"] + [f"- {s['what']}: {s['why']}" for s in report["plan"]["skipped"]]
+    lines += ["", "## Conversions", ""]
+    lines += [f"- {key}: {json.dumps(value)}" for key, value in report["exports"].items()]
+    lines += ["", "## Toolchain", "", ", ".join(f"{k} {v}" for k, v in report["toolchain"].items()), ""]
+    return "\n".join(lines)
+
+
+def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> dict:
+    """The variants a device should try, in order: the winner, the other passing candidates by
+    target latency, and an fp32 variant last as the safe fallback."""
+    passing = sorted((o for o in outcomes if o.status == "passed"), key=lambda o: o.target_ms or 1e9)
+    others = [o for o in passing if o is not winner]
+    order = (([winner] if winner else []) + [o for o in others if o.candidate.precision != "fp32"]
+             + [o for o in others if o.candidate.precision == "fp32"])
+    variants = [{
+        "id": o.candidate.id, "file": f"artifacts/{o.path.name}", "format": o.candidate.format,
+        "precision": o.candidate.precision, "sha256": sha256(out / "artifacts" / o.path.name),
+        "runtime": RUNTIME_OF[o.candidate.format], "target_runtime": o.candidate.runtime,
+        "provider": "cpu" if o.candidate.runtime.endswith(("cpu", "xnnpack")) else o.candidate.runtime.split("-")[-1],
+    } for o in order]
+    return {
+        "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": report["created"]},
+        "target": profile.id, "created": report["created"], "toolchain": report["toolchain"],
+        "inputs": report["model"]["inputs"], "outputs": report["model"]["outputs"], "variants": variants,
+    }
+
+
+def plot(report: dict, path: Path) -> bool:
+    """Latency against accuracy for every timed candidate: the trade-off, not just the winner."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [c for c in report["candidates"] if c["latency_target_ms"] is not None]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in rows:
+        colour = "tab:green" if c["id"] == report["winner"] else ("tab:blue" if c["format"] == "onnx" else "tab:orange")
+        ax.scatter(c["latency_target_ms"], c["metrics"]["cosine_mean"], s=max(c["size_bytes"] / 2e5, 20), color=colour)
+        ax.annotate(c["id"], (c["latency_target_ms"], c["metrics"]["cosine_mean"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.axhline(report["tolerance"]["min_cosine"], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"latency on {report['target']['id']} (ms, {'measured' if report['target']['is_host'] else 'estimated'})")
+    ax.set_ylabel("mean cosine vs fp32")
+    ax.set_title(f"{report['model']['name']}: candidates (marker size ~ file size; green = winner)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(out: Path, report: dict, outcomes, winner, model, profile) -> None:
+    artifacts = out / "artifacts"
+    artifacts.mkdir(parents=True)
+    for o in outcomes:
+        if o.path and o.path.exists() and o.status != "failed":
+            shutil.copyfile(o.path, artifacts / o.path.name)
+    if winner:
+        shutil.copyfile(winner.path, out / f"best{winner.path.suffix}")
+    if plot(report, out / "tradeoff.png"):
+        report["plot"] = "tradeoff.png"
+    (out / "manifest.json").write_text(json.dumps(manifest(report, outcomes, winner, model, profile, out), indent=2))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(markdown(report))

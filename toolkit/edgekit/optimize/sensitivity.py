@@ -1,0 +1,76 @@
+"""Which quantised nodes lose the most accuracy: compare intermediate tensors with fp32.
+
+Both graphs are run with every float tensor they share exposed as an output. A node's own
+sensitivity is the relative error it adds: the error of its output minus the worst error of its
+inputs, so that errors inherited from earlier layers are not blamed on later ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Dataset
+
+QUANTISABLE = {"MatMul", "Gemm", "Conv", "Attention", "FusedMatMul", "ConvTranspose"}
+
+
+def _expose_all(proto, names: set[str]):
+    import onnx
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(proto)
+    existing = {o.name for o in exposed.graph.output}
+    for name in sorted(names - existing):
+        exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return exposed
+
+
+def _float_values(proto) -> set[str]:
+    """Names of float tensors produced by nodes (from shape inference)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    floats = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    return floats & {o for n in proto.graph.node for o in n.output}
+
+
+def _run(proto, data: Dataset, names: list[str]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feeds = {i.name: data.arrays[i.name] for i in session.get_inputs()}
+    results = session.run(names, feeds)
+    return dict(zip(names, results))
+
+
+def node_sensitivity(fp32_path: Path, quant_path: Path, data: Dataset, samples: int = 16) -> list[tuple[str, float]]:
+    """[(node name, added relative error)] for quantisable fp32 nodes, worst first."""
+    import onnx
+
+    fp32 = onnx.load(str(fp32_path))
+    quant = onnx.load(str(quant_path))
+    shared = _float_values(fp32) & {o for n in quant.graph.node for o in n.output}
+    names = sorted(shared)
+    subset = data.head(samples)
+    ref = _run(_expose_all(fp32, shared), subset, names)
+    got = _run(_expose_all(quant, shared), subset, names)
+    error = {}
+    for name in names:
+        r, g = ref[name].astype(np.float64), got[name].astype(np.float64)
+        if r.shape != g.shape:
+            continue
+        error[name] = float(np.linalg.norm(r - g) / max(np.linalg.norm(r), 1e-12))
+    weights = {t.name for t in fp32.graph.initializer}
+    scores = []
+    for node in fp32.graph.node:
+        # Only nodes with a weight are quantised (activation x activation MatMuls stay float).
+        if node.op_type not in QUANTISABLE or not weights & set(node.input) or node.output[0] not in error:
+            continue
+        inherited = max((error.get(i, 0.0) for i in node.input), default=0.0)
+        scores.append((node.name, error[node.output[0]] - inherited))
+    return sorted(scores, key=lambda t: t[1], reverse=True)
