@@ -44,7 +44,7 @@ def test_optimize_digits_cli(cli, tmp_path, target):
 
 
 def test_optimize_minilm_host_finds_a_fast_accurate_variant(tmp_path):
-    from edgekit.optimize import optimize
+    from edgekit.optimizer import optimize
 
     result = optimize("edgekit:minilm", target="host", out=tmp_path / "m", time_budget_s=5)
     report = result.report

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from edgekit.errors import EdgekitError
-from edgekit.optimize.accuracy import Tolerance, compare, shortfall, verdict
-from edgekit.optimize.estimate import estimate_ms
-from edgekit.optimize.timing import interleaved, summary
+from edgekit.optimizer.accuracy import Tolerance, compare, shortfall, verdict
+from edgekit.optimizer.estimate import estimate_ms
+from edgekit.optimizer.timing import interleaved, summary
 from edgekit.devices import resolve
 
 

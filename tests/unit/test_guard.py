@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.optimize import NoCandidatePassed, optimize
+from edgekit import optimize
+from edgekit.optimizer import NoCandidatePassed
 from edgekit.quantize.onnx_int8 import OnnxInt8Settings
 
 torch = pytest.importorskip("torch")
@@ -35,7 +36,7 @@ def damaged(tmp_path, monkeypatch):
     path = tmp_path / "outlier.py"
     path.write_text(OUTLIER)
     # The plan would choose per-channel weights; force per-tensor to damage the candidate.
-    import edgekit.optimize.plan as plan
+    import edgekit.optimizer.plan as plan
 
     monkeypatch.setattr(plan, "int8_preset", lambda profile, mode: (
         OnnxInt8Settings(mode=mode, per_channel=False), "forced per-tensor for the test"))

@@ -5,7 +5,7 @@ import pytest
 from edgekit.devices import resolve
 from edgekit.errors import EdgekitError
 from edgekit.models import load_model
-from edgekit.optimize.plan import architecture, make_plan
+from edgekit.optimizer.plan import architecture, make_plan
 
 torch = pytest.importorskip("torch")
 

@@ -9,7 +9,7 @@ import pytest
 from edgekit.backends import open_session
 from edgekit.data import Dataset
 from edgekit.models import load_model
-from edgekit.optimize.accuracy import compare
+from edgekit.optimizer.accuracy import compare
 
 torch = pytest.importorskip("torch")
 

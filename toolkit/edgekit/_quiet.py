@@ -30,3 +30,28 @@ def quiet(capture: io.StringIO | None = None):
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_quiet():
+    """Silence C++ libraries that log to file descriptor 2 (LiteRT's 'Created TensorFlow Lite
+    XNNPACK delegate', absl's InitializeLog warning). Brief spans only: fd 2 is process-wide."""
+    if os.environ.get("EDGEKIT_DEBUG", "") not in ("", "0"):
+        yield
+        return
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. under some test runners)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -36,13 +36,14 @@ def _summary(report: dict) -> None:
                      f"{c['size_bytes'] / 1e6:.2f}" if c["size_bytes"] else "-",
                      f"{c['latency_host']['p50_ms']:.2f}" if c["latency_host"] else "-",
                      f"{c['latency_target_ms']:.2f}" if c["latency_target_ms"] is not None else "-",
-                     f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-",
-                     f"{m['cosine_min']:.4f}" if "cosine_min" in m else "-", task,
+                     f"{m['cosine_mean']:.4f} / {m['cosine_min']:.4f}" if "cosine_mean" in m else "-", task,
                      (c["reason"] or "")[:70]])
     target_col = "target ms" + ("" if report["target"]["is_host"] else " (est.)")
-    out.print(table(f"{report['model']['name']} -> {report['target']['id']}",
-                    ["candidate", "settings", "status", "MB", "host p50 ms", target_col, "cos mean", "cos min",
-                     "top-1/acc", "reason"], rows))
+    headers = ["candidate", "settings", "status", "MB", "host p50 ms", target_col, "cosine mean / min",
+               "acc" if report["data"]["eval"].endswith("labelled") else "top-1", "reason"]
+    if not any(r[-1] for r in rows):  # no reasons to show: keep the table narrow
+        headers, rows = headers[:-1], [r[:-1] for r in rows]
+    out.print(table(f"{report['model']['name']} -> {report['target']['id']}", headers, rows))
     for note in report["notes"]:
         out.print(f"[yellow]note:[/yellow] {note}")
 
@@ -74,7 +75,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
       edgekit optimize edgekit:minilm --target host --json
       edgekit optimize net.py:build --data calib.npz --target coral-edgetpu --plan
     """
-    from ..optimize import NoCandidatePassed, optimize
+    from ..optimizer import NoCandidatePassed, optimize
 
     say, stop = (lambda msg: None), (lambda: None)
     if not plan_only:
@@ -177,7 +178,7 @@ def quantize_cmd(model, precision, fmt, target, data, out, inputs, as_json):
       edgekit quantize model.onnx --precision int8-dynamic
       edgekit quantize edgekit:digits-cnn --precision int8-static --format tflite --out d.tflite
     """
-    from ..optimize import optimize
+    from ..optimizer import optimize
 
     from ..models import load_model
 
@@ -186,7 +187,7 @@ def quantize_cmd(model, precision, fmt, target, data, out, inputs, as_json):
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        from ..optimize import NoCandidatePassed
+        from ..optimizer import NoCandidatePassed
 
         try:
             result = optimize(loaded, target=target, data=data, out=Path(tmp) / "out", formats={fmt},

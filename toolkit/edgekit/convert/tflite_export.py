@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._quiet import quiet
+from .._quiet import native_quiet, quiet
 from ..errors import require
 from ..models.spec import Model
 from .onnx_export import ConversionError, _first_line
@@ -36,14 +36,14 @@ def export_tflite(model: Model, path: Path, tolerance: float = 1e-3) -> TfliteRe
             f"{model.source} is {model.format}; TFLite conversion needs a PyTorch source",
             "litert-torch", hint="pass the PyTorch model (a factory or .pt2), not an exported file",
         )
-    with quiet():  # litert-torch's imports print about optional CUDA kernels
+    with quiet(), native_quiet():  # litert-torch's imports print about optional kernels
         litert_torch = require("litert_torch", "litert-torch", "tflite", "TFLite conversion")
     torch = require("torch", "torch", "convert", "TFLite conversion")
     path = Path(path)
     example = tuple(t[:1] for t in model.example_inputs)
     start = time.perf_counter()
     try:
-        with quiet():
+        with quiet(), native_quiet():
             edge = litert_torch.convert(model.module.eval(), example)
             edge.export(str(path))
     except Exception as exc:

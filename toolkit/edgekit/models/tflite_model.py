@@ -55,9 +55,12 @@ def open_interpreter(path: Path, num_threads: int | None = None, delegates: bool
         resolver = getattr(sys.modules[cls.__module__], "OpResolverType", None)
         if resolver is not None:
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    from .._quiet import native_quiet
+
     try:
-        interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
-        interpreter.allocate_tensors()
+        with native_quiet():
+            interpreter = cls(model_path=str(path), num_threads=num_threads, **kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(
             f"{path} cannot be loaded by LiteRT: {str(exc).strip().splitlines()[0]}",

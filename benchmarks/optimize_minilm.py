@@ -1,0 +1,96 @@
+"""edgekit optimize on all-MiniLM-L6-v2 (sequence 128, batch 1) against the usual baselines.
+
+Measured side by side in one run, interleaved, onnxruntime spinning off: torch eager fp32,
+onnxruntime fp32, onnxruntime's default quantize_dynamic, and edgekit's chosen variant for the
+host. Prints latency ratios against torch eager and the cosine metrics on the sentence set, then
+checks that the raspberrypi plan's TFLite int8 variant passes the same accuracy bar.
+
+Goal: edgekit's choice >= 4x faster than torch eager fp32, mean cosine >= 0.99, min >= 0.98.
+
+    .venv/bin/python benchmarks/optimize_minilm.py [--budget 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import numpy as np
+from _common import cosine_rows, print_table, side_by_side
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds of interleaved timing")
+    args = parser.parse_args()
+
+    import torch
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgekit.backends import SessionOptions, open_session
+    from edgekit.convert.onnx_export import export_onnx
+    from edgekit.models import load_model
+    from edgekit.optimizer import optimize
+
+    torch.set_num_threads(2)
+    model = load_model("edgekit:minilm")
+    data = model.builtin_data("eval")
+    one = {k: v[:1] for k, v in data.arrays.items()}
+    with torch.no_grad():
+        reference = model.module(*(torch.from_numpy(data.arrays[s.name]) for s in model.inputs)).numpy()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
+    print("optimizing for host ...", flush=True)
+    chosen = optimize(model, target="host", out=work / "host", time_budget_s=10)
+    best = chosen.best_path
+    print(f"edgekit chose {chosen.winner} ({best.name})")
+    fp32 = export_onnx(model, work / "fp32.onnx").path
+    quantize_dynamic(str(fp32), str(work / "ort-default-int8.onnx"))  # onnxruntime's defaults
+
+    options = SessionOptions(threads=2)
+    sessions = {
+        "onnxruntime fp32": open_session(fp32, options, model),
+        "onnxruntime quantize_dynamic (defaults)": open_session(work / "ort-default-int8.onnx", options, model),
+        f"edgekit choice ({chosen.winner})": open_session(best, options, model),
+    }
+    tensors = tuple(torch.from_numpy(one[s.name]) for s in model.inputs)
+
+    def eager():
+        with torch.no_grad():
+            model.module(*tensors)
+
+    runs = {"torch eager fp32": eager} | {name: (lambda s=s: s.run(one)) for name, s in sessions.items()}
+    timings = side_by_side(runs, budget_s=args.budget)
+
+    accuracy = {"torch eager fp32": (1.0, 1.0)}
+    for name, session in sessions.items():
+        cos = cosine_rows(reference, session.run_batched(data.arrays)[0])
+        accuracy[name] = (float(cos.mean()), float(cos.min()))
+    base = timings["torch eager fp32"]["p50_ms"]
+    rows = [[name, f"{t['p50_ms']:.2f}", f"{t['p90_ms']:.2f}", t["n"], f"{base / t['p50_ms']:.2f}x",
+             f"{accuracy[name][0]:.4f}", f"{accuracy[name][1]:.4f}"] for name, t in timings.items()]
+    print(f"\nall-MiniLM-L6-v2, seq 128, batch 1, {len(data)} sentences; interleaved medians")
+    print_table(["variant", "p50 ms", "p90 ms", "n", "speed-up vs torch", "cos mean", "cos min"], rows)
+
+    name = f"edgekit choice ({chosen.winner})"
+    speedup = base / timings[name]["p50_ms"]
+    mean_cos, min_cos = accuracy[name]
+    host_ok = speedup >= 4.0 and mean_cos >= 0.99 and min_cos >= 0.98
+    print(f"\ngoal (host): >= 4x vs torch eager, mean cos >= 0.99, min >= 0.98: "
+          f"{speedup:.2f}x, {mean_cos:.4f}, {min_cos:.4f} -> {'PASS' if host_ok else 'FAIL'}")
+
+    print("\noptimizing for raspberrypi (TFLite int8 only) ...", flush=True)
+    pi = optimize(model, target="raspberrypi", out=work / "pi", formats={"tflite"}, precisions={"int8-dynamic"},
+                  time_budget_s=2)
+    row = pi.report["candidates"][0]
+    pi_ok = row["status"] == "passed" and row["metrics"]["cosine_mean"] >= 0.99 and row["metrics"]["cosine_min"] >= 0.98
+    print(f"raspberrypi {row['id']}: mean cos {row['metrics']['cosine_mean']:.4f}, min {row['metrics']['cosine_min']:.4f}, "
+          f"estimated {row['latency_target_ms']:.1f} ms on the Pi 5 -> {'PASS' if pi_ok else 'FAIL'}")
+    return 0 if host_ok and pi_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
