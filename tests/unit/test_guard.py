@@ -92,3 +92,40 @@ def test_full_int8_target_needs_calibration_data(tmp_path):
     with pytest.raises(DataError, match="--allow-synthetic-calibration"):
         optimize(f"{path}:build", target="coral-edgetpu", out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+BRANCHY = '''
+import torch
+
+class Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent: torch.export (and so litert-torch) refuses it
+            return self.fc(x)
+        return -self.fc(x)
+
+def build():
+    torch.manual_seed(0)
+    return Branchy().eval(), (torch.ones(1, 4),)
+
+def data():
+    yield {"x": torch.rand(16, 4).numpy() + 0.1}
+'''
+
+
+def test_a_failed_conversion_is_reported_and_the_plan_goes_on(tmp_path):
+    pytest.importorskip("litert_torch")
+    path = tmp_path / "branchy.py"
+    path.write_text(BRANCHY)
+    result = optimize(f"{path}:build", target="raspberrypi", data=f"{path}:data", out=tmp_path / "o",
+                      precisions={"fp32"}, time_budget_s=0.5)
+    rows = {c["id"]: c for c in result.report["candidates"]}
+    assert rows["tflite-fp32"]["status"] == "failed"
+    assert rows["tflite-fp32"]["build"]["exporter"] == "litert-torch"
+    assert "TFLite conversion of build failed" in rows["tflite-fp32"]["reason"]
+    assert rows["onnx-fp32"]["status"] == "passed" and result.winner == "onnx-fp32"
+    assert result.report["exports"]["onnx"]["exporter"] == "torchscript"
+    assert result.report["exports"]["onnx"]["fallback_reason"].startswith("dynamo:")

@@ -118,6 +118,11 @@ class Optimizer:
             outcome.status, outcome.reason = "failed", str(exc)
             outcome.build = {"exporter": exc.exporter, "error": str(exc), "detail": exc.detail[:1000]}
             return outcome
+        except Exception as exc:  # the runtime rejected the artifact: report it, go on with the plan
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            outcome.status, outcome.reason = "failed", f"running the artifact failed: {first}"
+            outcome.build = {"exporter": candidate.runtime, "error": outcome.reason}
+            return outcome
         ok, why = verdict(outcome.metrics, self.tolerance)
         if ok:
             outcome.status = "passed"
