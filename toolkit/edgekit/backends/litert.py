@@ -61,6 +61,24 @@ class LiteRTSession(Session):
         self.interpreter.invoke()
         return [_from_output(self.interpreter.get_tensor(d["index"]), d) for d in self._out]
 
+    def bind(self, feeds):
+        batch = len(next(iter(feeds.values())))
+        if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:
+            return lambda: self.run(feeds)
+        self._invoke(feeds)  # resizes once if needed
+        interpreter = self.interpreter
+        pairs = [(d["index"], feeds[n] if feeds[n].dtype == d["dtype"] else _to_input(feeds[n], d))
+                 for n, d in zip(self._names, self._in)]
+        outputs = [d["index"] for d in self._out]
+
+        def call():
+            for index, value in pairs:
+                interpreter.set_tensor(index, value)
+            interpreter.invoke()
+            return [interpreter.get_tensor(i) for i in outputs]
+
+        return call
+
     def run(self, feeds):
         batch = len(next(iter(feeds.values())))
         if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:

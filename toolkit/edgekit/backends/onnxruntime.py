@@ -48,6 +48,13 @@ class OrtSession(Session):
         self.active_provider = SHORT.get(self.session.get_providers()[0], self.session.get_providers()[0])
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}
 
+    def bind(self, feeds):
+        cast = self._cast(feeds)
+        run = self.session.run
+        return lambda: run(None, cast)
+
+    def _cast(self, feeds):
+        return {k: (v if v.dtype == self._dtypes[k] else v.astype(self._dtypes[k])) for k, v in feeds.items()}
+
     def run(self, feeds):
-        cast = {k: (v if v.dtype == self._dtypes[k] else v.astype(self._dtypes[k])) for k, v in feeds.items()}
-        return self.session.run(None, cast)
+        return self.session.run(None, self._cast(feeds))

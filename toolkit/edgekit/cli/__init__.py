@@ -8,6 +8,8 @@ import click
 
 from .. import __version__
 from .common import EdgekitGroup
+from .agent_cmd import agent
+from .bench_cmd import bench_cmd
 from .inspect_cmd import inspect_model
 from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
 from .targets_cmd import targets
@@ -39,3 +41,5 @@ main.add_command(inspect_model)
 main.add_command(optimize_cmd)
 main.add_command(convert_cmd)
 main.add_command(quantize_cmd)
+main.add_command(bench_cmd)
+main.add_command(agent)

@@ -169,7 +169,7 @@ class Optimizer:
         self.progress(f"timing {len(passing)} candidates side by side")
         sample = {k: v[:1] for k, v in self.eval.arrays.items()}
         sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
-        calls = {cid: (lambda s=s: s.run(sample)) for cid, s in sessions.items()}
+        calls = {cid: s.bind(sample) for cid, s in sessions.items()}
         samples = interleaved(calls, budget_s=self.time_budget_s)
         same = self.target.id == "host"
         for o in passing:

@@ -1,0 +1,118 @@
+"""The device agent on loopback: authentication, limits, queueing, disconnects, end to end."""
+
+import hashlib
+import http.client
+import json
+import socket
+import threading
+
+import pytest
+
+from edgekit.agent.client import AgentClient, remote_bench
+from edgekit.agent.server import AgentConfig, make_server, new_token, read_token
+from edgekit.bench import BenchOptions
+from edgekit.errors import EdgekitError
+
+FAST = dict(min_runs=20, min_seconds=0.2, warmup_runs=2, warmup_s=0.05)
+
+
+@pytest.fixture
+def agent(tmp_path):
+    token_file = tmp_path / "agent.token"
+    new_token(token_file)
+    server = make_server("127.0.0.1", 0, AgentConfig(tmp_path / "store", read_token(token_file), max_upload_bytes=4096))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", token_file, server
+    server.shutdown()
+    server.server_close()
+
+
+def _conn(url):
+    host, port = url.split("//")[1].split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def test_token_is_required_and_checked(agent):
+    url, token_file, _ = agent
+    conn = _conn(url)
+    conn.request("GET", "/v1/health")
+    assert conn.getresponse().status == 200  # probes need no token
+    for header in ({}, {"Authorization": "Bearer nope-nope-nope-nope"}, {"Authorization": "Basic x"}):
+        conn = _conn(url)
+        conn.request("GET", "/v1/artifacts/" + "0" * 64 + ".onnx", headers=header)
+        assert conn.getresponse().status == 401
+    with pytest.raises(EdgekitError, match="refused the token"):
+        AgentClient(url, b"wrong-token-of-good-length").ensure(token_file, "onnx")
+
+
+def test_short_or_missing_token_files(tmp_path):
+    (tmp_path / "t").write_text("short")
+    with pytest.raises(EdgekitError, match="too short"):
+        read_token(tmp_path / "t")
+    with pytest.raises(EdgekitError, match="edgekit agent token"):
+        read_token(tmp_path / "missing")
+
+
+def test_upload_limits_hashes_and_names(agent):
+    url, token_file, server = agent
+    token = read_token(token_file).decode()
+    auth = {"Authorization": f"Bearer {token}"}
+    big = b"x" * 5000
+    conn = _conn(url)
+    conn.request("PUT", f"/v1/artifacts/{hashlib.sha256(big).hexdigest()}.onnx", body=big, headers=auth)
+    assert conn.getresponse().status == 413
+    small = b"y" * 100
+    conn = _conn(url)
+    conn.request("PUT", "/v1/artifacts/" + "a" * 64 + ".onnx", body=small, headers=auth)
+    assert conn.getresponse().status == 400  # content does not match its name
+    for path in ("/v1/artifacts/../../etc/passwd", "/v1/artifacts/" + "a" * 64 + ".sh"):
+        conn = _conn(url)
+        conn.request("PUT", path, body=small, headers=auth)
+        assert conn.getresponse().status == 404
+    stored = list((server.RequestHandlerClass.agent.config.storage).iterdir())
+    assert stored == []  # nothing half-written, nothing outside the store
+
+
+def test_one_benchmark_at_a_time(agent, tiny_onnx):
+    url, token_file, server = agent
+    client = AgentClient(url, read_token(token_file))
+    sha = client.ensure(tiny_onnx, "onnx")
+    busy = server.RequestHandlerClass.agent.busy
+    busy.acquire()  # as if another benchmark were running
+    try:
+        body = json.dumps({"artifacts": [{"sha256": sha, "format": "onnx"}], "options": FAST}).encode()
+        status, reply, headers = client.request("POST", "/v1/bench", body)
+        assert status == 429 and int(headers["Retry-After"]) > 0
+    finally:
+        busy.release()
+    status, reply, _ = client.request("POST", "/v1/bench", body)
+    assert status == 200 and reply["results"][0]["steady"]["n"] >= 20
+
+
+def test_survives_a_client_that_disconnects_mid_run(agent, tiny_onnx):
+    url, token_file, server = agent
+    client = AgentClient(url, read_token(token_file))
+    sha = client.ensure(tiny_onnx, "onnx")
+    body = json.dumps({"artifacts": [{"sha256": sha, "format": "onnx"}],
+                       "options": dict(FAST, min_seconds=1.0)}).encode()
+    host, port = url.split("//")[1].split(":")
+    sock = socket.create_connection((host, int(port)))
+    request = (f"POST /v1/bench HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {client.token}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    sock.sendall(request)
+    sock.close()  # gone before the benchmark ends
+    result = remote_bench(url, token_file, [str(tiny_onnx)], BenchOptions(**FAST))  # waits its turn if needed
+    assert result["results"][0]["label"] == "tiny.onnx"
+
+
+def test_remote_bench_end_to_end_and_content_addressing(agent, tiny_onnx):
+    url, token_file, server = agent
+    result = remote_bench(url, token_file, [str(tiny_onnx), str(tiny_onnx)], BenchOptions(**FAST))
+    assert result["device"] == url and result["schema"] == "edgekit.bench/1"
+    assert len(result["results"]) == 2 and result["interleaved"]
+    assert result["environment"]["cores"] >= 1
+    store = server.RequestHandlerClass.agent.config.storage
+    assert len(list(store.glob("*.onnx"))) == 1  # the same content is stored and sent once
+    with pytest.raises(EdgekitError, match="cannot reach the agent"):
+        remote_bench("http://127.0.0.1:9", token_file, [str(tiny_onnx)], BenchOptions(**FAST))

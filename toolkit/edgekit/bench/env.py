@@ -1,0 +1,46 @@
+"""The environment a benchmark ran in: what it takes to trust or reproduce a number."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _temperature_c() -> float | None:
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
+        value = _read(str(zone))
+        if value and value.lstrip("-").isdigit():
+            return int(value) / 1000.0
+    return None
+
+
+def environment() -> dict:
+    from ..devices.host import _cores, _cpuinfo, _flags, _max_ghz
+
+    info = _cpuinfo()
+    versions = {}
+    for name in ("onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tflite-runtime", "torch", "numpy", "edgekit"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "hostname": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu_model": info.get("model name") or info.get("Hardware") or info.get("CPU part") or platform.processor(),
+        "cpu_flags": list(_flags(info)), "cores": _cores(), "logical_cpus": os.cpu_count(),
+        "max_ghz": round(_max_ghz(info), 2),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cur_mhz": (int(_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq") or 0) // 1000) or None,
+        "temperature_c": _temperature_c(),
+        "versions": versions,
+    }
