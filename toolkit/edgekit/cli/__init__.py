@@ -12,6 +12,7 @@ from .agent_cmd import agent
 from .bench_cmd import bench_cmd
 from .inspect_cmd import inspect_model
 from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
+from .profile_cmd import profile_cmd
 from .targets_cmd import targets
 
 
@@ -43,3 +44,4 @@ main.add_command(convert_cmd)
 main.add_command(quantize_cmd)
 main.add_command(bench_cmd)
 main.add_command(agent)
+main.add_command(profile_cmd)

@@ -1,0 +1,50 @@
+"""edgekit profile on the real models."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("torch")
+
+
+def test_minilm_flops_match_the_known_figure():
+    from edgekit.profile import run_profile
+
+    report = run_profile("edgekit:minilm", target="raspberrypi", runs=3)
+    static = report["static"]
+    assert static["macs"] / 1e9 == pytest.approx(1.4, rel=0.05)  # all-MiniLM-L6-v2 at sequence 128
+    assert 22e6 < static["params"] < 23e6
+    assert report["measured"]["by_op_type"]["MatMul"]["share"] > 0.5
+    assert report["inputs"]["source"].startswith("202 English sentences")  # real text, not random ids
+    est = report["estimate"]["total_ms"]
+    assert est["int8"] < est["fp32"]
+    actions = " ".join(h["action"] for h in report["hints"])
+    assert "int8" in actions and "transformer optimiser" in actions
+    assert report["torch_profile"]["by_op_type"]
+
+
+def test_profile_cli_on_digits_writes_the_report(cli, tmp_path):
+    out = tmp_path / "prof"
+    result = cli("profile", "--target", "coral-edgetpu", "--runs", "5", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert {"static", "measured", "estimate", "compatibility", "hints", "host_efficiency"} <= set(report)
+    what = {c["what"] for c in report["compatibility"]}
+    assert "dynamic shapes on a static-shape target" in what  # the digits model has a dynamic batch
+    assert (out / "time_by_op_type.png").exists() and (out / "roofline.png").exists()
+    assert "## Bottlenecks and actions" in (out / "report.md").read_text()
+    json_out = cli("profile", "--runs", "3", "--json")
+    assert json.loads(json_out.output)["target"]["id"] == "host"
+
+
+def test_profile_tflite_says_what_it_cannot_do(cli, tiny_tflite):
+    result = cli("profile", tiny_tflite, "--runs", "3", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["measured"]["total_us_per_run"] > 0 and "no per-op profiler" in report["limitations"][0]
+
+
+def test_pyspy_cli_errors_clearly(cli):
+    result = cli("profile", "--pyspy")
+    assert result.exit_code == 1 and "no command to profile" in result.output
