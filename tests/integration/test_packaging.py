@@ -38,23 +38,16 @@ def device_venv(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digits_files(tmp_path_factory):
+def digits_bundle(tmp_path_factory):
+    """An optimised digits model for the Pi, packaged: what a user copies to the device."""
     pytest.importorskip("torch")
-    from edgekit.convert.onnx_export import export_onnx
-    from edgekit.models import load_model
+    from edgekit import optimize
+    from edgekit.bundle import make_bundle
 
     out = tmp_path_factory.mktemp("digits")
-    model = load_model("edgekit:digits-cnn")
-    onnx_path = export_onnx(model, out / "digits.onnx").path
-    tflite_path = None
-    try:
-        import litert_torch
-
-        tflite_path = out / "digits.tflite"
-        litert_torch.convert(model.module, model.example_inputs).export(str(tflite_path))
-    except ImportError:
-        pass
-    return onnx_path, tflite_path
+    optimize("edgekit:digits-cnn", target="raspberrypi", out=out / "opt", time_budget_s=0.5)
+    make_bundle(out / "opt", out / "digits.ekb")
+    return out / "digits.ekb"
 
 
 def test_device_install_has_no_torch_and_finds_profiles(device_venv):
@@ -65,15 +58,14 @@ def test_device_install_has_no_torch_and_finds_profiles(device_venv):
     assert listed.returncode == 0 and "raspberrypi5" in listed.stdout
 
 
-def test_example_app_classifies_real_digits(device_venv, digits_files):
-    onnx_path, tflite_path = digits_files
+def test_example_app_classifies_real_digits(device_venv, digits_bundle):
     python = str(device_venv / "bin" / "python")
-    for path in filter(None, (onnx_path, tflite_path)):
-        out = subprocess.run([python, str(KIT / "app.py"), str(path), "--input", str(KIT / "sample_digits.npz"),
-                              "--runs", "5"], capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr
-        accuracy = float(out.stdout.split("accuracy: ")[1].split()[0])
-        assert accuracy > 0.9, out.stdout
-        assert "latency (batch 1" in out.stdout
-    missing = subprocess.run([python, str(KIT / "app.py"), "/nonexistent.onnx"], capture_output=True, text=True)
+    out = subprocess.run([python, str(KIT / "app.py"), str(digits_bundle), "--input", str(KIT / "sample_digits.npz"),
+                          "--runs", "5"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    accuracy = float(out.stdout.split("accuracy: ")[1].split()[0])
+    assert accuracy > 0.9, out.stdout
+    assert "active variant: tflite-" in out.stdout  # the Pi plan's TFLite variant runs first
+    assert "latency (batch 1" in out.stdout
+    missing = subprocess.run([python, str(KIT / "app.py"), "/nonexistent.ekb"], capture_output=True, text=True)
     assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -13,6 +13,7 @@ from .bench_cmd import bench_cmd
 from .inspect_cmd import inspect_model
 from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
 from .profile_cmd import profile_cmd
+from .runtime_cmd import package_cmd, run_cmd
 from .targets_cmd import targets
 
 
@@ -45,3 +46,5 @@ main.add_command(quantize_cmd)
 main.add_command(bench_cmd)
 main.add_command(agent)
 main.add_command(profile_cmd)
+main.add_command(package_cmd)
+main.add_command(run_cmd)

@@ -60,10 +60,12 @@ def _summary(report: dict) -> None:
 @click.option("--allow-synthetic-calibration", is_flag=True, help="Calibrate on random inputs when no data is given.")
 @click.option("--eval-samples", default=512, show_default=True, help="Evaluation samples used at most.")
 @click.option("--time-budget", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
+@click.option("--package", "package", is_flag=True, help="Also write the deployable bundle OUT.ekb.")
+@click.option("--sign-key", type=click.Path(path_type=Path), help="With --package: sign the bundle (ed25519 PEM).")
 @input_option
 @json_option
 def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_only,
-                 allow_synthetic_calibration, eval_samples, time_budget, inputs, as_json):
+                 allow_synthetic_calibration, eval_samples, time_budget, package, sign_key, inputs, as_json):
     """Convert and quantise MODEL for a target device, guard accuracy, and pick the best variant.
 
     MODEL defaults to the demo model edgekit:digits-cnn. The result directory holds every
@@ -74,6 +76,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
       edgekit optimize --target raspberrypi
       edgekit optimize edgekit:minilm --target host --json
       edgekit optimize net.py:build --data calib.npz --target coral-edgetpu --plan
+      edgekit optimize --target raspberrypi --package
     """
     from ..optimizer import NoCandidatePassed, optimize
 
@@ -100,11 +103,19 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
         else:
             _print_plan(result.report["plan"])
         return
+    bundle = None
+    if package:
+        from ..bundle import make_bundle
+
+        bundle = result.out_dir.with_suffix(".ekb")
+        make_bundle(result.out_dir, bundle, sign_key=sign_key)
+        result.report["bundle"] = str(bundle)
     if as_json:
         print_json(result.report)
         return
     _summary(result.report)
-    console().print(f"best: [bold]{result.best_path}[/bold]   report: {result.out_dir / 'report.md'}")
+    console().print(f"best: [bold]{result.best_path}[/bold]   report: {result.out_dir / 'report.md'}"
+                    + (f"   bundle: {bundle}" if bundle else ""))
 
 
 def _print_plan(plan: dict) -> None:

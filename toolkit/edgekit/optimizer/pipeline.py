@@ -254,7 +254,8 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
                                          calibration, tolerance, plan, notes, time.time() - started)
         progress(f"writing {out_dir}")
         with atomic_directory(out_dir) as staging:
-            report_mod.write(staging, report, outcomes, winner, model, profile)
+            report_mod.write(staging, report, outcomes, winner, model, profile,
+                             golden=(eval_data.arrays, opt.reference))
     result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None)
     if winner is None:
         error = NoCandidatePassed(

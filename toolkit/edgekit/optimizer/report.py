@@ -169,7 +169,11 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
-def write(out: Path, report: dict, outcomes, winner, model, profile) -> None:
+GOLDEN_SAMPLES = 4
+
+
+def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None) -> None:
+    """``golden``: (inputs, reference outputs) for the bundle's on-device self-test."""
     artifacts = out / "artifacts"
     artifacts.mkdir(parents=True)
     for o in outcomes:
@@ -179,6 +183,17 @@ def write(out: Path, report: dict, outcomes, winner, model, profile) -> None:
         shutil.copyfile(winner.path, out / f"best{winner.path.suffix}")
     if plot(report, out / "tradeoff.png"):
         report["plot"] = "tradeoff.png"
-    (out / "manifest.json").write_text(json.dumps(manifest(report, outcomes, winner, model, profile, out), indent=2))
+    data = manifest(report, outcomes, winner, model, profile, out)
+    if golden is not None:
+        import numpy as np
+
+        inputs, outputs = golden
+        arrays = {f"input:{k}": v[:GOLDEN_SAMPLES] for k, v in inputs.items()}
+        arrays |= {f"output:{spec['name']}": o[:GOLDEN_SAMPLES] for spec, o in zip(data["outputs"], outputs)}
+        np.savez(out / "golden.npz", **arrays)
+        # The self-test on the device holds each variant to the bar it passed here.
+        data["golden"] = {"file": "golden.npz", "min_cosine": report["tolerance"]["min_cosine"],
+                          "samples": int(len(next(iter(inputs.values()))[:GOLDEN_SAMPLES]))}
+    (out / "manifest.json").write_text(json.dumps(data, indent=2))
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(markdown(report))

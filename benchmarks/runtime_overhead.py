@@ -1,0 +1,76 @@
+"""The embedded runtime's cost over a bare session.run, and a cache hit, measured side by side.
+
+- MiniLM int8 (ONNX, dynamic per-channel): predict p50 at most 3% over session.run p50.
+- A tiny model (the digits CNN, fp32 ONNX): at most 30 us added per call; a cache hit at most 50 us.
+Both sides use the same onnxruntime settings (thread spinning off) and are interleaved.
+
+    .venv/bin/python benchmarks/runtime_overhead.py [--budget 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import _common  # noqa: F401
+from _common import print_table, side_by_side
+
+
+def bundle_for(model_ref: str, precision: str, work: Path) -> Path:
+    from edgekit import optimize
+    from edgekit.bundle import make_bundle
+
+    out = work / model_ref.split(":")[1]
+    optimize(model_ref, target="host", out=out, formats={"onnx"}, precisions={precision}, time_budget_s=1)
+    make_bundle(out, out.with_suffix(".ekb"))
+    return out.with_suffix(".ekb")
+
+
+def measure(bundle: Path, budget: float) -> dict:
+    import onnxruntime as ort
+
+    from edgekit.runtime import load
+
+    model = load(bundle)
+    cached = load(bundle, cache_size=16)
+    variant = model.active
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    bare = ort.InferenceSession(str(variant.path), so, providers=["CPUExecutionProvider"])
+    sample = {k: v[:1] for k, v in model._golden[0].items()}
+    cached.predict(sample)
+    runs = {"session.run": lambda: bare.run(None, sample), "predict": lambda: model.predict(sample),
+            "predict (cache hit)": lambda: cached.predict(sample)}
+    return side_by_side(runs, budget_s=budget, min_rounds=200)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", type=float, default=20.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="runtime-overhead-"))
+    ok = True
+    rows = []
+    for ref, precision in (("edgekit:minilm", "int8-dynamic"), ("edgekit:digits-cnn", "fp32")):
+        print(f"building a bundle for {ref} ({precision}) ...", flush=True)
+        t = measure(bundle_for(ref, precision, work), args.budget)
+        base, pred, hit = t["session.run"]["p50_ms"], t["predict"]["p50_ms"], t["predict (cache hit)"]["p50_ms"]
+        added_us, pct = (pred - base) * 1000, (pred - base) / base * 100
+        if ref.endswith("minilm"):
+            verdict = pct <= 3.0
+            goal = f"<= 3%: {pct:+.2f}%"
+        else:
+            verdict = added_us <= 30 and hit * 1000 <= 50
+            goal = f"<= 30 us: {added_us:+.1f} us; hit <= 50 us: {hit * 1000:.1f} us"
+        ok &= verdict
+        rows.append([ref, precision, f"{base * 1000:.1f}", f"{pred * 1000:.1f}", f"{hit * 1000:.1f}", t["predict"]["n"],
+                     goal, "PASS" if verdict else "FAIL"])
+    print()
+    print_table(["model", "variant", "session.run p50 us", "predict p50 us", "cache hit p50 us", "n", "goal", ""], rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The embedded runtime: a bundle's variants behind one ``predict`` that never crashes the caller."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..bundle import open_bundle, sha256_file
+from ..errors import EdgekitError
+from . import registry
+from .cache import OutputCache, key_of
+
+log = logging.getLogger("edgekit.runtime")
+
+
+class InputError(EdgekitError):
+    """Inputs that do not match the bundle's input specs."""
+
+
+class PredictionFailed(EdgekitError):
+    """Every variant failed and no fallback was given."""
+
+
+class _Variant:
+    def __init__(self, info: dict, path: Path):
+        self.info, self.path = info, path
+        self.session = None
+        self.failures = 0
+        self.demoted = False
+        self.skip_reason: Optional[str] = None
+        self.executor: Optional[ThreadPoolExecutor] = None
+
+    @property
+    def id(self) -> str:
+        return self.info.get("id") or self.path.name
+
+
+def _cosine_mean(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0)))
+
+
+class RuntimeModel:
+    def __init__(self, bundle: str | Path, fallback: Optional[Callable] = None, cache_size: int = 0,
+                 timeout_ms: Optional[float] = None, demote_after: int = 3, threads: Optional[int] = None,
+                 public_key: Optional[str | Path] = None, log_store=None):
+        self.root, self.manifest, self._holder = open_bundle(bundle, public_key)
+        self.name = self.manifest["model"]["name"]
+        self.version = self.manifest["model"].get("version", "")
+        self.inputs = self.manifest["inputs"]
+        self.outputs = [o["name"] for o in self.manifest["outputs"]]
+        self.fallback, self.timeout_ms, self.demote_after, self.threads = fallback, timeout_ms, demote_after, threads
+        self.cache = OutputCache(cache_size) if cache_size else None
+        self.log_store = log_store
+        self._lock = threading.Lock()
+        self._latencies: deque = deque(maxlen=10_000)
+        self._calls = 0
+        self._fallbacks: Counter = Counter()
+        self._events: deque = deque(maxlen=100)
+        self._golden = self._read_golden()
+        self._dtypes = {s["name"]: np.dtype(s["dtype"]) for s in self.inputs}
+        self.variants = [_Variant(v, self.root / v["file"]) for v in self.manifest["variants"]]
+        self.active: Optional[_Variant] = None
+        for variant in self.variants:
+            if self._bring_up(variant):
+                self.active = variant
+                break
+        if self.active is None and fallback is None:
+            reasons = "; ".join(f"{v.id}: {v.skip_reason}" for v in self.variants)
+            raise PredictionFailed(f"no variant of {self.name} could run here ({reasons})",
+                                   "install the runtime a variant needs, or pass fallback=")
+
+    # -- bring-up -------------------------------------------------------------------------
+    def _read_golden(self):
+        golden = self.manifest.get("golden")
+        if not golden or not (self.root / golden["file"]).exists():
+            return None
+        with np.load(self.root / golden["file"]) as npz:
+            inputs = {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("input:")}
+            outputs = [npz[f"output:{name}"] for name in self.outputs]
+        return inputs, outputs, golden.get("min_cosine", 0.99)
+
+    def _bring_up(self, variant: _Variant) -> bool:
+        """Verify, open and self-test one variant; on failure record why and return False."""
+        if variant.session is not None:
+            return True
+        if variant.skip_reason:
+            return False
+        info = variant.info
+        runtime = info.get("runtime", "onnxruntime")
+        if not registry.available(runtime):
+            return self._skip(variant, f"runtime {runtime} is not installed")
+        if not variant.path.exists():
+            return self._skip(variant, "file missing from the bundle")
+        if sha256_file(variant.path) != info.get("sha256"):
+            return self._skip(variant, "sha256 mismatch: the file was altered")
+        try:
+            session = registry.open_variant(runtime, variant.path, info, self.threads,
+                                            (self.inputs, self.manifest["outputs"]))
+        except Exception as exc:
+            return self._skip(variant, f"cannot load: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+        wanted = info.get("provider", "cpu")
+        active = getattr(session, "active_provider", "cpu")
+        if wanted not in ("cpu", "xnnpack") and active != wanted:
+            return self._skip(variant, f"provider {wanted} not active (runtime fell back to {active})")
+        if self._golden is not None:
+            inputs, expected, min_cos = self._golden
+            try:
+                got = session.run_batched(inputs) if hasattr(session, "run_batched") else session.run(inputs)
+            except Exception as exc:
+                return self._skip(variant, f"self-test raised {type(exc).__name__}: {exc}")
+            if not all(np.all(np.isfinite(g)) for g in got):
+                return self._skip(variant, "self-test produced non-finite outputs")
+            score = min(_cosine_mean(g, e) for g, e in zip(got, expected))
+            if score < min_cos:
+                return self._skip(variant, f"self-test mean cosine {score:.4f} < {min_cos}")
+        variant.session = session
+        if self.timeout_ms:
+            variant.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edgekit-{variant.id}")
+        return True
+
+    def _skip(self, variant: _Variant, reason: str) -> bool:
+        variant.skip_reason = reason
+        log.warning("%s: variant %s skipped: %s", self.name, variant.id, reason)
+        self._events.append({"time": time.time(), "variant": variant.id, "event": "skipped", "reason": reason})
+        return False
+
+    # -- inputs ---------------------------------------------------------------------------
+    def validate(self, inputs: dict) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, dict):
+            raise InputError(f"inputs must be a dict of arrays keyed by {', '.join(self._dtypes)}")
+        missing = [n for n in self._dtypes if n not in inputs]
+        extra = [n for n in inputs if n not in self._dtypes]
+        if missing or extra:
+            raise InputError(f"inputs {'missing ' + ', '.join(missing) if missing else ''}"
+                             f"{'; ' if missing and extra else ''}{'unknown ' + ', '.join(extra) if extra else ''}",
+                             f"{self.name} takes {', '.join(self._dtypes)}")
+        out = {}
+        for spec in self.inputs:
+            name, want = spec["name"], self._dtypes[spec["name"]]
+            value = inputs[name]
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value)
+            if value.dtype != want:
+                same_kind = value.dtype.kind == want.kind or (value.dtype.kind in "iu" and want.kind in "iu")
+                if not same_kind:
+                    raise InputError(f"input {name!r} is {value.dtype}, expected {want}",
+                                     f"convert it with .astype('{want}')")
+                value = value.astype(want)
+            shape = spec["shape"]
+            if len(value.shape) != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, value.shape)):
+                expected = "x".join(str(d) for d in shape)
+                raise InputError(f"input {name!r} has shape {'x'.join(map(str, value.shape))}, expected {expected}",
+                                 "named dimensions may take any size; numbers must match")
+            out[name] = value
+        return out
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict(self, inputs: dict, _validated: bool = False) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        feeds = inputs if _validated else self.validate(inputs)
+        key = None
+        if self.cache is not None:
+            key = key_of(feeds)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._record(start)
+                return hit
+        outputs = self._run_chain(feeds)
+        if key is not None and outputs.get("__fallback__") is None:
+            self.cache.put(key, outputs)
+        outputs.pop("__fallback__", None)
+        self._record(start)
+        return outputs
+
+    def _record(self, start: float) -> None:
+        self._calls += 1
+        self._latencies.append((time.perf_counter() - start) * 1000)
+
+    def _candidates(self):
+        first = self.active  # fixed for this call: a demotion mid-call changes self.active
+        if first is not None and not first.demoted:
+            yield first
+        for variant in self.variants:
+            if variant is not first and not variant.demoted and self._bring_up(variant):
+                yield variant
+
+    def _run_chain(self, feeds) -> dict:
+        for variant in self._candidates():
+            try:
+                result = self._run_variant(variant, feeds)
+            except Exception as exc:  # any runtime failure moves this call on down the chain
+                self._failed(variant, f"{type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            if not all(np.all(np.isfinite(r)) for r in result):
+                self._failed(variant, "non-finite output")
+                continue
+            variant.failures = 0
+            return dict(zip(self.outputs, result))
+        if self.fallback is not None:
+            self._note("caller", "caller fallback: every variant failed")
+            result = dict(self.fallback(feeds))
+            result["__fallback__"] = True
+            return result
+        raise PredictionFailed(f"every variant of {self.name} failed for this input",
+                               "see model.stats()['events'], or pass fallback= to load()")
+
+    def _run_variant(self, variant: _Variant, feeds):
+        if variant.executor is None:
+            return variant.session.run(feeds)
+        future = variant.executor.submit(variant.session.run, feeds)
+        try:
+            return future.result(timeout=self.timeout_ms / 1000)
+        except FutureTimeout:
+            # The stuck call cannot be interrupted; its thread is abandoned with its executor.
+            variant.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"edgekit-{variant.id}")
+            raise TimeoutError(f"no answer within {self.timeout_ms} ms") from None
+
+    def _failed(self, variant: _Variant, reason: str) -> None:
+        variant.failures += 1
+        self._note(variant.id, reason)
+        if variant.failures >= self.demote_after and not variant.demoted:
+            variant.demoted = True
+            self._events.append({"time": time.time(), "variant": variant.id, "event": "demoted",
+                                 "reason": f"{variant.failures} consecutive failures"})
+            log.warning("%s: variant %s demoted after %d consecutive failures", self.name, variant.id, variant.failures)
+            if variant is self.active:
+                self.active = next((v for v in self.variants if not v.demoted and self._bring_up(v)), None)
+
+    def _note(self, variant: str, reason: str) -> None:
+        kind = reason.split(":")[0]
+        self._fallbacks[kind] += 1
+        self._events.append({"time": time.time(), "variant": variant, "event": "fallback", "reason": reason})
+        log.warning("%s: fallback from %s: %s", self.name, variant, reason)
+
+    # -- helpers --------------------------------------------------------------------------
+    def batched(self, max_batch_size: int = 16, max_delay_ms: float = 5.0, workers: int = 1):
+        """A thread-safe callable that groups concurrent requests into one forward pass;
+        ``workers`` batches may run at once (use with ``threads=1`` sessions on small cores)."""
+        static = [s["name"] for s in self.inputs if not (s["shape"] and isinstance(s["shape"][0], str))]
+        if static:
+            raise InputError(f"{self.name} has a fixed batch dimension on {', '.join(static)}",
+                             "micro-batching needs a dynamic first dimension; re-export with one")
+        if self.active is not None and getattr(self.active.session, "fixed_batch", False):
+            raise InputError(f"the active variant {self.active.id} was converted with a fixed batch of 1, so a "
+                             "batch would run row by row", "package a variant with a dynamic batch (ONNX) first")
+        from .batching import MicroBatcher
+
+        return MicroBatcher(self, max_batch_size, max_delay_ms, workers)
+
+    def stats(self) -> dict:
+        lat = np.asarray(self._latencies) if self._latencies else np.zeros(1)
+        return {
+            "calls": self._calls, "active_variant": self.active.id if self.active else None,
+            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
+                           "p99": float(np.percentile(lat, 99))},
+            "cache": {"hits": self.cache.hits, "misses": self.cache.misses, "size": len(self.cache)} if self.cache else None,
+            "fallbacks": sum(self._fallbacks.values()), "fallbacks_by_reason": dict(self._fallbacks),
+            "variants": [{"id": v.id, "format": v.info.get("format"), "precision": v.info.get("precision"),
+                          "loaded": v.session is not None, "skipped": v.skip_reason, "demoted": v.demoted,
+                          "provider": getattr(v.session, "active_provider", None)} for v in self.variants],
+            "events": list(self._events),
+        }
+
+    def close(self) -> None:
+        for variant in self.variants:
+            if variant.executor:
+                variant.executor.shutdown(wait=False)
+        if self._holder is not None:
+            self._holder.cleanup()
