@@ -29,6 +29,12 @@ class PredictionFailed(EdgekitError):
     """Every variant failed and no fallback was given."""
 
 
+class Outputs(dict):
+    """The outputs of one prediction; ``request_id`` names it in the log (for feedback)."""
+
+    request_id: Optional[str] = None
+
+
 class _Variant:
     def __init__(self, info: dict, path: Path):
         self.info, self.path = info, path
@@ -176,11 +182,30 @@ class RuntimeModel:
                 self._record(start)
                 return hit
         outputs = self._run_chain(feeds)
-        if key is not None and outputs.get("__fallback__") is None:
+        fell_back = outputs.pop("__fallback__", None)
+        if key is not None and fell_back is None:
             self.cache.put(key, outputs)
-        outputs.pop("__fallback__", None)
         self._record(start)
+        if self.log_store is not None:
+            return self._log(feeds, outputs, start, fell_back)
         return outputs
+
+    def _log(self, feeds, outputs, start, fell_back) -> "Outputs":
+        """Append to the device log store; logging trouble never breaks a prediction."""
+        result = Outputs(outputs)
+        try:
+            result.request_id = self.log_store.append(
+                feeds, outputs, self.name, self.version, self.active.id if self.active else "",
+                (time.perf_counter() - start) * 1000, ["caller fallback"] if fell_back else [])
+        except Exception as exc:
+            log.error("%s: could not log the prediction: %s", self.name, exc)
+        return result
+
+    def feedback(self, request_id: str, label=None, outcome=None) -> None:
+        """Attach user feedback (a label, an outcome) to a logged prediction."""
+        if self.log_store is None:
+            raise EdgekitError("this model logs nowhere", "pass log_store=LogStore(...) to load()")
+        self.log_store.feedback(request_id, label=label, outcome=outcome)
 
     def _record(self, start: float) -> None:
         self._calls += 1

@@ -1,0 +1,125 @@
+"""Device log store and shipping throughput, and memory while draining a large backlog.
+
+- appending at least 20,000 small records per second to the device store;
+- shipping at least 10,000 records per second to a collector on loopback (SQLite backend);
+- device-side memory flat while draining a 1,000,000-record backlog (peak RSS sampled during the
+  drain, compared with the RSS after the first batches).
+
+    .venv/bin/python benchmarks/sync_throughput.py [--backlog 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--ship", type=int, default=50_000, help="records for the shipping-rate measurement")
+    args = parser.parse_args()
+    from edgekit.collector.db import Database, add_device
+    from edgekit.sync import LogStore, SyncClient
+
+    work = Path(tempfile.mkdtemp(prefix="sync-bench-"))
+    x = {"input": np.ones((1, 8), np.float32)}
+    y = {"logits": np.array([[0.1, 0.7, 0.2]], np.float32)}
+
+    store = LogStore(work / "append.db", max_bytes=4 << 30)
+    n = 50_000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        store.append(x, y, "m", latency_ms=1.0)
+    append_rate = n / (time.perf_counter() - t0)
+    store.close()
+
+    db_url = f"sqlite:///{work / 'collector.db'}"
+    token = add_device(Database(db_url), "bench")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", db_url, "--port",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        ship_store = LogStore(work / "ship.db", max_bytes=4 << 30)
+        for _ in range(args.ship):
+            ship_store.append(x, y, "m")
+        client = SyncClient(ship_store, f"http://127.0.0.1:{port}", token, batch_size=2000)
+        t0 = time.perf_counter()
+        shipped = client.drain()
+        ship_rate = args.ship / (time.perf_counter() - t0)
+        assert shipped == args.ship
+
+        print(f"filling a {args.backlog:,}-record backlog ...", flush=True)
+        big = LogStore(work / "backlog.db", max_bytes=8 << 30)
+        rows = [(f"r{i}", 0.0, "m", "", "", 1.0, "[]", '{"logits":{"dtype":"float32","shape":[1,3],"b64":"zczMPTMzMz/NzEw+"}}',
+                 None, None, 0.0, 120) for i in range(args.backlog)]
+        big.db.execute("BEGIN")
+        big.db.executemany("INSERT INTO records (request_id, time, model, version, variant, latency_ms, fallbacks, "
+                           "outputs, inputs, summary, hold_until, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        big.db.execute("COMMIT")
+        del rows
+        big = LogStore(work / "backlog.db", max_bytes=8 << 30)
+        drain_client = SyncClient(big, f"http://127.0.0.1:{port}", token, batch_size=2000)
+        samples, stop = [], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                samples.append(rss_mb())
+                time.sleep(0.2)
+
+        for _ in range(3):  # warm: the steady-state working set
+            drain_client.ship_once()
+        baseline = rss_mb()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        drained = drain_client.drain() + 3 * 2000
+        drain_s = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+    finally:
+        server.terminate()
+        server.wait()
+    peak = max(samples) if samples else baseline
+    growth = peak - baseline
+    print()
+    print(f"append:  {append_rate:,.0f} records/s (goal >= 20,000)  {'PASS' if append_rate >= 20_000 else 'FAIL'}")
+    print(f"ship:    {ship_rate:,.0f} records/s to a loopback collector (goal >= 10,000)  "
+          f"{'PASS' if ship_rate >= 10_000 else 'FAIL'}")
+    print(f"drain:   {drained:,} records in {drain_s:.0f}s; device RSS {baseline:.0f} MB after the first batches, "
+          f"peak {peak:.0f} MB during the drain (+{growth:.1f} MB) (goal: flat, < 25 MB growth)  "
+          f"{'PASS' if growth < 25 else 'FAIL'}")
+    return 0 if append_rate >= 20_000 and ship_rate >= 10_000 and growth < 25 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""``edgekit collector`` (the central service) and ``edgekit sync`` (the device daemon)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from .common import console, json_option, print_json, table
+
+DEFAULT_DB = "sqlite:///edgekit-collector.db"
+
+
+def _db_option(func):
+    return click.option("--db", default=DEFAULT_DB, show_default=True,
+                        help="sqlite:///path.db, or postgresql://user@host/db for fleets.")(func)
+
+
+@click.group("collector")
+def collector() -> None:
+    """The central collector of device logs, for retraining.
+
+    \b
+    Example:
+      edgekit collector add-device pi-kitchen --db sqlite:///logs.db
+      edgekit collector serve --db sqlite:///logs.db --port 8080
+      edgekit collector export --since 2026-11-01 --model digits-cnn --out data.npz --db sqlite:///logs.db
+    """
+
+
+@collector.command("serve")
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--max-batch-mb", default=16, show_default=True, help="Largest accepted (compressed) batch.")
+def serve_cmd(db, host, port, max_batch_mb):
+    """Serve POST /v1/logs and GET /v1/health (Starlette on uvicorn).
+
+    \b
+    Example:
+      edgekit collector serve --db postgresql://edgekit@db/edgekit --host 0.0.0.0 --port 8080
+    """
+    from ..collector.app import serve
+
+    console().print(f"edgekit collector on http://{host}:{port} ({db})")
+    serve(db, host, port, max_body=max_batch_mb * 1024 * 1024)
+
+
+@collector.command("add-device")
+@click.argument("name")
+@_db_option
+def add_device_cmd(name, db):
+    """Register a device and print its token, once (only a hash is stored).
+
+    \b
+    Example:
+      edgekit collector add-device pi-kitchen > pi-kitchen.token
+    """
+    from ..collector.db import Database, add_device
+
+    click.echo(add_device(Database(db), name))
+
+
+@collector.command("revoke-device")
+@click.argument("name")
+@_db_option
+def revoke_device_cmd(name, db):
+    """Revoke a device's token: its uploads get 401 from now on.
+
+    \b
+    Example:
+      edgekit collector revoke-device pi-kitchen
+    """
+    from ..collector.db import Database, revoke_device
+
+    revoke_device(Database(db), name)
+    console().print(f"revoked {name}")
+
+
+@collector.command("export")
+@_db_option
+@click.option("--since", help="ISO time or Unix timestamp.")
+@click.option("--model", help="Only this model's predictions.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True)
+@json_option
+def export_cmd(db, since, model, out, as_json):
+    """Export logged predictions with their feedback to an .npz for retraining.
+
+    \b
+    Example:
+      edgekit collector export --since 2026-11-01 --model minilm --out minilm-logs.npz
+    """
+    from ..collector.db import Database
+    from ..collector.export import export
+
+    info = export(Database(db), out, since=since, model=model)
+    print_json(info) if as_json else console().print(
+        f"wrote {info['records']} predictions ({info['labelled']} with feedback labels) to {out}")
+
+
+@collector.command("stats")
+@_db_option
+@json_option
+def stats_cmd(db, as_json):
+    """Records per device and model, feedback rate, last seen.
+
+    \b
+    Example:
+      edgekit collector stats --db sqlite:///logs.db
+    """
+    from ..collector.db import Database
+    from ..collector.export import stats
+
+    data = stats(Database(db))
+    if as_json:
+        print_json(data)
+        return
+
+    def when(t):
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+    console().print(table("Devices", ["device", "revoked", "records", "feedback rate", "last seen (UTC)"],
+                          [[d["device"], d["revoked"], d["records"], f"{d['feedback_rate']:.1%}", when(d["last_seen"])]
+                           for d in data["devices"]]))
+    console().print(table("Records", ["device", "model", "records", "last record (UTC)"],
+                          [[r["device"], r["model"], r["records"], when(r["last_record"])] for r in data["by_device_model"]]))
+
+
+@click.group("sync")
+def sync() -> None:
+    """Ship the device's prediction log to the collector.
+
+    \b
+    Example:
+      edgekit sync run --config /etc/edgekit/sync.toml
+      edgekit sync status --config /etc/edgekit/sync.toml
+    """
+
+
+@sync.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option("--once", is_flag=True, help="Drain the backlog and exit instead of running as a daemon.")
+def sync_run_cmd(config_path, once):
+    """Run the sync client (a daemon unless --once).
+
+    \b
+    Example:
+      edgekit sync run --config sync.toml --once
+    """
+    from ..sync.client import SyncConfig, client_from_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    client = client_from_config(SyncConfig.from_file(config_path))
+    if once:
+        shipped = client.drain()
+        console().print(f"shipped {shipped} rows; {client.store.stats()}")
+        return
+    try:
+        client.run()
+    except KeyboardInterrupt:
+        pass
+
+
+@sync.command("status")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@json_option
+def sync_status_cmd(config_path, as_json):
+    """Pending, shipped and dropped records in the device store.
+
+    \b
+    Example:
+      edgekit sync status --config sync.toml --json
+    """
+    from ..sync.client import SyncConfig
+    from ..sync.store import LogStore
+
+    config = SyncConfig.from_file(config_path)
+    stats = LogStore(config.db, max_bytes=config.max_bytes, when_full=config.when_full).stats()
+    print_json(stats) if as_json else console().print(table("Log store", ["", ""], [[k, v] for k, v in stats.items()]))
