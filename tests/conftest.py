@@ -87,6 +87,37 @@ def data():
 '''
 
 
+# Data-dependent control flow: torch.export (and so litert-torch and the dynamo ONNX exporter)
+# refuses it, TorchScript tracing takes one branch. Shared by the exporter and pipeline tests.
+BRANCHY = '''
+import torch
+
+class Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -self.fc(x)
+
+def build():
+    torch.manual_seed(0)
+    return Branchy().eval(), (torch.ones(1, 4),)
+
+def data():
+    yield {"x": torch.rand(16, 4).numpy() + 0.1}
+
+class Bad(torch.nn.Module):
+    def forward(self, x):
+        return torch.linalg.svd(x.reshape(2, 4))[1]  # no ONNX export for SVD
+
+def bad():
+    return Bad(), (torch.ones(1, 8),)
+'''
+
+
 @pytest.fixture
 def factory_file(tmp_path) -> Path:
     pytest.importorskip("torch")

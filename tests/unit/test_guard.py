@@ -94,26 +94,7 @@ def test_full_int8_target_needs_calibration_data(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-BRANCHY = '''
-import torch
-
-class Branchy(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 4)
-
-    def forward(self, x):
-        if x.sum() > 0:  # data-dependent: torch.export (and so litert-torch) refuses it
-            return self.fc(x)
-        return -self.fc(x)
-
-def build():
-    torch.manual_seed(0)
-    return Branchy().eval(), (torch.ones(1, 4),)
-
-def data():
-    yield {"x": torch.rand(16, 4).numpy() + 0.1}
-'''
+from tests.conftest import BRANCHY  # noqa: E402
 
 
 def test_a_failed_conversion_is_reported_and_the_plan_goes_on(tmp_path):

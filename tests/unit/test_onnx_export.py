@@ -6,30 +6,7 @@ from edgekit.models import load_model
 
 torch = pytest.importorskip("torch")
 
-BRANCHY = '''
-import torch
-
-class Branchy(torch.nn.Module):
-    """Data-dependent control flow: torch.export refuses it, TorchScript tracing takes one branch."""
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 4)
-
-    def forward(self, x):
-        if x.sum() > 0:
-            return self.fc(x)
-        return -self.fc(x)
-
-def build():
-    return Branchy().eval(), (torch.ones(1, 4),)
-
-class Bad(torch.nn.Module):
-    def forward(self, x):
-        return torch.linalg.svd(x.reshape(2, 4))[1]  # no ONNX export for SVD
-
-def bad():
-    return Bad(), (torch.ones(1, 8),)
-'''
+from tests.conftest import BRANCHY  # noqa: E402
 
 
 def test_dynamo_export_with_dynamic_batch(factory_file, tmp_path):

@@ -1,4 +1,7 @@
-"""Target latency from a host measurement: a simple roofline scaling.
+"""Target latency from a host measurement when no per-op estimate is possible: peak scaling.
+
+The optimizer prefers the profile command's per-op roofline (edgekit.profile.roofline); this
+simpler scaling is the fallback for sources without an ONNX graph (a TFLite-only model).
 
 time_target = max(time_host x host_peak / target_peak, weight_bytes / target_bandwidth), with the
 peak of the precision the candidate computes in. It assumes the op mix is as efficient on the
@@ -9,8 +12,10 @@ from __future__ import annotations
 
 from ..devices.profile import Profile
 
-ASSUMPTION = ("estimate: host latency scaled by the ratio of peak arithmetic rates for the "
-              "candidate's compute precision, floored by the time to stream the weights once")
+ASSUMPTION = ("estimate: the candidate's host latency scaled by target/host latency of the per-op roofline "
+              "(edgekit profile: FLOPs and bytes per op against each device's peaks and bandwidth, divided "
+              "by this host's measured efficiency per op class); without an ONNX graph, by the ratio of peak "
+              "rates for the compute precision, floored by the time to stream the weights")
 
 
 def compute_precision(precision: str, fmt: str, target: Profile) -> str:

@@ -23,7 +23,7 @@ from ..models import Model, load_model
 from . import report as report_mod
 from .accuracy import Tolerance, compare, shortfall, verdict
 from .build import Builder
-from .estimate import ASSUMPTION, estimate_ms
+from .estimate import ASSUMPTION, compute_precision, estimate_ms
 from .plan import Candidate, Plan, make_plan
 from .timing import interleaved, summary
 
@@ -172,14 +172,44 @@ class Optimizer:
         calls = {cid: s.bind(sample) for cid, s in sessions.items()}
         samples = interleaved(calls, budget_s=self.time_budget_s)
         same = self.target.id == "host"
+        roofline = None if same else self.roofline_ratios()
         for o in passing:
             o.latency = summary(samples[o.candidate.id])
             if same:
                 o.target_ms, o.latency_source = o.latency["p50_ms"], "measured on this host"
+            elif roofline is not None:
+                # The profile command's estimate: per-op roofline on both machines, calibrated by
+                # this host's measured efficiency per op class; scales the candidate's own timing.
+                target_ms, host_ms = roofline
+                t_kind = compute_precision(o.candidate.precision, o.candidate.format, self.target)
+                h_kind = compute_precision(o.candidate.precision, o.candidate.format, self.host)
+                o.target_ms = o.latency["p50_ms"] * target_ms[t_kind] / host_ms[h_kind]
+                o.latency_source = "estimate (per-op roofline, host-calibrated)"
             else:
                 o.target_ms = estimate_ms(o.latency["p50_ms"], o.candidate.precision, o.candidate.format,
                                           self.host, self.target, o.size)
-                o.latency_source = "estimate"
+                o.latency_source = "estimate (peak ratio)"
+
+    def roofline_ratios(self):
+        """(target ms, host ms) per compute precision from the fp32 ONNX graph, or None where
+        there is no ONNX graph to analyse (a TFLite-only source)."""
+        import onnx
+
+        from ..profile.dynamic import profile_onnx
+        from ..profile.roofline import estimate, host_efficiency
+        from ..profile.static import analyse
+
+        try:
+            path = self.builder.onnx_fp32()
+        except ConversionError:
+            return None
+        self.progress("calibrating the target estimate (per-op profile on this host)")
+        feeds = {k: v[:1] for k, v in self.eval.arrays.items()}
+        static = analyse(onnx.load(str(path)), {k: list(v.shape) for k, v in feeds.items()})
+        measured = profile_onnx(path, feeds, runs=10, warmup=3, optimized=False)
+        efficiency = host_efficiency(static, {n: r["us_per_run"] for n, r in measured["nodes"].items()}, self.host)
+        self.estimate_detail = {"host_efficiency": {k: v["efficiency"] for k, v in efficiency.items()}}
+        return (estimate(static, self.target, efficiency)["total_ms"], estimate(static, self.host, efficiency)["total_ms"])
 
     def choose(self, outcomes: list[Outcome]) -> Optional[Outcome]:
         ready = [o for o in outcomes if o.status == "passed" and o.target_ms is not None and self.fits(o)]

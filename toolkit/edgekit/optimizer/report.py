@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from datetime import datetime, timezone
@@ -10,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
+from ..bundle import sha256_file
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "litert-torch",
          "ai-edge-quantizer", "ai-edge-litert", "numpy")
@@ -25,14 +25,6 @@ def toolchain() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _candidate_row(o) -> dict:
@@ -130,7 +122,7 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> dict:
              + [o for o in others if o.candidate.precision == "fp32"])
     variants = [{
         "id": o.candidate.id, "file": f"artifacts/{o.path.name}", "format": o.candidate.format,
-        "precision": o.candidate.precision, "sha256": sha256(out / "artifacts" / o.path.name),
+        "precision": o.candidate.precision, "sha256": sha256_file(out / "artifacts" / o.path.name),
         "runtime": RUNTIME_OF[o.candidate.format], "target_runtime": o.candidate.runtime,
         "provider": "cpu" if o.candidate.runtime.endswith(("cpu", "xnnpack")) else o.candidate.runtime.split("-")[-1],
     } for o in order]
