@@ -2,7 +2,7 @@
 
 - MiniLM int8 (ONNX, dynamic per-channel): predict p50 at most 3% over session.run p50.
 - A tiny model (the digits CNN, fp32 ONNX): at most 30 us added per call; a cache hit at most 50 us.
-Both sides use the same onnxruntime settings (thread spinning off) and are interleaved.
+Both sides call the same onnxruntime session (thread spinning off) and are interleaved.
 
     .venv/bin/python benchmarks/runtime_overhead.py [--budget 20]
 """
@@ -29,16 +29,13 @@ def bundle_for(model_ref: str, precision: str, work: Path) -> Path:
 
 
 def measure(bundle: Path, budget: float) -> dict:
-    import onnxruntime as ort
-
     from edgekit.runtime import load
 
     model = load(bundle)
     cached = load(bundle, cache_size=16)
-    variant = model.active
-    so = ort.SessionOptions()
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    bare = ort.InferenceSession(str(variant.path), so, providers=["CPUExecutionProvider"])
+    # The bare loop calls the very onnxruntime session the runtime wraps: what is measured is the
+    # wrapper (validation, fallback chain, stats), not the difference between two sessions.
+    bare = model.active.session.session
     sample = {k: v[:1] for k, v in model._golden[0].items()}
     cached.predict(sample)
     runs = {"session.run": lambda: bare.run(None, sample), "predict": lambda: model.predict(sample),
