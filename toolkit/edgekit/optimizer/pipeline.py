@@ -170,7 +170,7 @@ class Optimizer:
         sample = {k: v[:1] for k, v in self.eval.arrays.items()}
         sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
         calls = {cid: s.bind(sample) for cid, s in sessions.items()}
-        samples = interleaved(calls, budget_s=self.time_budget_s)
+        samples = interleaved(calls, budget_s=self.time_budget_s, burst_ms=2.0)
         same = self.target.id == "host"
         roofline = None if same else self.roofline_ratios()
         for o in passing:

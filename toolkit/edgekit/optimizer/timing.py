@@ -13,21 +13,28 @@ import numpy as np
 
 
 def interleaved(runs: dict[str, Callable[[], object]], warmup: int = 5, min_rounds: int = 20,
-                max_rounds: int = 200, budget_s: float = 20.0, clock=time.perf_counter) -> dict[str, list[float]]:
-    """Call every function once per round, rotating the start; stop after ``min_rounds`` once
+                max_rounds: int = 200, budget_s: float = 20.0, clock=time.perf_counter,
+                burst_ms: float = 0.0) -> dict[str, list[float]]:
+    """Call every function once per round (or in bursts of about ``burst_ms``, so that models of
+    tens of microseconds are timed warm), rotating the start; stop after ``min_rounds`` once
     ``budget_s`` is spent (or at ``max_rounds``). Returns milliseconds per call for each key."""
     keys = list(runs)
+    bursts = {}
     for key in keys:
+        t0 = clock()
         for _ in range(warmup):
             runs[key]()
+        mean_ms = (clock() - t0) * 1000.0 / max(warmup, 1)
+        bursts[key] = max(1, min(100, int(burst_ms / mean_ms))) if burst_ms and mean_ms > 0 else 1
     samples: dict[str, list[float]] = {k: [] for k in keys}
     start = clock()
     for round_no in range(max_rounds):
         offset = round_no % len(keys)
         for key in keys[offset:] + keys[:offset]:
-            t0 = clock()
-            runs[key]()
-            samples[key].append((clock() - t0) * 1000.0)
+            for _ in range(bursts[key]):
+                t0 = clock()
+                runs[key]()
+                samples[key].append((clock() - t0) * 1000.0)
         if round_no + 1 >= min_rounds and clock() - start > budget_s:
             break
     return samples
