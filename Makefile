@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(EDGEKIT) optimize --target raspberrypi
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(PY) -m pytest -q -ra
 
 wheel: $(STAMP)

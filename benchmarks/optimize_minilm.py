@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-import numpy as np
 from _common import cosine_rows, print_table, side_by_side
 
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -40,7 +39,7 @@ def test_local_bench_of_an_optimize_directory(cli, digits_dir, tmp_path):
 def test_interleaved_ratios_match_isolated_runs(tmp_path):
     """Two models of very different cost: the ratio measured interleaved (spinning off, one
     process each) must agree with the ratio of separate, isolated runs."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from edgekit.convert.onnx_export import export_onnx
     from edgekit.models import load_model
 
@@ -52,7 +51,7 @@ def test_interleaved_ratios_match_isolated_runs(tmp_path):
     small = export_onnx(load_model(f"{src}:small"), tmp_path / "small.onnx").path
     big = export_onnx(load_model(f"{src}:big"), tmp_path / "big.onnx").path
     opts = dict(min_runs=100, min_seconds=1.5, threads=[1])
-    for attempt in range(3):  # a shared machine: a burst of noise gets two more chances
+    for _ in range(3):  # a shared machine: a burst of noise gets two more chances
         both = run_bench([str(big), str(small)], BenchOptions(**opts))
         interleaved = both["results"][1]["steady"]["p50_ms"] / both["results"][0]["steady"]["p50_ms"]
         alone = [run_bench([str(p)], BenchOptions(**opts))["results"][0]["steady"]["p50_ms"] for p in (big, small)]

@@ -4,7 +4,6 @@ SQLite always; PostgreSQL too where EDGEKIT_TEST_POSTGRES names a server (.ci/ru
 """
 
 import gzip
-import hashlib
 import json
 import os
 import signal

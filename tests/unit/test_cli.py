@@ -17,7 +17,7 @@ def _walk(group: click.Group, prefix=()):
 def test_every_command_has_help_with_an_example(cli):
     commands = list(_walk(main))
     assert len(commands) >= 3
-    for path, command in commands:
+    for path, _ in commands:
         result = cli(*path, "--help")
         assert result.exit_code == 0, path
         assert "Example:" in result.output and "edgekit " in result.output, f"{' '.join(path)} lacks an example"

@@ -1,7 +1,5 @@
 """Profile: FLOPs on hand-checked graphs, trace aggregation, compatibility rules, hints, py-spy."""
 
-import shutil
-import subprocess
 import sys
 
 import numpy as np

@@ -11,7 +11,7 @@ def test_table_has_at_least_five_published_latencies():
     assert len(PUBLISHED) >= 5
     from edgekit.devices import resolve
 
-    for name, target, precision, ms, source in PUBLISHED:
+    for _, target, precision, ms, source in PUBLISHED:
         assert resolve(target) and precision in ("fp32", "fp16", "int8") and ms > 0 and source
 
 

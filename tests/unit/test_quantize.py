@@ -1,6 +1,5 @@
 """Each converter and quantiser on tiny models: op types, initializer dtypes, closeness to fp32."""
 
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field

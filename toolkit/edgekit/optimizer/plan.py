@@ -6,7 +6,7 @@ the presets below say why a setting suits a kind of CPU, as Optimum's AutoQuanti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 from ..devices.profile import Profile

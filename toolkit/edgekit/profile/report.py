@@ -19,7 +19,7 @@ def markdown(r: dict) -> str:
     s = r["static"]
     if "flops" in s:
         lines += [f"- parameters: {s['params']:,}; {s['macs'] / 1e9:.3f} GMACs ({s['flops'] / 1e9:.3f} GFLOPs) per run",
-                  f"- size by dtype: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in s["size_by_dtype"].items()),
+                  "- size by dtype: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in s["size_by_dtype"].items()),
                   f"- peak activation memory: {s['peak_activation_bytes'] / 1e6:.2f} MB (at {s['peak_at']})",
                   f"- measured on the host: {r['measured']['total_us_per_run'] / 1000:.2f} ms per run "
                   f"({r['measured']['source']}); with onnxruntime's fusions {r['measured_fused_total_us'] / 1000:.2f} ms", ""]

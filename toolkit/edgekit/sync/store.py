@@ -9,7 +9,6 @@ on in a fresh one; every dropped record is counted.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
