@@ -24,7 +24,7 @@ def _temperature_c() -> float | None:
 
 
 def environment() -> dict:
-    from ..devices.host import _cores, _cpuinfo, _flags, _max_ghz
+    from ..devices.host import _cpuinfo, _flags, _max_ghz, available_cores
 
     info = _cpuinfo()
     versions = {}
@@ -37,7 +37,7 @@ def environment() -> dict:
         "hostname": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "cpu_model": info.get("model name") or info.get("Hardware") or info.get("CPU part") or platform.processor(),
-        "cpu_flags": list(_flags(info)), "cores": _cores(), "logical_cpus": os.cpu_count(),
+        "cpu_flags": list(_flags(info)), "cores": available_cores(), "logical_cpus": os.cpu_count(),
         "max_ghz": round(_max_ghz(info), 2),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cur_mhz": (int(_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq") or 0) // 1000) or None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..bundle import sha256_file
 from ..errors import EdgekitError, ModelLoadError
 from .env import environment
 from .stats import latency_stats
@@ -79,13 +79,6 @@ def expand(refs: list[str]) -> list[tuple[str, str, str]]:
     if len(set(labels)) != len(labels):  # two files of the same name from different places
         items = [(f"{label} [{i}]", p, f) for i, (label, p, f) in enumerate(items)]
     return items
-
-
-def _sha256(path: str) -> Optional[str]:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 class WorkerProcess:
@@ -185,7 +178,7 @@ def _result(workers, samples, memory, options: BenchOptions, spinning: bool) -> 
     for (v, _, info), ms, mem in zip(workers, samples, memory):
         size = Path(v["path"]).stat().st_size if Path(v["path"]).is_file() else None
         rows.append({
-            "label": v["label"], "artifact": v["path"], "format": v["format"], "sha256": _sha256(v["path"]),
+            "label": v["label"], "artifact": v["path"], "format": v["format"], "sha256": sha256_file(Path(v["path"])) if Path(v["path"]).is_file() else None,
             "file_size_bytes": size, "threads": v["threads"], "batch": v["batch"],
             "provider_requested": info["provider_requested"], "provider_active": info["provider_active"],
             # cpu is always satisfied (LiteRT's default XNNPACK delegate is still the CPU)

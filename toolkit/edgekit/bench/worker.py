@@ -65,7 +65,7 @@ class Worker:
             options = SessionOptions(threads=spec.get("threads"), provider=spec.get("provider", "cpu"),
                                      allow_spinning=spec.get("allow_spinning", False))
             session = open_session(spec["path"], options, model)
-            run, bind = session.run, session.bind
+            bind = session.bind
             provider = (session.requested_provider, session.active_provider)
         load_ms = (time.perf_counter() - t0) * 1000
         self.feeds, source = self._feeds(model, np)

@@ -58,7 +58,8 @@ def _ram_mb() -> int:
     return 1024
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on (its affinity), not the machine's total."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -119,7 +120,7 @@ def host_profile() -> Profile:
     arch = platform.machine() or "x86_64"
     arch = {"arm64": "aarch64", "AMD64": "x86_64"}.get(arch, arch)
     flags = _flags(info)
-    cores, ghz = _cores(), _max_ghz(info)
+    cores, ghz = available_cores(), _max_ghz(info)
     return Profile(
         id="host",
         name=f"this machine ({info.get('model name') or info.get('CPU part') or arch})",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from ..backends import SessionOptions, open_session
 from ..convert.onnx_export import ConversionError
 from ..data import Dataset, load_data, synthesize
 from ..devices import Profile, host_profile, resolve
+from ..devices.host import available_cores
 from ..errors import DataError, EdgekitError
 from ..models import Model, load_model
 from . import report as report_mod
@@ -79,13 +79,6 @@ def _reference(model: Model, data: Dataset) -> list[np.ndarray]:
     return open_session(model.path, SessionOptions(), model).run_batched(data.arrays)
 
 
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 class Optimizer:
     def __init__(self, model: Model, target: Profile, eval_data: Dataset, calibration: Optional[Dataset],
                  tolerance: Tolerance, plan: Plan, workdir: Path, progress: Callable[[str], None],
@@ -96,7 +89,7 @@ class Optimizer:
         self.host = host_profile()
         self.time_budget_s = time_budget_s
         self.reference = _reference(model, eval_data)
-        self.options = SessionOptions(threads=_threads())
+        self.options = SessionOptions(threads=available_cores())
 
     def evaluate(self, path: Path) -> dict:
         session = open_session(path, self.options, self.model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
+from ..bench.stats import latency_stats as summary  # noqa: F401  (the optimizer reports the same statistics as bench)
 
 
 def interleaved(runs: dict[str, Callable[[], object]], warmup: int = 5, min_rounds: int = 20,
@@ -39,8 +39,3 @@ def interleaved(runs: dict[str, Callable[[], object]], warmup: int = 5, min_roun
             break
     return samples
 
-
-def summary(ms: list[float]) -> dict:
-    a = np.asarray(ms)
-    return {"n": int(a.size), "p50_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-            "mean_ms": float(a.mean()), "min_ms": float(a.min())}
