@@ -13,7 +13,7 @@ pytest.importorskip("litert_torch")
 def _check_out_dir(out, report):
     assert (out / "report.md").exists() and (out / "tradeoff.png").exists()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["variants"][0]["id"] == report["winner"]
+    assert manifest["schema_version"] == 2 and manifest["variants"][0]["id"] == report["winner"]
     assert manifest["variants"][-1]["precision"] == "fp32" or len(manifest["variants"]) == 1  # safe fallback last
     for variant in manifest["variants"]:
         digest = hashlib.sha256((out / variant["file"]).read_bytes()).hexdigest()

@@ -5,6 +5,7 @@ SQLite always; PostgreSQL too where EDGEKIT_TEST_POSTGRES names a server (.ci/ru
 
 import gzip
 import json
+import re
 import os
 import signal
 import socket
@@ -301,3 +302,239 @@ def test_export_and_stats_after_sync(collector, db_url, tmp_path, cli):
     stats = json.loads(cli("collector", "stats", "--db", db_url, "--json").output)
     device = next(d for d in stats["devices"] if d["device"] == "pi-2")
     assert device["records"] == 2 and device["feedback_rate"] == 0.5
+
+
+# --- defects from the outside probe (issue 10) -----------------------------------------------
+
+def _batch(records=(), feedback=(), store="s1", version=2):
+    return json.dumps({"schema_version": version, "store": store, "records": list(records),
+                       "feedback": list(feedback)}).encode()
+
+
+def test_a_reinstalled_device_is_not_a_duplicate(collector, db_url, tmp_path):
+    from edgekit.sync import SyncClient
+
+    token = add_device(Database(db_url), "pi-1")
+    x, y = {"input": np.ones((1, 8), np.float32)}, {"logits": np.ones((1, 3), np.float32)}
+    shipped = []
+    for life in range(2):  # the second life is a fresh log.db whose ids restart at 1
+        store = LogStore(tmp_path / f"life{life}.db")
+        shipped += [store.append(x, y, "m") for _ in range(300)]
+        assert SyncClient(store, f"http://127.0.0.1:{collector.port}", token, batch_size=100).drain() == 300
+    assert _count(db_url) == (600, 600)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"id": 2**70}, "records\\[0\\].id must be an integer in \\[0, 2\\^63\\)"),
+    ({"time": -5}, "records\\[0\\].time must be a finite number in \\[0"),
+    ({"version": {"a": 1}}, "records\\[0\\].version must be a string"),
+    ({"variant": [1]}, "records\\[0\\].variant must be a string"),
+    ({"latency_ms": {"x": 1}}, "records\\[0\\].latency_ms must be a finite number"),
+    ({"model": "\ud800"}, "not valid UTF-8"),
+    ({"outputs": {"y": {"dtype": "evil", "shape": [1], "b64": "AAAA"}}}, "dtype must be one of"),
+    ({"outputs": {"y": {"dtype": "float32", "shape": [1, 3], "b64": "AAAA"}}}, "must be the base64 of 12 bytes"),
+])
+def test_malformed_records_get_400_and_the_server_keeps_serving(collector, db_url, record, message):
+    token = add_device(Database(db_url), "pi-1")
+    body = _batch([dict(RECORD, **record)])
+    status, error, _ = _post(collector.port, token, body, key="bad")
+    assert status == 400 and re.search(message, error["error"]), error
+    assert _post(collector.port, token, _batch([RECORD]), key="good")[0] == 200
+    assert _count(db_url) == (1, 1)
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"records": [{"id": 1, "request_id": "r", "time": NaN, "model": "m", "outputs": {}}]}', "NaN is not a JSON number"),
+    (b'{"records": [{"id": 1, "request_id": "r", "time": Infinity, "model": "m", "outputs": {}}]}', "Infinity"),
+    (b'{"records": [{"id": 1, "request_id": "r", "time": 1e400, "model": "m", "outputs": {}}]}',
+     "records[0].time must be a finite number"),
+    (b'{"records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    (b'{"feedback": [{"id": 1, "request_id": "r", "time": 1.0, "outcome": {"a": 1}}]}', "outcome must be a string"),
+    (b'{"feedback": [{"id": 1, "request_id": "r", "time": 1.0, "label": {"deep": [1]}}]}', "label must be a scalar"),
+])
+def test_hostile_json_gets_400(collector, db_url, raw, message):
+    token = add_device(Database(db_url), "pi-1")
+    status, error, _ = _post(collector.port, token, raw, key="k")
+    assert status == 400 and message in error["error"], error
+
+
+def test_idempotency_keys_are_per_device(collector, db_url):
+    a, b = add_device(Database(db_url), "pi-a"), add_device(Database(db_url), "pi-b")
+    assert _post(collector.port, a, _batch([RECORD]), key="same")[0] == 200
+    status, result, headers = _post(collector.port, b, _batch([RECORD]), key="same")
+    assert status == 200 and result["accepted"] == 1 and "idempotent-replayed" not in headers
+    assert _count(db_url)[0] == 2
+
+
+def test_concurrent_identical_retries_store_once(collector, db_url):
+    token = add_device(Database(db_url), "pi-1")
+    body = _batch([dict(RECORD, id=i, request_id=f"r{i}") for i in range(200)])
+    results = []
+
+    def send():
+        results.append(_post(collector.port, token, body, key="race"))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r[0] for r in results] == [200] * 8
+    assert sum(1 for r in results if "idempotent-replayed" not in r[2]) == 1
+    assert all(r[1] == {"accepted": 200, "duplicates": 0, "feedback_accepted": 0, "feedback_duplicates": 0}
+               for r in results)
+    assert _count(db_url) == (200, 200)
+
+
+def test_oversized_record_goes_to_dead_letter_and_the_rest_ships(db_url, tmp_path):
+    c = Collector(db_url, _free_port(), extra=("--max-batch-mb", "1")).start()
+    try:
+        token = add_device(Database(db_url), "pi-1")
+        (tmp_path / "pi-1.token").write_text(token)
+        store = LogStore(tmp_path / "pi-1.db")
+        small = {"input": np.ones((1, 8), np.float32)}
+        rng = np.random.default_rng(0)
+        ids = [store.append(small, {"y": np.ones((1, 2), np.float32)}, "m") for _ in range(30)]
+        big = store.append({"input": rng.standard_normal((1, 400_000)).astype(np.float32)},
+                           {"y": np.ones((1, 2), np.float32)}, "m")
+        ids += [store.append(small, {"y": np.ones((1, 2), np.float32)}, "m") for _ in range(30)]
+        store.close()
+        done = _sync(_config(tmp_path, f"http://127.0.0.1:{c.port}", batch=50), once=True)
+        assert done.wait(120) == 0
+    finally:
+        c.stop()
+    assert _count(db_url) == (60, 60)
+    stats = json.loads(subprocess.run([sys.executable, "-m", "edgekit", "sync", "status", "--config",
+                                       str(_config(tmp_path, "http://127.0.0.1:1")), "--json"],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert stats["dead_letter"] == 1 and stats["pending"] == 0
+    dead = LogStore(tmp_path / "pi-1.db").db.execute("SELECT request_id, reason FROM dead_letter").fetchone()
+    assert dead[0] == big and "413" in dead[1]
+
+
+def test_once_gives_up_when_the_collector_is_down(db_url, tmp_path):
+    _device(tmp_path, db_url, 10)
+    config = _config(tmp_path, f"http://127.0.0.1:{_free_port()}")
+    out = subprocess.run([sys.executable, "-m", "edgekit", "sync", "run", "--config", str(config), "--once",
+                          "--timeout", "2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "gave up after 2 s: cannot reach the collector" in out.stderr
+    assert LogStore(tmp_path / "pi-1.db").stats()["pending"] == 10  # kept for the next run
+
+
+def test_once_reports_a_revoked_token_at_once(collector, db_url, tmp_path):
+    _device(tmp_path, db_url, 10)
+    revoke_device(Database(db_url), "pi-1")
+    config = _config(tmp_path, f"http://127.0.0.1:{collector.port}")
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "edgekit", "sync", "run", "--config", str(config), "--once",
+                          "--timeout", "120"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "refused this device's token (401" in out.stderr
+    assert time.monotonic() - start < 60  # not retried until the timeout
+
+
+def test_revoked_device_can_be_added_again_through_the_cli(collector, db_url, cli):
+    old = cli("collector", "add-device", "pi-9", "--db", db_url).output.strip()
+    assert cli("collector", "add-device", "pi-9", "--db", db_url).exit_code == 1  # taken while active
+    assert cli("collector", "revoke-device", "pi-9", "--db", db_url).exit_code == 0
+    assert _post(collector.port, old, _batch([RECORD]), key="k1")[0] == 401
+    new = cli("collector", "add-device", "pi-9", "--db", db_url)
+    assert new.exit_code == 0, new.output
+    assert _post(collector.port, new.output.strip(), _batch([RECORD]), key="k1")[0] == 200
+    assert _post(collector.port, old, _batch([RECORD]), key="k2")[0] == 401  # the old token stays dead
+    assert cli("collector", "revoke-device", "nobody", "--db", db_url).exit_code == 1
+
+
+def _insert_raw(db_url, **columns):
+    row = {"device": "pi-1", "store": "s", "record_id": 99, "request_id": "bad", "time": 5.0, "model": "m",
+           "outputs": json.dumps({"y": {"dtype": "float32", "shape": [1, 1], "b64": "AACAPw=="}}),
+           "inputs": json.dumps({"input": {"dtype": "float32", "shape": [1, 1], "b64": "AACAPw=="}}),
+           "received": 1.0, **columns}
+    with Database(db_url).connect() as tx:
+        tx.execute(f"INSERT INTO records ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+
+def test_a_bad_stored_row_does_not_break_stats_or_export(collector, db_url, tmp_path, cli):
+    token = add_device(Database(db_url), "pi-1")
+    good = dict(RECORD, inputs={"input": {"dtype": "float32", "shape": [1, 1], "b64": "AACAPw=="}},
+                outputs={"y": {"dtype": "float32", "shape": [1, 1], "b64": "AACAPw=="}})
+    assert _post(collector.port, token, _batch([good]), key="k")[0] == 200
+    _insert_raw(db_url, record_id=7, request_id="inf", time=float("inf"))  # written by an older collector
+    _insert_raw(db_url, record_id=8, request_id="evil",
+                inputs=json.dumps({"input": {"dtype": "evil", "shape": [1], "b64": "AA=="}}))
+    stats = cli("collector", "stats", "--db", db_url, "--json")
+    assert stats.exit_code == 0 and "Infinity" not in stats.output
+    assert json.loads(stats.output)["invalid_rows"] == 1
+    assert cli("collector", "stats", "--db", db_url).exit_code == 0
+    result = cli("collector", "export", "--db", db_url, "--out", tmp_path / "d.npz", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["records"] == 1 and info["skipped"] == 2
+
+
+def test_export_gives_one_label_per_row_of_a_batch_prediction(collector, db_url, tmp_path, cli):
+    from edgekit.sync import SyncClient
+
+    token = add_device(Database(db_url), "pi-1")
+    store = LogStore(tmp_path / "log.db")
+    batch = store.append({"input": np.arange(12, dtype=np.float32).reshape(3, 4)},
+                         {"y": np.zeros((3, 2), np.float32)}, "m")
+    single = store.append({"input": np.ones((1, 4), np.float32)}, {"y": np.zeros((1, 2), np.float32)}, "m")
+    unplaced = store.append({"input": np.ones((2, 4), np.float32)}, {"y": np.zeros((2, 2), np.float32)}, "m")
+    store.feedback(batch, label=[4, 5, 6])
+    store.feedback(single, label=9)
+    store.feedback(unplaced, label=1)  # one label for two rows: cannot be placed
+    SyncClient(store, f"http://127.0.0.1:{collector.port}", token).drain()
+    info = json.loads(cli("collector", "export", "--db", db_url, "--out", tmp_path / "d.npz", "--json").output)
+    data = np.load(tmp_path / "d.npz")
+    assert len(data["inputs/input"]) == len(data["label"]) == len(data["outputs/y"]) == 6
+    assert data["label"].tolist() == ["4", "5", "6", "9", "", ""]
+    assert data["row"].tolist() == [0, 1, 2, 0, 0, 1]
+    assert info["labels_unplaced"] == 1 and info["rows"] == 6 and info["records"] == 3
+
+
+def test_export_refuses_records_of_different_inputs(collector, db_url, tmp_path, cli):
+    from edgekit.sync import SyncClient
+
+    token = add_device(Database(db_url), "pi-1")
+    store = LogStore(tmp_path / "log.db")
+    store.append({"input": np.ones((1, 4), np.float32)}, {"y": np.zeros((1, 2), np.float32)}, "m", version="1")
+    store.append({"pixels": np.ones((1, 4), np.float32)}, {"y": np.zeros((1, 2), np.float32)}, "m", version="2")
+    SyncClient(store, f"http://127.0.0.1:{collector.port}", token).drain()
+    result = cli("collector", "export", "--db", db_url, "--out", tmp_path / "d.npz")
+    assert result.exit_code == 1 and "records of different shapes" in result.output and "--version" in result.output
+    assert not (tmp_path / "d.npz").exists()
+    ok = cli("collector", "export", "--db", db_url, "--version", "2", "--out", tmp_path / "d.npz", "--json")
+    assert ok.exit_code == 0 and list(np.load(tmp_path / "d.npz")["inputs/pixels"].shape) == [1, 4]
+
+
+def test_a_first_release_collector_database_is_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE devices (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+           revoked INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, last_seen REAL);
+        CREATE TABLE batches (idempotency_key TEXT PRIMARY KEY, device TEXT NOT NULL,
+           payload_hash TEXT NOT NULL, result TEXT NOT NULL, received REAL NOT NULL);
+        CREATE TABLE records (device TEXT NOT NULL, record_id BIGINT NOT NULL,
+           request_id TEXT NOT NULL, time REAL NOT NULL, model TEXT NOT NULL, version TEXT, variant TEXT,
+           latency_ms REAL, fallbacks TEXT, outputs TEXT, inputs TEXT, summary TEXT, received REAL NOT NULL,
+           PRIMARY KEY (device, record_id));
+        CREATE INDEX records_time ON records (model, time);
+        CREATE TABLE feedback (device TEXT NOT NULL, feedback_id BIGINT NOT NULL,
+           request_id TEXT NOT NULL, time REAL NOT NULL, label TEXT, outcome TEXT, received REAL NOT NULL,
+           PRIMARY KEY (device, feedback_id));
+        INSERT INTO records VALUES ('pi-1', 1, 'r1', 1.0, 'm', '', '', 1.0, '[]', '{}', NULL, NULL, 1.0);
+        INSERT INTO feedback VALUES ('pi-1', 1, 'r1', 2.0, '3', NULL, 2.0);
+    """)
+    old.commit()
+    old.close()
+    db = Database(f"sqlite:///{path}")
+    with db.connect() as tx:
+        assert tx.all("SELECT device, store, record_id, request_id FROM records") == [("pi-1", "", 1, "r1")]
+        assert tx.one("SELECT COUNT(*) FROM feedback")[0] == 1
+        tx.execute("INSERT INTO records (device, store, record_id, request_id, time, model, received) "
+                   "VALUES ('pi-1', 'new-store', 1, 'r2', 1.0, 'm', 1.0)")  # same id, new store: allowed
+        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "2"
+    Database(f"sqlite:///{path}")  # opening again is a no-op

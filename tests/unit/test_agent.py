@@ -116,3 +116,93 @@ def test_remote_bench_end_to_end_and_content_addressing(agent, tiny_onnx):
     assert len(list(store.glob("*.onnx"))) == 1  # the same content is stored and sent once
     with pytest.raises(EdgekitError, match="cannot reach the agent"):
         remote_bench("http://127.0.0.1:9", token_file, [str(tiny_onnx)], BenchOptions(**FAST))
+
+
+# --- defects from the outside probe (issue 10) -----------------------------------------------
+
+@pytest.mark.parametrize("body, message", [
+    ({"artifacts": []}, "artifacts must be a list of 1-16 entries"),
+    ({"threads": 5}, "expected {\"artifacts\""),
+    ({"artifacts": [{"sha256": "a" * 64, "format": "onnx"}], "options": {"max_seconds": "abc"}},
+     "options.max_seconds: expected a number"),
+    ({"artifacts": [{"sha256": "a" * 64, "format": "onnx"}], "options": {"input_data_sha256": "../x"}},
+     "input_data_sha256 must be 64 lowercase hex"),
+    ({"artifacts": [{"sha256": "../../etc/passwd", "format": "onnx"}]}, "sha256 must be 64 lowercase hex"),
+    ({"artifacts": [{"sha256": "a" * 64, "format": "onnx"}], "options": {"threads": [1, 2, 3, 4, 5],
+                                                                        "batches": [1, 2, 4, 8]}}, "at most 16"),
+])
+def test_malformed_bench_requests_get_400_and_the_agent_keeps_serving(agent, body, message):
+    url, token_file, _ = agent
+    client = AgentClient(url, read_token(token_file))
+    status, reply, _ = client.request("POST", "/v1/bench", json.dumps(body).encode())
+    assert status == 400 and message in reply["error"], reply
+    assert client.request("GET", "/v1/health")[0] == 200
+
+
+def test_bad_content_length_gets_400(agent):
+    url, token_file, _ = agent
+    token = read_token(token_file).decode()
+    host, port = url.split("//")[1].split(":")
+    for method in ("POST /v1/bench", "PUT /v1/artifacts/" + "a" * 64 + ".onnx"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"{method} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                         "Content-Length: abc\r\n\r\n".encode())
+            assert sock.recv(200).startswith(b"HTTP/1.0 400")
+
+
+def test_client_times_cannot_exceed_the_agents_cap(tmp_path, tiny_onnx, monkeypatch):
+    import edgekit.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "run_bench", lambda paths, opts: seen.append(opts) or {
+        "results": [{"artifact": "a", "label": "a"}], "environment": {"hostname": "h"}})
+    token_file = tmp_path / "t"
+    new_token(token_file)
+    server = make_server("127.0.0.1", 0, AgentConfig(tmp_path / "store", read_token(token_file), max_bench_seconds=3))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = AgentClient(url, read_token(token_file))
+        sha = client.ensure(tiny_onnx, "onnx")
+        body = {"artifacts": [{"sha256": sha, "format": "onnx"}],
+                "options": {"min_seconds": 900, "warmup_s": 900, "max_seconds": 900}}
+        assert client.request("POST", "/v1/bench", json.dumps(body).encode())[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (seen[0].max_seconds, seen[0].min_seconds, seen[0].warmup_s) == (3, 3, 0.3)
+
+
+def test_stalled_connections_are_closed(tmp_path):
+    import time
+
+    token_file = tmp_path / "t"
+    new_token(token_file)
+    server = make_server("127.0.0.1", 0, AgentConfig(tmp_path / "s", read_token(token_file), idle_timeout_s=0.5))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        stalled[0].sendall(b"POST /v1/bench HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")  # half a request
+        time.sleep(1.5)
+        for sock in stalled:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # the agent hung up; a stalled client holds nothing
+            sock.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/v1/health")
+        assert conn.getresponse().status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_port_in_use_is_one_clear_error(tmp_path):
+    token_file = tmp_path / "t"
+    new_token(token_file)
+    first = make_server("127.0.0.1", 0, AgentConfig(tmp_path / "s", read_token(token_file)))
+    try:
+        with pytest.raises(EdgekitError, match="cannot listen on 127.0.0.1:.*another agent"):
+            make_server("127.0.0.1", first.server_address[1], AgentConfig(tmp_path / "s", read_token(token_file)))
+    finally:
+        first.server_close()

@@ -89,9 +89,24 @@ def test_user_profiles_by_path_and_env(tmp_path, monkeypatch):
         all_profiles()
 
 
-def test_user_profile_overrides_shipped_id(tmp_path, monkeypatch):
+def test_user_profile_cannot_shadow_a_shipped_id(tmp_path, monkeypatch):
     shutil.copy(ROOT / "profiles" / "raspberrypi4.toml", tmp_path / "raspberrypi4.toml")
     text = (tmp_path / "raspberrypi4.toml").read_text().replace("ram_mb = 4096", "ram_mb = 8192")
     (tmp_path / "raspberrypi4.toml").write_text(text)
     monkeypatch.setenv("EDGEKIT_PROFILES", str(tmp_path))
-    assert resolve("raspberrypi4").memory.ram_mb == 8192
+    with pytest.raises(ProfileError, match="uses the id 'raspberrypi4', already taken by .*raspberrypi4.toml"):
+        resolve("raspberrypi4")
+    assert resolve(str(tmp_path / "raspberrypi4.toml")).memory.ram_mb == 8192  # by path it is still usable
+
+
+@pytest.mark.parametrize("kind", ["binary", "directory"])
+def test_profile_that_is_not_a_toml_file(tmp_path, kind):
+    path = tmp_path / "weird.toml"
+    if kind == "binary":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+        with pytest.raises(ProfileError, match="is not a text file"):
+            resolve(str(path))
+    else:
+        path.mkdir()
+        with pytest.raises(ProfileError, match="is not a file"):
+            resolve(str(path))

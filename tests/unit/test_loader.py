@@ -29,10 +29,25 @@ def test_onnx_interface_and_description(tiny_onnx):
 def test_onnx_input_override_fixes_dims(tiny_onnx):
     model = load_model(str(tiny_onnx), ["x:8x4"])
     assert model.inputs[0].shape == (8, 4)
-    with pytest.raises(ModelLoadError, match="match no model input"):
+    with pytest.raises(ModelLoadError, match="matches no input of"):
         load_model(str(tiny_onnx), ["nope:1x4"])
     with pytest.raises(ModelLoadError, match="has 3 dims"):
         load_model(str(tiny_onnx), ["x:1x4x4"])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("x:batchx5", "dim 1 is fixed at 4 .*, not 5"),      # the graph's fixed dims are facts
+    ("x:batchx4:int64", "x:int64 but .* takes float32"),  # so is its dtype
+])
+def test_onnx_input_override_cannot_contradict_the_graph(tiny_onnx, spec, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(str(tiny_onnx), [spec])
+    assert load_model(str(tiny_onnx), ["x:2x4"]).inputs[0].dtype == "float32"  # no dtype given: the graph's
+
+
+def test_repeated_input_is_refused(tiny_onnx):
+    with pytest.raises(ModelLoadError, match="--input x is given more than once"):
+        load_model(str(tiny_onnx), ["x:1x4", "x:2x4"])
 
 
 def test_truncated_onnx(tmp_path, tiny_onnx):

@@ -246,7 +246,7 @@ def test_newer_schema_and_garbage(opt_dir, tmp_path):
         load(opt_dir)
     junk = tmp_path / "junk.ekb"
     junk.write_bytes(b"nope")
-    with pytest.raises(BundleError, match="not a tar.gz"):
+    with pytest.raises(BundleError, match="not a readable bundle"):
         load(junk)
 
 
@@ -272,3 +272,242 @@ def test_runtime_never_imports_torch(opt_dir, python):
             "assert 'torch' not in sys.modules\nprint('ok')")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# --- defects from the outside probe (issue 10) -----------------------------------------------
+
+def test_cache_hit_is_a_private_copy(opt_dir):
+    model = load(opt_dir, cache_size=16)
+    first = model.predict({"x": X})
+    first["y"][:] = 0  # the caller edits its own result...
+    again = model.predict({"x": X})
+    assert np.allclose(again["y"], _reference(X), atol=1e-5)  # ...and later answers do not change
+    again["y"][:] = -1
+    assert np.allclose(model.predict({"x": X})["y"], _reference(X), atol=1e-5)
+    assert model.stats()["cache"]["hits"] == 2
+
+
+def test_nan_inputs_are_refused_without_demoting_anything(opt_dir):
+    model = load(opt_dir, demote_after=3)
+    bad = np.full((1, 4), np.nan, np.float32)
+    for _ in range(5):
+        with pytest.raises(InputError, match="holds NaN or infinite values"):
+            model.predict({"x": bad})
+    assert not any(v["demoted"] for v in model.stats()["variants"])
+    assert np.allclose(model.predict({"x": X})["y"], _reference(X), atol=1e-5)
+
+
+def test_inputs_every_variant_fails_on_demote_nothing(faulty):
+    """An input that breaks every variant is the input's fault: no variant pays for it."""
+    manifest = json.loads((faulty / "manifest.json").read_text())
+    manifest["inputs"][0]["finite"] = False  # this model accepts NaN at the door
+    manifest["variants"][1]["runtime"] = "faulty"
+    _edit(faulty, inputs=manifest["inputs"], variants=manifest["variants"])
+    Faulty.mode = "nan"
+    model = load(faulty, demote_after=2, fallback=lambda feeds: {"y": np.zeros((len(feeds["x"]), 3), np.float32)})
+    for variant in model.variants:
+        assert model._bring_up(variant)  # b would otherwise load lazily, after a's first failure
+        variant.session.armed = True
+    for _ in range(4):
+        assert model.predict({"x": X})["y"].sum() == 0  # the caller's fallback answers
+    stats = model.stats()
+    assert not any(v["demoted"] for v in stats["variants"])
+    assert any(e["event"] == "input failed on every variant" for e in stats["events"])
+
+
+def test_demoted_variant_is_retried_after_its_back_off(faulty):
+    Faulty.mode = "raise"
+    model = load(faulty, demote_after=2, retry_demoted_s=0.2)
+    model.variants[0].session.armed = True
+    for _ in range(3):
+        model.predict({"x": X})
+    assert model.stats()["active_variant"] == "b"
+    model.variants[0].session.armed = False  # the fault clears
+    time.sleep(0.25)
+    model.predict({"x": X})
+    stats = model.stats()
+    assert stats["active_variant"] == "a"
+    assert [e["event"] for e in stats["events"] if e["variant"] == "a"][-2:] == ["demoted", "restored"]
+
+
+def test_timeout_fires_and_is_recorded(faulty):
+    Faulty.mode = "hang"
+    model = load(faulty, timeout_ms=50)
+    model.variants[0].session.armed = True
+    out = model.predict({"x": X})
+    assert np.allclose(out["y"], _reference(X), atol=1e-5)  # answered by b
+    events = model.stats()["events"]
+    assert any(e["variant"] == "a" and e["reason"].startswith("TimeoutError: no answer within 50") for e in events)
+
+
+def test_cache_hits_are_logged_with_a_request_id(opt_dir, tmp_path):
+    from edgekit.sync.store import LogStore
+
+    store = LogStore(tmp_path / "log.db")
+    model = load(opt_dir, cache_size=4, log_store=store)
+    first, hit = model.predict({"x": X}), model.predict({"x": X})
+    assert first.request_id and hit.request_id and hit.request_id != first.request_id
+    model.feedback(hit.request_id, label=[1, 2])
+    records, feedback = store.next_batch(10)
+    assert [r["cached"] for r in records] == [False, True]
+    assert [r["variant"] for r in records] == ["a", "a"]
+    assert feedback[0]["request_id"] == hit.request_id
+
+
+def _packed(opt_dir, tmp_path, name="b.ekb", key=None):
+    bundle = tmp_path / name
+    make_bundle(opt_dir, bundle, sign_key=key)
+    return bundle
+
+
+def _retar(src, dst, change):
+    """Copy a bundle, letting ``change(name, data)`` return new bytes (or None to drop it)."""
+    with tarfile.open(src, "r:gz") as tar, tarfile.open(dst, "w:gz") as out:
+        for m in tar.getmembers():
+            data = change(m.name, tar.extractfile(m).read())
+            if data is None:
+                continue
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    return dst
+
+
+@pytest.fixture
+def keys(tmp_path):
+    pytest.importorskip("cryptography")
+    key, pub = tmp_path / "k", tmp_path / "k.pub"
+    generate_keys(key, pub)
+    return key, pub
+
+
+def test_golden_data_is_pinned_by_the_signature(opt_dir, tmp_path, keys):
+    signed = _packed(opt_dir, tmp_path, key=keys[0])
+    manifest = json.loads(tarfile.open(signed).extractfile("manifest.json").read())
+    assert manifest["golden"]["sha256"] == sha256_file(opt_dir / "golden.npz")
+    other = io.BytesIO()
+    np.savez(other, **{"input:x": np.zeros((4, 4), np.float32), "output:y": np.ones((4, 3), np.float32)})
+    swapped = _retar(signed, tmp_path / "swapped.ekb",
+                     lambda n, d: other.getvalue() if n == "golden.npz" else d)
+    with pytest.raises(BundleError, match="golden.npz does not match its sha256"):
+        load(swapped, public_key=keys[1])
+    with pytest.raises(BundleError, match="golden.npz does not match its sha256"):
+        load(swapped)  # unsigned readers check the pinned hash too
+
+
+def test_signed_bundle_refuses_extra_files_and_tampered_variants(opt_dir, tmp_path, keys):
+    signed = _packed(opt_dir, tmp_path, key=keys[0])
+    assert load(signed, public_key=keys[1]).predict({"x": X})["y"].shape == (2, 3)
+
+    extra = tmp_path / "extra.ekb"
+    with tarfile.open(signed, "r:gz") as tar, tarfile.open(extra, "w:gz") as out:
+        for m in tar.getmembers():
+            out.addfile(m, tar.extractfile(m))
+        info = tarfile.TarInfo("artifacts/payload.sh")
+        info.size = 3
+        out.addfile(info, io.BytesIO(b"rm\n"))
+    with pytest.raises(BundleError, match="holds files its signed manifest does not list: artifacts/payload.sh"):
+        load(extra, public_key=keys[1])
+    assert load(extra).predict({"x": X})["y"].shape == (2, 3)  # unsigned readers skip what is not listed
+    tampered = _retar(signed, tmp_path / "t.ekb", lambda n, d: d + b"\0" if n == "artifacts/b.onnx" else d)
+    with pytest.raises(BundleError, match="artifacts/b.onnx does not match its sha256"):
+        load(tampered, public_key=keys[1])  # refused whole, not skipped
+
+
+def test_run_exits_nonzero_on_a_tampered_signed_bundle(opt_dir, tmp_path, keys, cli):
+    signed = _packed(opt_dir, tmp_path, key=keys[0])
+    tampered = _retar(signed, tmp_path / "t.ekb", lambda n, d: d + b"\0" if n == "artifacts/a.onnx" else d)
+    result = cli("run", tampered, "--public-key", keys[1])
+    assert result.exit_code == 1 and "does not match its sha256" in result.output
+
+
+@pytest.mark.parametrize("field, value", [("file", "/tmp/outside.onnx"), ("file", "../outside.onnx"),
+                                          ("golden", "/etc/passwd")])
+def test_manifest_paths_stay_inside_the_bundle(opt_dir, field, value):
+    manifest = json.loads((opt_dir / "manifest.json").read_text())
+    if field == "golden":
+        manifest["golden"]["file"] = value
+    else:
+        manifest["variants"][0]["file"] = value
+    (opt_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="must be a relative path inside the bundle"):
+        load(opt_dir)
+
+
+def test_symlinked_variant_in_a_directory_is_refused(opt_dir, tmp_path):
+    outside = tmp_path / "outside.onnx"
+    shutil.copy(opt_dir / "artifacts" / "a.onnx", outside)
+    (opt_dir / "artifacts" / "a.onnx").unlink()
+    (opt_dir / "artifacts" / "a.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match="points outside the bundle"):
+        load(opt_dir)
+
+
+def test_extraction_is_capped_before_writing(opt_dir, tmp_path, monkeypatch):
+    from edgekit.bundle import Limits
+
+    bundle = _packed(opt_dir, tmp_path)
+    big = _retar(bundle, tmp_path / "big.ekb", lambda n, d: d + bytes(3 << 20) if n == "artifacts/b.onnx" else d)
+    assert big.stat().st_size < 1 << 20  # zeros compress: a small download, a large unpack
+    written = []
+    monkeypatch.setattr(shutil, "copyfileobj", lambda *a, **k: written.append(a))
+    with pytest.raises(BundleError, match="would unpack to 3 MiB, more than the limit of 2 MiB"):
+        load(big, limits=Limits(max_bytes=2 << 20))
+    assert written == []  # refused from the declared sizes, before a byte was written
+    many = _retar(bundle, tmp_path / "many.ekb", lambda n, d: d)
+    with pytest.raises(BundleError, match="more than the limit of 3"):
+        load(many, limits=Limits(max_files=3))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "manifest-list", "manifest-dir", "schema-zero", "shape-text",
+                                    "cosine-high", "no-variants"])
+def test_malformed_bundles_raise_bundle_errors_only(opt_dir, tmp_path, damage):
+    bundle = _packed(opt_dir, tmp_path)
+    if damage == "truncated":
+        data = bundle.read_bytes()
+        bundle.write_bytes(data[: len(data) // 2])
+        match = "not a readable bundle"
+    elif damage == "manifest-dir":
+        with tarfile.open(bundle, "w:gz") as tar:
+            info = tarfile.TarInfo("manifest.json")
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        match = "has no manifest.json"
+    else:
+        manifest = json.loads((opt_dir / "manifest.json").read_text())
+        manifest["golden"].pop("sha256", None)
+        changes = {"manifest-list": [manifest], "schema-zero": dict(manifest, schema_version=0),
+                   "shape-text": dict(manifest, inputs=[{"name": "x", "shape": "batchx4", "dtype": "float32"}]),
+                   "cosine-high": dict(manifest, golden=dict(manifest["golden"], min_cosine=3.0)),
+                   "no-variants": dict(manifest, variants=[])}
+        _retar(_packed(opt_dir, tmp_path, "ok.ekb"), bundle,
+               lambda n, d: json.dumps(changes[damage]).encode() if n == "manifest.json" else d)
+        match = {"manifest-list": "must hold a JSON object", "schema-zero": "schema_version must be a positive",
+                 "shape-text": "inputs\\[0\\].shape: expected a list", "cosine-high": "min_cosine 3.0 must be within",
+                 "no-variants": "lists no variants"}[damage]
+    with pytest.raises(BundleError, match=match):
+        load(bundle)
+
+
+def test_new_key_never_overwrites(tmp_path, cli):
+    pytest.importorskip("cryptography")
+    key = tmp_path / "release.key"
+    assert cli("package", "--new-key", key).exit_code == 0
+    before = key.read_bytes()
+    result = cli("package", "--new-key", key)
+    assert result.exit_code == 1 and "will not overwrite a key" in result.output
+    assert key.read_bytes() == before
+
+
+def test_garbage_public_key_is_one_clear_error(opt_dir, tmp_path, keys, cli):
+    signed = _packed(opt_dir, tmp_path, key=keys[0])
+    junk = tmp_path / "junk.pub"
+    junk.write_text("not a key at all")
+    result = cli("run", signed, "--public-key", junk)
+    assert result.exit_code == 1 and "is not a PEM public key" in result.output and "unexpected" not in result.output
+
+
+def test_run_refuses_nan_input_files(opt_dir, tmp_path, cli):
+    np.save(tmp_path / "nan.npy", np.full((1, 4), np.nan, np.float32))
+    result = cli("run", opt_dir, "--input", tmp_path / "nan.npy")
+    assert result.exit_code == 1 and "holds NaN or infinite values" in result.output

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+from .errors import EdgekitError
 
 
 def cache_dir() -> Path:
@@ -41,28 +47,110 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+MARKER = ".edgekit-output"  # in every directory edgekit writes; only those does it ever replace
+
+
+def check_replaceable(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """The absolute ``path`` if edgekit may (re)write a directory there: nothing there yet, an
+    empty directory, or a directory edgekit wrote before (it holds the marker). Anything else
+    belongs to the user and is refused, untouched."""
+    path = Path(os.path.abspath(path))
+    if not path.name:
+        raise EdgekitError(f"{flag} {path} is a file system root", "name a new directory")
+    if not path.exists() and not path.is_symlink():
+        return path
+    if path.is_symlink() or not path.is_dir():
+        raise EdgekitError(f"{flag} {path} exists and is not a directory edgekit wrote",
+                           "pick a new path; edgekit never replaces files it did not create")
+    if (path / MARKER).is_file() or not any(path.iterdir()):
+        return path
+    raise EdgekitError(f"{flag} {path} is a directory that edgekit did not write, and it is not empty",
+                       "pick a new or empty directory; edgekit only replaces its own output directories")
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = True):
+def atomic_directory(path: str | os.PathLike, flag: str = "--out"):
     """Build a directory under a temporary name and move it into place only on success.
 
-    An interrupted run (an exception or Ctrl-C) leaves nothing at ``path``.
+    An interrupted run (an exception or Ctrl-C) leaves nothing at ``path``, and ``path`` is
+    only replaced when edgekit wrote it (see :func:`check_replaceable`).
     """
-    path = Path(path)
+    path = check_replaceable(path, flag)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
     try:
         yield tmp
+        (tmp / MARKER).write_text(json.dumps({"tool": "edgekit", "created": time.time()}) + "\n")
+        check_replaceable(path, flag)  # again: something may have appeared meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if path.exists():
-        if not overwrite:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FileExistsError(path)
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        os.replace(path, old / "previous")
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+def sweep_stale(prefix: str, max_age_s: float = 24 * 3600) -> int:
+    """Remove ``$TMPDIR/<prefix><pid>-*`` work directories whose process is gone (a kill -9
+    leaves them behind); returns how many. Only directories with edgekit's own prefix."""
+    removed = 0
+    root = Path(tempfile.gettempdir())
+    for entry in root.glob(f"{prefix}*"):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        try:
+            if pid.isdigit():
+                if int(pid) == os.getpid() or _alive(int(pid)):
+                    continue
+            elif time.time() - entry.stat().st_mtime < max_age_s:
+                continue  # an older name without a pid: only once it is clearly abandoned
+            shutil.rmtree(entry)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class InterruptGuard:
+    """Remembers a Ctrl-C even when a library swallows the KeyboardInterrupt it raised (an
+    exporter that wraps every exception in its own), so a long job stops at its next step
+    instead of finishing and exiting 0."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def __enter__(self) -> "InterruptGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                self.hit = True
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> bool:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False

@@ -7,6 +7,8 @@ say which key was wrong and what was expected, e.g. ``cpu.cores: expected an int
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from typing import Any, get_args, get_origin, get_type_hints
@@ -26,6 +28,8 @@ def _describe(tp: Any) -> str:
     origin = get_origin(tp)
     if tp in _NAMES:
         return _NAMES[tp]
+    if origin is dict:
+        return "a table"
     if origin in (tuple, list):
         inner = _describe(get_args(tp)[0])
         inner = inner.split(" ", 1)[1] if inner.startswith(("a ", "an ")) else inner
@@ -59,6 +63,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise SchemaError(key, f"expected {_describe(tp)}, got {value!r}")
         (item,) = get_args(tp)[:1]
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(key, f"expected a table, got {value!r}")
+        key_type, value_type = get_args(tp)
+        return {_convert(key_type, k, key): _convert(value_type, v, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise SchemaError(key, f"expected a table, got {value!r}")
@@ -74,7 +83,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(key, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):  # NaN and infinities are never meant in a profile or manifest
+            raise SchemaError(key, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise SchemaError(key, f"expected a string, got {value!r}")
@@ -82,9 +97,16 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported schema type {tp!r} at {key}")  # a bug in edgekit, not input
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    return get_type_hints(cls)
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Return ``cls(**data)`` after checking every key and type; unknown keys are errors."""
-    hints = get_type_hints(cls)
+    if not isinstance(data, dict):
+        raise SchemaError(prefix, f"expected a table, got {type(data).__name__}")
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

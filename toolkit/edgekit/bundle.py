@@ -7,26 +7,24 @@ entries in turn pin every file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
-import json
 import os
 import shutil
 import tarfile
 import tempfile
+import zlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 from ._io import atomic_write_bytes
-from .errors import EdgekitError
+from .errors import BundleError, EdgekitError
+from .manifest import SCHEMA_VERSION, Manifest
 
-SCHEMA_VERSION = 1
 SIGNATURE = "manifest.sig"
-
-
-class BundleError(EdgekitError):
-    """A bundle that cannot be trusted or read."""
 
 
 def sha256_file(path: Path) -> str:
@@ -40,34 +38,34 @@ def sha256_file(path: Path) -> str:
 # --- writing (workstation side) -------------------------------------------------------------
 
 def make_bundle(source: str | Path, out: str | Path, sign_key: Optional[str | Path] = None,
-                version: Optional[str] = None) -> dict:
+                version: Optional[str] = None) -> Manifest:
     """Pack an ``edgekit optimize`` output directory into ``out`` (written atomically)."""
     source = Path(source)
     manifest_path = source / "manifest.json"
-    if not manifest_path.exists():
+    if not manifest_path.is_file():
+        if (source / "report.json").is_file():
+            raise BundleError(f"{source} has no manifest.json: no candidate passed there",
+                              "see its report.md; loosen --tolerance or give better --data, and optimize again")
         raise BundleError(f"{source} has no manifest.json", "pass the output directory of 'edgekit optimize'")
-    manifest = json.loads(manifest_path.read_text())
-    if not manifest.get("variants"):
-        raise BundleError(f"{source}/manifest.json lists no variants", "re-run edgekit optimize; no candidate passed")
-    manifest["schema_version"] = SCHEMA_VERSION
-    manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if version:
-        manifest["model"]["version"] = version
-    files = [v["file"] for v in manifest["variants"]]
-    if manifest.get("golden"):
-        files.append(manifest["golden"]["file"])
-    for variant in manifest["variants"]:
-        actual = sha256_file(source / variant["file"])
-        if actual != variant["sha256"]:
-            raise BundleError(f"{variant['file']} changed since optimize wrote it (sha256 mismatch)",
+    manifest = Manifest.loads(manifest_path.read_bytes(), str(manifest_path))
+    for variant in manifest.variants:
+        path = _inside(source, variant.file)
+        if not path.is_file() or sha256_file(path) != variant.sha256:
+            raise BundleError(f"{variant.file} changed since optimize wrote it (sha256 mismatch)",
                               "re-run edgekit optimize")
-    body = json.dumps(manifest, indent=2).encode()
+    golden = manifest.golden
+    if golden is not None:  # schema 2: the self-test data is pinned like every variant
+        golden = dataclasses.replace(golden, sha256=sha256_file(_inside(source, golden.file)))
+    manifest = manifest.replace(
+        schema_version=SCHEMA_VERSION, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        golden=golden, model=dataclasses.replace(manifest.model, version=version) if version else manifest.model)
+    body = manifest.dumps()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        _add_bytes(tar, "manifest.json", body)
+        _add_bytes(tar, "manifest.json", body)  # first, so that a reader can refuse early
         if sign_key:
             _add_bytes(tar, SIGNATURE, sign(body, sign_key))
-        for name in files:
+        for name in manifest.files():
             tar.add(source / name, arcname=name, recursive=False)
     atomic_write_bytes(out, buffer.getvalue())
     return manifest
@@ -91,6 +89,11 @@ def _crypto():
 
 
 def generate_keys(private_path: str | Path, public_path: str | Path) -> None:
+    """Write a new key pair; never replaces an existing key (that would orphan every device)."""
+    for path in (private_path, public_path):
+        if Path(path).exists():
+            raise BundleError(f"{path} already exists; edgekit will not overwrite a key",
+                              "pick another path, or move the old key away yourself")
     serialization, ed25519 = _crypto()
     key = ed25519.Ed25519PrivateKey.generate()
     atomic_write_bytes(private_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -100,9 +103,20 @@ def generate_keys(private_path: str | Path, public_path: str | Path) -> None:
                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
+def _key_bytes(path: str | Path, what: str) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{what} {path} does not exist or is not a file", "check the path")
+    return path.read_bytes()
+
+
 def sign(data: bytes, private_key: str | Path) -> bytes:
     serialization, ed25519 = _crypto()
-    key = serialization.load_pem_private_key(Path(private_key).read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(_key_bytes(private_key, "private key"), password=None)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{private_key} is not a PEM private key ({exc})",
+                          "make one with: edgekit package --new-key") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise EdgekitError(f"{private_key} is not an ed25519 private key", "make one with: edgekit package --new-key")
     return key.sign(data)
@@ -112,7 +126,13 @@ def verify(data: bytes, signature: bytes, public_key: str | Path) -> None:
     serialization, ed25519 = _crypto()
     from cryptography.exceptions import InvalidSignature
 
-    key = serialization.load_pem_public_key(Path(public_key).read_bytes())
+    try:
+        key = serialization.load_pem_public_key(_key_bytes(public_key, "public key"))
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{public_key} is not a PEM public key ({str(exc).splitlines()[0]})",
+                          "pass the .pub file written by: edgekit package --new-key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise BundleError(f"{public_key} is not an ed25519 public key", "pass the .pub file from edgekit package --new-key")
     try:
         key.verify(signature, data)
     except InvalidSignature:
@@ -122,57 +142,145 @@ def verify(data: bytes, signature: bytes, public_key: str | Path) -> None:
 
 # --- reading (device side) ----------------------------------------------------------------
 
-def _safe_members(tar: tarfile.TarFile, origin: str) -> list[tarfile.TarInfo]:
-    members = tar.getmembers()
-    for m in members:
-        name = m.name
-        if not (m.isfile() or m.isdir()):
-            raise BundleError(f"{origin}: entry {name!r} is a link or special file", "bundles hold plain files only")
-        if name.startswith("/") or ".." in Path(name).parts or os.path.isabs(name):
-            raise BundleError(f"{origin}: entry {name!r} points outside the bundle", "refusing path traversal")
-    return members
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what opening a bundle may write to disk: a small .ekb must not unpack into a
+    full TMPDIR. Both can be raised per call or with EDGEKIT_BUNDLE_MAX_MB / _MAX_FILES."""
+
+    max_bytes: int = int(os.environ.get("EDGEKIT_BUNDLE_MAX_MB", "2048")) * 1024 * 1024
+    max_files: int = int(os.environ.get("EDGEKIT_BUNDLE_MAX_FILES", "64"))
 
 
-def open_bundle(path: str | Path, public_key: Optional[str | Path] = None) -> tuple[Path, dict, Optional[tempfile.TemporaryDirectory]]:
-    """(directory, manifest, tempdir to keep alive) for a .ekb file or an unpacked directory."""
+def _inside(root: Path, name: str) -> Path:
+    """``root/name``, refusing anything that resolves outside ``root`` (links included)."""
+    path = root / name
+    real_root = root.resolve()
+    if real_root not in path.resolve().parents:
+        raise BundleError(f"{name!r} points outside the bundle", "refusing path traversal")
+    return path
+
+
+def _check_member(m: tarfile.TarInfo, origin: str) -> None:
+    name = m.name
+    if not (m.isfile() or m.isdir()):
+        raise BundleError(f"{origin}: entry {name!r} is a link or special file", "bundles hold plain files only")
+    if name.startswith("/") or ".." in Path(name).parts or os.path.isabs(name):
+        raise BundleError(f"{origin}: entry {name!r} points outside the bundle", "refusing path traversal")
+
+
+def _read_tar(path: Path, signed: bool, limits: Limits) -> tuple[Path, Manifest, bytes, Optional[bytes], tempfile.TemporaryDirectory]:
+    """Unpack only what the manifest lists, within ``limits``; a signed bundle holds nothing else."""
+    origin = str(path)
+    with tarfile.open(path, "r:gz") as tar:
+        members = tar.getmembers()
+        if len(members) > limits.max_files:
+            raise BundleError(f"{origin} holds {len(members)} entries, more than the limit of {limits.max_files}",
+                              "raise EDGEKIT_BUNDLE_MAX_FILES if this bundle is trusted")
+        by_name: dict[str, tarfile.TarInfo] = {}
+        for m in members:
+            _check_member(m, origin)
+            name = os.path.normpath(m.name)
+            if m.isfile():
+                if name in by_name:
+                    raise BundleError(f"{origin}: entry {name!r} appears twice", "rebuild the bundle with edgekit package")
+                by_name[name] = m
+        head = by_name.get("manifest.json")
+        if head is None:
+            raise BundleError(f"{path} has no manifest.json", "build it with edgekit package")
+        if head.size > 16 * 1024 * 1024:
+            raise BundleError(f"{origin}: manifest.json is {head.size} bytes", "rebuild the bundle with edgekit package")
+        body = tar.extractfile(head).read()
+        manifest = Manifest.loads(body, f"{origin}: manifest.json")
+        signature = tar.extractfile(by_name[SIGNATURE]).read(4096) if SIGNATURE in by_name else None
+        wanted = [os.path.normpath(f) for f in manifest.files()]
+        extra = sorted(set(by_name) - set(wanted) - {"manifest.json", SIGNATURE})
+        if extra and signed:
+            raise BundleError(f"{origin} holds files its signed manifest does not list: {', '.join(extra[:5])}",
+                              "a signed bundle carries nothing else; rebuild it with edgekit package")
+        missing = [f for f in wanted if f not in by_name]
+        if missing and signed:
+            raise BundleError(f"{origin} lacks {', '.join(missing)}, which its signed manifest lists",
+                              "the bundle is incomplete; copy it again")
+        total = sum(by_name[f].size for f in set(wanted) if f in by_name) + len(body)
+        if total > limits.max_bytes:
+            raise BundleError(f"{origin} would unpack to {total / 2**20:.0f} MiB, more than the limit of "
+                              f"{limits.max_bytes / 2**20:.0f} MiB", "raise EDGEKIT_BUNDLE_MAX_MB if this bundle is trusted")
+        holder = tempfile.TemporaryDirectory(prefix="edgekit-bundle-")
+        root = Path(holder.name)
+        try:
+            free = shutil.disk_usage(root).free
+            if total > free:
+                raise BundleError(f"{origin} needs {total / 2**20:.0f} MiB to unpack; {root.parent} has "
+                                  f"{free / 2**20:.0f} MiB free", "free space or set TMPDIR elsewhere")
+            (root / "manifest.json").write_bytes(body)
+            for name in set(wanted):
+                if name not in by_name:
+                    continue  # reported per variant (unsigned) as a missing file
+                target = root / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(by_name[name]) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)  # exactly the declared size: tarfile stops there
+        except BaseException:
+            holder.cleanup()
+            raise
+    return root, manifest, body, signature, holder
+
+
+def open_bundle(path: str | Path, public_key: Optional[str | Path] = None,
+                limits: Optional[Limits] = None) -> tuple[Path, Manifest, Optional[tempfile.TemporaryDirectory]]:
+    """(directory, manifest, tempdir to keep alive) for a .ekb file or an unpacked directory.
+
+    Every failure is a BundleError: a truncated download, a hostile archive and a manifest that
+    does not validate read the same to an app that catches ``EdgekitError``. With a public key,
+    the signature, then every file's sha256, must check out, or the whole bundle is refused.
+    """
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {path} does not exist", "check the path")
-    holder = None
+    holder, signature = None, None
     if path.is_dir():
         root = path
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise BundleError(f"{path} has no manifest.json", "build it with edgekit package")
+        body = manifest_path.read_bytes()
+        manifest = Manifest.loads(body, str(manifest_path))
+        if (root / SIGNATURE).is_file():
+            signature = (root / SIGNATURE).read_bytes()
     else:
         try:
-            tar = tarfile.open(path, "r:gz")
-        except (tarfile.TarError, OSError) as exc:
-            raise BundleError(f"{path} is not a bundle (not a tar.gz: {exc})", "build it with edgekit package") from None
-        with tar:
-            members = _safe_members(tar, str(path))
-            holder = tempfile.TemporaryDirectory(prefix="edgekit-bundle-")
-            root = Path(holder.name)
-            for m in members:
-                target = root / m.name
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(m) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.exists():
-        raise BundleError(f"{path} has no manifest.json", "build it with edgekit package")
-    body = manifest_path.read_bytes()
+            root, manifest, body, signature, holder = _read_tar(path, public_key is not None, limits or Limits())
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise BundleError(f"{path} is not a readable bundle ({type(exc).__name__}: {exc})",
+                              "the file is truncated or not a .ekb; copy it again or rebuild it with edgekit package") from None
     try:
-        manifest = json.loads(body)
-    except ValueError as exc:
-        raise BundleError(f"{path}: manifest.json is not valid JSON ({exc})") from None
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise BundleError(f"{path} uses bundle schema {version}, newer than this runtime reads ({SCHEMA_VERSION})",
-                          "upgrade edgekit on the device")
-    if public_key:
-        sig = root / SIGNATURE
-        if not sig.exists():
-            raise BundleError(f"{path} is not signed, and a public key is configured", "sign it: edgekit package --sign-key")
-        verify(body, sig.read_bytes(), public_key)
+        for name in manifest.files():
+            _inside(root, name)
+        if public_key:
+            if signature is None:
+                raise BundleError(f"{path} is not signed, and a public key is configured",
+                                  "sign it: edgekit package --sign-key")
+            verify(body, signature, public_key)
+            for variant in manifest.variants:
+                _expect_hash(root, variant.file, variant.sha256, path)
+            if manifest.golden is not None:
+                if manifest.golden.sha256 is None:
+                    raise BundleError(f"{path}: the signed manifest does not pin {manifest.golden.file}",
+                                      "rebuild the bundle with this edgekit's package command")
+                _expect_hash(root, manifest.golden.file, manifest.golden.sha256, path)
+        elif manifest.golden is not None and manifest.golden.sha256 is not None:
+            _expect_hash(root, manifest.golden.file, manifest.golden.sha256, path)
+    except BaseException:
+        if holder is not None:
+            holder.cleanup()
+        raise
     return root, manifest, holder
+
+
+def _expect_hash(root: Path, name: str, sha: str, origin) -> None:
+    path = _inside(root, name)
+    if not path.is_file():
+        raise BundleError(f"{origin}: {name} is missing", "the bundle is incomplete; copy it again")
+    if sha256_file(path) != sha:
+        raise BundleError(f"{origin}: {name} does not match its sha256 in the manifest",
+                          "the bundle was altered after packaging; do not deploy it")

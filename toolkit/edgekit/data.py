@@ -29,6 +29,12 @@ class Dataset:
     _cursor: Iterator = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
+        scalars = [name for name, a in self.arrays.items() if np.ndim(a) == 0]
+        if scalars:
+            raise DataError(f"data array {scalars[0]!r} is a scalar (0-d); the first axis must be the sample axis",
+                            "save one row per sample, e.g. shape N x 1 x 8 x 8")
+        if self.labels is not None and np.ndim(self.labels) == 0:
+            raise DataError("labels are a scalar (0-d)", "give one label per sample")
         sizes = {name: len(a) for name, a in self.arrays.items()}
         if len(set(sizes.values())) > 1:
             raise DataError(
@@ -143,9 +149,15 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
             f"data from {dataset.source} does not match the model: {'; '.join(problem)}",
             f"the model's inputs are {', '.join(wanted)} (plus optional 'labels')",
         )
+    if len(dataset) == 0:
+        raise DataError(f"data from {dataset.source} holds 0 samples", "give at least one sample per input")
     arrays = {}
     for name, spec in wanted.items():
         array = dataset.arrays[name]
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).reshape(len(array), -1).any(axis=1).sum())
+            raise DataError(f"data input {name!r} from {dataset.source} holds NaN or infinite values in {bad} of "
+                            f"{len(array)} samples", "clean or drop those samples; accuracy cannot be judged on them")
         if not _fits(spec, array.shape[1:]):
             raise DataError(
                 f"data input {name!r} has samples of shape {tuple(array.shape[1:])}, the model "
@@ -153,7 +165,11 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
                 f"reshape the data to N x {'x'.join(str(d) for d in spec.shape[1:])}",
             )
         arrays[name] = _cast(array, spec, name)
-    return Dataset(arrays, dataset.labels, dataset.source, dataset.synthetic)
+    labels = dataset.labels
+    if labels is not None and labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise DataError(f"labels from {dataset.source} are not one finite value per sample",
+                        "give integer class labels, one per sample")
+    return Dataset(arrays, labels, dataset.source, dataset.synthetic)
 
 
 def _cast(array: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:

@@ -31,6 +31,10 @@ class DataError(EdgekitError):
     """Calibration or evaluation data does not match the model."""
 
 
+class BundleError(EdgekitError):
+    """A bundle (or its manifest) that cannot be trusted or read."""
+
+
 class MissingDependencyError(EdgekitError):
     """An optional dependency (an extra) is not installed."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -14,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 
 from .. import __version__
 from ..errors import EdgekitError
@@ -50,6 +52,77 @@ class AgentConfig:
     token: bytes
     max_upload_bytes: int = 512 * 1024 * 1024
     max_bench_seconds: float = 300.0
+    idle_timeout_s: float = 30.0  # a connection that sends nothing for this long is closed
+
+
+MAX_ARTIFACTS = 16
+MAX_RUNS = 100_000
+
+
+@dataclass(frozen=True)
+class _Artifact:
+    sha256: str
+    format: str
+    label: str = ""
+
+    def validate(self) -> None:
+        if not SHA.match(self.sha256):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        if self.format not in FORMATS[:2]:
+            raise ValueError(f"format must be one of {', '.join(FORMATS[:2])}")
+        if len(self.label) > 200:
+            raise ValueError("label is longer than 200 characters")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The benchmark options a client may send, typed and bounded before anything runs."""
+
+    threads: tuple[Optional[int], ...] = (None,)
+    batches: tuple[int, ...] = (1,)
+    provider: str = "cpu"
+    input_data_sha256: Optional[str] = None
+    warmup_runs: int = 10
+    warmup_s: float = 0.5
+    min_runs: int = 100
+    min_seconds: float = 2.0
+    max_seconds: float = 60.0
+    strict_provider: bool = False
+    baseline: Optional[str] = None
+    allow_spinning: Optional[bool] = None
+
+    def validate(self) -> None:
+        if self.input_data_sha256 is not None and not SHA.match(self.input_data_sha256):
+            raise ValueError("input_data_sha256 must be 64 lowercase hex digits")
+        if not 1 <= len(self.threads) * len(self.batches) <= 16:
+            raise ValueError("at most 16 thread x batch combinations")
+        if any(t is not None and not 1 <= t <= 256 for t in self.threads) or any(not 1 <= b <= 4096 for b in self.batches):
+            raise ValueError("threads must be 1-256 and batches 1-4096")
+        if not 0 <= self.warmup_runs <= MAX_RUNS or not 1 <= self.min_runs <= MAX_RUNS:
+            raise ValueError(f"warmup_runs and min_runs must be at most {MAX_RUNS}")
+        if min(self.warmup_s, self.min_seconds) < 0 or self.max_seconds <= 0:
+            raise ValueError("times must be positive")
+
+
+def parse_bench_request(raw: bytes) -> tuple[list[_Artifact], _Options]:
+    """Validate a POST /v1/bench body; ValueError with the reason (a 400) otherwise."""
+    from .._schema import SchemaError, from_dict
+
+    try:
+        request = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(request, dict) or set(request) - {"artifacts", "options"}:
+        raise ValueError("expected {\"artifacts\": [...], \"options\": {...}}")
+    artifacts = request.get("artifacts")
+    if not isinstance(artifacts, list) or not 1 <= len(artifacts) <= MAX_ARTIFACTS:
+        raise ValueError(f"artifacts must be a list of 1-{MAX_ARTIFACTS} entries")
+    try:
+        parsed = [from_dict(_Artifact, a, f"artifacts[{i}]") for i, a in enumerate(artifacts)]
+        options = from_dict(_Options, request.get("options") or {}, "options")
+    except SchemaError as exc:
+        raise ValueError(str(exc)) from None
+    return parsed, options
 
 
 class Agent:
@@ -68,6 +141,25 @@ class Agent:
 class Handler(BaseHTTPRequestHandler):
     agent: Agent  # set on the subclass made by make_server
     server_version = f"edgekit-agent/{__version__}"
+    timeout = 30.0  # socket timeout: idle or stalled connections are closed (set per server)
+
+    def handle(self):
+        try:
+            super().handle()
+        except (TimeoutError, ConnectionError) as exc:  # a stalled client: drop it, keep serving
+            log.info("closed a stalled connection from %s: %s", self.address_string(), exc)
+
+    def _length(self) -> Optional[int]:
+        """Content-Length as an int, or None after answering 400/411."""
+        text = self.headers.get("Content-Length")
+        if text is None:
+            self._send(411, {"error": "Content-Length required"})
+            return None
+        if not text.strip().isdigit():
+            self._send(400, {"error": f"Content-Length {text[:40]!r} is not a byte count"}, {"Connection": "close"})
+            self.close_connection = True
+            return None
+        return int(text)
 
     def log_message(self, fmt, *args):  # route to logging, not stderr noise per request
         log.info("%s - %s", self.address_string(), fmt % args)
@@ -118,9 +210,8 @@ class Handler(BaseHTTPRequestHandler):
         if not route:
             self._send(404, {"error": "PUT /v1/artifacts/<sha256>.<onnx|tflite|npz>"})
             return
-        length = int(self.headers.get("Content-Length") or -1)
-        if length < 0:
-            self._send(411, {"error": "Content-Length required"})
+        length = self._length()
+        if length is None:
             return
         if length > self.agent.config.max_upload_bytes:
             self._send(413, {"error": f"upload of {length} bytes exceeds the limit of "
@@ -158,15 +249,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/v1/bench":
             self._send(404, {"error": "unknown endpoint"})
             return
+        length = self._length()
+        if length is None:
+            return
+        if length > 1 << 20:
+            self._send(413, {"error": "a benchmark request is at most 1 MiB"}, {"Connection": "close"})
+            self.close_connection = True
+            return
         try:
-            request = json.loads(self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1 << 20)))
-            paths = [self.agent.path_for(a["sha256"], a["format"]) for a in request["artifacts"]]
-            labels = [str(a.get("label", ""))[:200] for a in request["artifacts"]]
-            options = dict(request.get("options") or {})
-        except (ValueError, KeyError, TypeError) as exc:
+            artifacts, options = parse_bench_request(self.rfile.read(length))
+        except ValueError as exc:
             self._send(400, {"error": f"bad request: {exc}"})
             return
-        missing = [str(p.name) for p in paths if not p.exists()]
+        paths = [self.agent.path_for(a.sha256, a.format) for a in artifacts]
+        labels = [a.label for a in artifacts]
+        if options.input_data_sha256:
+            paths_needed = paths + [self.agent.path_for(options.input_data_sha256, "npz")]
+        else:
+            paths_needed = paths
+        missing = [str(p.name) for p in paths_needed if not p.exists()]
         if missing:
             self._send(409, {"error": f"artifacts not uploaded: {', '.join(missing)}"})
             return
@@ -182,13 +283,17 @@ class Handler(BaseHTTPRequestHandler):
             self.agent.busy.release()
         self._send(200, result)  # a client that disconnected meanwhile is logged, not fatal
 
-    def _run(self, paths, labels, options) -> dict:
+    def _run(self, paths, labels, options: _Options) -> dict:
         from ..bench import BenchOptions, run_bench
 
-        data = options.pop("input_data_sha256", None)
-        allowed = set(BenchOptions.__dataclass_fields__) - {"input_data"}
-        opts = BenchOptions(**{k: v for k, v in options.items() if k in allowed})
-        opts.max_seconds = min(opts.max_seconds, self.agent.config.max_bench_seconds)
+        # The device owner's cap bounds every phase the client can ask for, not just the timed one.
+        cap = self.agent.config.max_bench_seconds
+        fields = dataclasses.asdict(options)
+        data = fields.pop("input_data_sha256")
+        fields.update(threads=list(options.threads), batches=list(options.batches),
+                      max_seconds=min(options.max_seconds, cap), min_seconds=min(options.min_seconds, cap),
+                      warmup_s=min(options.warmup_s, cap / 10))
+        opts = BenchOptions(**fields)
         if data:
             opts.input_data = str(self.agent.path_for(data, "npz"))
         result = run_bench([str(p) for p in paths], opts)
@@ -200,7 +305,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def make_server(host: str, port: int, config: AgentConfig) -> ThreadingHTTPServer:
-    handler = type("BoundHandler", (Handler,), {"agent": Agent(config)})
-    server = ThreadingHTTPServer((host, port), handler)
+    handler = type("BoundHandler", (Handler,), {"agent": Agent(config), "timeout": config.idle_timeout_s})
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise EdgekitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                           "is another agent already running there? pick another --port") from None
     server.daemon_threads = True
     return server

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,8 +67,40 @@ def input_option(func):
     )(func)
 
 
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or Infinity: print null rather than output other tools cannot parse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def force_option(func):
+    return click.option("--force", is_flag=True, help="Replace an existing output file.")(func)
+
+
+@contextlib.contextmanager
+def output_file(out: Path, force: bool):
+    """A staging path beside ``out``, moved into place only on success; an existing ``out`` is
+    replaced only with --force (it may be the user's own file)."""
+    if out.is_dir():
+        raise ReportedError(f"--out {out} is a directory; give a file path")
+    if out.exists() and not force:
+        raise ReportedError(f"--out {out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.{os.getpid()}.partial{out.suffix}")
+    try:
+        yield staged
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    click.echo(json.dumps(_json_safe(data), indent=2, default=str, allow_nan=False))
 
 
 def console():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import ReportedError, console, input_option, json_option, print_json, table
+from .common import ReportedError, console, force_option, input_option, json_option, output_file, print_json, table
 
 
 def _split(value: str | None) -> set[str] | None:
@@ -134,9 +134,10 @@ def _print_plan(plan: dict) -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output file [MODEL.onnx|.tflite].")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="ONNX exporter; auto tries dynamo, then TorchScript.")
+@force_option
 @input_option
 @json_option
-def convert_cmd(model, to, out, exporter, inputs, as_json):
+def convert_cmd(model, to, out, exporter, force, inputs, as_json):
     """Convert a PyTorch model to ONNX or TFLite, checked against torch on its example inputs.
 
     \b
@@ -144,24 +145,19 @@ def convert_cmd(model, to, out, exporter, inputs, as_json):
       edgekit convert edgekit:minilm --to onnx --out minilm.onnx
       edgekit convert net.py:build --to tflite
     """
-    from .._io import atomic_directory
     from ..models import load_model
 
     loaded = load_model(model, inputs)
     out = out or Path(f"{loaded.name}.{to}")
-    with atomic_directory(out.with_name(out.name + ".d")) as tmp:
+    with output_file(out, force) as tmp:
         if to == "onnx":
             from ..convert.onnx_export import export_onnx
 
-            result = export_onnx(loaded, tmp / out.name, exporter=exporter)
+            result = export_onnx(loaded, tmp, exporter=exporter)
         else:
             from ..convert.tflite_export import export_tflite
 
-            result = export_tflite(loaded, tmp / out.name)
-        (tmp / out.name).replace(out)
-    import shutil
-
-    shutil.rmtree(out.with_name(out.name + ".d"), ignore_errors=True)
+            result = export_tflite(loaded, tmp)
     info = result.to_dict() | {"file": str(out), "size_bytes": out.stat().st_size}
     if as_json:
         print_json(info)
@@ -179,9 +175,10 @@ def convert_cmd(model, to, out, exporter, inputs, as_json):
 @click.option("--target", default="host", show_default=True, help="Target whose int8 preset to use.")
 @click.option("--data", help="Calibration data (.npz or module:function) for int8-static.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output file.")
+@force_option
 @input_option
 @json_option
-def quantize_cmd(model, precision, fmt, target, data, out, inputs, as_json):
+def quantize_cmd(model, precision, fmt, target, data, out, force, inputs, as_json):
     """Quantise one model with the target's preset, and report its accuracy against fp32.
 
     \b
@@ -209,7 +206,8 @@ def quantize_cmd(model, precision, fmt, target, data, out, inputs, as_json):
         out = out or Path(f"{loaded.name}-{precision}.{fmt}")
         import shutil
 
-        shutil.copyfile(Path(tmp) / "out" / row["file"], out)
+        with output_file(out, force) as staged:
+            shutil.copyfile(Path(tmp) / "out" / row["file"], staged)
     info = {"file": str(out), "size_bytes": out.stat().st_size, "precision": precision, "format": fmt,
             "settings": row["settings"], "metrics": row["metrics"]}
     if as_json:

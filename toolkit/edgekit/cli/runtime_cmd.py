@@ -40,7 +40,7 @@ def package_cmd(source, out, sign_key, new_key, model_version, as_json):
     out = out or Path(f"{source.name}.ekb")
     manifest = make_bundle(source, out, sign_key=sign_key, version=model_version)
     info = {"bundle": str(out), "size_bytes": out.stat().st_size, "signed": bool(sign_key),
-            "variants": [v["id"] for v in manifest["variants"]]}
+            "variants": [v.id for v in manifest.variants]}
     if as_json:
         print_json(info)
     else:

@@ -83,9 +83,10 @@ def revoke_device_cmd(name, db):
 @_db_option
 @click.option("--since", help="ISO time or Unix timestamp.")
 @click.option("--model", help="Only this model's predictions.")
+@click.option("--version", "model_version", help="Only this model version's predictions.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True)
 @json_option
-def export_cmd(db, since, model, out, as_json):
+def export_cmd(db, since, model, model_version, out, as_json):
     """Export logged predictions with their feedback to an .npz for retraining.
 
     \b
@@ -95,9 +96,17 @@ def export_cmd(db, since, model, out, as_json):
     from ..collector.db import Database
     from ..collector.export import export
 
-    info = export(Database(db), out, since=since, model=model)
-    print_json(info) if as_json else console().print(
-        f"wrote {info['records']} predictions ({info['labelled']} with feedback labels) to {out}")
+    info = export(Database(db), out, since=since, model=model, version=model_version)
+    if as_json:
+        print_json(info)
+        return
+    console().print(f"wrote {info['rows']} rows from {info['records']} predictions ({info['labelled']} rows labelled) "
+                    f"to {out}")
+    if info["skipped"]:
+        console().print(f"[yellow]skipped {info['skipped']} unreadable stored rows:[/yellow] {info['skipped_reasons']}")
+    if info["labels_unplaced"]:
+        console().print(f"[yellow]{info['labels_unplaced']} batch predictions had one label for several rows; "
+                        "left unlabelled[/yellow]")
 
 
 @collector.command("stats")
@@ -119,13 +128,18 @@ def stats_cmd(db, as_json):
         return
 
     def when(t):
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+        try:
+            return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+        except (OverflowError, OSError, ValueError):
+            return "invalid"
 
     console().print(table("Devices", ["device", "revoked", "records", "feedback rate", "last seen (UTC)"],
                           [[d["device"], d["revoked"], d["records"], f"{d['feedback_rate']:.1%}", when(d["last_seen"])]
                            for d in data["devices"]]))
     console().print(table("Records", ["device", "model", "records", "last record (UTC)"],
                           [[r["device"], r["model"], r["records"], when(r["last_record"])] for r in data["by_device_model"]]))
+    if data["invalid_rows"]:
+        console().print(f"[yellow]{data['invalid_rows']} stored records have a time that is not a finite number[/yellow]")
 
 
 @click.group("sync")
@@ -142,20 +156,24 @@ def sync() -> None:
 @sync.command("run")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 @click.option("--once", is_flag=True, help="Drain the backlog and exit instead of running as a daemon.")
-def sync_run_cmd(config_path, once):
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True,
+              help="With --once: give up (exit 1) after this many seconds of failures.")
+def sync_run_cmd(config_path, once, timeout_s):
     """Run the sync client (a daemon unless --once).
 
     \b
     Example:
-      edgekit sync run --config sync.toml --once
+      edgekit sync run --config sync.toml --once --timeout 60
     """
     from ..sync.client import SyncConfig, client_from_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     client = client_from_config(SyncConfig.from_file(config_path))
     if once:
-        shipped = client.drain()
-        console().print(f"shipped {shipped} rows; {client.store.stats()}")
+        shipped = client.drain(deadline_s=timeout_s)
+        stats = client.store.stats()
+        console().print(f"shipped {shipped} rows ({client.dead_lettered} set aside in the dead-letter table); "
+                        f"pending {stats['pending']}, dead letters {stats['dead_letter']}, dropped {stats['dropped']}")
         return
     try:
         client.run()
@@ -177,5 +195,7 @@ def sync_status_cmd(config_path, as_json):
     from ..sync.store import LogStore
 
     config = SyncConfig.from_file(config_path)
-    stats = LogStore(config.db, max_bytes=config.max_bytes, when_full=config.when_full).stats()
+    store = LogStore(config.db, max_bytes=config.max_bytes, when_full=config.when_full)
+    stats = store.stats()
+    store.close()
     print_json(stats) if as_json else console().print(table("Log store", ["", ""], [[k, v] for k, v in stats.items()]))

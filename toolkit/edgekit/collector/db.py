@@ -1,7 +1,9 @@
 """Collector storage: SQLite by default, PostgreSQL for fleets, behind one small interface.
 
 SQL is written once with '?' placeholders and ``ON CONFLICT DO NOTHING`` (both databases speak
-it); the PostgreSQL connection swaps the placeholders.
+it); the PostgreSQL connection swaps the placeholders. The schema carries its version in
+``collector_meta`` and is migrated in place, in one transaction, when an older collector's
+database is opened.
 """
 
 from __future__ import annotations
@@ -12,25 +14,43 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..errors import EdgekitError
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS devices (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+SCHEMA_VERSION = 2
+
+# Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
+# store restarts its ids at 1. Idempotency keys are scoped per device.
+TABLES = {
+    "devices": """CREATE TABLE IF NOT EXISTS devices (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
        revoked INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, last_seen REAL)""",
-    """CREATE TABLE IF NOT EXISTS batches (idempotency_key TEXT PRIMARY KEY, device TEXT NOT NULL,
-       payload_hash TEXT NOT NULL, result TEXT NOT NULL, received REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS records (device TEXT NOT NULL, record_id BIGINT NOT NULL,
-       request_id TEXT NOT NULL, time REAL NOT NULL, model TEXT NOT NULL, version TEXT, variant TEXT,
-       latency_ms REAL, fallbacks TEXT, outputs TEXT, inputs TEXT, summary TEXT, received REAL NOT NULL,
-       PRIMARY KEY (device, record_id))""",
+    "batches": """CREATE TABLE IF NOT EXISTS batches (device TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+       payload_hash TEXT NOT NULL, result TEXT NOT NULL, received REAL NOT NULL,
+       PRIMARY KEY (device, idempotency_key))""",
+    "records": """CREATE TABLE IF NOT EXISTS records (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
+       record_id BIGINT NOT NULL, request_id TEXT NOT NULL, time REAL NOT NULL, model TEXT NOT NULL, version TEXT,
+       variant TEXT, latency_ms REAL, fallbacks TEXT, outputs TEXT, inputs TEXT, summary TEXT,
+       cached INTEGER NOT NULL DEFAULT 0, received REAL NOT NULL, PRIMARY KEY (device, store, record_id))""",
+    "feedback": """CREATE TABLE IF NOT EXISTS feedback (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
+       feedback_id BIGINT NOT NULL, request_id TEXT NOT NULL, time REAL NOT NULL, label TEXT, outcome TEXT,
+       received REAL NOT NULL, PRIMARY KEY (device, store, feedback_id))""",
+}
+INDEXES = [
     "CREATE INDEX IF NOT EXISTS records_time ON records (model, time)",
     "CREATE INDEX IF NOT EXISTS records_request ON records (device, request_id)",
-    """CREATE TABLE IF NOT EXISTS feedback (device TEXT NOT NULL, feedback_id BIGINT NOT NULL,
-       request_id TEXT NOT NULL, time REAL NOT NULL, label TEXT, outcome TEXT, received REAL NOT NULL,
-       PRIMARY KEY (device, feedback_id))""",
+    "CREATE INDEX IF NOT EXISTS feedback_request ON feedback (device, request_id)",
 ]
+# Version 1 -> 2: copy each changed table into its new shape (old rows belong to store '').
+MIGRATE_1 = {
+    "batches": "INSERT INTO batches (device, idempotency_key, payload_hash, result, received) "
+               "SELECT device, idempotency_key, payload_hash, result, received FROM batches_v1",
+    "records": "INSERT INTO records (device, store, record_id, request_id, time, model, version, variant, latency_ms, "
+               "fallbacks, outputs, inputs, summary, received) SELECT device, '', record_id, request_id, time, model, "
+               "version, variant, latency_ms, fallbacks, outputs, inputs, summary, received FROM records_v1",
+    "feedback": "INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
+                "SELECT device, '', feedback_id, request_id, time, label, outcome, received FROM feedback_v1",
+}
 
 
 def hash_token(token: str) -> str:
@@ -38,13 +58,15 @@ def hash_token(token: str) -> str:
 
 
 class Database:
-    """A connection per thread; ``transaction()`` for the ingest."""
+    """A connection per thread; ``connect()`` opens one transaction."""
 
     def __init__(self, url: str):
         self.url = url
         if url.startswith("sqlite:///"):
             self.kind = "sqlite"
             self.path = Path(url[len("sqlite:///"):])
+            if self.path.is_dir():
+                raise EdgekitError(f"--db {url}: {self.path} is a directory", "name a file, e.g. sqlite:///logs.db")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif url.startswith(("postgresql://", "postgres://")):
             self.kind = "postgresql"
@@ -55,9 +77,37 @@ class Database:
         else:
             raise EdgekitError(f"unsupported database URL {url!r}", "use sqlite:///path.db or postgresql://user@host/db")
         self._local = threading.local()
-        with self.connect() as conn:
-            for statement in SCHEMA:
-                conn.execute(statement)
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise EdgekitError(f"--db {url} is not a usable SQLite database: {exc}",
+                               "point --db at the collector's database file, or a new path") from None
+
+    def _migrate(self) -> None:
+        with self.connect() as tx:
+            tx.execute("CREATE TABLE IF NOT EXISTS collector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")
+            existing = tx.table_exists("records")
+            version = int(row[0]) if row else (1 if existing else SCHEMA_VERSION)
+            if version > SCHEMA_VERSION:
+                raise EdgekitError(f"the collector database uses schema {version}, newer than this edgekit ({SCHEMA_VERSION})",
+                                   "upgrade edgekit")
+            if version == 1:
+                for table in MIGRATE_1:
+                    tx.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+                    if self.kind == "postgresql":  # the primary key's index keeps its name otherwise
+                        tx.execute(f"ALTER INDEX IF EXISTS {table}_pkey RENAME TO {table}_v1_pkey")
+                for index in ("records_time", "records_request"):
+                    tx.execute(f"DROP INDEX IF EXISTS {index}")
+            for statement in list(TABLES.values()) + INDEXES:
+                tx.execute(statement)
+            if version == 1:
+                for table, copy in MIGRATE_1.items():
+                    tx.execute(copy)
+                    tx.execute(f"DROP TABLE {table}_v1")
+            if row is None or version != SCHEMA_VERSION:
+                tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
+                tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _raw(self):
         conn = getattr(self._local, "conn", None)
@@ -117,21 +167,47 @@ class Tx:
     def all(self, sql: str, params=()):
         return self.execute(sql, params).fetchall()
 
+    def stream(self, sql: str, params=(), size: int = 1000) -> Iterator[list]:
+        """Rows in chunks of ``size``: a server-side cursor on PostgreSQL, a lazy cursor on
+        SQLite. Never the whole result in memory."""
+        if self.db.kind == "postgresql":
+            with self.conn.cursor(name=f"edgekit_{secrets.token_hex(4)}") as cur:
+                cur.execute(self._sql(sql), params)
+                while rows := cur.fetchmany(size):
+                    yield rows
+            return
+        cur = self.conn.execute(sql, params)
+        while rows := cur.fetchmany(size):
+            yield rows
+
+    def table_exists(self, name: str) -> bool:
+        if self.db.kind == "postgresql":
+            return self.one("SELECT to_regclass(?) IS NOT NULL", (name,))[0]
+        return self.one("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))[0] > 0
+
 
 def add_device(db: Database, name: str) -> str:
-    """Register ``name``; returns its token (shown once, only its hash is stored)."""
+    """Register ``name`` (or give a revoked one a new token); returns the token, which is shown
+    once: only its hash is stored."""
+    if not name or len(name) > 200 or not name.isprintable():
+        raise EdgekitError(f"bad device name {name!r}", "use 1-200 printable characters, e.g. pi-kitchen")
     token = secrets.token_urlsafe(32)
     with db.connect() as tx:
-        if tx.one("SELECT name FROM devices WHERE name = ?", (name,)):
+        row = tx.one("SELECT revoked FROM devices WHERE name = ?", (name,))
+        if row and not row[0]:
             raise EdgekitError(f"device {name!r} already exists", "revoke it first or pick another name")
-        tx.execute("INSERT INTO devices (name, token_hash, created) VALUES (?, ?, ?)", (name, hash_token(token), time.time()))
+        if row:  # re-enrolling a revoked device: its history stays, its old token stays dead
+            tx.execute("UPDATE devices SET token_hash = ?, revoked = 0 WHERE name = ?", (hash_token(token), name))
+        else:
+            tx.execute("INSERT INTO devices (name, token_hash, created) VALUES (?, ?, ?)",
+                       (name, hash_token(token), time.time()))
     return token
 
 
 def revoke_device(db: Database, name: str) -> None:
     with db.connect() as tx:
         if not tx.one("SELECT name FROM devices WHERE name = ?", (name,)):
-            raise EdgekitError(f"no device named {name!r}")
+            raise EdgekitError(f"no device named {name!r}", "see: edgekit collector stats")
         tx.execute("UPDATE devices SET revoked = 1 WHERE name = ?", (name,))
 
 

@@ -1,4 +1,4 @@
-"""Ingest a device batch exactly once: validate, deduplicate by idempotency key and record id."""
+"""Ingest a device batch exactly once: validate, deduplicate by idempotency key and row identity."""
 
 from __future__ import annotations
 
@@ -6,75 +6,57 @@ import hashlib
 import json
 import time
 
+from ..sync.record import Batch, BatchError
 from .db import Database
 
-
-class BatchError(ValueError):
-    """A malformed batch (HTTP 400) with the reason."""
+__all__ = ["BatchError", "KeyConflict", "ingest"]
 
 
 class KeyConflict(ValueError):
     """The same idempotency key with another payload (HTTP 422)."""
 
 
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise BatchError(message)
-
-
-def validate(batch) -> None:
-    _check(isinstance(batch, dict), "the batch must be a JSON object")
-    _check(isinstance(batch.get("records", []), list) and isinstance(batch.get("feedback", []), list),
-           "records and feedback must be lists")
-    for i, r in enumerate(batch.get("records", [])):
-        where = f"records[{i}]"
-        _check(isinstance(r, dict), f"{where} must be an object")
-        _check(isinstance(r.get("id"), int) and not isinstance(r.get("id"), bool), f"{where}.id must be an integer")
-        _check(isinstance(r.get("request_id"), str) and r["request_id"], f"{where}.request_id must be a string")
-        _check(isinstance(r.get("time"), (int, float)), f"{where}.time must be a number")
-        _check(isinstance(r.get("model"), str), f"{where}.model must be a string")
-        _check(isinstance(r.get("outputs"), dict), f"{where}.outputs must be an object")
-        _check(r.get("inputs") is None or isinstance(r["inputs"], dict), f"{where}.inputs must be an object or null")
-    for i, f in enumerate(batch.get("feedback", [])):
-        where = f"feedback[{i}]"
-        _check(isinstance(f, dict), f"{where} must be an object")
-        _check(isinstance(f.get("id"), int) and not isinstance(f.get("id"), bool), f"{where}.id must be an integer")
-        _check(isinstance(f.get("request_id"), str), f"{where}.request_id must be a string")
-        _check(isinstance(f.get("time"), (int, float)), f"{where}.time must be a number")
+def _replay(tx, device: str, key: str, payload_hash: str) -> dict:
+    seen = tx.one("SELECT payload_hash, result FROM batches WHERE device = ? AND idempotency_key = ?", (device, key))
+    if seen[0] != payload_hash:
+        raise KeyConflict("this Idempotency-Key was used for a different payload")
+    return json.loads(seen[1])
 
 
 def ingest(db: Database, device: str, key: str, body: bytes) -> tuple[dict, bool]:
-    """(result, replayed). Raises BatchError or KeyConflict."""
+    """(result, replayed). Raises BatchError or KeyConflict; the batch is validated in full
+    before anything touches the database."""
+    if not key or len(key) > 200 or not key.isascii() or not key.isprintable():
+        raise BatchError("an Idempotency-Key header (1-200 printable ASCII characters) is required")
     payload_hash = hashlib.sha256(body).hexdigest()
-    _check(bool(key) and len(key) <= 200, "an Idempotency-Key header (at most 200 characters) is required")
-    try:
-        batch = json.loads(body)
-    except ValueError as exc:
-        raise BatchError(f"not JSON: {exc}") from None
-    validate(batch)
+    batch = Batch.parse(body)
     now = time.time()
     with db.connect() as tx:
-        seen = tx.one("SELECT payload_hash, result FROM batches WHERE idempotency_key = ? AND device = ?", (key, device))
-        if seen:
-            if seen[0] != payload_hash:
-                raise KeyConflict("this Idempotency-Key was used for a different payload")
-            return json.loads(seen[1]), True
-        records = [(device, r["id"], r["request_id"], float(r["time"]), r["model"], r.get("version"), r.get("variant"),
-                    r.get("latency_ms"), json.dumps(r.get("fallbacks") or []), json.dumps(r["outputs"]),
-                    json.dumps(r["inputs"]) if r.get("inputs") is not None else None,
-                    json.dumps(r["summary"]) if r.get("summary") is not None else None, now)
-                   for r in batch.get("records", [])]
-        feedback = [(device, f["id"], f["request_id"], float(f["time"]), json.dumps(f.get("label")), f.get("outcome"), now)
-                    for f in batch.get("feedback", [])]
+        # Claim the key first. On PostgreSQL a concurrent request with the same key waits here
+        # for the first to commit, then finds the key taken and replays its result: two identical
+        # retries racing each other never both insert, and never collide into a 500.
+        claimed = tx.execute("INSERT INTO batches (device, idempotency_key, payload_hash, result, received) "
+                             "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", (device, key, payload_hash, "{}", now)).rowcount
+        if claimed != 1:
+            return _replay(tx, device, key, payload_hash), True
+        store = batch.store
+        records = [(device, store, r.id, r.request_id, r.time, r.model, r.version, r.variant, r.latency_ms,
+                    json.dumps(list(r.fallbacks)), json.dumps(r.outputs),
+                    json.dumps(r.inputs) if r.inputs is not None else None,
+                    json.dumps(r.summary) if r.summary is not None else None, int(r.cached), now)
+                   for r in batch.records]
+        feedback = [(device, store, f.id, f.request_id, f.time, json.dumps(f.label), f.outcome, now)
+                    for f in batch.feedback]
         new = tx.executemany(
-            "INSERT INTO records (device, record_id, request_id, time, model, version, variant, latency_ms, fallbacks, "
-            "outputs, inputs, summary, received) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", records)
+            "INSERT INTO records (device, store, record_id, request_id, time, model, version, variant, latency_ms, "
+            "fallbacks, outputs, inputs, summary, cached, received) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT DO NOTHING", records) if records else 0
         new_fb = tx.executemany(
-            "INSERT INTO feedback (device, feedback_id, request_id, time, label, outcome, received) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", feedback)
+            "INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", feedback) if feedback else 0
         result = {"accepted": new, "duplicates": len(records) - new, "feedback_accepted": new_fb,
                   "feedback_duplicates": len(feedback) - new_fb}
-        tx.execute("INSERT INTO batches (idempotency_key, device, payload_hash, result, received) VALUES (?,?,?,?,?)",
-                   (key, device, payload_hash, json.dumps(result), now))
+        tx.execute("UPDATE batches SET result = ? WHERE device = ? AND idempotency_key = ?",
+                   (json.dumps(result), device, key))
         tx.execute("UPDATE devices SET last_seen = ? WHERE name = ?", (now, device))
     return result, False

@@ -21,10 +21,14 @@ except ImportError:  # Python 3.10
 def load_profile_file(path: str | os.PathLike) -> Profile:
     """Read and validate one TOML profile; errors name the file and the key."""
     path = Path(path)
+    if not path.exists():
+        raise ProfileError(f"profile file {path} does not exist", "check the path, or run 'edgekit targets list'")
+    if not path.is_file():
+        raise ProfileError(f"profile {path} is not a file", "pass a .toml profile file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"profile file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path} is not a text file", "a profile is a UTF-8 TOML file; see profiles/README.md") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from None
     try:
@@ -41,7 +45,7 @@ def _with_path(profile: Profile, path: str) -> Profile:
 
 
 def _profile_files() -> list[tuple[str, object]]:
-    """Shipped profiles first, then EDGEKIT_PROFILES (whose files replace shipped ones by id)."""
+    """Shipped profiles first, then EDGEKIT_PROFILES (whose ids must be new)."""
     files: list[tuple[str, object]] = []
     shipped = resources.files("edgekit.profiles")
     files += sorted(((str(f), f) for f in shipped.iterdir() if f.name.endswith(".toml")), key=lambda t: t[0])
@@ -58,12 +62,18 @@ def _profile_files() -> list[tuple[str, object]]:
 
 def all_profiles(include_host: bool = True) -> dict[str, Profile]:
     profiles: dict[str, Profile] = {}
-    for _, handle in _profile_files():  # later files (the user's) replace earlier ids
+    for name, handle in _profile_files():
         if isinstance(handle, Path):
             profile = load_profile_file(handle)
         else:
             with resources.as_file(handle) as real:  # type: ignore[arg-type]
                 profile = load_profile_file(real)
+        # A user profile that silently replaced a shipped one would change every plan for that
+        # target without a word; a new id says plainly which board is meant.
+        clash = profiles.get(profile.id) or next((p for p in profiles.values() if profile.id in p.aliases), None)
+        if clash is not None:
+            raise ProfileError(f"profile {name} uses the id {profile.id!r}, already taken by {clash.path}",
+                               "give your profile its own id (e.g. myboard-pi5), or pass its path with --target")
         profiles[profile.id] = profile
     if include_host:
         profiles["host"] = host_profile()

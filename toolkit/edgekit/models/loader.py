@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ModelLoadError
-from .spec import Model, TensorSpec, parse_input_spec
+from .spec import Model, TensorSpec, dtype_given, parse_input_spec
 
 BUILTIN_PREFIX = "edgekit:"
 DEFAULT_MODEL = "edgekit:digits-cnn"
@@ -16,6 +16,13 @@ def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (
     """Load ``ref`` (default: the demo model). ``inputs`` are ``--input NAME:SHAPE[:DTYPE]`` specs."""
     ref = ref or DEFAULT_MODEL
     overrides = [s if isinstance(s, TensorSpec) else parse_input_spec(s) for s in inputs]
+    names = [o.name for o in overrides]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ModelLoadError(f"--input {repeated[0]} is given more than once", "give each input once")
+    # A dtype the user did not write is not a claim about the model: keep the file's own.
+    explicit = {s.name for s in inputs if isinstance(s, TensorSpec)} | {
+        s.name for s, raw in zip(overrides, inputs) if isinstance(raw, str) and dtype_given(raw)}
     if ref.startswith(BUILTIN_PREFIX):
         from ..zoo import load_builtin
 
@@ -27,7 +34,7 @@ def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (
             raise ModelLoadError(f"model file {path} does not exist", "check the path")
         if path.is_dir():
             raise ModelLoadError(f"{path} is a directory, not a model file", "pass the .onnx or .tflite inside it")
-        return _load_file(path, ref, overrides)
+        return _load_file(path, ref, overrides, explicit)
     if ":" in ref:
         from .torch_model import load_factory
 
@@ -38,7 +45,7 @@ def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (
     )
 
 
-def _load_file(path: Path, ref: str, overrides: list[TensorSpec]) -> Model:
+def _load_file(path: Path, ref: str, overrides: list[TensorSpec], explicit: set[str] = frozenset()) -> Model:
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path} is empty", "re-export the model")
     suffix = path.suffix.lower()
@@ -58,10 +65,32 @@ def _load_file(path: Path, ref: str, overrides: list[TensorSpec]) -> Model:
 
         return load_pt2(path, ref, overrides)
     if overrides:
-        from .torch_model import apply_overrides
-
-        model.inputs = apply_overrides(model.inputs, overrides, rename=False)
+        model.inputs = fit_overrides(model.inputs, overrides, explicit, str(path))
     return model
+
+
+def fit_overrides(graph: list[TensorSpec], overrides: list[TensorSpec], explicit: set[str], origin: str) -> list[TensorSpec]:
+    """``--input`` on an exported file may only size its dynamic dims: the graph's fixed dims
+    and dtypes are facts, and a bundle built on other ones would not run."""
+    by_name = {s.name: s for s in graph}
+    result = dict(by_name)
+    for o in overrides:
+        real = by_name.get(o.name)
+        if real is None:
+            raise ModelLoadError(f"--input {o.name} matches no input of {origin}",
+                                 f"its inputs are: {', '.join(f'{s.name}:{s.shape_str()}:{s.dtype}' for s in graph)}")
+        if len(o.shape) != len(real.shape):
+            raise ModelLoadError(f"--input {o.name} has {len(o.shape)} dims, {origin} has {len(real.shape)} "
+                                 f"({real.shape_str()})", "give one size or name per dimension")
+        for axis, (want, got) in enumerate(zip(real.shape, o.shape)):
+            if isinstance(want, int) and want != got:
+                raise ModelLoadError(f"--input {o.name}: dim {axis} is fixed at {want} in {origin}, not {got}",
+                                     f"only dynamic dims can be set; e.g. --input {o.name}:{real.shape_str()}")
+        if o.name in explicit and o.dtype != real.dtype:
+            raise ModelLoadError(f"--input {o.name}:{o.dtype} but {origin} takes {real.dtype}",
+                                 f"drop the dtype, or write :{real.dtype}")
+        result[o.name] = TensorSpec(o.name, o.shape, real.dtype)
+    return [result[s.name] for s in graph]
 
 
 def describe(model: Model) -> dict:

@@ -53,6 +53,12 @@ class TensorSpec:
 _INPUT_RE = re.compile(r"^(?P<name>[^:]+):(?P<shape>[^:]*)(?::(?P<dtype>[A-Za-z0-9]+))?$")
 
 
+def dtype_given(text: str) -> bool:
+    """Whether an ``--input`` text names its dtype (else float32 is only a default)."""
+    match = _INPUT_RE.match(text.strip())
+    return bool(match and match["dtype"])
+
+
 def parse_input_spec(text: str) -> TensorSpec:
     """Parse ``NAME:SHAPE[:DTYPE]``, e.g. ``input_ids:batchx128:int64`` (named dims are dynamic)."""
     match = _INPUT_RE.match(text.strip())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._io import atomic_directory
+from .._io import InterruptGuard, atomic_directory, check_replaceable, sweep_stale
 from ..backends import SessionOptions, open_session
 from ..convert.onnx_export import ConversionError
 from ..data import Dataset, load_data, synthesize
@@ -238,6 +239,17 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
              time_budget_s: float = 20.0, progress: Callable[[str], None] = lambda msg: None,
              inputs: tuple[str, ...] = (), plan_only: bool = False) -> OptimizeResult:
     """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result."""
+    with InterruptGuard() as guard:
+        def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
+            guard.check()
+            progress(msg)
+
+        return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
+                         eval_samples, time_budget_s, step, inputs, plan_only)
+
+
+def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
+              time_budget_s, progress, inputs, plan_only) -> OptimizeResult:
     started = time.time()
     model = model if isinstance(model, Model) else load_model(model, inputs)
     profile = target if isinstance(target, Profile) else resolve(target)
@@ -258,8 +270,9 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
     eval_data = eval_data.head(eval_samples)
     calibration = _calibration_for(model, data, profile, plan, allow_synthetic_calibration, notes)
 
-    out_dir = Path(out) if out else Path("edgekit-out") / f"{model.name}-{profile.id}"
-    with tempfile.TemporaryDirectory(prefix="edgekit-opt-") as tmp:
+    out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / f"{model.name}-{profile.id}")
+    sweep_stale("edgekit-opt-")  # work directories of runs that were killed
+    with tempfile.TemporaryDirectory(prefix=f"edgekit-opt-{os.getpid()}-") as tmp:
         progress(f"reference outputs on {eval_data.describe()}")
         opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, time_budget_s)
         outcomes = [opt.run_candidate(c) for c in plan.candidates]
@@ -277,6 +290,7 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
         with atomic_directory(out_dir) as staging:
             report_mod.write(staging, report, outcomes, winner, model, profile,
                              golden=(eval_data.arrays, opt.reference))
+            progress(f"writing {out_dir}")  # a Ctrl-C during the write leaves nothing behind
     result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None)
     if winner is None:
         error = NoCandidatePassed(

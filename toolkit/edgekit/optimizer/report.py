@@ -10,10 +10,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..bundle import sha256_file
+from ..manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
+from ..manifest import Golden, Manifest
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "litert-torch",
          "ai-edge-quantizer", "ai-edge-litert", "numpy")
-MANIFEST_SCHEMA = 1
 RUNTIME_OF = {"onnx": "onnxruntime", "tflite": "litert"}
 
 
@@ -113,7 +114,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> dict:
+def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manifest:
     """The variants a device should try, in order: the winner, the other passing candidates by
     target latency, and an fp32 variant last as the safe fallback."""
     passing = sorted((o for o in outcomes if o.status == "passed"), key=lambda o: o.target_ms or 1e9)
@@ -126,11 +127,11 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> dict:
         "runtime": RUNTIME_OF[o.candidate.format], "target_runtime": o.candidate.runtime,
         "provider": "cpu" if o.candidate.runtime.endswith(("cpu", "xnnpack")) else o.candidate.runtime.split("-")[-1],
     } for o in order]
-    return {
+    return Manifest.parse({
         "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": report["created"]},
         "target": profile.id, "created": report["created"], "toolchain": report["toolchain"],
         "inputs": report["model"]["inputs"], "outputs": report["model"]["outputs"], "variants": variants,
-    }
+    })
 
 
 def plot(report: dict, path: Path) -> bool:
@@ -175,17 +176,20 @@ def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None
         shutil.copyfile(winner.path, out / f"best{winner.path.suffix}")
     if plot(report, out / "tradeoff.png"):
         report["plot"] = "tradeoff.png"
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.md").write_text(markdown(report))
+    if not any(o.status == "passed" for o in outcomes):
+        return  # nothing a device could run: no manifest, so nothing can be packaged by mistake
     data = manifest(report, outcomes, winner, model, profile, out)
     if golden is not None:
         import numpy as np
 
         inputs, outputs = golden
         arrays = {f"input:{k}": v[:GOLDEN_SAMPLES] for k, v in inputs.items()}
-        arrays |= {f"output:{spec['name']}": o[:GOLDEN_SAMPLES] for spec, o in zip(data["outputs"], outputs)}
+        arrays |= {f"output:{spec.name}": o[:GOLDEN_SAMPLES] for spec, o in zip(data.outputs, outputs)}
         np.savez(out / "golden.npz", **arrays)
         # The self-test on the device holds each variant to the bar it passed here.
-        data["golden"] = {"file": "golden.npz", "min_cosine": report["tolerance"]["min_cosine"],
-                          "samples": int(len(next(iter(inputs.values()))[:GOLDEN_SAMPLES]))}
-    (out / "manifest.json").write_text(json.dumps(data, indent=2))
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "report.md").write_text(markdown(report))
+        data = data.replace(golden=Golden(file="golden.npz", min_cosine=report["tolerance"]["min_cosine"],
+                                          samples=int(len(next(iter(inputs.values()))[:GOLDEN_SAMPLES])),
+                                          sha256=sha256_file(out / "golden.npz")))
+    (out / "manifest.json").write_bytes(data.dumps())

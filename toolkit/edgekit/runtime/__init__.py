@@ -12,10 +12,15 @@ from .registry import register_runtime
 
 
 def load(bundle, fallback=None, cache_size: int = 0, timeout_ms=None, demote_after: int = 3, threads=None,
-         public_key=None, log_store=None) -> RuntimeModel:
-    """Load ``bundle`` (.ekb or unpacked directory); see :class:`RuntimeModel`."""
+         public_key=None, log_store=None, retry_demoted_s: float = 30.0, limits=None) -> RuntimeModel:
+    """Load ``bundle`` (.ekb or unpacked directory); see :class:`RuntimeModel`.
+
+    ``demote_after`` consecutive failures on inputs another variant could answer demote a
+    variant; it gets another try after ``retry_demoted_s`` (doubling while it keeps failing).
+    ``limits`` (:class:`edgekit.bundle.Limits`) caps what unpacking may write."""
     return RuntimeModel(bundle, fallback=fallback, cache_size=cache_size, timeout_ms=timeout_ms,
-                        demote_after=demote_after, threads=threads, public_key=public_key, log_store=log_store)
+                        demote_after=demote_after, threads=threads, public_key=public_key, log_store=log_store,
+                        retry_demoted_s=retry_demoted_s, limits=limits)
 
 
 __all__ = ["InputError", "PredictionFailed", "RuntimeModel", "load", "register_runtime"]

@@ -1,4 +1,8 @@
-"""A bounded LRU cache of outputs keyed by a hash of the input bytes."""
+"""A bounded LRU cache of outputs keyed by a hash of the input bytes.
+
+Values are (outputs, variant id). Arrays go in as private copies and come out as fresh copies:
+a caller that edits its result must not change what the next caller gets.
+"""
 
 from __future__ import annotations
 
@@ -34,11 +38,16 @@ class OutputCache:
                 return None
             self._data.move_to_end(key)
             self.hits += 1
-            return value
+        outputs, variant = value
+        return {k: v.copy() for k, v in outputs.items()}, variant
 
-    def put(self, key: bytes, value: dict) -> None:
+    def put(self, key: bytes, value: tuple) -> None:
+        outputs, variant = value
+        frozen = {k: np.array(v, copy=True) for k, v in outputs.items()}
+        for array in frozen.values():
+            array.flags.writeable = False
         with self._lock:
-            self._data[key] = value
+            self._data[key] = (frozen, variant)
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)

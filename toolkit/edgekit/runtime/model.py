@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -13,8 +14,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..bundle import open_bundle, sha256_file
-from ..errors import EdgekitError
+from ..bundle import Limits, _inside, open_bundle, sha256_file
+from ..errors import BundleError, EdgekitError
 from . import registry
 from .cache import OutputCache, key_of
 
@@ -39,14 +40,19 @@ class _Variant:
     def __init__(self, info: dict, path: Path):
         self.info, self.path = info, path
         self.session = None
-        self.failures = 0
+        self.failures = 0  # consecutive failures on inputs another variant could answer
         self.demoted = False
+        self.retry_at = 0.0  # monotonic time after which a demoted variant gets one more try
+        self.backoff_s = 0.0
         self.skip_reason: Optional[str] = None
         self.executor: Optional[ThreadPoolExecutor] = None
 
     @property
     def id(self) -> str:
         return self.info.get("id") or self.path.name
+
+    def usable(self, now: float) -> bool:
+        return not self.demoted or now >= self.retry_at
 
 
 def _cosine_mean(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,23 +64,30 @@ def _cosine_mean(a: np.ndarray, b: np.ndarray) -> float:
 class RuntimeModel:
     def __init__(self, bundle: str | Path, fallback: Optional[Callable] = None, cache_size: int = 0,
                  timeout_ms: Optional[float] = None, demote_after: int = 3, threads: Optional[int] = None,
-                 public_key: Optional[str | Path] = None, log_store=None):
-        self.root, self.manifest, self._holder = open_bundle(bundle, public_key)
-        self.name = self.manifest["model"]["name"]
-        self.version = self.manifest["model"].get("version", "")
-        self.inputs = self.manifest["inputs"]
-        self.outputs = [o["name"] for o in self.manifest["outputs"]]
+                 public_key: Optional[str | Path] = None, log_store=None, retry_demoted_s: float = 30.0,
+                 limits: Optional[Limits] = None):
+        self.root, self.manifest, self._holder = open_bundle(bundle, public_key, limits)
+        self.name = self.manifest.model.name
+        self.version = self.manifest.model.version
+        self.inputs = [spec.to_dict() for spec in self.manifest.inputs]
+        self.outputs = [o.name for o in self.manifest.outputs]
         self.fallback, self.timeout_ms, self.demote_after, self.threads = fallback, timeout_ms, demote_after, threads
+        self.retry_demoted_s = retry_demoted_s
         self.cache = OutputCache(cache_size) if cache_size else None
         self.log_store = log_store
-        self._lock = threading.Lock()
+        self._state = threading.Lock()  # demotion and promotion of variants
         self._latencies: deque = deque(maxlen=10_000)
         self._calls = 0
         self._fallbacks: Counter = Counter()
         self._events: deque = deque(maxlen=100)
-        self._golden = self._read_golden()
-        self._dtypes = {s["name"]: np.dtype(s["dtype"]) for s in self.inputs}
-        self.variants = [_Variant(v, self.root / v["file"]) for v in self.manifest["variants"]]
+        try:
+            self._golden = self._read_golden()
+        except BaseException:
+            self.close()
+            raise
+        self._dtypes = {s.name: np.dtype(s.dtype) for s in self.manifest.inputs}
+        self._finite = {s.name for s in self.manifest.inputs if s.must_be_finite}
+        self.variants = [_Variant(dataclasses.asdict(v), _inside(self.root, v.file)) for v in self.manifest.variants]
         self.active: Optional[_Variant] = None
         for variant in self.variants:
             if self._bring_up(variant):
@@ -82,18 +95,32 @@ class RuntimeModel:
                 break
         if self.active is None and fallback is None:
             reasons = "; ".join(f"{v.id}: {v.skip_reason}" for v in self.variants)
+            self.close()
             raise PredictionFailed(f"no variant of {self.name} could run here ({reasons})",
                                    "install the runtime a variant needs, or pass fallback=")
 
     # -- bring-up -------------------------------------------------------------------------
     def _read_golden(self):
-        golden = self.manifest.get("golden")
-        if not golden or not (self.root / golden["file"]).exists():
+        golden = self.manifest.golden
+        if golden is None:
             return None
-        with np.load(self.root / golden["file"]) as npz:
-            inputs = {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("input:")}
-            outputs = [npz[f"output:{name}"] for name in self.outputs]
-        return inputs, outputs, golden.get("min_cosine", 0.99)
+        path = _inside(self.root, golden.file)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                inputs = {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("input:")}
+                outputs = [npz[f"output:{name}"] for name in self.outputs]
+        except (ValueError, OSError, KeyError, EOFError) as exc:
+            raise BundleError(f"{golden.file} in the bundle is not readable self-test data ({type(exc).__name__}: {exc})",
+                              "rebuild the bundle with edgekit package") from None
+        if set(inputs) != set(self._input_names()):
+            raise BundleError(f"{golden.file} holds inputs {sorted(inputs)}, the model takes {self._input_names()}",
+                              "rebuild the bundle with edgekit package")
+        return inputs, outputs, golden.min_cosine
+
+    def _input_names(self) -> list[str]:
+        return [s.name for s in self.manifest.inputs]
 
     def _bring_up(self, variant: _Variant) -> bool:
         """Verify, open and self-test one variant; on failure record why and return False."""
@@ -111,7 +138,7 @@ class RuntimeModel:
             return self._skip(variant, "sha256 mismatch: the file was altered")
         try:
             session = registry.open_variant(runtime, variant.path, info, self.threads,
-                                            (self.inputs, self.manifest["outputs"]))
+                                            (self.inputs, [o.to_dict() for o in self.manifest.outputs]))
         except Exception as exc:
             return self._skip(variant, f"cannot load: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
         wanted = info.get("provider", "cpu")
@@ -167,6 +194,9 @@ class RuntimeModel:
                 expected = "x".join(str(d) for d in shape)
                 raise InputError(f"input {name!r} has shape {'x'.join(map(str, value.shape))}, expected {expected}",
                                  "named dimensions may take any size; numbers must match")
+            if name in self._finite and value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise InputError(f"input {name!r} holds NaN or infinite values",
+                                 "clean the input; the model's variants give meaningless outputs for them")
             out[name] = value
         return out
 
@@ -177,26 +207,25 @@ class RuntimeModel:
         key = None
         if self.cache is not None:
             key = key_of(feeds)
-            hit = self.cache.get(key)
+            hit = self.cache.get(key)  # a private copy: callers may edit what they get
             if hit is not None:
                 self._record(start)
-                return hit
-        outputs = self._run_chain(feeds)
-        fell_back = outputs.pop("__fallback__", None)
-        if key is not None and fell_back is None:
-            self.cache.put(key, outputs)
+                return self._log(feeds, hit[0], start, hit[1], cached=True) if self.log_store is not None else hit[0]
+        outputs, answered_by = self._run_chain(feeds)
+        if key is not None and answered_by is not None:
+            self.cache.put(key, (outputs, answered_by))
         self._record(start)
         if self.log_store is not None:
-            return self._log(feeds, outputs, start, fell_back)
+            return self._log(feeds, outputs, start, answered_by)
         return outputs
 
-    def _log(self, feeds, outputs, start, fell_back) -> "Outputs":
+    def _log(self, feeds, outputs, start, answered_by: Optional[str], cached: bool = False) -> "Outputs":
         """Append to the device log store; logging trouble never breaks a prediction."""
         result = Outputs(outputs)
         try:
             result.request_id = self.log_store.append(
-                feeds, outputs, self.name, self.version, self.active.id if self.active else "",
-                (time.perf_counter() - start) * 1000, ["caller fallback"] if fell_back else [])
+                feeds, outputs, self.name, self.version, answered_by or "",
+                (time.perf_counter() - start) * 1000, [] if answered_by else ["caller fallback"], cached=cached)
         except Exception as exc:
             log.error("%s: could not log the prediction: %s", self.name, exc)
         return result
@@ -212,30 +241,39 @@ class RuntimeModel:
         self._latencies.append((time.perf_counter() - start) * 1000)
 
     def _candidates(self):
-        first = self.active  # fixed for this call: a demotion mid-call changes self.active
-        if first is not None and not first.demoted:
-            yield first
+        """The variants to try, in the bundle's order: healthy ones, and demoted ones whose
+        back-off has passed (one more chance each time it does)."""
+        now = time.monotonic()
         for variant in self.variants:
-            if variant is not first and not variant.demoted and self._bring_up(variant):
+            if variant.usable(now) and self._bring_up(variant):
                 yield variant
 
-    def _run_chain(self, feeds) -> dict:
+    def _run_chain(self, feeds) -> tuple[dict, Optional[str]]:
+        """(outputs, id of the variant that answered; None when the caller's fallback did)."""
+        failed: list[tuple[_Variant, str]] = []
         for variant in self._candidates():
             try:
                 result = self._run_variant(variant, feeds)
             except Exception as exc:  # any runtime failure moves this call on down the chain
-                self._failed(variant, f"{type(exc).__name__}: {str(exc)[:200]}")
-                continue
-            if not all(np.all(np.isfinite(r)) for r in result):
-                self._failed(variant, "non-finite output")
-                continue
-            variant.failures = 0
-            return dict(zip(self.outputs, result))
+                reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                if all(np.all(np.isfinite(r)) for r in result):
+                    # Another variant answered this input, so the earlier failures were theirs.
+                    for bad, why in failed:
+                        self._failed(bad, why)
+                    self._succeeded(variant)
+                    return dict(zip(self.outputs, result)), variant.id
+                reason = "non-finite output"
+            self._note(variant.id, reason)
+            failed.append((variant, reason))
+        if failed:
+            # No variant could answer: the input, not a variant, is the likely culprit, so
+            # nothing is demoted (a stream of bad inputs must not take the model down).
+            self._events.append({"time": time.time(), "variant": None, "event": "input failed on every variant",
+                                 "reason": failed[-1][1]})
         if self.fallback is not None:
             self._note("caller", "caller fallback: every variant failed")
-            result = dict(self.fallback(feeds))
-            result["__fallback__"] = True
-            return result
+            return dict(self.fallback(feeds)), None
         raise PredictionFailed(f"every variant of {self.name} failed for this input",
                                "see model.stats()['events'], or pass fallback= to load()")
 
@@ -251,15 +289,36 @@ class RuntimeModel:
             raise TimeoutError(f"no answer within {self.timeout_ms} ms") from None
 
     def _failed(self, variant: _Variant, reason: str) -> None:
-        variant.failures += 1
-        self._note(variant.id, reason)
-        if variant.failures >= self.demote_after and not variant.demoted:
-            variant.demoted = True
+        with self._state:
+            variant.failures += 1
+            if variant.demoted:  # failed its retry: wait twice as long before the next one
+                variant.backoff_s = min(variant.backoff_s * 2, 3600.0)
+                variant.retry_at = time.monotonic() + variant.backoff_s
+                return
+            if variant.failures < self.demote_after:
+                return
+            variant.demoted, variant.backoff_s = True, self.retry_demoted_s
+            variant.retry_at = time.monotonic() + variant.backoff_s
             self._events.append({"time": time.time(), "variant": variant.id, "event": "demoted",
-                                 "reason": f"{variant.failures} consecutive failures"})
+                                 "reason": f"{variant.failures} consecutive failures ({reason}); "
+                                           f"retried after {variant.backoff_s:.0f} s"})
             log.warning("%s: variant %s demoted after %d consecutive failures", self.name, variant.id, variant.failures)
-            if variant is self.active:
-                self.active = next((v for v in self.variants if not v.demoted and self._bring_up(v)), None)
+            self._pick_active()
+
+    def _succeeded(self, variant: _Variant) -> None:
+        if variant.failures == 0 and not variant.demoted:
+            return
+        with self._state:
+            variant.failures = 0
+            if variant.demoted:
+                variant.demoted, variant.backoff_s = False, 0.0
+                self._events.append({"time": time.time(), "variant": variant.id, "event": "restored",
+                                     "reason": "answered again after its back-off"})
+                log.warning("%s: variant %s restored", self.name, variant.id)
+                self._pick_active()
+
+    def _pick_active(self) -> None:
+        self.active = next((v for v in self.variants if not v.demoted and self._bring_up(v)), None)
 
     def _note(self, variant: str, reason: str) -> None:
         kind = reason.split(":")[0]

@@ -1,0 +1,174 @@
+"""The bundle manifest: one frozen dataclass, written by optimize and package, read by the runtime.
+
+Every field is checked on the way in (``Manifest.parse``), so the runtime never meets a manifest
+whose paths leave the bundle, whose shapes are not shapes, or whose self-test bar is outside
+[0, 1]. Schema history: 1 had no golden sha256; 2 pins golden.npz and marks inputs that must be
+finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Optional, Union
+
+from ._schema import SchemaError, from_dict, to_dict
+from .errors import BundleError
+
+SCHEMA_VERSION = 2
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(BundleError):
+    """A manifest that does not validate."""
+
+
+def _bundle_path(value: str, what: str) -> None:
+    """Paths in a manifest stay inside the bundle: relative, no '..', no backslashes."""
+    path = PurePosixPath(value)
+    if not value or value.startswith("/") or "\\" in value or ".." in path.parts or ":" in value:
+        raise ValueError(f"{what} {value!r} must be a relative path inside the bundle")
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    name: str
+    shape: tuple[Union[int, str], ...]
+    dtype: str
+    # Float inputs must be finite unless the model says otherwise: NaN fed to an int8 variant
+    # comes back as finite, wrong numbers, so the runtime refuses it at the door.
+    finite: Optional[bool] = None
+
+    def validate(self) -> None:
+        if not self.name or len(self.name) > 256:
+            raise ValueError(f"tensor name {self.name!r} must be 1-256 characters")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        for dim in self.shape:
+            if isinstance(dim, int) and dim < 0 or isinstance(dim, str) and not _NAME.match(dim):
+                raise ValueError(f"shape {list(self.shape)} of {self.name!r}: dims are sizes >= 0 or names")
+
+    @property
+    def must_be_finite(self) -> bool:
+        return self.finite if self.finite is not None else self.dtype.startswith("float")
+
+    def to_dict(self) -> dict:
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.finite is not None:
+            data["finite"] = self.finite
+        return data
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    file: str
+    format: str
+    precision: str
+    sha256: str
+    runtime: str = "onnxruntime"
+    provider: str = "cpu"
+    target_runtime: Optional[str] = None
+
+    def validate(self) -> None:
+        _bundle_path(self.file, "variant file")
+        if not _SHA.match(self.sha256):
+            raise ValueError(f"variant {self.id!r}: sha256 must be 64 lowercase hex digits")
+        if not self.id or len(self.id) > 200:
+            raise ValueError("variant ids are 1-200 characters")
+
+
+@dataclass(frozen=True)
+class Golden:
+    file: str
+    min_cosine: float = 0.99
+    samples: int = 0
+    sha256: Optional[str] = None
+
+    def validate(self) -> None:
+        _bundle_path(self.file, "golden file")
+        if not 0.0 <= self.min_cosine <= 1.0:
+            raise ValueError(f"min_cosine {self.min_cosine} must be within [0, 1]")
+        if self.samples < 0:
+            raise ValueError("samples must be >= 0")
+        if self.sha256 is not None and not _SHA.match(self.sha256):
+            raise ValueError("golden sha256 must be 64 lowercase hex digits")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    model: ModelInfo
+    inputs: tuple[IOSpec, ...]
+    outputs: tuple[IOSpec, ...]
+    variants: tuple[Variant, ...]
+    target: str = ""
+    created: str = ""
+    toolchain: dict[str, str] = field(default_factory=dict)
+    golden: Optional[Golden] = None
+
+    def validate(self) -> None:
+        if self.schema_version < 1:
+            raise ValueError(f"schema_version must be a positive integer, got {self.schema_version}")
+        if not self.variants:
+            raise ValueError("lists no variants")
+        ids = [v.id for v in self.variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"variant ids repeat: {ids}")
+        if not self.inputs or not self.outputs:
+            raise ValueError("needs at least one input and one output")
+        names = [s.name for s in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"input names repeat: {names}")
+
+    @classmethod
+    def parse(cls, data, origin: str = "manifest.json") -> "Manifest":
+        """Validate a decoded manifest; errors name the key and say what was expected."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"{origin} must hold a JSON object, not {type(data).__name__}",
+                                "rebuild the bundle with edgekit package")
+        version = data.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise ManifestError(f"{origin} uses bundle schema {version}, newer than this runtime reads "
+                                f"({SCHEMA_VERSION})", "upgrade edgekit on the device")
+        try:
+            return from_dict(cls, data)
+        except SchemaError as exc:
+            raise ManifestError(f"{origin}: {exc}", "rebuild the bundle with edgekit package") from None
+
+    @classmethod
+    def loads(cls, body: bytes, origin: str = "manifest.json") -> "Manifest":
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(f"{origin} is not valid JSON ({exc})", "rebuild the bundle with edgekit package") from None
+        return cls.parse(data, origin)
+
+    def files(self) -> list[str]:
+        """Every file the bundle must hold besides manifest.json and its signature."""
+        return [v.file for v in self.variants] + ([self.golden.file] if self.golden else [])
+
+    def replace(self, **changes) -> "Manifest":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = to_dict(self)
+        data["inputs"] = [s.to_dict() for s in self.inputs]
+        data["outputs"] = [s.to_dict() for s in self.outputs]
+        if self.golden is None:
+            data.pop("golden")
+        return data
+
+    def dumps(self) -> bytes:
+        return json.dumps(self.to_dict(), indent=2).encode()
