@@ -538,3 +538,13 @@ def test_a_first_release_collector_database_is_migrated(tmp_path):
                    "VALUES ('pi-1', 'new-store', 1, 'r2', 1.0, 'm', 1.0)")  # same id, new store: allowed
         assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "2"
     Database(f"sqlite:///{path}")  # opening again is a no-op
+
+
+def test_collector_db_that_is_a_directory_or_not_sqlite(tmp_path, cli):
+    result = cli("collector", "stats", "--db", f"sqlite:///{tmp_path}")
+    assert result.exit_code == 1 and "is a directory" in result.output
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite" * 100)
+    result = cli("collector", "stats", "--db", f"sqlite:///{junk}")
+    assert result.exit_code == 1 and "is not a usable SQLite database" in result.output
+    assert junk.read_bytes() == b"not sqlite" * 100  # untouched

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, sweep_stale
 from .errors import BundleError, EdgekitError
 from .manifest import SCHEMA_VERSION, Manifest
 
@@ -205,7 +205,8 @@ def _read_tar(path: Path, signed: bool, limits: Limits) -> tuple[Path, Manifest,
         if total > limits.max_bytes:
             raise BundleError(f"{origin} would unpack to {total / 2**20:.0f} MiB, more than the limit of "
                               f"{limits.max_bytes / 2**20:.0f} MiB", "raise EDGEKIT_BUNDLE_MAX_MB if this bundle is trusted")
-        holder = tempfile.TemporaryDirectory(prefix="edgekit-bundle-")
+        sweep_stale("edgekit-bundle-")  # unpacked copies left by processes that were killed
+        holder = tempfile.TemporaryDirectory(prefix=f"edgekit-bundle-{os.getpid()}-")
         root = Path(holder.name)
         try:
             free = shutil.disk_usage(root).free
