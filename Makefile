@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 # The CPU build of torch lies on this machine's disk; constraints.txt pins it (see the file).
 INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test install clean wheel
+.PHONY: demo test bench install clean wheel
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(PY) -m pytest -q -ra
+
+# Performance goals: every script in benchmarks/ measured side by side, one summary table.
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
 
 wheel: $(STAMP)
 	$(PIP) wheel --no-deps -w dist .

@@ -1,8 +1,15 @@
-"""Helpers shared by the benchmark scripts: side-by-side timing and a plain table."""
+"""Helpers shared by the benchmark scripts: side-by-side timing, a plain table and the goals.
+
+Every script judges its numbers with :class:`Goals`: each goal names its baseline, prints
+PASS/FAIL, and the script exits non-zero when any goal fails. ``benchmarks/run_all.py`` (``make
+bench``) collects the goals of every script into one summary table.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 # torch's OpenMP threads spin-wait after each op by default, stealing cores from onnxruntime and
 # LiteRT when they are timed side by side; passive waiting keeps the comparison fair. Set before
@@ -30,3 +37,30 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+
+
+class Goals:
+    """Named goals for one script: ``check`` prints and records one, ``exit_code`` ends the run."""
+
+    def __init__(self, script: str):
+        self.script = os.path.basename(script)
+        self.results: list[dict] = []
+
+    def check(self, goal: str, measured: str, ok: bool, baseline: str = "") -> bool:
+        row = {"script": self.script, "goal": goal, "measured": measured, "baseline": baseline, "ok": bool(ok)}
+        self.results.append(row)
+        against = f" vs {baseline}" if baseline else ""
+        print(f"goal: {goal}{against}: {measured} -> {'PASS' if ok else 'FAIL'}", flush=True)
+        summary = os.environ.get("EDGEKIT_BENCH_SUMMARY")
+        if summary:
+            with open(summary, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        return bool(ok)
+
+    def exit_code(self) -> int:
+        failed = [r for r in self.results if not r["ok"]]
+        if not self.results:
+            print("no goal was checked: FAIL", file=sys.stderr)
+            return 1
+        print(f"\n{self.script}: {len(self.results) - len(failed)} of {len(self.results)} goals met")
+        return 1 if failed else 0

@@ -18,7 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _common  # noqa: F401
 import numpy as np
+from _common import Goals
 
 BARE = r"""
 import sys, time, numpy as np, onnxruntime as ort
@@ -59,9 +61,10 @@ def main() -> int:
     overhead = (b - r) / r * 100
     print(f"\nmedian of {args.repeats} alternating rounds: edgekit bench {b * 1000:.2f} us, bare session.run "
           f"{r * 1000:.2f} us, overhead {overhead:+.2f}%")
-    ok = overhead <= 2.0
-    print(f"goal: overhead <= 2% -> {'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
+    goals = Goals(__file__)
+    goals.check("edgekit bench p50 overhead <= 2%", f"{overhead:+.2f}% ({b * 1000:.2f} vs {r * 1000:.2f} us)",
+                overhead <= 2.0, baseline="a bare session.run loop")
+    return goals.exit_code()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import _common  # noqa: E402,F401
-from _common import print_table  # noqa: E402
+from _common import Goals, print_table  # noqa: E402
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
     from edgekit.profile import run_profile
     from tests.published.models import PUBLISHED
 
-    cache, rows, within = {}, [], 0
+    cache, rows, within, ratios = {}, [], 0, []
     for name, target, precision, published, source in PUBLISHED:
         key = (name, target)
         if key not in cache:
@@ -37,6 +37,7 @@ def main() -> int:
             cache[key] = run_profile(load_model(f"tests.published.models:{name}"), target=target, runs=args.runs)
         estimate = cache[key]["estimate"]["total_ms"][precision]
         ratio = estimate / published
+        ratios.append(ratio)
         ok = 1 / 1.5 <= ratio <= 1.5
         within += ok
         rows.append([name, target, precision, f"{published:.1f}", f"{estimate:.1f}", f"{ratio:.2f}",
@@ -45,7 +46,12 @@ def main() -> int:
     print_table(["model", "target", "precision", "published ms", "estimate ms", "estimate/published", "within 1.5x",
                  "source"], rows)
     print(f"\n{within} of {len(rows)} estimates within 1.5x of the published latency")
-    return 0
+    goals = Goals(__file__)
+    goals.check(">= 80% of published rows within 1.5x", f"{within} of {len(rows)} ({within / len(rows):.0%})",
+                within >= 0.8 * len(rows), baseline="published device latencies")
+    worst = max(max(r, 1 / r) for r in ratios)
+    goals.check("no row beyond 3x", f"worst {worst:.2f}x", worst <= 3.0, baseline="published device latencies")
+    return goals.exit_code()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import print_table, side_by_side
+from _common import Goals, print_table, side_by_side
 
 
 def bundle_for(model_ref: str, precision: str, work: Path) -> Path:
@@ -48,25 +48,24 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=20.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="runtime-overhead-"))
-    ok = True
+    goals = Goals(__file__)
     rows = []
     for ref, precision in (("edgekit:minilm", "int8-dynamic"), ("edgekit:digits-cnn", "fp32")):
         print(f"building a bundle for {ref} ({precision}) ...", flush=True)
         t = measure(bundle_for(ref, precision, work), args.budget)
         base, pred, hit = t["session.run"]["p50_ms"], t["predict"]["p50_ms"], t["predict (cache hit)"]["p50_ms"]
         added_us, pct = (pred - base) * 1000, (pred - base) / base * 100
+        rows.append([ref, precision, f"{base * 1000:.1f}", f"{pred * 1000:.1f}", f"{hit * 1000:.1f}", t["predict"]["n"]])
         if ref.endswith("minilm"):
-            verdict = pct <= 3.0
-            goal = f"<= 3%: {pct:+.2f}%"
+            goals.check("MiniLM int8: predict p50 <= 3% over session.run", f"{pct:+.2f}%", pct <= 3.0,
+                        baseline="the same onnxruntime session, bare")
         else:
-            verdict = added_us <= 30 and hit * 1000 <= 50
-            goal = f"<= 30 us: {added_us:+.1f} us; hit <= 50 us: {hit * 1000:.1f} us"
-        ok &= verdict
-        rows.append([ref, precision, f"{base * 1000:.1f}", f"{pred * 1000:.1f}", f"{hit * 1000:.1f}", t["predict"]["n"],
-                     goal, "PASS" if verdict else "FAIL"])
+            goals.check("digits CNN: predict adds <= 30 us", f"{added_us:+.1f} us", added_us <= 30,
+                        baseline="the same onnxruntime session, bare")
+            goals.check("digits CNN: cache hit p50 <= 50 us", f"{hit * 1000:.1f} us", hit * 1000 <= 50)
     print()
-    print_table(["model", "variant", "session.run p50 us", "predict p50 us", "cache hit p50 us", "n", "goal", ""], rows)
-    return 0 if ok else 1
+    print_table(["model", "variant", "session.run p50 us", "predict p50 us", "cache hit p50 us", "n"], rows)
+    return goals.exit_code()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import _common  # noqa: F401
 import numpy as np
+from _common import Goals
 
 
 def rss_mb() -> float:
@@ -87,7 +89,9 @@ def main() -> int:
                            "outputs, inputs, summary, hold_until, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         big.db.execute("COMMIT")
         del rows
+        big.close()
         big = LogStore(work / "backlog.db", max_bytes=8 << 30)
+        backlog_store = big.store_id
         drain_client = SyncClient(big, f"http://127.0.0.1:{port}", token, batch_size=2000)
         samples, stop = [], threading.Event()
 
@@ -109,16 +113,26 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait()
+    db = Database(db_url)
+    with db.connect() as tx:  # what the collector really holds, per device store
+        accepted = dict(tx.all("SELECT store, COUNT(*) FROM records GROUP BY store"))
     peak = max(samples) if samples else baseline
     growth = peak - baseline
     print()
-    print(f"append:  {append_rate:,.0f} records/s (goal >= 20,000)  {'PASS' if append_rate >= 20_000 else 'FAIL'}")
-    print(f"ship:    {ship_rate:,.0f} records/s to a loopback collector (goal >= 10,000)  "
-          f"{'PASS' if ship_rate >= 10_000 else 'FAIL'}")
-    print(f"drain:   {drained:,} records in {drain_s:.0f}s; device RSS {baseline:.0f} MB after the first batches, "
-          f"peak {peak:.0f} MB during the drain (+{growth:.1f} MB) (goal: flat, < 25 MB growth)  "
-          f"{'PASS' if growth < 25 else 'FAIL'}")
-    return 0 if append_rate >= 20_000 and ship_rate >= 10_000 and growth < 25 else 1
+    goals = Goals(__file__)
+    goals.check("append >= 20,000 records/s", f"{append_rate:,.0f}/s", append_rate >= 20_000,
+                baseline="the device store, 10 ms group commits")
+    goals.check("ship >= 10,000 records/s", f"{ship_rate:,.0f}/s", ship_rate >= 10_000,
+                baseline="a loopback collector on SQLite")
+    goals.check("every shipped record accepted once", f"{accepted.get(ship_store.store_id, 0):,} of {args.ship:,}",
+                accepted.get(ship_store.store_id, 0) == args.ship == shipped, baseline="rows in the collector")
+    goals.check("the drained backlog accepted once", f"{accepted.get(backlog_store, 0):,} of {args.backlog:,} "
+                f"(client drained {drained:,})", accepted.get(backlog_store, 0) == args.backlog == drained,
+                baseline="rows in the collector")
+    goals.check("device memory flat while draining (< 25 MB growth)",
+                f"+{growth:.1f} MB ({baseline:.0f} -> peak {peak:.0f} MB over {drain_s:.0f} s)", growth < 25,
+                baseline="RSS after the first batches")
+    return goals.exit_code()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,85 @@ def make_tiny_onnx(path: Path, batch="batch") -> Path:
     return path
 
 
+def require_postgres() -> str:
+    """The PostgreSQL URL the tests may use. Locally, without one, the test is skipped with the
+    reason; in CI (CI=true, set by .ci/run) a missing server fails the test: it must not pass by
+    being skipped."""
+    url = os.environ.get("EDGEKIT_TEST_POSTGRES")
+    if url:
+        return url
+    reason = "needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}; in CI this is an error, not a skip")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A collector database: SQLite always, PostgreSQL in its own schema (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'collector.db'}"
+        return
+    pg = require_postgres()
+    import time
+
+    import psycopg
+
+    schema = f"t{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def make_cnn_onnx(path, channels=3, size=8, classes=4, seed=0):
+    """Built with onnx.helper (no torch). x[batch,C,H,W] -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, channels, 3, 3)) * 0.3).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "B"),
+             numpy_helper.from_array((rng.standard_normal((classes, 8)) * 0.5).astype(np.float32), "Wf"),
+             numpy_helper.from_array(np.zeros(classes, np.float32), "Bf")]
+    nodes = [helper.make_node("Conv", ["input", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "Wf", "Bf"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, size, size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_transformer_onnx(path, vocab=50, dim=16, seq=8, seed=0):
+    """Built with onnx.helper (no torch). ids[batch,seq] -> Gather (embedding) -> LayerNormalization -> MatMul -> Softmax * x -> mean over seq."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((vocab, dim)).astype(np.float32), "emb"),
+             numpy_helper.from_array(np.ones(dim, np.float32), "gamma"),
+             numpy_helper.from_array(np.zeros(dim, np.float32), "beta"),
+             numpy_helper.from_array((rng.standard_normal((dim, dim)) * 0.3).astype(np.float32), "Wq")]
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["e"]),
+             helper.make_node("LayerNormalization", ["e", "gamma", "beta"], ["n"], axis=-1),
+             helper.make_node("MatMul", ["n", "Wq"], ["h"]), helper.make_node("Softmax", ["h"], ["s"], axis=-1),
+             helper.make_node("Mul", ["s", "n"], ["m"]),
+             helper.make_node("ReduceMean", ["m"], ["embedding"], axes=[1], keepdims=0)]
+    graph = helper.make_graph(nodes, "tiny-transformer",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", seq])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture
 def tiny_onnx(tmp_path) -> Path:
     return make_tiny_onnx(tmp_path / "tiny.onnx")

@@ -42,6 +42,35 @@ def test_digits_training_is_cached_and_deterministic(digits, tmp_path, monkeypat
     assert zoo_digits._cache_path().exists()
 
 
+def test_cached_digits_model_is_reused_and_a_damaged_cache_rebuilt(digits, tmp_path, monkeypatch):
+    import shutil
+
+    from edgekit.zoo import digits as zoo_digits
+
+    cached = zoo_digits._cache_path()
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    private = zoo_digits._cache_path()
+    assert private != cached and private.is_relative_to(tmp_path)
+    private.parent.mkdir(parents=True)
+    shutil.copy(cached, private)
+    trained = []
+    real_train = zoo_digits.train
+
+    def counting_train(x, y):
+        trained.append(len(x))
+        return real_train(x[:64], y[:64])  # a quick stand-in: the test is about the cache
+
+    monkeypatch.setattr(zoo_digits, "train", counting_train)
+    reused = zoo_digits.trained_module()
+    assert trained == []  # loaded, not trained
+    for a, b in zip(reused.state_dict().values(), digits.module.state_dict().values()):
+        assert torch.equal(a, b)
+    private.write_bytes(b"\x00truncated download")
+    rebuilt = zoo_digits.trained_module()
+    assert trained == [1347]  # the damaged file was not trusted: trained again, on the training split
+    assert torch.load(private, weights_only=True).keys() == rebuilt.state_dict().keys()  # and cached again
+
+
 def test_minilm_matches_sentence_transformers(minilm):
     sentence_transformers = pytest.importorskip("sentence_transformers")
     from edgekit.zoo import minilm as zoo_minilm

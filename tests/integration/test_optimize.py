@@ -51,8 +51,7 @@ def test_optimize_minilm_host_finds_a_fast_accurate_variant(tmp_path):
     winner = _check_out_dir(tmp_path / "m", report)
     assert winner["precision"].startswith("int8")
     assert winner["metrics"]["cosine_mean"] >= 0.99 and winner["metrics"]["cosine_min"] >= 0.98
-    fp32 = [c for c in report["candidates"] if c["precision"] == "fp32"]
-    assert winner["latency_target_ms"] < min(c["latency_target_ms"] for c in fp32)
+    # How much faster it is belongs to benchmarks/optimize_minilm.py, not to a test.
     # both formats were built from the one PyTorch source
     assert {"onnx", "tflite"} <= {c["format"] for c in report["candidates"] if c["status"] == "passed"}
     assert "onnx-fused" in report["exports"] and report["exports"]["onnx"]["exporter"] in ("dynamo", "torchscript")

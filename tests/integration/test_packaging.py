@@ -69,3 +69,54 @@ def test_example_app_classifies_real_digits(device_venv, digits_bundle):
     assert "latency (batch 1" in out.stdout
     missing = subprocess.run([python, str(KIT / "app.py"), "/nonexistent.ekb"], capture_output=True, text=True)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def tflite_runtime_venv(tmp_path_factory):
+    """A device-like environment with the real tflite_runtime package (no ai-edge-litert, no
+    torch): older Pi images ship it, and its API is not LiteRT's."""
+    venv = tmp_path_factory.mktemp("tflrt") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          "numpy<2", "tflite-runtime"], capture_output=True, text=True, timeout=900)  # built on NumPy 1
+    if out.returncode != 0:
+        pytest.skip(f"the real tflite-runtime package does not install here: {out.stderr.strip()[-300:]}")
+    return venv
+
+
+def test_runtime_on_the_real_tflite_runtime_package(tflite_runtime_venv, tiny_tflite, tmp_path):
+    import json
+
+    import numpy as np
+
+    from edgekit.bundle import make_bundle, sha256_file
+    from edgekit.runtime import load
+
+    opt = tmp_path / "opt"
+    (opt / "artifacts").mkdir(parents=True)
+    (opt / "artifacts" / "tiny.tflite").write_bytes(tiny_tflite.read_bytes())
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    (opt / "manifest.json").write_text(json.dumps({
+        "schema_version": 2, "model": {"name": "tiny", "version": "1"},
+        "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"}],
+        "outputs": [{"name": "logits", "shape": [1, 10], "dtype": "float32"}],
+        "variants": [{"id": "tflite-fp32", "file": "artifacts/tiny.tflite", "format": "tflite", "precision": "fp32",
+                      "sha256": sha256_file(opt / "artifacts" / "tiny.tflite"), "runtime": "litert"}]}))
+    bundle = tmp_path / "tiny.ekb"
+    make_bundle(opt, bundle)
+    np.save(tmp_path / "x.npy", x)
+    expected = load(bundle).predict({"input": x})["logits"]  # ai-edge-litert, in this environment
+    code = ("import sys, json, numpy as np\n"
+            "from edgekit.runtime import load\n"
+            f"m = load({str(bundle)!r})\n"
+            f"out = m.predict({{'input': np.load({str(tmp_path / 'x.npy')!r})}})['logits']\n"
+            "mods = sorted(k for k in sys.modules if k.split('.')[0] in ('ai_edge_litert', 'tflite_runtime', 'torch'))\n"
+            "print(json.dumps({'out': out.tolist(), 'stats': m.stats()['variants'], 'modules': mods}))\n")
+    env = {"PYTHONPATH": str(ROOT / "toolkit"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([str(tflite_runtime_venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["stats"][0]["loaded"] and not result["stats"][0]["skipped"]
+    assert {m.split(".")[0] for m in result["modules"]} == {"tflite_runtime"}
+    assert np.allclose(result["out"], expected, atol=1e-5)

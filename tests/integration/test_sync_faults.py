@@ -1,12 +1,12 @@
 """Device log shipping with real processes: kills, outages, bad requests. Nothing lost, nothing twice.
 
-SQLite always; PostgreSQL too where EDGEKIT_TEST_POSTGRES names a server (.ci/run starts one).
+SQLite always; PostgreSQL through the shared ``db_url`` fixture (skipped with the reason locally
+when no server is configured, a failure in CI).
 """
 
 import gzip
 import json
 import re
-import os
 import signal
 import socket
 import subprocess
@@ -23,29 +23,12 @@ from edgekit.collector.db import Database, add_device, revoke_device
 from edgekit.sync.store import LogStore
 
 pytestmark = pytest.mark.integration
-PG = os.environ.get("EDGEKIT_TEST_POSTGRES")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(params=["sqlite"] + (["postgresql"] if PG else []))
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'collector.db'}"
-        return
-    import psycopg
-
-    schema = f"t{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
-    yield url
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 class Collector:
@@ -107,9 +90,9 @@ def _config(tmp_path, url, name="pi-1", batch=100):
     return path
 
 
-def _sync(config, once=False, **kw):
+def _sync(config, once=False, log=None, **kw):
     cmd = [sys.executable, "-m", "edgekit", "sync", "run", "--config", str(config)] + (["--once"] if once else [])
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL, **kw)
 
 
 def _wait(cond, timeout=60.0):
@@ -179,6 +162,7 @@ class DelayProxy:
         self.server.listen(16)
         self.port = self.server.getsockname()[1]
         self.responses_held = 0
+        self.held_bodies: list[bytes] = []  # the batches whose acknowledgement was held back
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -210,6 +194,7 @@ class DelayProxy:
                     n = next((int(x.split(b":")[1]) for x in h.split(b"\r\n") if x.lower().startswith(b"content-length")), 0)
                     if len(b) >= n:
                         break
+            self.held_bodies.append(body)
             self.responses_held += 1
             time.sleep(self.delay)  # the collector has committed; the client has not heard
             try:
@@ -232,26 +217,34 @@ def test_client_killed_mid_upload_then_restarted_delivers_exactly_once(collector
         client.wait()
     finally:
         proxy.close()
-    first = _count(db_url)[0]
-    assert 0 < first < n
-    store = LogStore(tmp_path / "pi-1.db")
-    assert store.stats()["shipped"] < first + 1  # the killed batch was not marked shipped
-    done = _sync(_config(tmp_path, f"http://127.0.0.1:{collector.port}"), once=True)
-    assert done.wait(120) == 0
-    assert _count(db_url) == (n, n)  # every record once; the resent batch was deduplicated
+    held = {r["request_id"] for body in proxy.held_bodies for r in json.loads(gzip.decompress(body))["records"]}
+    assert len(held) == 200
     db = Database(db_url)
     with db.connect() as tx:
         stored = {r[0] for r in tx.all("SELECT request_id FROM records")}
+    assert held <= stored  # the collector has the batch...
+    store = LogStore(tmp_path / "pi-1.db")
+    unshipped = {r[0] for r in store.db.execute("SELECT request_id FROM records WHERE shipped = 0")}
+    assert held <= unshipped  # ...but the device never heard so, and still holds it as unshipped
+    store.close()
+    done = _sync(_config(tmp_path, f"http://127.0.0.1:{collector.port}"), once=True)
+    assert done.wait(120) == 0
+    assert _count(db_url) == (n, n)  # every record once; the resent batch was deduplicated
+    with db.connect() as tx:
+        stored = {r[0] for r in tx.all("SELECT request_id FROM records")}
     assert stored == set(ids)
+    assert LogStore(tmp_path / "pi-1.db").stats()["pending"] == 0
 
 
 def test_collector_down_then_back_drains_the_backlog(db_url, tmp_path):
     n = 1500
     port = _free_port()
     _device(tmp_path, db_url, n)
-    client = _sync(_config(tmp_path, f"http://127.0.0.1:{port}", batch=250))
+    log = open(tmp_path / "client.log", "w")
+    client = _sync(_config(tmp_path, f"http://127.0.0.1:{port}", batch=250), log=log)
     try:
-        time.sleep(1.5)  # the client retries against nothing, backing off
+        assert _wait(lambda: (tmp_path / "client.log").read_text().count("retrying in") >= 4, 60)
+        assert _count(db_url)[0] == 0
         c = Collector(db_url, port).start()
         try:
             assert _wait(lambda: _count(db_url)[0] == n, 60)
@@ -260,6 +253,12 @@ def test_collector_down_then_back_drains_the_backlog(db_url, tmp_path):
     finally:
         client.terminate()
         client.wait()
+        log.close()
+    text = (tmp_path / "client.log").read_text()
+    assert "cannot reach the collector" in text  # it really failed...
+    delays = [float(x) for x in re.findall(r"retrying in ([0-9.]+)s", text)]
+    # ...and backed off: base 0.05 s with +-50% jitter, so a 4th delay of 0.2 s or more means it grew
+    assert len(delays) >= 4 and max(delays) >= 0.2 and max(delays) <= 0.5 * 1.5  # capped by backoff_max_s
     assert _count(db_url) == (n, n)
     assert LogStore(tmp_path / "pi-1.db").stats()["pending"] == 0
 
@@ -425,11 +424,10 @@ def test_once_reports_a_revoked_token_at_once(collector, db_url, tmp_path):
     _device(tmp_path, db_url, 10)
     revoke_device(Database(db_url), "pi-1")
     config = _config(tmp_path, f"http://127.0.0.1:{collector.port}")
-    start = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "edgekit", "sync", "run", "--config", str(config), "--once",
-                          "--timeout", "120"], capture_output=True, text=True, timeout=60)
+                          "--timeout", "3600"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 1 and "refused this device's token (401" in out.stderr
-    assert time.monotonic() - start < 60  # not retried until the timeout
+    assert "retrying in" not in out.stderr  # reported at once, never retried
 
 
 def test_revoked_device_can_be_added_again_through_the_cli(collector, db_url, cli):
@@ -548,3 +546,99 @@ def test_collector_db_that_is_a_directory_or_not_sqlite(tmp_path, cli):
     result = cli("collector", "stats", "--db", f"sqlite:///{junk}")
     assert result.exit_code == 1 and "is not a usable SQLite database" in result.output
     assert junk.read_bytes() == b"not sqlite" * 100  # untouched
+
+
+def _private_ca(tmp_path):
+    """A CA and a certificate it signed for 127.0.0.1: what a fleet behind a private PKI has."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("edgekit test CA")).issuer_name(name("edgekit test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False).sign(ca_key, hashes.SHA256()))
+    paths = {k: tmp_path / f"{k}.pem" for k in ("ca", "cert", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return paths
+
+
+def test_https_with_a_private_ca(tmp_path):
+    pytest.importorskip("cryptography")
+    from edgekit.sync import SyncClient
+    from edgekit.sync.client import SyncError
+
+    pki = _private_ca(tmp_path)
+    db_url = f"sqlite:///{tmp_path / 'collector.db'}"
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", db_url, "--port", str(port),
+                             "--ssl-certfile", str(pki["cert"]), "--ssl-keyfile", str(pki["key"])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(pki["ca"]))
+        assert _wait(lambda: _https_up(port, context), 30)
+        token, _ = _device(tmp_path, db_url, 20)
+        store = LogStore(tmp_path / "pi-1.db")
+        url = f"https://127.0.0.1:{port}"
+        with pytest.raises(SyncError, match="CERTIFICATE_VERIFY_FAILED"):
+            SyncClient(store, url, token).ship_once()  # the system CAs do not know this one
+        assert _count(db_url) == (0, 0) and store.stats()["pending"] == 20
+        assert SyncClient(store, url, token, ca_file=str(pki["ca"])).drain() == 20
+        assert _count(db_url) == (20, 20)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def _https_up(port, context) -> bool:
+    try:
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/v1/health", timeout=1, context=context)
+        return True
+    except OSError:
+        return False
+
+
+def test_client_halves_batches_on_413_until_they_fit(db_url, tmp_path):
+    from edgekit.sync import SyncClient
+
+    c = Collector(db_url, _free_port(), extra=("--max-batch-mb", "1")).start()
+    try:
+        token = add_device(Database(db_url), "pi-1")
+        store = LogStore(tmp_path / "pi-1.db")
+        rng = np.random.default_rng(0)
+        for _ in range(40):  # ~110 kB each once compressed: 40 of them are far over 1 MB
+            store.append({"input": rng.standard_normal((1, 25_000)).astype(np.float32)},
+                         {"y": np.ones((1, 2), np.float32)}, "m")
+        client = SyncClient(store, f"http://127.0.0.1:{c.port}", token, batch_size=40)
+        sizes = []
+        real_post = client._post
+
+        def post(records, feedback):
+            sizes.append(len(records))
+            return real_post(records, feedback)
+
+        client._post = post
+        assert client.drain() == 40
+    finally:
+        c.stop()
+    assert sizes[:3] == [40, 20, 10] and max(sizes[3:]) <= 10  # halved on each 413, then shipped
+    assert client.dead_lettered == 0 and _count(db_url) == (40, 40)

@@ -75,3 +75,26 @@ def test_estimate_follows_peaks():
     assert estimate_ms(10.0, "fp16", "tflite", host, pi5, 0) < estimate_ms(10.0, "fp32", "tflite", host, pi5, 0)
     # the memory floor: streaming 100 MB at 12.8 GB/s
     assert estimate_ms(0.001, "fp32", "onnx", host, pi4, 100_000_000) == pytest.approx(100 / 12.8, rel=1e-6)
+
+
+def test_tradeoff_plot_labels_never_overlap_and_markers_follow_file_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.transforms import Bbox
+
+    from edgekit.optimizer.report import plot
+
+    close = [("tflite-int8-static", "tflite", 0.051, 0.9991, 40e3), ("tflite-int8-dynamic", "tflite", 0.052, 0.9995, 45e3),
+             ("tflite-fp16", "tflite", 0.053, 1.0, 90e3), ("tflite-fp32", "tflite", 0.054, 1.0, 170e3),
+             ("onnx-fp32", "onnx", 0.07, 1.0, 170e3)]
+    report = {"candidates": [{"id": i, "format": f, "latency_target_ms": ms, "metrics": {"cosine_mean": cos},
+                              "size_bytes": size} for i, f, ms, cos, size in close],
+              "winner": "tflite-int8-static", "tolerance": {"min_cosine": 0.99},
+              "target": {"id": "raspberrypi5", "is_host": False}, "model": {"name": "digits-cnn"}}
+    layout = plot(report, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0
+    boxes = [Bbox.from_bounds(*b) for b in layout["labels"].values()]
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    areas = layout["areas"]
+    assert areas["tflite-int8-static"] < areas["tflite-fp16"] < areas["tflite-fp32"]
+    assert areas["tflite-fp32"] / areas["tflite-int8-static"] > 3  # visibly different, not clamped alike

@@ -117,3 +117,14 @@ def test_optimize_output_directory_expands_to_its_variants(tmp_path, tiny_onnx):
     (out / "manifest.json").write_text(json.dumps({"variants": [
         {"id": "a", "file": "artifacts/a.onnx", "format": "onnx"}, {"id": "b", "file": "artifacts/b.onnx", "format": "onnx"}]}))
     assert [label for label, _, _ in expand([str(out)])] == ["a", "b"]
+
+
+def test_console_table_fits_120_columns_untruncated(tiny_onnx, cli):
+    result = cli("bench", tiny_onnx, tiny_onnx, "--min-runs", "20", "--min-seconds", "0.2", "--warmup-runs", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 120
+    assert "…" not in result.output  # no header or value cut short ("threa…", "xnnpa…")
+    header = next(line for line in lines if line.startswith("artifact"))
+    for word in ("threads", "batch", "provider", "p50 ms", "p90 ms", "p99 ms", "p90 vs base", "load ms", "+RSS MB"):
+        assert word in header, header

@@ -55,3 +55,75 @@ def test_synthetic_inputs_follow_the_spec(tiny_onnx):
     data = synthesize(load_model(str(tiny_onnx)), n=5)
     assert data.synthetic and data.arrays["x"].shape == (5, 4)
     assert "synthetic" in data.describe()
+
+
+EMBEDDING_NET = '''
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(30, 8)
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids).mean(1))
+
+def build():
+    torch.manual_seed(0)
+    return Net().eval(), (torch.randint(0, 30, (1, 6)),)
+
+def broken_example():
+    return Net().eval(), (torch.tensor([[0, 1, 40]]),)
+
+class Positive(torch.nn.Module):
+    def forward(self, x):
+        if (x < 0).any():
+            raise ValueError("this model takes non-negative intensities")
+        return x.sqrt()
+
+def positive():
+    return Positive(), (torch.rand(1, 4),)
+'''
+
+
+@pytest.fixture
+def embedding_net(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "emb.py"
+    path.write_text(EMBEDDING_NET)
+    return path
+
+
+def test_synthetic_ids_stay_inside_the_embedding(embedding_net, tmp_path):
+    from edgekit import optimize
+    from edgekit.data import synthesize
+    from edgekit.models import load_model
+
+    model = load_model(f"{embedding_net}:build")
+    data = synthesize(model, n=500)
+    assert data.arrays["ids"].min() >= 0 and data.arrays["ids"].max() <= 29 and data.arrays["ids"].max() >= 25
+    assert "ids integers in [0, 30) from an embedding of 30 rows" in data.describe()
+    result = optimize(model, target="host", formats={"onnx"}, precisions={"fp32"}, out=tmp_path / "o",
+                      time_budget_s=0.2)  # crashed with IndexError when ids were drawn from [0, 100)
+    assert "an embedding of 30 rows" in result.report["data"]["eval"]
+
+
+def test_synthetic_ids_of_an_onnx_gather_follow_its_table(tmp_path):
+    from edgekit.data import synthesize
+    from edgekit.models import load_model
+    from tests.conftest import make_transformer_onnx
+
+    model = load_model(str(make_transformer_onnx(tmp_path / "t.onnx", vocab=50)))
+    ids = synthesize(model, n=400).arrays["input_ids"]
+    assert ids.min() >= 0 and ids.max() == 49
+
+
+def test_model_failures_are_one_line_that_names_the_inputs(embedding_net, tmp_path, cli):
+    result = cli("optimize", f"{embedding_net}:broken_example", "--formats", "onnx", "--out", tmp_path / "a")
+    assert result.exit_code == 1
+    assert "fails on its own example inputs (ids: torch.int64[1, 3]): IndexError" in result.output
+    result = cli("optimize", f"{embedding_net}:positive", "--formats", "onnx", "--out", tmp_path / "b")
+    assert result.exit_code == 1 and "unexpected" not in result.output
+    assert "failed on the synthetic evaluation inputs (x: float32[4] in [" in result.output
+    assert "ValueError: this model takes non-negative intensities" in result.output and "--data" in result.output

@@ -95,41 +95,6 @@ def test_tflite_interface_and_description(tiny_tflite):
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} & set(info["ops"])  # a 1-channel conv may become depthwise
 
 
-def test_tflite_accepts_tflite_runtime_when_litert_is_absent(tiny_tflite, tmp_path, python):
-    """Devices with only the old tflite_runtime package must still load .tflite files."""
-    import subprocess
-
-    shim = tmp_path / "shim" / "tflite_runtime"
-    shim.mkdir(parents=True)
-    # A stand-in tflite_runtime that wraps LiteRT's interpreter under the old module path.
-    (shim / "__init__.py").write_text("")
-    (shim / "interpreter.py").write_text(
-        "import importlib, sys\n"
-        "sys.modules.pop('ai_edge_litert', None)\n"
-        "_real = importlib.import_module('ai_edge_litert.interpreter')\n"
-        "class Interpreter(_real.Interpreter):\n"
-        "    pass\n"
-    )
-    code = (
-        "import sys, builtins\n"
-        "real_import = builtins.__import__\n"
-        "def guarded(name, *a, **k):\n"
-        "    caller = sys._getframe(1).f_globals.get('__name__', '')\n"
-        "    if name.startswith('ai_edge_litert') and caller.startswith('edgekit'):\n"
-        "        raise ImportError('blocked for the test')\n"
-        "    return real_import(name, *a, **k)\n"
-        "builtins.__import__ = guarded\n"
-        "from edgekit.models import load_model\n"
-        "from edgekit.models.tflite_model import interpreter_class\n"
-        f"m = load_model({str(tiny_tflite)!r})\n"
-        "print(interpreter_class().__module__, m.outputs[0].shape)\n"
-    )
-    env = {"PYTHONPATH": str(shim.parent), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "tflite_runtime.interpreter (1, 10)" in out.stdout
-
-
 def test_factory_by_file_and_module(factory_file, monkeypatch):
     model = load_model(f"{factory_file}:build")
     assert model.format == "pytorch"

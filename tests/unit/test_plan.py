@@ -1,4 +1,8 @@
-"""The plan per profile: formats, precisions and settings follow the device data."""
+"""The plan per profile: formats, precisions and settings follow the device data.
+
+The ONNX-side planning runs on graphs built with onnx.helper (no torch); only the TFLite
+candidates, which edgekit converts from PyTorch sources, need torch.
+"""
 
 import pytest
 
@@ -6,8 +10,7 @@ from edgekit.devices import resolve
 from edgekit.errors import EdgekitError
 from edgekit.models import load_model
 from edgekit.optimizer.plan import architecture, make_plan
-
-torch = pytest.importorskip("torch")
+from tests.conftest import make_cnn_onnx, make_transformer_onnx
 
 CNN = '''
 import torch
@@ -33,23 +36,40 @@ def build():
 
 @pytest.fixture
 def cnn(tmp_path):
+    """A PyTorch CNN (TFLite candidates need a PyTorch source)."""
+    pytest.importorskip("torch")
     (tmp_path / "cnn.py").write_text(CNN)
     return load_model(f"{tmp_path / 'cnn.py'}:build")
 
 
 @pytest.fixture
 def transformer(tmp_path):
+    pytest.importorskip("torch")
     (tmp_path / "tr.py").write_text(TRANSFORMER)
     return load_model(f"{tmp_path / 'tr.py'}:build")
+
+
+@pytest.fixture
+def cnn_onnx(tmp_path):
+    return load_model(str(make_cnn_onnx(tmp_path / "cnn.onnx")))
+
+
+@pytest.fixture
+def transformer_onnx(tmp_path):
+    return load_model(str(make_transformer_onnx(tmp_path / "tr.onnx")))
 
 
 def ids(plan):
     return [c.id for c in plan.candidates]
 
 
-def test_architecture_detection(cnn, transformer, tiny_onnx):
-    assert architecture(cnn) == "cnn" and architecture(transformer) == "transformer"
+def test_architecture_detection(cnn_onnx, transformer_onnx, tiny_onnx):
+    assert architecture(cnn_onnx) == "cnn" and architecture(transformer_onnx) == "transformer"
     assert architecture(load_model(str(tiny_onnx))) == "mlp"
+
+
+def test_architecture_detection_of_pytorch_modules(cnn, transformer):
+    assert architecture(cnn) == "cnn" and architecture(transformer) == "transformer"
 
 
 def test_coral_gets_only_full_int8_tflite(cnn):
@@ -74,7 +94,14 @@ def test_pi4_prefers_fp32_and_says_int8_gains_are_small(transformer):
     assert "only halves the file" in next(c for c in plan.candidates if c.id == "tflite-fp16").reason
 
 
-def test_vnni_gets_s8s8_qdq_and_avx2_reduce_range(cnn):
+def test_arm_gets_u8s8_static_int8_for_cnns(cnn_onnx):
+    plan = make_plan(cnn_onnx, resolve("raspberrypi"))
+    static = next(c for c in plan.candidates if c.id == "onnx-int8-static")
+    assert static.onnx_int8.activation_type == "uint8" and static.onnx_int8.weight_type == "int8"
+
+
+def test_vnni_gets_s8s8_qdq_and_avx2_reduce_range(cnn_onnx):
+    cnn = cnn_onnx
     vnni = next(c for c in make_plan(cnn, resolve("x86-avx512-vnni")).candidates if c.id == "onnx-int8-static")
     assert vnni.onnx_int8.activation_type == "int8" and vnni.onnx_int8.weight_type == "int8"
     assert not vnni.onnx_int8.reduce_range and "VNNI" in vnni.reason
@@ -82,14 +109,16 @@ def test_vnni_gets_s8s8_qdq_and_avx2_reduce_range(cnn):
     assert avx2.onnx_int8.reduce_range and "saturate" in avx2.reason
 
 
-def test_gpu_targets_want_fp16_onnx(cnn):
+def test_gpu_targets_want_fp16_onnx(cnn_onnx):
+    cnn = cnn_onnx
     for target in ("nvidia-gpu", "jetson-orin-nano", "jetson-nano"):
         plan = make_plan(cnn, resolve(target))
         assert plan.candidates[0].id == "onnx-fp16", target
         assert all(c.format == "onnx" for c in plan.candidates)
 
 
-def test_transformers_get_dynamic_int8_and_fusions(transformer):
+def test_transformers_get_dynamic_int8_and_fusions(transformer_onnx):
+    transformer = transformer_onnx
     plan = make_plan(transformer, resolve("host"))
     onnx_dyn = next(c for c in plan.candidates if c.id == "onnx-int8-dynamic")
     assert onnx_dyn.fused and onnx_dyn.onnx_int8.mode == "dynamic" and onnx_dyn.onnx_int8.per_channel
@@ -98,7 +127,8 @@ def test_transformers_get_dynamic_int8_and_fusions(transformer):
     assert "onnx-int8-static" in ids(forced)
 
 
-def test_narrowing_and_errors(cnn, tiny_onnx):
+def test_narrowing_and_errors(cnn_onnx, tiny_onnx):
+    cnn = cnn_onnx
     plan = make_plan(cnn, resolve("raspberrypi"), formats={"onnx"}, precisions={"fp32"})
     assert ids(plan) == ["onnx-fp32"]
     with pytest.raises(EdgekitError, match="a PyTorch source is needed"):

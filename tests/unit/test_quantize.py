@@ -10,13 +10,8 @@ from edgekit.data import Dataset
 from edgekit.models import load_model
 from edgekit.optimizer.accuracy import compare
 
-torch = pytest.importorskip("torch")
-
 MLP = '''
 import torch
-def build():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval(), (torch.randn(2, 16),)
 def cnn():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -24,27 +19,49 @@ def cnn():
 '''
 
 
+def make_mlp_onnx(path, seed=0):
+    """input[batch,16] -> MatMul+Add -> Relu -> MatMul+Add -> [batch,8], with onnx.helper (no torch)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+             for name, shape in (("W1", (16, 32)), ("b1", (32,)), ("W2", (32, 8)), ("b2", (8,)))]
+    nodes = [helper.make_node("MatMul", ["input", "W1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["z"]),
+             helper.make_node("Relu", ["z"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["o"]),
+             helper.make_node("Add", ["o", "b2"], ["output"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 8])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from edgekit.convert.onnx_export import export_onnx
+    """Source graphs built in code; the reference is onnxruntime on the fp32 source itself."""
+    from tests.conftest import make_cnn_onnx
 
     d = tmp_path_factory.mktemp("q")
-    (d / "mlp.py").write_text(MLP)
-    mlp = load_model(f"{d / 'mlp.py'}:build", ["input:batchx16"])
-    cnn = load_model(f"{d / 'mlp.py'}:cnn", ["input:batchx3x8x8"])
-    export_onnx(mlp, d / "mlp.onnx")
-    export_onnx(cnn, d / "cnn.onnx")
+    mlp, cnn = load_model(str(make_mlp_onnx(d / "mlp.onnx"))), load_model(str(make_cnn_onnx(d / "cnn.onnx")))
     rng = np.random.default_rng(0)
     data = {"mlp": Dataset({"input": rng.standard_normal((64, 16)).astype(np.float32)}),
             "cnn": Dataset({"input": rng.standard_normal((64, 3, 8, 8)).astype(np.float32)})}
     return d, {"mlp": mlp, "cnn": cnn}, data
 
 
+def _reference(model, data):
+    if model.is_torch:
+        import torch
+
+        with torch.no_grad():
+            return [model.module(torch.from_numpy(data.arrays["input"])).numpy()]
+    return open_session(model.path, model=model).run_batched(data.arrays)
+
+
 def _close(model, data, path, min_cos=0.99):
-    with torch.no_grad():
-        ref = model.module(torch.from_numpy(data.arrays["input"])).numpy()
     out = open_session(path, model=model).run_batched(data.arrays)
-    metrics = compare([ref], out, None, "generic")
+    metrics = compare(_reference(model, data), out, None, "generic")
     assert metrics["cosine_mean"] >= min_cos, metrics
     return metrics
 
@@ -103,11 +120,15 @@ def test_onnx_fp16_keeps_float32_io(models, tmp_path):
 
 @pytest.fixture(scope="module")
 def tflite_base(models):
+    """TFLite sources come from PyTorch (litert-torch): the only tests here that need torch."""
+    pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
     from edgekit.convert.tflite_export import export_tflite
 
-    d, m, _ = models
-    return export_tflite(m["cnn"], d / "cnn.tflite").path
+    d, _, _ = models
+    (d / "cnn_src.py").write_text(MLP)
+    torch_cnn = load_model(f"{d / 'cnn_src.py'}:cnn", ["input:batchx3x8x8"])
+    return export_tflite(torch_cnn, d / "cnn.tflite").path, torch_cnn
 
 
 @pytest.mark.parametrize("precision, tensor_dtype", [
@@ -116,13 +137,14 @@ def test_tflite_recipes(models, tflite_base, tmp_path, precision, tensor_dtype):
     from edgekit.models.tflite_model import open_interpreter
     from edgekit.quantize.tflite_quant import quantize_tflite
 
-    _, m, data = models
+    _, _, data = models
+    base, torch_cnn = tflite_base
     out = tmp_path / f"{precision}.tflite"
-    quantize_tflite(tflite_base, out, precision, data["cnn"])
+    quantize_tflite(base, out, precision, data["cnn"])
     tensors = open_interpreter(out, delegates=False).get_tensor_details()
     assert tensor_dtype in {np.dtype(t["dtype"]).name for t in tensors}
-    assert out.stat().st_size < tflite_base.stat().st_size
-    _close(m["cnn"], data["cnn"], out, min_cos=0.98)
+    assert out.stat().st_size < base.stat().st_size
+    _close(torch_cnn, data["cnn"], out, min_cos=0.98)
     if precision == "int8-static":  # full integer: int8 input, quantised by the backend
         assert open_interpreter(out).get_input_details()[0]["dtype"] == np.int8
 

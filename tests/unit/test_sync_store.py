@@ -51,15 +51,19 @@ def test_fraction_sampling_is_a_fraction(tmp_path):
     assert 70 <= kept <= 130
 
 
-def test_feedback_policy_keeps_inputs_only_with_feedback(tmp_path):
-    store = LogStore(tmp_path / "log.db", sampling=SamplingPolicy("feedback", feedback_window_s=0.2))
+def test_feedback_policy_keeps_inputs_only_with_feedback(tmp_path, monkeypatch):
+    import edgekit.sync.store as store_module
+
+    now = [1_000_000.0]  # the store's clock, moved by hand: no sleeping, no race with the window
+    monkeypatch.setattr(store_module.time, "time", lambda: now[0])
+    store = LogStore(tmp_path / "log.db", sampling=SamplingPolicy("feedback", feedback_window_s=60))
     a = store.append(X, CONFIDENT, "m")
     store.append(X, CONFIDENT, "m")
     assert store.next_batch(10)[0] == []  # held while feedback may still come
     store.feedback(a, label=1)
-    import time
-
-    time.sleep(0.25)
+    now[0] += 59
+    assert [r["request_id"] for r in store.next_batch(10)[0]] == [a]  # released by its feedback
+    now[0] += 2
     records = {r["request_id"]: r for r in store.next_batch(10)[0]}
     assert records[a]["inputs"] is not None
     assert [r["inputs"] for rid, r in records.items() if rid != a] == [None]

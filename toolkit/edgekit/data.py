@@ -70,7 +70,7 @@ class Dataset:
         self._cursor = None
 
     def describe(self) -> str:
-        kind = "synthetic inputs" if self.synthetic else self.source
+        kind = self.source or "synthetic inputs"
         labelled = ", labelled" if self.labels is not None else ""
         return f"{len(self)} samples from {kind}{labelled}"
 
@@ -184,9 +184,53 @@ def _cast(array: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:
     )
 
 
+def integer_ranges(model: Model) -> dict[str, tuple[int, int, str]]:
+    """{input: (low, high exclusive, why)} for integer inputs: synthetic ids must stay inside what
+    the model accepts (an id past an embedding table crashes it). From the example inputs and the
+    embedding sizes: nn.Embedding modules for PyTorch, Gather tables fed by the input for ONNX."""
+    ranges: dict[str, tuple[int, int, str]] = {}
+    tables: dict[str, int] = {}
+    if model.is_torch:
+        sizes = [m.num_embeddings for m in model.module.modules() if type(m).__name__ in ("Embedding", "EmbeddingBag")]
+        if sizes:
+            tables = {s.name: min(sizes) for s in model.inputs}
+    elif model.meta.get("proto") is not None:
+        tables = _onnx_gather_tables(model.meta["proto"])
+    examples = dict(zip((s.name for s in model.inputs), model.example_inputs or ()))
+    for spec in model.inputs:
+        if np.dtype(spec.dtype).kind not in "iu" or "mask" in spec.name:
+            continue
+        low, high, why = 0, 100, "default"
+        example = examples.get(spec.name)
+        if example is not None and getattr(example, "numel", lambda: 0)():
+            values = example.detach().cpu().numpy() if hasattr(example, "detach") else np.asarray(example)
+            # ids count from 0; the example's largest id is known to be accepted
+            low, high, why = min(0, int(values.min())), max(int(values.max()) + 1, 2), "the example inputs"
+        if spec.name in tables:  # the embedding table is authoritative: every row is a valid id
+            low, high, why = 0, tables[spec.name], f"an embedding of {tables[spec.name]} rows"
+        ranges[spec.name] = (low, high, why)
+    return ranges
+
+
+def _onnx_gather_tables(proto) -> dict[str, int]:
+    """Graph inputs used (directly or through one Cast) as Gather indices into an initializer."""
+    inits = {t.name: t.dims[0] for t in proto.graph.initializer if len(t.dims)}
+    inputs = {i.name for i in proto.graph.input}
+    alias = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Cast" and n.input[0] in inputs}
+    tables: dict[str, int] = {}
+    for node in proto.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in inits:
+            source = alias.get(node.input[1], node.input[1])
+            if source in inputs:
+                tables[source] = min(tables.get(source, inits[node.input[0]]), inits[node.input[0]])
+    return tables
+
+
 def synthesize(model: Model, n: int = 32, seed: int = 0) -> Dataset:
-    """Inputs made up from the spec, for when no data is given; reports say so (``synthetic``)."""
+    """Inputs made up from the spec, for when no data is given; reports say so (``synthetic``)
+    and give the integer ranges used, and why."""
     rng = np.random.default_rng(seed)
+    ranges = integer_ranges(model)
     arrays = {}
     for spec in model.inputs:
         shape = (n,) + spec.concrete_shape()[1:]
@@ -194,9 +238,11 @@ def synthesize(model: Model, n: int = 32, seed: int = 0) -> Dataset:
         if "mask" in spec.name:
             arrays[spec.name] = np.ones(shape, dtype)
         elif dtype.kind in "iu":
-            arrays[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
+            low, high, _ = ranges[spec.name]
+            arrays[spec.name] = rng.integers(low, high, size=shape).astype(dtype)
         elif dtype.kind == "b":
             arrays[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
-    return Dataset(arrays, None, source="synthetic inputs", synthetic=True)
+    notes = "; ".join(f"{name} integers in [{low}, {high}) from {why}" for name, (low, high, why) in ranges.items())
+    return Dataset(arrays, None, source=f"synthetic inputs ({notes})" if notes else "synthetic inputs", synthetic=True)

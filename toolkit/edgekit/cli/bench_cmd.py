@@ -73,7 +73,7 @@ def bench_cmd(artifacts, threads, batch, provider, strict_provider, input_data, 
         return
     out_console = console()
     env = result["environment"]
-    out_console.print(table(f"bench on {result['device']}: {env['cpu_model']} ({env['cores']} cores)", CONSOLE, console_rows(result)))
+    out_console.print(table(f"bench on {result['device']}: {env['cpu_model']} ({env['cores']} cores)", list(CONSOLE.values()), console_rows(result)))
     for r in result["results"]:
         if r["fell_back"]:
             out_console.print(f"[yellow]warning:[/yellow] {r['label']} asked for {r['provider_requested']} "

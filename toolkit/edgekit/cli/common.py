@@ -111,13 +111,24 @@ def console():
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]):
+    """A rich table that stays readable in 120 columns: short values (numbers, provider names)
+    and every header word keep their full width; headers wrap at spaces; only long free text
+    (names, reasons) wraps, never a number or a header cut to 'threa...'."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", header_style="bold")
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+              show_edge=False, padding=(0, 1), collapse_padding=True)
     for i, col in enumerate(columns):
-        t.add_column(col, no_wrap=(i == 0))  # names stay whole; long text wraps instead
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        values = [row[i] for row in cells if i < len(row)]
+        short = [len(v) for v in values if len(v) <= 14]
+        width = max([len(w) for w in col.split()] + short + [1])
+        if i == 0:  # the name column: whole names where they fit in a quarter of the width
+            width = max(width, min(max((len(v) for v in values), default=1), 30))
+        t.add_column(col, min_width=width, overflow="fold")
+    for row in cells:
+        t.add_row(*row)
     return t
 
 

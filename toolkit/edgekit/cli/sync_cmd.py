@@ -35,17 +35,26 @@ def collector() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
 @click.option("--max-batch-mb", default=16, show_default=True, help="Largest accepted (compressed) batch.")
-def serve_cmd(db, host, port, max_batch_mb):
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="Serve https with this certificate (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key (PEM).")
+def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile):
     """Serve POST /v1/logs and GET /v1/health (Starlette on uvicorn).
 
     \b
     Example:
       edgekit collector serve --db postgresql://edgekit@db/edgekit --host 0.0.0.0 --port 8080
+      edgekit collector serve --ssl-certfile collector.pem --ssl-keyfile collector.key --port 8443
     """
     from ..collector.app import serve
 
-    console().print(f"edgekit collector on http://{host}:{port} ({db})")
-    serve(db, host, port, max_body=max_batch_mb * 1024 * 1024)
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.UsageError("give --ssl-certfile and --ssl-keyfile together")
+    from ..collector.db import Database
+
+    Database(db)  # a bad --db is one clear error here, before the server starts
+    scheme = "https" if ssl_certfile else "http"
+    console().print(f"edgekit collector on {scheme}://{host}:{port} ({db})")
+    serve(db, host, port, max_body=max_batch_mb * 1024 * 1024, certfile=ssl_certfile, keyfile=ssl_keyfile)
 
 
 @collector.command("add-device")

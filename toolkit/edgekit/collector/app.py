@@ -11,6 +11,20 @@ MAX_BODY = 16 * 1024 * 1024  # compressed
 MAX_INFLATED = 128 * 1024 * 1024  # a gzip bomb stops here
 
 
+async def _discard(request, limit: int) -> None:
+    """Read (and drop) the rest of a refused body: a client still sending it would otherwise
+    meet a reset connection instead of the 413 that tells it to send smaller batches. Beyond
+    ``limit`` the connection is simply closed."""
+    seen = 0
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                return
+    except Exception:  # the client went away: nothing left to tell it
+        return
+
+
 def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_INFLATED):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -32,11 +46,13 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
             return error(401, "unknown or revoked device token")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
+            await _discard(request, 8 * max_body)
             return error(413, f"batch of {length} bytes exceeds the limit of {max_body}")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_body:
+                await _discard(request, 8 * max_body)
                 return error(413, f"batch exceeds the limit of {max_body} bytes")
         if request.headers.get("content-encoding", "") == "gzip":
             try:
@@ -60,9 +76,10 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
     return Starlette(routes=[Route("/v1/health", health), Route("/v1/logs", logs, methods=["POST"])])
 
 
-def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY) -> None:
+def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,
+          keyfile: str | None = None) -> None:
     import uvicorn
 
     app = create_app(Database(db_url), max_body=max_body)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile)
 

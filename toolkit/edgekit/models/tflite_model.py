@@ -24,6 +24,14 @@ def interpreter_class():
             from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
         except ImportError:
             raise MissingDependencyError("ai-edge-litert", "tflite", "running a .tflite model") from None
+        import numpy
+
+        if int(numpy.__version__.split(".")[0]) >= 2:
+            # Its last release (2.14) is built against NumPy 1 and fails with a bare SystemError.
+            from ..errors import EdgekitError
+
+            raise EdgekitError(f"tflite_runtime cannot run with NumPy {numpy.__version__}",
+                               "install ai-edge-litert (pip install 'edgekit[litert]'), or numpy<2")
     return Interpreter
 
 

@@ -98,8 +98,14 @@ def torch_specs(module, example: tuple, overrides: Optional[list[TensorSpec]] = 
     inputs = [TensorSpec(n, tuple(t.shape), _dtype_name(t)) for n, t in zip(names, example)]
     if overrides:
         inputs = apply_overrides(inputs, overrides)
-    with torch.no_grad():
-        out = module(*example)
+    try:
+        with torch.no_grad():
+            out = module(*example)
+    except Exception as exc:  # the user's model on the user's own example: say which, in one line
+        fed = ", ".join(f"{n}: {t.dtype}{list(t.shape)}" for n, t in zip(names, example))
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ModelLoadError(f"the model fails on its own example inputs ({fed}): {type(exc).__name__}: {first}",
+                             "fix the factory's example inputs (ids within the embedding size, the right shapes)") from None
     flat = _flatten_outputs(out)
     batch_dim = inputs[0].shape[0] if inputs and inputs[0].shape else None
     example_batch = example[0].shape[0] if example and example[0].dim() else None

@@ -80,6 +80,20 @@ def _reference(model: Model, data: Dataset) -> list[np.ndarray]:
     return open_session(model.path, SessionOptions(), model).run_batched(data.arrays)
 
 
+def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
+    """The source model's own outputs; a failure of the user's model on our inputs is one line
+    that names the inputs fed and how to give real ones."""
+    try:
+        return _reference(model, data)
+    except Exception as exc:
+        fed = ", ".join(f"{k}: {v.dtype}{list(v.shape[1:])} in [{v.min()}, {v.max()}]" for k, v in data.arrays.items())
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise DataError(f"{model.name} failed on the {'synthetic ' if data.synthetic else ''}evaluation inputs "
+                        f"({fed}): {type(exc).__name__}: {first}",
+                        "pass --data with real inputs (an .npz with one array per input)" if data.synthetic else
+                        "check that --data holds inputs the model accepts") from None
+
+
 class Optimizer:
     def __init__(self, model: Model, target: Profile, eval_data: Dataset, calibration: Optional[Dataset],
                  tolerance: Tolerance, plan: Plan, workdir: Path, progress: Callable[[str], None],
@@ -89,7 +103,7 @@ class Optimizer:
         self.builder = Builder(model, workdir, calibration)
         self.host = host_profile()
         self.time_budget_s = time_budget_s
-        self.reference = _reference(model, eval_data)
+        self.reference = _checked_reference(model, eval_data)
         self.options = SessionOptions(threads=available_cores())
 
     def evaluate(self, path: Path) -> dict:

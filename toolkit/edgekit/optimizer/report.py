@@ -134,32 +134,60 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manif
     })
 
 
-def plot(report: dict, path: Path) -> bool:
-    """Latency against accuracy for every timed candidate: the trade-off, not just the winner."""
+def plot(report: dict, path: Path) -> dict:
+    """Latency against accuracy for every timed candidate: the trade-off, not just the winner.
+    Marker area follows file size (relative to the largest); labels never overlap: a label that
+    would collide moves up and keeps a leader line to its point. Returns the layout (marker
+    areas and label boxes in pixels, by candidate), empty when there is nothing to plot."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.text import Text
     except ImportError:
-        return False
+        return {}
     rows = [c for c in report["candidates"] if c["latency_target_ms"] is not None]
     if not rows:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+        return {}
+    layout: dict = {"areas": {}, "labels": {}}
+    largest = max(c["size_bytes"] or 1 for c in rows)
+    fig, ax = plt.subplots(figsize=(8, 5))
     for c in rows:
         colour = "tab:green" if c["id"] == report["winner"] else ("tab:blue" if c["format"] == "onnx" else "tab:orange")
-        ax.scatter(c["latency_target_ms"], c["metrics"]["cosine_mean"], s=max(c["size_bytes"] / 2e5, 20), color=colour)
-        ax.annotate(c["id"], (c["latency_target_ms"], c["metrics"]["cosine_mean"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+        layout["areas"][c["id"]] = 30 + 600 * (c["size_bytes"] or 0) / largest
+        ax.scatter(c["latency_target_ms"], c["metrics"]["cosine_mean"], s=layout["areas"][c["id"]],
+                   color=colour, alpha=0.6, edgecolors="black", linewidths=0.5, zorder=3)
     ax.axhline(report["tolerance"]["min_cosine"], color="grey", linestyle="--", linewidth=1)
+    xs = [c["latency_target_ms"] for c in rows]
+    ys = [c["metrics"]["cosine_mean"] for c in rows] + [report["tolerance"]["min_cosine"]]
+    xpad, ypad = (max(xs) - min(xs)) * 0.15 or max(xs) * 0.1, (max(ys) - min(ys)) * 0.25 or 0.002
+    ax.set_xlim(min(xs) - xpad, max(xs) + xpad * 2.5)
+    ax.set_ylim(min(ys) - ypad, max(ys) + ypad * 3)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for c in sorted(rows, key=lambda c: (-c["metrics"]["cosine_mean"], c["latency_target_ms"])):
+        point = (c["latency_target_ms"], c["metrics"]["cosine_mean"])
+        label = f"{c['id']} ({(c['size_bytes'] or 0) / 1e6:.2f} MB)"
+        offset = 8
+        while True:
+            text = ax.annotate(label, point, xytext=(10, offset), textcoords="offset points", fontsize=8,
+                               arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6}, zorder=4)
+            box = Text.get_window_extent(text, renderer).expanded(1.02, 1.2)  # the words, not the leader line
+            if not any(box.overlaps(other) for other in placed) or offset > 400:
+                placed.append(box)
+                layout["labels"][c["id"]] = tuple(box.bounds)
+                break
+            text.remove()
+            offset += box.height * 0.6
     ax.set_xlabel(f"latency on {report['target']['id']} (ms, {'measured' if report['target']['is_host'] else 'estimated'})")
     ax.set_ylabel("mean cosine vs fp32")
-    ax.set_title(f"{report['model']['name']}: candidates (marker size ~ file size; green = winner)")
+    ax.set_title(f"{report['model']['name']}: candidates (marker area ~ file size; green = winner)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
+    return layout
 
 
 GOLDEN_SAMPLES = 4

@@ -38,6 +38,9 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 
+GROW_AFTER = 16  # successful smaller batches before the batch size doubles again
+
+
 class SyncError(EdgekitError):
     """A shipment failed; ``retry`` says whether trying again later can help."""
 
@@ -121,6 +124,7 @@ class SyncClient:
         self.failures = 0
         self.shipped = 0
         self.dead_lettered = 0
+        self._good_batches = 0
 
     # -- one batch ----------------------------------------------------------------------------
     def _post(self, records: list[dict], feedback: list[dict]) -> None:
@@ -170,8 +174,12 @@ class SyncClient:
         # Acknowledged: only now are the rows marked shipped.
         self.store.mark_shipped([r["id"] for r in records], [f["id"] for f in feedback])
         self.shipped += len(records)
-        if self.batch_size < self.configured_batch_size:  # grow back after a smaller batch got through
-            self.batch_size = min(self.configured_batch_size, self.batch_size * 2)
+        if self.batch_size < self.configured_batch_size:
+            # Grow back only after a run of successes: growing at once would hit the same 413
+            # on every other batch.
+            self._good_batches += 1
+            if self._good_batches >= GROW_AFTER:
+                self.batch_size, self._good_batches = min(self.configured_batch_size, self.batch_size * 2), 0
         return len(records) + len(feedback)
 
     def _narrow(self, records: list[dict], feedback: list[dict], exc: SyncError) -> int:
@@ -180,6 +188,7 @@ class SyncClient:
         rows = len(records) + len(feedback)
         if rows > 1:
             self.batch_size = max(1, min(self.batch_size, max(len(records), len(feedback))) // 2)
+            self._good_batches = 0
             log.warning("collector refused a batch of %d rows (%s); retrying with %d", rows, exc, self.batch_size)
             return self.ship_once()
         kind, row = ("record", records[0]) if records else ("feedback", feedback[0])
