@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -55,6 +56,16 @@ class _Variant:
         return not self.demoted or now >= self.retry_at
 
 
+def _all_finite(a: np.ndarray) -> bool:
+    """No NaN or infinity: one float64 sum (NaN and inf survive it) instead of an elementwise
+    test and a reduction; only a sum that overflows needs the exact elementwise answer."""
+    if a.dtype.kind != "f":
+        return a.dtype.kind != "c" or bool(np.isfinite(a).all())
+    if math.isfinite(np.add.reduce(a, axis=None, dtype=np.float64)):
+        return True
+    return bool(np.isfinite(a).all())
+
+
 def _cosine_mean(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -87,6 +98,9 @@ class RuntimeModel:
             raise
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.manifest.inputs}
         self._finite = {s.name for s in self.manifest.inputs if s.must_be_finite}
+        self._checks = [(s.name, self._dtypes[s.name], len(s.shape),
+                         tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int)),
+                         s.name in self._finite and self._dtypes[s.name].kind == "f") for s in self.manifest.inputs]
         self.variants = [_Variant(dataclasses.asdict(v), _inside(self.root, v.file)) for v in self.manifest.variants]
         self.active: Optional[_Variant] = None
         for variant in self.variants:
@@ -169,6 +183,19 @@ class RuntimeModel:
 
     # -- inputs ---------------------------------------------------------------------------
     def validate(self, inputs: dict) -> dict[str, np.ndarray]:
+        # The common case, checked cheaply: exactly the expected arrays, dtypes and fixed dims.
+        # Per-call Python work is what a small model's throughput is made of.
+        if type(inputs) is dict and len(inputs) == len(self._checks):
+            for name, want, rank, fixed, finite in self._checks:
+                value = inputs.get(name)
+                if (type(value) is not np.ndarray or value.dtype != want or value.ndim != rank
+                        or any(value.shape[i] != d for i, d in fixed) or (finite and not _all_finite(value))):
+                    break
+            else:
+                return inputs
+        return self._validate_slowly(inputs)
+
+    def _validate_slowly(self, inputs: dict) -> dict[str, np.ndarray]:
         if not isinstance(inputs, dict):
             raise InputError(f"inputs must be a dict of arrays keyed by {', '.join(self._dtypes)}")
         missing = [n for n in self._dtypes if n not in inputs]
@@ -194,7 +221,7 @@ class RuntimeModel:
                 expected = "x".join(str(d) for d in shape)
                 raise InputError(f"input {name!r} has shape {'x'.join(map(str, value.shape))}, expected {expected}",
                                  "named dimensions may take any size; numbers must match")
-            if name in self._finite and value.dtype.kind == "f" and not np.isfinite(value).all():
+            if name in self._finite and value.dtype.kind == "f" and not _all_finite(value):
                 raise InputError(f"input {name!r} holds NaN or infinite values",
                                  "clean the input; the model's variants give meaningless outputs for them")
             out[name] = value
@@ -257,7 +284,7 @@ class RuntimeModel:
             except Exception as exc:  # any runtime failure moves this call on down the chain
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}"
             else:
-                if all(np.all(np.isfinite(r)) for r in result):
+                if all(_all_finite(r) for r in result):
                     # Another variant answered this input, so the earlier failures were theirs.
                     for bad, why in failed:
                         self._failed(bad, why)

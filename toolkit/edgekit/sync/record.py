@@ -32,9 +32,17 @@ class BatchError(ValueError):
     """A malformed batch (HTTP 400), with the reason."""
 
 
+_DTYPE_NAMES: dict = {}
+
+
 def encode_array(a: np.ndarray) -> dict:
     a = np.ascontiguousarray(a)
-    return {"dtype": str(a.dtype), "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode()}
+    # str(dtype) costs microseconds (numpy builds the name each time); the log store calls this
+    # twice per prediction, so names are looked up once per dtype.
+    name = _DTYPE_NAMES.get(a.dtype)
+    if name is None:
+        name = _DTYPE_NAMES.setdefault(a.dtype, str(a.dtype))
+    return {"dtype": name, "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode()}
 
 
 def decode_array(d: dict) -> np.ndarray:

@@ -10,11 +10,13 @@ dropped record is counted, and a row the collector will never take waits in a de
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
 import random
+import secrets
 import sqlite3
 import threading
 import time
@@ -196,6 +198,7 @@ class LogStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = self._open()
         self.store_id = self._store_id()
+        self._id_prefix, self._id_counter = secrets.token_hex(10), itertools.count()
         # Bytes in use are derived from the rows at start-up and kept in memory after that.
         self._used = sum(self.db.execute(f"SELECT COALESCE(SUM(size), 0) FROM {t}").fetchone()[0] for t in _SIZED)
         if flush_ms > 0:
@@ -239,6 +242,11 @@ class LogStore:
                     os.replace(src, f"{aside}{suffix}")
             self.recovered_from = str(aside)
             return self._connect()
+
+    def _new_id(self) -> str:
+        """32 hex digits, unique: a random 80-bit prefix per opened store and a counter. A uuid4
+        per prediction costs a getrandom syscall, slow in many VMs, for no more uniqueness."""
+        return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def _store_id(self) -> str:
         """This store's identity: row ids restart in a new store, so the collector keys on both."""
@@ -302,7 +310,7 @@ class LogStore:
         keep, hold = self._keep_inputs(outputs)
         summary = _summarise(inputs) if (not keep or hold) else None  # inputs that may not ship leave statistics
         latency = float(latency_ms) if latency_ms is not None and math.isfinite(latency_ms) else None
-        row = (request_id or uuid.uuid4().hex, time.time(), model, version, variant, latency,
+        row = (request_id or self._new_id(), time.time(), model, version, variant, latency,
                json.dumps(fallbacks or []), json.dumps({k: encode_array(v) for k, v in outputs.items()}),
                json.dumps({k: encode_array(v) for k, v in inputs.items()}) if keep else None,
                summary, hold, int(bool(cached)))
