@@ -16,9 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("EDGEKIT_CACHE", str(ROOT / ".pytest_cache" / "edgekit-cache"))
 
 
+def save_graph(graph, path: Path) -> Path:
+    """An onnx.helper graph as a checked opset-17 model file."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def make_tiny_onnx(path: Path, batch="batch") -> Path:
     """x[batch,4] -> Relu(x @ W + b) -> y[batch,3], built with onnx.helper (no torch)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -32,11 +43,7 @@ def make_tiny_onnx(path: Path, batch="batch") -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
         initializer=[w, b],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def require_postgres() -> str:
@@ -73,7 +80,6 @@ def db_url(request, tmp_path):
 
 def make_cnn_onnx(path, channels=3, size=8, classes=4, seed=0):
     """Built with onnx.helper (no torch). x[batch,C,H,W] -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> logits."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -86,16 +92,11 @@ def make_cnn_onnx(path, channels=3, size=8, classes=4, seed=0):
              helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "Wf", "Bf"], ["logits"], transB=1)]
     graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, size, size])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def make_transformer_onnx(path, vocab=50, dim=16, seq=8, seed=0):
     """Built with onnx.helper (no torch). ids[batch,seq] -> Gather (embedding) -> LayerNormalization -> MatMul -> Softmax * x -> mean over seq."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -111,11 +112,7 @@ def make_transformer_onnx(path, vocab=50, dim=16, seq=8, seed=0):
     graph = helper.make_graph(nodes, "tiny-transformer",
                               [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", seq])],
                               [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 @pytest.fixture

@@ -35,9 +35,9 @@ def damaged(tmp_path, monkeypatch):
     path = tmp_path / "outlier.py"
     path.write_text(OUTLIER)
     # The plan would choose per-channel weights; force per-tensor to damage the candidate.
-    import edgekit.optimizer.plan as plan
+    import edgekit.formats.onnx as onnx_format
 
-    monkeypatch.setattr(plan, "int8_preset", lambda profile, mode: (
+    monkeypatch.setattr(onnx_format, "int8_preset", lambda profile, mode: (
         OnnxInt8Settings(mode=mode, per_channel=False), "forced per-tensor for the test"))
     return path
 

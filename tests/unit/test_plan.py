@@ -135,6 +135,6 @@ def test_narrowing_and_errors(cnn_onnx, tiny_onnx):
         make_plan(load_model(str(tiny_onnx)), resolve("coral-edgetpu"))
     onnx_plan = make_plan(load_model(str(tiny_onnx)), resolve("raspberrypi"))
     assert all(c.format == "onnx" for c in onnx_plan.candidates)
-    assert any("TFLite needs a PyTorch source" in why for _, why in onnx_plan.skipped)
+    assert any("a PyTorch source is needed" in why for _, why in onnx_plan.skipped)
     with pytest.raises(EdgekitError, match="unknown precision"):
         make_plan(cnn, resolve("host"), precisions={"int3"})

@@ -6,10 +6,21 @@ need them.
 
 __version__ = "0.1.0"
 
-from .devices import Profile, resolve as resolve_target  # noqa: E402
 from .errors import EdgekitError  # noqa: E402
-from .models import Model, load_model  # noqa: E402
 
+# Resolved on first use: ``import edgekit.runtime`` on a device must not load the model loader or
+# the device registry.
+_LAZY = {"Profile": ("devices", "Profile"), "resolve_target": ("devices", "resolve"),
+         "Model": ("models", "Model"), "load_model": ("models", "load_model")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def optimize(model=None, target="host", data=None, **options):

@@ -8,7 +8,6 @@ entries in turn pin every file.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import shutil
@@ -20,19 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ._io import atomic_write_bytes, sweep_stale
-from .errors import BundleError, EdgekitError
+from ._io import atomic_write_bytes, sha256_file, sweep_stale
+from .errors import BundleError, EdgekitError, first_line
 from .manifest import SCHEMA_VERSION, Manifest
 
 SIGNATURE = "manifest.sig"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- writing (workstation side) -------------------------------------------------------------
@@ -129,7 +120,7 @@ def verify(data: bytes, signature: bytes, public_key: str | Path) -> None:
     try:
         key = serialization.load_pem_public_key(_key_bytes(public_key, "public key"))
     except (ValueError, TypeError) as exc:
-        raise BundleError(f"{public_key} is not a PEM public key ({str(exc).splitlines()[0]})",
+        raise BundleError(f"{public_key} is not a PEM public key ({first_line(exc)})",
                           "pass the .pub file written by: edgekit package --new-key") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise BundleError(f"{public_key} is not an ed25519 public key", "pass the .pub file from edgekit package --new-key")

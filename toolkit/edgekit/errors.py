@@ -35,6 +35,15 @@ class BundleError(EdgekitError):
     """A bundle (or its manifest) that cannot be trusted or read."""
 
 
+class ConversionError(EdgekitError):
+    """A converter or quantiser failed; ``exporter`` and ``detail`` say which and where."""
+
+    def __init__(self, message: str, exporter: str, detail: str = "", hint: str | None = None):
+        super().__init__(message, hint)
+        self.exporter = exporter
+        self.detail = detail
+
+
 class MissingDependencyError(EdgekitError):
     """An optional dependency (an extra) is not installed."""
 
@@ -45,6 +54,13 @@ class MissingDependencyError(EdgekitError):
         )
         self.package = package
         self.extra = extra
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, for one-line errors and reasons;
+    the exception's type name when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def require(module: str, package: str, extra: str, purpose: str):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import EdgekitError
-from .server import read_token
+from ..tokens import read_token
 
 WAIT_FOR_DEVICE_S = 600
 

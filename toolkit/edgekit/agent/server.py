@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
 import logging
 import os
 import re
-import secrets
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -19,31 +17,12 @@ from typing import Optional
 
 from .. import __version__
 from ..errors import EdgekitError
+from ..tokens import new_token, read_token  # noqa: F401  (the agent's CLI and tests import them here)
 
 log = logging.getLogger("edgekit.agent")
 SHA = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("onnx", "tflite", "npz")  # the only suffixes the agent ever writes
 RETRY_AFTER_S = 5
-
-
-def read_token(path: str | Path) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise EdgekitError(f"token file {path} does not exist", f"create one with: edgekit agent token {path}")
-    token = path.read_text().strip()
-    if len(token) < 16:
-        raise EdgekitError(f"the token in {path} is too short (under 16 characters)",
-                           f"make a new one with: edgekit agent token {path}")
-    return token.encode()
-
-
-def new_token(path: str | Path) -> str:
-    from .._io import atomic_write_text
-
-    token = secrets.token_urlsafe(32)
-    atomic_write_text(path, token + "\n")
-    os.chmod(path, 0o600)
-    return token
 
 
 @dataclass
@@ -74,39 +53,11 @@ class _Artifact:
             raise ValueError("label is longer than 200 characters")
 
 
-@dataclass(frozen=True)
-class _Options:
-    """The benchmark options a client may send, typed and bounded before anything runs."""
-
-    threads: tuple[Optional[int], ...] = (None,)
-    batches: tuple[int, ...] = (1,)
-    provider: str = "cpu"
-    input_data_sha256: Optional[str] = None
-    warmup_runs: int = 10
-    warmup_s: float = 0.5
-    min_runs: int = 100
-    min_seconds: float = 2.0
-    max_seconds: float = 60.0
-    strict_provider: bool = False
-    baseline: Optional[str] = None
-    allow_spinning: Optional[bool] = None
-
-    def validate(self) -> None:
-        if self.input_data_sha256 is not None and not SHA.match(self.input_data_sha256):
-            raise ValueError("input_data_sha256 must be 64 lowercase hex digits")
-        if not 1 <= len(self.threads) * len(self.batches) <= 16:
-            raise ValueError("at most 16 thread x batch combinations")
-        if any(t is not None and not 1 <= t <= 256 for t in self.threads) or any(not 1 <= b <= 4096 for b in self.batches):
-            raise ValueError("threads must be 1-256 and batches 1-4096")
-        if not 0 <= self.warmup_runs <= MAX_RUNS or not 1 <= self.min_runs <= MAX_RUNS:
-            raise ValueError(f"warmup_runs and min_runs must be at most {MAX_RUNS}")
-        if min(self.warmup_s, self.min_seconds) < 0 or self.max_seconds <= 0:
-            raise ValueError("times must be positive")
-
-
-def parse_bench_request(raw: bytes) -> tuple[list[_Artifact], _Options]:
-    """Validate a POST /v1/bench body; ValueError with the reason (a 400) otherwise."""
+def parse_bench_request(raw: bytes) -> tuple[list[_Artifact], "BenchOptions", Optional[str]]:  # noqa: F821
+    """Validate a POST /v1/bench body into (artifacts, options, input data sha256): the client's
+    options are BenchOptions, typed and bounded before anything runs; ValueError (a 400) else."""
     from .._schema import SchemaError, from_dict
+    from ..bench import BenchOptions
 
     try:
         request = json.loads(raw)
@@ -117,12 +68,27 @@ def parse_bench_request(raw: bytes) -> tuple[list[_Artifact], _Options]:
     artifacts = request.get("artifacts")
     if not isinstance(artifacts, list) or not 1 <= len(artifacts) <= MAX_ARTIFACTS:
         raise ValueError(f"artifacts must be a list of 1-{MAX_ARTIFACTS} entries")
+    options = request.get("options") or {}
+    if not isinstance(options, dict) or "input_data" in options:
+        raise ValueError("options must be an object; input data travels as input_data_sha256")
+    options = dict(options)
+    data = options.pop("input_data_sha256", None)
+    if data is not None and (not isinstance(data, str) or not SHA.match(data)):
+        raise ValueError("options.input_data_sha256 must be 64 lowercase hex digits")
     try:
         parsed = [from_dict(_Artifact, a, f"artifacts[{i}]") for i, a in enumerate(artifacts)]
-        options = from_dict(_Options, request.get("options") or {}, "options")
-    except SchemaError as exc:
+        bench = from_dict(BenchOptions, options, "options")
+    except (SchemaError, EdgekitError) as exc:
         raise ValueError(str(exc)) from None
-    return parsed, options
+    if not 1 <= len(bench.threads) * len(bench.batches) <= 16:
+        raise ValueError("options: at most 16 thread x batch combinations")
+    if any(t is not None and not 1 <= t <= 256 for t in bench.threads) or any(not 1 <= b <= 4096 for b in bench.batches):
+        raise ValueError("options: threads must be 1-256 and batches 1-4096")
+    if not 0 <= bench.warmup_runs <= MAX_RUNS or not 1 <= bench.min_runs <= MAX_RUNS:
+        raise ValueError(f"options: warmup_runs and min_runs must be at most {MAX_RUNS}")
+    if min(bench.warmup_s, bench.min_seconds) < 0:
+        raise ValueError("options: times must not be negative")
+    return parsed, bench, data
 
 
 class Agent:
@@ -257,16 +223,15 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            artifacts, options = parse_bench_request(self.rfile.read(length))
+            artifacts, options, data = parse_bench_request(self.rfile.read(length))
         except ValueError as exc:
             self._send(400, {"error": f"bad request: {exc}"})
             return
         paths = [self.agent.path_for(a.sha256, a.format) for a in artifacts]
         labels = [a.label for a in artifacts]
-        if options.input_data_sha256:
-            paths_needed = paths + [self.agent.path_for(options.input_data_sha256, "npz")]
-        else:
-            paths_needed = paths
+        if data:
+            options.input_data = str(self.agent.path_for(data, "npz"))
+        paths_needed = paths + ([Path(options.input_data)] if data else [])
         missing = [str(p.name) for p in paths_needed if not p.exists()]
         if missing:
             self._send(409, {"error": f"artifacts not uploaded: {', '.join(missing)}"})
@@ -283,20 +248,15 @@ class Handler(BaseHTTPRequestHandler):
             self.agent.busy.release()
         self._send(200, result)  # a client that disconnected meanwhile is logged, not fatal
 
-    def _run(self, paths, labels, options: _Options) -> dict:
-        from ..bench import BenchOptions, run_bench
+    def _run(self, paths, labels, options) -> dict:
+        from ..bench import run_bench
 
         # The device owner's cap bounds every phase the client can ask for, not just the timed one.
         cap = self.agent.config.max_bench_seconds
-        fields = dataclasses.asdict(options)
-        data = fields.pop("input_data_sha256")
-        fields.update(threads=list(options.threads), batches=list(options.batches),
-                      max_seconds=min(options.max_seconds, cap), min_seconds=min(options.min_seconds, cap),
-                      warmup_s=min(options.warmup_s, cap / 10))
-        opts = BenchOptions(**fields)
-        if data:
-            opts.input_data = str(self.agent.path_for(data, "npz"))
-        result = run_bench([str(p) for p in paths], opts)
+        options.max_seconds = min(options.max_seconds, cap)
+        options.min_seconds = min(options.min_seconds, cap)
+        options.warmup_s = min(options.warmup_s, cap / 10)
+        result = run_bench([str(p) for p in paths], options)
         for row, label in zip(result["results"], labels):
             row["artifact"] = label or row["artifact"]
             row["label"] = label or row["label"]

@@ -15,15 +15,11 @@ from .base import Session, SessionOptions
 def open_session(path: str | Path, options: SessionOptions | None = None, model=None) -> Session:
     """Open ``path`` with the backend for its format. ``model`` (a loaded Model) supplies the
     input names a converter may have renamed (litert-torch calls them args_0, args_1...)."""
+    from .. import formats
+
     path = Path(path)
-    options = options or SessionOptions()
-    if path.suffix == ".tflite":
-        from .litert import LiteRTSession
-
-        return LiteRTSession(path, options, model)
-    from .onnxruntime import OrtSession
-
-    return OrtSession(path, options)
+    spec = formats.by_suffix(path) or formats.get("onnx")  # an unknown suffix: onnxruntime says what it is
+    return spec.open_session(path, options or SessionOptions(), model)
 
 
 __all__ = ["Session", "SessionOptions", "open_session"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgekitError
-from ..models.onnx_model import load_onnx
+from ..errors import EdgekitError, ModelLoadError, first_line
+from ..models.spec import TensorSpec
 from .base import Session, SessionOptions
 
 PROVIDERS = {
@@ -16,6 +16,17 @@ PROVIDERS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 SHORT = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+
+
+_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+          "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+          "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def _spec(arg) -> TensorSpec:
+    """A tensor spec from onnxruntime's own view of the graph: unknown dims keep their names."""
+    dims = tuple(d if isinstance(d, int) else (d or f"d{i}") for i, d in enumerate(arg.shape or ()))
+    return TensorSpec(arg.name, dims, _TYPES.get(arg.type, "float32"))
 
 
 class OrtSession(Session):
@@ -27,8 +38,9 @@ class OrtSession(Session):
         if options.provider not in PROVIDERS:
             raise EdgekitError(f"unknown onnxruntime provider {options.provider!r}",
                                f"use one of {', '.join(PROVIDERS)}")
-        model = load_onnx(Path(path), str(path))  # validates the file with a clear error
-        self.inputs, self.outputs = model.inputs, model.outputs
+        path = Path(path)
+        if not path.is_file() or path.stat().st_size == 0:
+            raise ModelLoadError(f"{path} does not exist or is empty", "check the path, or re-export the model")
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:
@@ -40,10 +52,18 @@ class OrtSession(Session):
         available = set(ort.get_available_providers())
         wanted = [p for p in PROVIDERS[options.provider] if p in available] or ["CPUExecutionProvider"]
         try:
+            # onnxruntime checks the graph itself: no onnx.checker pass here, which would cost the
+            # device a second parse of the model at every load.
             self.session = ort.InferenceSession(str(path), so, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise EdgekitError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:300]}",
+            text = first_line(exc)
+            if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
+                raise ModelLoadError(f"{path} is not a valid ONNX file ({text})",
+                                     "the file may be truncated or not ONNX; re-export it") from None
+            raise EdgekitError(f"onnxruntime cannot load {path}: {text}",
                                "the graph may use ops this onnxruntime build lacks") from None
+        self.inputs = [_spec(v) for v in self.session.get_inputs()]
+        self.outputs = [_spec(v) for v in self.session.get_outputs()]
         self.requested_provider = options.provider
         self.active_provider = SHORT.get(self.session.get_providers()[0], self.session.get_providers()[0])
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}

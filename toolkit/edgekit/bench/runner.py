@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..bundle import sha256_file
+from .._io import sha256_file
 from ..errors import EdgekitError, ModelLoadError
 from .env import environment
 from .stats import latency_stats
@@ -48,7 +48,10 @@ class BenchOptions:
 
 
 def _format_of(path: Path) -> str:
-    return {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower(), "")
+    from .. import formats
+
+    spec = formats.by_suffix(path)
+    return spec.name if spec else ""
 
 
 def expand(refs: list[str]) -> list[tuple[str, str, str]]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import EdgekitError
+from ..errors import EdgekitError, first_line
 
 SCHEMA_VERSION = 2
 
@@ -122,7 +122,7 @@ class Database:
                 try:
                     conn = psycopg.connect(self.url, autocommit=True)
                 except psycopg.OperationalError as exc:
-                    raise EdgekitError(f"cannot connect to {self.url}: {str(exc).strip().splitlines()[0]}") from None
+                    raise EdgekitError(f"cannot connect to {self.url}: {first_line(exc)}") from None
             self._local.conn = conn
         return conn
 

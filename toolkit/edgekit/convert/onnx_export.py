@@ -10,24 +10,14 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from .._quiet import quiet
-from ..errors import EdgekitError, require
+from ..errors import ConversionError, require  # noqa: F401  (ConversionError: imported from here too)
 from ..models.spec import Model
 
 DEFAULT_OPSET = 18
-
-
-class ConversionError(EdgekitError):
-    """A converter failed; ``exporter`` and ``detail`` say which and where."""
-
-    def __init__(self, message: str, exporter: str, detail: str = "", hint: Optional[str] = None):
-        super().__init__(message, hint)
-        self.exporter = exporter
-        self.detail = detail
 
 
 @dataclass

@@ -11,11 +11,6 @@ from pathlib import Path
 from .._quiet import quiet
 
 
-def looks_like_transformer(proto) -> bool:
-    ops = {n.op_type for n in proto.graph.node}
-    return "Softmax" in ops and "MatMul" in ops and ("LayerNormalization" in ops or "ReduceMean" in ops)
-
-
 def _attention_shape(proto) -> tuple[int, int]:
     """(num_heads, hidden) from the graph: hidden from the LayerNorm scale, heads from a Reshape
     that splits hidden into (heads, head_dim). 0 lets onnxruntime detect them itself."""

@@ -14,7 +14,8 @@ import numpy as np
 from .._quiet import native_quiet, quiet
 from ..errors import require
 from ..models.spec import Model
-from .onnx_export import ConversionError, _first_line
+from ..errors import ConversionError
+from .onnx_export import _first_line
 
 
 @dataclass

@@ -12,7 +12,8 @@ import os
 import platform
 from pathlib import Path
 
-from .profile import Constraints, Cpu, Estimator, Memory, Profile, Source
+from .profile import (FP16_ARITHMETIC_FLAGS, INT8_DOT_PRODUCT_FLAGS, VNNI_FLAGS, Constraints, Cpu, Estimator, Memory,
+                      Profile, Source)
 
 # Memory bandwidth cannot be read from flags; assume a modest figure per architecture.
 _ASSUMED_BANDWIDTH_GBS = {"x86_64": 20.0, "aarch64": 10.0, "armv7l": 4.0}
@@ -71,12 +72,12 @@ def _peaks(arch: str, flags: tuple[str, ...], cores: int, ghz: float) -> Estimat
     if arch == "x86_64":
         fp32 = 32 if has("fma") else 16  # 2 pipes x 8 fp32 lanes x FMA
         # VNNI fuses the int8 multiply-add: 4 int8 MACs per fp32 lane; AVX2's vpmaddubsw chain ~2x.
-        int8 = fp32 * (4 if has("avx512_vnni") or has("avx_vnni") else 2)
-        fp16 = fp32 * (2 if has("avx512_fp16") else 1)  # otherwise fp16 is converted to fp32
+        int8 = fp32 * (4 if VNNI_FLAGS & set(flags) else 2)
+        fp16 = fp32 * (2 if FP16_ARITHMETIC_FLAGS & set(flags) else 1)  # otherwise fp16 is converted to fp32
     else:
         fp32 = 16  # 2 pipes x 4 fp32 lanes x FMA
-        int8 = fp32 * (4 if has("asimddp") else 2)  # sdot: 4 int8 MACs per 32-bit lane
-        fp16 = fp32 * (2 if has("asimdhp") else 1)
+        int8 = fp32 * (4 if INT8_DOT_PRODUCT_FLAGS & set(flags) else 2)  # sdot: 4 int8 MACs per 32-bit lane
+        fp16 = fp32 * (2 if FP16_ARITHMETIC_FLAGS & set(flags) else 1)
     scale = cores * ghz
     return Estimator(
         peak_gflops_fp32=fp32 * scale, peak_gflops_fp16=fp16 * scale, peak_gops_int8=int8 * scale
@@ -84,9 +85,8 @@ def _peaks(arch: str, flags: tuple[str, ...], cores: int, ghz: float) -> Estimat
 
 
 def _precisions(arch: str, flags: tuple[str, ...]) -> tuple[str, ...]:
-    has = set(flags).__contains__
-    fast_int8 = has("avx512_vnni") or has("avx_vnni") or has("asimddp")
-    fast_fp16 = has("asimdhp") or has("avx512_fp16")
+    fast_int8 = bool(INT8_DOT_PRODUCT_FLAGS & set(flags))
+    fast_fp16 = bool(FP16_ARITHMETIC_FLAGS & set(flags))
     order = ["int8"] if fast_int8 else []
     order += ["fp16"] if fast_fp16 else []
     order += ["fp32"]

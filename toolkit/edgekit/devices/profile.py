@@ -18,8 +18,15 @@ RUNTIMES = (
     "onnxruntime-tensorrt",
     "edgetpu",  # Coral: full-integer TFLite compiled with edgetpu_compiler
 )
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-static", "int8-weight-only")
+# The concrete precisions edgekit builds; a profile may also say just "int8" (any of the int8s).
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight-only")
+PROFILE_PRECISIONS = PRECISIONS + ("int8",)
 Arch = Literal["aarch64", "armv7l", "x86_64"]
+
+# What /proc/cpuinfo flags mean for inference, in one place (every module asks the profile).
+INT8_DOT_PRODUCT_FLAGS = frozenset({"asimddp", "avx512_vnni", "avx_vnni"})  # sdot / vpdpbusd
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
+FP16_ARITHMETIC_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,20 @@ class Cpu:
 
     def has(self, flag: str) -> bool:
         return flag in self.isa
+
+    @property
+    def int8_dot_product(self) -> bool:
+        """A fused int8 multiply-accumulate (ARM sdot, x86 VNNI): int8 is much faster than fp32."""
+        return bool(INT8_DOT_PRODUCT_FLAGS.intersection(self.isa))
+
+    @property
+    def vnni(self) -> bool:
+        return bool(VNNI_FLAGS.intersection(self.isa))
+
+    @property
+    def fp16_arithmetic(self) -> bool:
+        """fp16 computed natively (ARMv8.2 FP16, AVX512-FP16), not widened to fp32."""
+        return bool(FP16_ARITHMETIC_FLAGS.intersection(self.isa))
 
 
 @dataclass(frozen=True)
@@ -107,14 +128,33 @@ class Profile:
             if runtime not in RUNTIMES:
                 raise ValueError(f"runtimes: unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
         for precision in self.precisions:
-            if precision not in PRECISIONS:
+            if precision not in PROFILE_PRECISIONS:
                 raise ValueError(
-                    f"precisions: unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
+                    f"precisions: unknown precision {precision!r}; known: {', '.join(PROFILE_PRECISIONS)}"
                 )
         if not self.runtimes or not self.precisions:
             raise ValueError("runtimes and precisions must each list at least one entry")
         if not self.sources and self.id != "host":
             raise ValueError("sources: cite at least one source for the numbers in this profile")
+
+    @property
+    def int8_dot_product(self) -> bool:
+        """int8 is fast here: a CPU dot-product instruction or an accelerator computing in int8."""
+        return self.cpu.int8_dot_product or any("int8" in a.dtypes for a in self.accelerators)
+
+    @property
+    def fp16_arithmetic(self) -> bool:
+        """fp16 is computed as fp16 somewhere on this device (CPU or accelerator)."""
+        return self.cpu.fp16_arithmetic or any("fp16" in a.dtypes for a in self.accelerators)
+
+    @property
+    def gpu_fp16(self) -> bool:
+        return any(a.kind == "gpu" and "fp16" in a.dtypes for a in self.accelerators)
+
+    @property
+    def gpu_onnx(self) -> bool:
+        """onnxruntime runs here on CUDA or TensorRT."""
+        return any(r in ("onnxruntime-cuda", "onnxruntime-tensorrt") for r in self.runtimes)
 
     @property
     def ridge_point_fp32(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, first_line
 from .spec import Model, TensorSpec
 
 
@@ -47,9 +47,8 @@ def read_onnx(path: Path):
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # the checker raises several types; all mean the same to a user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"{path} fails the ONNX checker: {first}", "re-export the model or fix the graph"
+            f"{path} fails the ONNX checker: {first_line(exc)}", "re-export the model or fix the graph"
         ) from None
     return proto
 

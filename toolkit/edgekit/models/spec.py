@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
 
 from ..errors import ModelLoadError
 
@@ -111,7 +110,3 @@ class Model:
     def builtin_data(self, split: str = "eval"):
         """The data a built-in model carries (``eval`` or ``calibration``), else None."""
         return self.data_factory(split) if self.data_factory else None
-
-
-def numpy_dtype_name(dtype: Any) -> str:
-    return np.dtype(dtype).name

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingDependencyError, ModelLoadError
+from ..errors import EdgekitError, MissingDependencyError, ModelLoadError, first_line
 from .spec import Model, TensorSpec
 
 _WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
@@ -28,7 +28,6 @@ def interpreter_class():
 
         if int(numpy.__version__.split(".")[0]) >= 2:
             # Its last release (2.14) is built against NumPy 1 and fails with a bare SystemError.
-            from ..errors import EdgekitError
 
             raise EdgekitError(f"tflite_runtime cannot run with NumPy {numpy.__version__}",
                                "install ai-edge-litert (pip install 'edgekit[litert]'), or numpy<2")
@@ -71,7 +70,7 @@ def open_interpreter(path: Path, num_threads: int | None = None, delegates: bool
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(
-            f"{path} cannot be loaded by LiteRT: {str(exc).strip().splitlines()[0]}",
+            f"{path} cannot be loaded by LiteRT: {first_line(exc)}",
             "the file may be truncated or use ops this runtime lacks; re-convert it",
         ) from None
     return interpreter

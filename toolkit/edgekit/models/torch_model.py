@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ModelLoadError, require
+from ..errors import ModelLoadError, first_line, require
 from .spec import Model, TensorSpec
 
 
@@ -103,8 +103,8 @@ def torch_specs(module, example: tuple, overrides: Optional[list[TensorSpec]] = 
             out = module(*example)
     except Exception as exc:  # the user's model on the user's own example: say which, in one line
         fed = ", ".join(f"{n}: {t.dtype}{list(t.shape)}" for n, t in zip(names, example))
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ModelLoadError(f"the model fails on its own example inputs ({fed}): {type(exc).__name__}: {first}",
+        raise ModelLoadError(f"the model fails on its own example inputs ({fed}): {type(exc).__name__}: "
+                             f"{first_line(exc, 200)}",
                              "fix the factory's example inputs (ids within the embedding size, the right shapes)") from None
     flat = _flatten_outputs(out)
     batch_dim = inputs[0].shape[0] if inputs and inputs[0].shape else None
@@ -217,5 +217,5 @@ def describe_torch(model: Model) -> dict:
         info["ops"] = dict(ops.most_common())
     except Exception as exc:  # torch.export cannot trace every model; inspect still reports the rest
         info["ops"] = {}
-        info["ops_error"] = f"torch.export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        info["ops_error"] = f"torch.export failed: {type(exc).__name__}: {first_line(exc, 200)}"
     return info

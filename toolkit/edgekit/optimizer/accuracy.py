@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import EdgekitError
+from ..metrics import cosine_rows, rows
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,13 @@ class Tolerance:
         return asdict(self)
 
 
-def _rows(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a.reshape(len(a), -1) if a.ndim > 1 else a.reshape(-1, 1)
-
-
 def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Optional[np.ndarray],
             task: str) -> dict:
     """Metrics of ``outputs`` against ``reference`` (first axis: samples)."""
     metrics: dict = {}
     worst_cos, worst_floor, max_abs, mean_abs = 1.0, 1.0, 0.0, 0.0
     for ref, out in zip(reference, outputs):
-        r, o = _rows(ref), _rows(out)
+        r, o = rows(ref), rows(out)
         if r.shape != o.shape:
             raise EdgekitError(f"candidate output shape {o.shape} differs from the reference {r.shape}")
         if not np.all(np.isfinite(o)):
@@ -70,8 +66,7 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
                     "mean_abs_error": float("inf")}
         diff = np.abs(r - o)
         max_abs, mean_abs = max(max_abs, float(diff.max())), max(mean_abs, float(diff.mean()))
-        norms = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
-        cos = np.where(norms > 0, (r * o).sum(1) / np.maximum(norms, 1e-30), 1.0)
+        cos = cosine_rows(r, o)
         worst_cos, worst_floor = min(worst_cos, float(cos.mean())), min(worst_floor, float(cos.min()))
     metrics.update(finite=True, cosine_mean=worst_cos, cosine_min=worst_floor, max_abs_error=max_abs,
                    mean_abs_error=mean_abs)

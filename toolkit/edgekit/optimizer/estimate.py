@@ -23,9 +23,7 @@ def compute_precision(precision: str, fmt: str, target: Profile) -> str:
     if precision in ("int8-dynamic", "int8-static"):
         return "int8"
     if precision == "fp16":
-        fp16_units = bool(set(target.cpu.isa) & {"asimdhp", "avx512_fp16"}) or any(
-            a.kind == "gpu" and "fp16" in a.dtypes for a in target.accelerators)
-        return "fp16" if fp16_units else "fp32"
+        return "fp16" if target.cpu.fp16_arithmetic or target.gpu_fp16 else "fp32"
     return "fp32"  # fp32, and int8 weight-only (dequantised to float)
 
 

@@ -13,11 +13,10 @@ import numpy as np
 
 from .._io import InterruptGuard, atomic_directory, check_replaceable, sweep_stale
 from ..backends import SessionOptions, open_session
-from ..convert.onnx_export import ConversionError
 from ..data import Dataset, load_data, synthesize
 from ..devices import Profile, host_profile, resolve
 from ..devices.host import available_cores
-from ..errors import DataError, EdgekitError
+from ..errors import ConversionError, DataError, EdgekitError, first_line
 from ..models import Model, load_model
 from . import report as report_mod
 from .accuracy import Tolerance, compare, shortfall, verdict
@@ -87,9 +86,8 @@ def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
         return _reference(model, data)
     except Exception as exc:
         fed = ", ".join(f"{k}: {v.dtype}{list(v.shape[1:])} in [{v.min()}, {v.max()}]" for k, v in data.arrays.items())
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise DataError(f"{model.name} failed on the {'synthetic ' if data.synthetic else ''}evaluation inputs "
-                        f"({fed}): {type(exc).__name__}: {first}",
+                        f"({fed}): {type(exc).__name__}: {first_line(exc, 200)}",
                         "pass --data with real inputs (an .npz with one array per input)" if data.synthetic else
                         "check that --data holds inputs the model accepts") from None
 
@@ -125,8 +123,7 @@ class Optimizer:
             outcome.build = {"exporter": exc.exporter, "error": str(exc), "detail": exc.detail[:1000]}
             return outcome
         except Exception as exc:  # the runtime rejected the artifact: report it, go on with the plan
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            outcome.status, outcome.reason = "failed", f"running the artifact failed: {first}"
+            outcome.status, outcome.reason = "failed", f"running the artifact failed: {first_line(exc)}"
             outcome.build = {"exporter": candidate.runtime, "error": outcome.reason}
             return outcome
         ok, why = verdict(outcome.metrics, self.tolerance)
@@ -206,7 +203,7 @@ class Optimizer:
         from ..profile.static import analyse
 
         try:
-            path = self.builder.onnx_fp32()
+            path = self.builder.base("onnx")
         except ConversionError:
             return None
         self.progress("calibrating the target estimate (per-op profile on this host)")
@@ -214,7 +211,6 @@ class Optimizer:
         static = analyse(onnx.load(str(path)), {k: list(v.shape) for k, v in feeds.items()})
         measured = profile_onnx(path, feeds, runs=10, warmup=3, optimized=False)
         efficiency = host_efficiency(static, {n: r["us_per_run"] for n, r in measured["nodes"].items()}, self.host)
-        self.estimate_detail = {"host_efficiency": {k: v["efficiency"] for k, v in efficiency.items()}}
         return (estimate(static, self.target, efficiency)["total_ms"], estimate(static, self.host, efficiency)["total_ms"])
 
     def choose(self, outcomes: list[Outcome]) -> Optional[Outcome]:

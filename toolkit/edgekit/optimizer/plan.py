@@ -1,7 +1,8 @@
 """Plan the candidates for a target: formats, precisions and settings, each with its reason.
 
-Everything device-specific comes from the profile (runtimes, precisions, ISA flags, constraints);
-the presets below say why a setting suits a kind of CPU, as Optimum's AutoQuantizationConfig does.
+Everything device-specific comes from the profile (runtimes, precisions, capabilities,
+constraints); everything format-specific from the format registry (``edgekit.formats``), whose
+modules say why a precision suits a target, as Optimum's AutoQuantizationConfig presets do.
 """
 
 from __future__ import annotations
@@ -9,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..devices.profile import Profile
+from .. import formats as registry
+from ..devices.profile import PRECISIONS, Profile
 from ..errors import EdgekitError
 from ..models.spec import Model
-from ..quantize.onnx_int8 import OnnxInt8Settings
 
-FORMAT_OF_RUNTIME = {
-    "litert-xnnpack": "tflite", "litert-gpu": "tflite", "edgetpu": "tflite",
-    "onnxruntime-cpu": "onnx", "onnxruntime-cuda": "onnx", "onnxruntime-tensorrt": "onnx",
-}
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight-only")
+__all__ = ["PRECISIONS", "Candidate", "Plan", "architecture", "make_plan"]
 
 
 @dataclass(frozen=True)
@@ -28,18 +25,12 @@ class Candidate:
     precision: str  # one of PRECISIONS
     runtime: str  # the profile runtime it is meant for
     reason: str
-    onnx_int8: Optional[OnnxInt8Settings] = None
+    onnx_int8: Optional["OnnxInt8Settings"] = None  # noqa: F821  (quantize.onnx_int8, imported late)
     fused: bool = False  # built on onnxruntime's transformer-fused graph
     tflite_exclude: tuple[str, ...] = ()
 
     def settings_label(self) -> str:
-        if self.onnx_int8:
-            return self.onnx_int8.label()
-        if self.fused:
-            return "transformer fusions"
-        if self.tflite_exclude:
-            return f"{len(self.tflite_exclude)} ops in float"
-        return ""
+        return registry.get(self.format).settings_label(self)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "format": self.format, "precision": self.precision, "runtime": self.runtime,
@@ -81,54 +72,29 @@ def architecture(model: Model) -> str:
     return "mlp"
 
 
-def int8_preset(profile: Profile, mode: str) -> tuple[OnnxInt8Settings, str]:
-    """onnxruntime int8 settings for the target CPU or GPU, and why."""
-    isa = set(profile.cpu.isa)
-    gpu = any(r in profile.runtimes for r in ("onnxruntime-tensorrt", "onnxruntime-cuda"))
-    if gpu:
-        return (OnnxInt8Settings(mode=mode, activation_type="int8" if mode == "static" else "uint8"),
-                "TensorRT takes symmetric S8S8 QDQ; per-channel weights")
-    if profile.arch == "x86_64":
-        if isa & {"avx512_vnni", "avx_vnni"}:
-            return (OnnxInt8Settings(mode=mode, activation_type="int8" if mode == "static" else "uint8"),
-                    "VNNI: S8S8 QDQ is onnxruntime's first recommendation; per-channel weights")
-        return (OnnxInt8Settings(mode=mode, reduce_range=True),
-                "AVX2 without VNNI: VPMADDUBSW can saturate, so U8S8 with reduce_range (onnxruntime docs)")
-    return (OnnxInt8Settings(mode=mode),
-            "ARM64: U8S8 is faster on lower-end ARM64 (Optimum's arm64 preset); per-channel weights")
-
-
 def _formats(profile: Profile, model: Model, wanted: Optional[set[str]], plan: Plan) -> dict[str, str]:
     """format -> runtime, in the profile's order of preference."""
-    formats: dict[str, str] = {}
+    chosen: dict[str, str] = {}
     for runtime in profile.runtimes:
-        formats.setdefault(FORMAT_OF_RUNTIME[runtime], runtime)
+        chosen.setdefault(registry.for_runtime(runtime).name, runtime)
     if wanted:
-        for fmt in list(formats):
+        for fmt in list(chosen):
             if fmt not in wanted:
                 plan.skipped.append((f"{fmt} format", "not in --formats"))
-                formats.pop(fmt)
-        if not formats:
+                chosen.pop(fmt)
+        if not chosen:
             raise EdgekitError(f"target {profile.id} runs none of the formats {', '.join(sorted(wanted))}",
                                f"its runtimes are {', '.join(profile.runtimes)}")
-    can_tflite = model.is_torch or model.format == "tflite"
-    can_onnx = model.is_torch or model.format == "onnx"
-    if "tflite" in formats and not can_tflite:
-        if len(formats) == 1:
-            raise EdgekitError(
-                f"target {profile.id} needs TFLite, and {model.source} is {model.format}",
-                "a PyTorch source is needed (a factory module:function or a .pt2): edgekit converts "
-                "PyTorch to TFLite with litert-torch, not ONNX to TFLite",
-            )
-        plan.skipped.append(("tflite format", f"the source is {model.format}; TFLite needs a PyTorch source"))
-        formats.pop("tflite")
-    if "onnx" in formats and not can_onnx:
-        plan.skipped.append(("onnx format", f"the source is {model.format}; ONNX needs a PyTorch or ONNX source"))
-        formats.pop("onnx")
-    if not formats:
-        raise EdgekitError(f"nothing in {profile.id}'s runtimes can be built from a {model.format} source",
-                           "pass the PyTorch model")
-    return formats
+    for fmt in list(chosen):
+        spec = registry.get(fmt)
+        if spec.can_build_from(model):
+            continue
+        if len(chosen) == 1:
+            raise EdgekitError(f"target {profile.id} needs {fmt}, and {model.source} is {model.format}",
+                               spec.source_hint(model))
+        plan.skipped.append((f"{fmt} format", f"the source is {model.format}; {spec.source_hint(model)}"))
+        chosen.pop(fmt)
+    return chosen
 
 
 def _expand(profile: Profile, arch: str) -> list[str]:
@@ -154,14 +120,7 @@ def make_plan(model: Model, profile: Profile, formats: Optional[set[str]] = None
         if unknown:
             raise EdgekitError(f"unknown precision {', '.join(sorted(unknown))}", f"use {', '.join(PRECISIONS)}")
     full_int8 = profile.constraints.full_int8_required
-    isa = set(profile.cpu.isa)
-    gpu_onnx = any(r in profile.runtimes for r in ("onnxruntime-cuda", "onnxruntime-tensorrt"))
     explicit = precisions or set()
-
-    def add(fmt: str, precision: str, reason: str, **kw):
-        cand_id = f"{fmt}-{precision}"
-        plan.candidates.append(Candidate(cand_id, fmt, precision, fmt_runtime[fmt], reason, **kw))
-
     for precision in _expand(profile, arch):
         if precisions and precision not in precisions:
             plan.skipped.append((precision, "not in --precisions"))
@@ -169,23 +128,18 @@ def make_plan(model: Model, profile: Profile, formats: Optional[set[str]] = None
         if full_int8 and precision != "int8-static":
             plan.skipped.append((precision, f"{profile.id} runs only full-integer int8 models"))
             continue
-        for fmt in fmt_runtime:
-            why = _reason(fmt, precision, arch, profile, isa, gpu_onnx, explicit)
+        for fmt, runtime in fmt_runtime.items():
+            spec = registry.get(fmt)
+            why = spec.reason(precision, arch, profile, explicit)
             if why is None:
                 continue
             ok, text = why
             if not ok:
                 plan.skipped.append((f"{fmt} {precision}", text))
                 continue
-            kw = {}
-            if fmt == "onnx" and precision.startswith("int8-") and precision != "int8-weight-only":
-                settings, preset_why = int8_preset(profile, precision.split("-")[1])
-                kw["onnx_int8"] = settings
-                text = f"{text}; {preset_why}"
-            # The fused graph uses com.microsoft ops: onnxruntime CPU/CUDA only, not TensorRT.
-            if fmt == "onnx" and arch == "transformer" and fmt_runtime["onnx"] in ("onnxruntime-cpu", "onnxruntime-cuda"):
-                kw["fused"] = True
-            add(fmt, precision, text, **kw)
+            fields, preset_why = spec.settings(precision, arch, profile, runtime)
+            plan.candidates.append(Candidate(f"{fmt}-{precision}", fmt, precision, runtime,
+                                             f"{text}; {preset_why}" if preset_why else text, **fields))
     if not plan.candidates:
         raise EdgekitError(f"no candidate fits target {profile.id} with these options",
                            "widen --formats/--precisions; see 'edgekit optimize --plan'")
@@ -193,36 +147,3 @@ def make_plan(model: Model, profile: Profile, formats: Optional[set[str]] = None
         plan.notes.append(f"{profile.id} needs full-integer int8 with static shapes: only calibrated "
                           "int8 TFLite is built (compile it with edgetpu_compiler on x86-64 Debian)")
     return plan
-
-
-def _reason(fmt, precision, arch, profile, isa, gpu_onnx, explicit):
-    """(worth building?, why) for one format and precision; None when it does not apply at all."""
-    cpu_fp16 = bool(isa & {"asimdhp", "avx512_fp16"})
-    if precision == "fp32":
-        return True, "fp32 reference conversion: the accuracy baseline and the safe fallback"
-    if precision == "fp16":
-        if fmt == "onnx":
-            if gpu_onnx:
-                return True, "fp16 ONNX for the CUDA/TensorRT providers (tensor cores)"
-            return False, "onnxruntime's CPU provider lacks fp16 kernels for most ops"
-        if cpu_fp16 or "litert-gpu" in profile.runtimes:
-            return True, "fp16 arithmetic on this target (XNNPACK fp16 / GPU delegate): up to 2x over fp32"
-        return True, "no fp16 arithmetic here: fp16 only halves the file (computed as fp32)"
-    if precision == "int8-weight-only":
-        if fmt == "onnx":
-            return None  # onnxruntime has no int8 weight-only path for these ops; TFLite covers it
-        return True, "int8 weights, float compute: 4x smaller at fp32 accuracy"
-    if precision == "int8-dynamic":
-        if fmt == "onnx" and "onnxruntime-tensorrt" in profile.runtimes and profile.runtimes[0] != "onnxruntime-cpu":
-            return False, "TensorRT has no dynamic quantisation; static QDQ instead"
-        if arch == "cnn" and "int8-dynamic" not in explicit and fmt == "onnx":
-            return False, "static int8 suits CNNs (onnxruntime docs); dynamic ConvInteger is slow"
-        gain = "dot-product int8" if isa & {"asimddp", "avx512_vnni", "avx_vnni"} else "int8 without dot-product (small gain)"
-        return True, f"dynamic int8 (weights int8, activations quantised at run time): {gain}"
-    if precision == "int8-static":
-        if profile.constraints.full_int8_required:
-            return True, "full-integer int8 (calibrated): the only thing this accelerator runs"
-        if arch == "transformer" and "int8-static" not in explicit:
-            return False, "static int8 of attention and LayerNorm loses accuracy; dynamic suits transformers"
-        return True, "static int8 with calibration: integer activations too, fastest for CNNs"
-    return None

@@ -8,14 +8,13 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .. import __version__
-from ..bundle import sha256_file
+from .. import __version__, formats
+from .._io import sha256_file
 from ..manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..manifest import Golden, Manifest
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "litert-torch",
          "ai-edge-quantizer", "ai-edge-litert", "numpy")
-RUNTIME_OF = {"onnx": "onnxruntime", "tflite": "litert"}
 
 
 def toolchain() -> dict:
@@ -124,7 +123,7 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manif
     variants = [{
         "id": o.candidate.id, "file": f"artifacts/{o.path.name}", "format": o.candidate.format,
         "precision": o.candidate.precision, "sha256": sha256_file(out / "artifacts" / o.path.name),
-        "runtime": RUNTIME_OF[o.candidate.format], "target_runtime": o.candidate.runtime,
+        "runtime": formats.get(o.candidate.format).runtime, "target_runtime": o.candidate.runtime,
         "provider": "cpu" if o.candidate.runtime.endswith(("cpu", "xnnpack")) else o.candidate.runtime.split("-")[-1],
     } for o in order]
     return Manifest.parse({

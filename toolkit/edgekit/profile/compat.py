@@ -62,9 +62,7 @@ def check(static: StaticProfile, proto, target: Profile, model_bytes: int) -> li
     elif need_mb > target.memory.ram_mb / 4:
         add("warning", "model takes a large share of RAM", f"~{need_mb:.0f} MB of {target.memory.ram_mb} MB",
             "int8 weights cut this by about 4x")
-    fp16_units = bool(set(target.cpu.isa) & {"asimdhp", "avx512_fp16"}) or any(
-        "fp16" in a.dtypes for a in target.accelerators)
-    if static.size_by_dtype.get("float16", 0) and not fp16_units:
+    if static.size_by_dtype.get("float16", 0) and not target.fp16_arithmetic:
         add("info", "fp16 weights on a target without fp16 arithmetic", "they are widened to fp32 at load",
             "use int8 for speed; fp16 only halves the file here")
     return issues

@@ -18,8 +18,7 @@ def hints(static: StaticProfile, measured: dict | None, target: Profile, estimat
     heavy = {"MatMul", "Gemm", "Conv", "FusedMatMul", "ConvTranspose", "Attention"}
     heavy_share = _share(by_type, heavy)
     # an int8 dot product on the CPU, or an accelerator that computes in int8 (Edge TPU, NPUs)
-    dot = bool(set(target.cpu.isa) & {"asimddp", "avx512_vnni", "avx_vnni"}) or any(
-        "int8" in a.dtypes for a in target.accelerators)
+    dot = target.int8_dot_product
     compute_bound = 0
     if estimate:
         rows = [r for r in estimate["nodes"] if r["op_type"] in heavy]

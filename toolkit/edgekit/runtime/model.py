@@ -16,7 +16,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..bundle import Limits, _inside, open_bundle, sha256_file
-from ..errors import BundleError, EdgekitError
+from ..errors import BundleError, EdgekitError, first_line
+from ..metrics import cosine_rows
 from . import registry
 from .cache import OutputCache, key_of
 
@@ -64,12 +65,6 @@ def _all_finite(a: np.ndarray) -> bool:
     if math.isfinite(np.add.reduce(a, axis=None, dtype=np.float64)):
         return True
     return bool(np.isfinite(a).all())
-
-
-def _cosine_mean(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0)))
 
 
 class RuntimeModel:
@@ -154,7 +149,7 @@ class RuntimeModel:
             session = registry.open_variant(runtime, variant.path, info, self.threads,
                                             (self.inputs, [o.to_dict() for o in self.manifest.outputs]))
         except Exception as exc:
-            return self._skip(variant, f"cannot load: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+            return self._skip(variant, f"cannot load: {first_line(exc, 200)}")
         wanted = info.get("provider", "cpu")
         active = getattr(session, "active_provider", "cpu")
         if wanted not in ("cpu", "xnnpack") and active != wanted:
@@ -165,9 +160,9 @@ class RuntimeModel:
                 got = session.run_batched(inputs) if hasattr(session, "run_batched") else session.run(inputs)
             except Exception as exc:
                 return self._skip(variant, f"self-test raised {type(exc).__name__}: {exc}")
-            if not all(np.all(np.isfinite(g)) for g in got):
+            if not all(_all_finite(g) for g in got):
                 return self._skip(variant, "self-test produced non-finite outputs")
-            score = min(_cosine_mean(g, e) for g, e in zip(got, expected))
+            score = min(float(cosine_rows(e, g).mean()) for g, e in zip(got, expected))
             if score < min_cos:
                 return self._skip(variant, f"self-test mean cosine {score:.4f} < {min_cos}")
         variant.session = session

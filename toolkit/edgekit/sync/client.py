@@ -264,7 +264,7 @@ class SyncClient:
 
 
 def client_from_config(config: SyncConfig) -> SyncClient:
-    from ..agent.server import read_token
+    from ..tokens import read_token
 
     token = read_token(config.token_file).decode()
     store = LogStore(config.db, max_bytes=config.max_bytes, when_full=config.when_full, sampling=config.sampling)
