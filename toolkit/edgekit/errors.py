@@ -31,6 +31,14 @@ class DataError(EdgekitError):
     """Calibration or evaluation data does not match the model."""
 
 
+class InputError(EdgekitError):
+    """Inputs that do not match what the model takes (names, dtypes, shapes, values, pictures)."""
+
+
+class PredictionFailed(EdgekitError):
+    """Every variant failed and no fallback was given."""
+
+
 class BundleError(EdgekitError):
     """A bundle (or its manifest) that cannot be trusted or read."""
 

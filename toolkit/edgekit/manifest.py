@@ -3,7 +3,8 @@
 Every field is checked on the way in (``Manifest.parse``), so the runtime never meets a manifest
 whose paths leave the bundle, whose shapes are not shapes, or whose self-test bar is outside
 [0, 1]. Schema history: 1 had no golden sha256; 2 pins golden.npz and marks inputs that must be
-finite.
+finite; 3 adds the model's own pre- and post-processing (pictures and text in, labels and scores
+out), with any tokenizer file pinned like every other file.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from ._schema import SchemaError, from_dict, to_dict
 from .errors import BundleError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -107,6 +108,85 @@ class Golden:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """A picture to the tensor ``input``: decode (PNG/JPEG), grey or RGB, invert, resize to
+    height x width, multiply by ``scale``, subtract ``mean`` and divide by ``std`` per channel,
+    lay out as NCHW or NHWC. ``invert`` 'auto' turns dark-on-light pictures into light-on-dark
+    when the border is bright (the digits data set draws light ink on black)."""
+
+    input: str
+    height: int
+    width: int
+    mode: Literal["L", "RGB"] = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    invert: Literal["no", "yes", "auto"] = "no"
+    resample: Literal["nearest", "box", "bilinear", "bicubic", "lanczos"] = "bilinear"
+
+    def validate(self) -> None:
+        if not (0 < self.height <= 8192 and 0 < self.width <= 8192):
+            raise ValueError("height and width must be 1-8192")
+        channels = 1 if self.mode == "L" else 3
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values and len(values) not in (1, channels):
+                raise ValueError(f"{name} needs 1 or {channels} values for mode {self.mode}")
+        if any(v == 0 for v in self.std):
+            raise ValueError("std must not be 0")
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """Text to token tensors with a ``tokenizers`` JSON file shipped inside the bundle."""
+
+    tokenizer: str
+    sha256: str
+    max_length: int
+    ids: str = "input_ids"
+    mask: Optional[str] = "attention_mask"
+    type_ids: Optional[str] = None
+    pad_to_max: bool = True  # models exported with a fixed sequence length need it
+
+    def validate(self) -> None:
+        _bundle_path(self.tokenizer, "tokenizer file")
+        if not _SHA.match(self.sha256):
+            raise ValueError("tokenizer sha256 must be 64 lowercase hex digits")
+        if not 1 <= self.max_length <= 65536:
+            raise ValueError("max_length must be 1-65536")
+
+
+@dataclass(frozen=True)
+class OutputPost:
+    """What an output means: class names, softmax, the top k; or an embedding to normalise."""
+
+    output: str
+    labels: tuple[str, ...] = ()
+    softmax: bool = False
+    top_k: int = 0
+    normalize: bool = False
+
+    def validate(self) -> None:
+        if self.top_k < 0 or (self.labels and self.top_k > len(self.labels)):
+            raise ValueError(f"top_k {self.top_k} must be within 0-{len(self.labels) or 'the classes'}")
+
+
+@dataclass(frozen=True)
+class Processing:
+    image: Optional[ImageInput] = None
+    text: Optional[TextInput] = None
+    outputs: tuple[OutputPost, ...] = ()
+
+    def validate(self) -> None:
+        if self.image and self.text:
+            raise ValueError("a model takes pictures or text, not both")
+
+    def files(self) -> list[str]:
+        return [self.text.tokenizer] if self.text else []
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema_version: int
     model: ModelInfo
@@ -117,6 +197,7 @@ class Manifest:
     created: str = ""
     toolchain: dict[str, str] = field(default_factory=dict)
     golden: Optional[Golden] = None
+    processing: Optional[Processing] = None
 
     def validate(self) -> None:
         if self.schema_version < 1:
@@ -131,6 +212,22 @@ class Manifest:
         names = [s.name for s in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError(f"input names repeat: {names}")
+        if self.processing is not None:
+            self._check_processing(set(names), {s.name: s for s in self.outputs})
+
+    def _check_processing(self, inputs: set[str], outputs: dict) -> None:
+        p = self.processing
+        fed = ([p.image.input] if p.image else []) + (
+            [n for n in (p.text.ids, p.text.mask, p.text.type_ids) if n] if p.text else [])
+        unknown = [n for n in fed if n not in inputs]
+        if unknown:
+            raise ValueError(f"processing feeds {', '.join(unknown)}, which the model does not take")
+        for post in p.outputs:
+            if post.output not in outputs:
+                raise ValueError(f"processing describes output {post.output!r}, which the model does not have")
+            last = outputs[post.output].shape[-1] if outputs[post.output].shape else None
+            if post.labels and isinstance(last, int) and len(post.labels) != last:
+                raise ValueError(f"{len(post.labels)} labels for output {post.output!r} of {last} classes")
 
     @classmethod
     def parse(cls, data, origin: str = "manifest.json") -> "Manifest":
@@ -157,17 +254,20 @@ class Manifest:
 
     def files(self) -> list[str]:
         """Every file the bundle must hold besides manifest.json and its signature."""
-        return [v.file for v in self.variants] + ([self.golden.file] if self.golden else [])
+        return ([v.file for v in self.variants] + ([self.golden.file] if self.golden else [])
+                + (self.processing.files() if self.processing else []))
 
     def replace(self, **changes) -> "Manifest":
-        return dataclasses.replace(self, **changes)
+        """A changed copy, validated again as a whole (a new field must fit the others)."""
+        return Manifest.parse(dataclasses.replace(self, **changes).to_dict())
 
     def to_dict(self) -> dict:
         data = to_dict(self)
         data["inputs"] = [s.to_dict() for s in self.inputs]
         data["outputs"] = [s.to_dict() for s in self.outputs]
-        if self.golden is None:
-            data.pop("golden")
+        for optional in ("golden", "processing"):
+            if data[optional] is None:
+                data.pop(optional)
         return data
 
     def dumps(self) -> bytes:

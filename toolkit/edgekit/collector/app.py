@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import zlib
-
+from .._asgi import BodyError, read_body
 from .db import Database, device_for
 from .ingest import BatchError, KeyConflict, ingest
 
 MAX_BODY = 16 * 1024 * 1024  # compressed
 MAX_INFLATED = 128 * 1024 * 1024  # a gzip bomb stops here
-
-
-async def _discard(request, limit: int) -> None:
-    """Read (and drop) the rest of a refused body: a client still sending it would otherwise
-    meet a reset connection instead of the 413 that tells it to send smaller batches. Beyond
-    ``limit`` the connection is simply closed."""
-    seen = 0
-    try:
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > limit:
-                return
-    except Exception:  # the client went away: nothing left to tell it
-        return
 
 
 def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_INFLATED):
@@ -44,26 +29,10 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
         device = await run_in_threadpool(device_for, db, token) if token else None
         if device is None:
             return error(401, "unknown or revoked device token")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            await _discard(request, 8 * max_body)
-            return error(413, f"batch of {length} bytes exceeds the limit of {max_body}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body:
-                await _discard(request, 8 * max_body)
-                return error(413, f"batch exceeds the limit of {max_body} bytes")
-        if request.headers.get("content-encoding", "") == "gzip":
-            try:
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                raw = inflater.decompress(bytes(body), max_inflated + 1)
-                if len(raw) > max_inflated or inflater.unconsumed_tail:
-                    return error(413, f"batch inflates beyond {max_inflated} bytes")
-            except zlib.error as exc:
-                return error(400, f"bad gzip body: {exc}")
-        else:
-            raw = bytes(body)
+        try:
+            raw = await read_body(request, max_body, max_inflated)
+        except BodyError as exc:
+            return error(exc.status, f"batch refused: {exc.message}")
         key = request.headers.get("idempotency-key", "")
         try:
             result, replayed = await run_in_threadpool(ingest, db, device, key, raw)

@@ -113,6 +113,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def url_safe_stamp(created: str) -> str:
+    """2026-11-28T23:24:45+00:00 -> 20261128T232445Z: a default version that sorts and fits a URL."""
+    return created.replace("-", "").replace(":", "").replace("+0000", "Z")
+
+
 def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manifest:
     """The variants a device should try, in order: the winner, the other passing candidates by
     target latency, and an fp32 variant last as the safe fallback."""
@@ -127,7 +132,7 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manif
         "provider": "cpu" if o.candidate.runtime.endswith(("cpu", "xnnpack")) else o.candidate.runtime.split("-")[-1],
     } for o in order]
     return Manifest.parse({
-        "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": report["created"]},
+        "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": url_safe_stamp(report["created"])},
         "target": profile.id, "created": report["created"], "toolchain": report["toolchain"],
         "inputs": report["model"]["inputs"], "outputs": report["model"]["outputs"], "variants": variants,
     })
@@ -192,6 +197,30 @@ def plot(report: dict, path: Path) -> dict:
 GOLDEN_SAMPLES = 4
 
 
+def bundle_processing(declared: dict | None, out: Path):
+    """The model's declared processing as the manifest's, its tokenizer copied in and pinned."""
+    if not declared:
+        return None
+    from .._schema import SchemaError, from_dict
+    from ..errors import EdgekitError
+    from ..manifest import Processing
+
+    data = json.loads(json.dumps(declared))
+    text = data.get("text")
+    if text:
+        source = Path(text["tokenizer"])
+        if not source.is_file():
+            raise EdgekitError(f"the tokenizer file {source} does not exist", "check the processing declaration")
+        (out / "processing").mkdir(exist_ok=True)
+        shutil.copyfile(source, out / "processing" / source.name)
+        text["tokenizer"] = f"processing/{source.name}"
+        text["sha256"] = sha256_file(out / "processing" / source.name)
+    try:
+        return from_dict(Processing, data, "processing")
+    except SchemaError as exc:
+        raise EdgekitError(f"bad processing declaration: {exc}", "see the README's processing section") from None
+
+
 def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None) -> None:
     """``golden``: (inputs, reference outputs) for the bundle's on-device self-test."""
     artifacts = out / "artifacts"
@@ -219,4 +248,7 @@ def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None
         data = data.replace(golden=Golden(file="golden.npz", min_cosine=report["tolerance"]["min_cosine"],
                                           samples=int(len(next(iter(inputs.values()))[:GOLDEN_SAMPLES])),
                                           sha256=sha256_file(out / "golden.npz")))
+    processing = bundle_processing(model.meta.get("processing"), out)
+    if processing is not None:
+        data = data.replace(processing=processing)
     (out / "manifest.json").write_bytes(data.dumps())

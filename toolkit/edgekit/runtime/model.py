@@ -16,20 +16,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..bundle import Limits, _inside, open_bundle, sha256_file
-from ..errors import BundleError, EdgekitError, first_line
+from ..errors import BundleError, EdgekitError, InputError, PredictionFailed, first_line
 from ..metrics import cosine_rows
 from . import registry
 from .cache import OutputCache, key_of
 
 log = logging.getLogger("edgekit.runtime")
-
-
-class InputError(EdgekitError):
-    """Inputs that do not match the bundle's input specs."""
-
-
-class PredictionFailed(EdgekitError):
-    """Every variant failed and no fallback was given."""
 
 
 class Outputs(dict):
@@ -93,6 +85,12 @@ class RuntimeModel:
             raise
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.manifest.inputs}
         self._finite = {s.name for s in self.manifest.inputs if s.must_be_finite}
+        from ..processing import Postprocessor, Preprocessor
+
+        processing = self.manifest.processing
+        self.preprocess = Preprocessor(processing, self.root) if processing and (processing.image or processing.text) \
+            else None
+        self.postprocess = Postprocessor(processing, self.outputs)
         self._checks = [(s.name, self._dtypes[s.name], len(s.shape),
                          tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int)),
                          s.name in self._finite and self._dtypes[s.name].kind == "f") for s in self.manifest.inputs]
@@ -240,6 +238,35 @@ class RuntimeModel:
         if self.log_store is not None:
             return self._log(feeds, outputs, start, answered_by)
         return outputs
+
+    def predict_validated(self, feeds: dict) -> dict:
+        """For a server that validates, caches and logs per request itself: the fallback chain
+        on validated feeds. The id of the variant that answered comes back under ``__variant__``
+        (None when the caller's fallback did)."""
+        start = time.perf_counter()
+        outputs, answered_by = self._run_chain(feeds)
+        self._record(start)
+        outputs = dict(outputs)
+        outputs["__variant__"] = answered_by
+        return outputs
+
+    def predict_raw(self, data):
+        """Pictures or sentences in (one, or a list), results out: the bundle's own processing
+        around ``predict``. One item gives one result dict, a list a list of them; each result
+        holds the outputs (labels, scores and top k where the bundle declares classes) and, with a
+        log store, the ``request_id`` to give feedback on."""
+        if self.preprocess is None:
+            raise InputError(f"{self.name} declares no input processing",
+                             "call predict() with tensors, or package the model with --processing")
+        single = not isinstance(data, (list, tuple))
+        items = [data] if single else list(data)
+        outputs = self.predict(self.preprocess(items))
+        results = self.postprocess(outputs)
+        request_id = getattr(outputs, "request_id", None)
+        if request_id:
+            for row, result in enumerate(results):
+                result["request_id"], result["row"] = request_id, row
+        return results[0] if single else results
 
     def _log(self, feeds, outputs, start, answered_by: Optional[str], cached: bool = False) -> "Outputs":
         """Append to the device log store; logging trouble never breaks a prediction."""

@@ -19,6 +19,7 @@ def register_runtime(name: str, opener: Callable, available: Callable[[], bool] 
 
 
 def available(name: str) -> bool:
+    _load_plugins()
     return name in _OPENERS and _AVAILABLE[name]()
 
 
@@ -33,6 +34,31 @@ def _register_formats() -> None:
 
     for spec in formats.all_formats():
         register_runtime(spec.runtime, spec.open_variant, spec.available)
+
+
+_PLUGINS_LOADED = False
+
+
+def _load_plugins() -> None:
+    """EDGEKIT_RUNTIME_PLUGINS=pkg.mod,other.mod: modules imported once, when the first bundle
+    loads (not at import: they import edgekit.runtime themselves), which register runtimes of
+    their own (a vendor delegate, an NPU SDK) in any process that loads bundles, such as
+    ``edgekit serve``."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    import importlib
+    import os
+
+    from ..errors import EdgekitError
+
+    for name in filter(None, (m.strip() for m in os.environ.get("EDGEKIT_RUNTIME_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise EdgekitError(f"runtime plugin {name!r} cannot be imported: {exc}",
+                               "check EDGEKIT_RUNTIME_PLUGINS and PYTHONPATH") from None
 
 
 _register_formats()

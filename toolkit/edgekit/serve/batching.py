@@ -1,0 +1,159 @@
+"""Dynamic batching for the server: concurrent requests grouped into one forward pass.
+
+Like Triton's dynamic batcher: a batch goes out when it holds ``max_batch`` rows or its first
+request has waited ``max_delay_ms``; at most ``workers`` batches run at once (in threads: the
+runtimes release the GIL), and while they run the next batch fills. The queue is bounded in rows:
+beyond ``max_queue`` a request is refused at once (``Overloaded``, a 503 with Retry-After) instead
+of joining a backlog whose latency nobody wants. A batch that fails is retried request by
+request, so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import EdgekitError
+
+
+class Overloaded(EdgekitError):
+    """The queue is full: shed the request (503) and say when to come back."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message, "retry later; the server is at capacity")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Pending:
+    feeds: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+
+
+class AsyncBatcher:
+    def __init__(self, run: Callable[[dict], dict], executor: Executor, max_batch: int = 16,
+                 max_delay_ms: float = 2.0, max_queue: int = 256, workers: int = 1,
+                 on_batch: Optional[Callable[[int, int], None]] = None):
+        self.run, self.executor = run, executor
+        self.max_batch, self.max_delay, self.max_queue = max_batch, max_delay_ms / 1000, max_queue
+        self.on_batch = on_batch or (lambda rows, requests: None)
+        self._queue: deque[_Pending] = deque()
+        self._rows = 0
+        self._workers = workers
+        self._slots: Optional[asyncio.Semaphore] = None
+        self._more: Optional[asyncio.Event] = None
+        self._task: Optional[asyncio.Task] = None
+        self._running: set[asyncio.Task] = set()
+        self.batches = self.requests = 0
+
+    @property
+    def queued_rows(self) -> int:
+        return self._rows
+
+    async def submit(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = len(next(iter(feeds.values())))
+        if self._task is None:
+            self._start()
+        if self._rows + rows > self.max_queue:
+            # Each queued batch takes about one forward pass; say so rather than a fixed guess.
+            raise Overloaded(f"{self._rows} rows already queued (limit {self.max_queue})",
+                             retry_after_s=max(1.0, self.max_delay * 2))
+        pending = _Pending(feeds, rows, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._rows += rows
+        self._more.set()
+        return await pending.future
+
+    def _start(self) -> None:
+        self._slots = asyncio.Semaphore(self._workers)
+        self._more = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._more.wait()
+            self._more.clear()
+            if not self._queue:
+                continue
+            await self._slots.acquire()  # while every worker is busy, the queue keeps filling
+            deadline = loop.time() + self.max_delay
+            while self._rows < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._more.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                self._more.clear()
+            batch = self._take()
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            if self._queue:
+                self._more.set()
+
+    def _take(self) -> list[_Pending]:
+        batch, rows = [], 0
+        while self._queue and (not batch or rows + self._queue[0].rows <= self.max_batch):
+            pending = self._queue.popleft()
+            self._rows -= pending.rows
+            if pending.future.done():  # timed out or cancelled while it waited
+                continue
+            batch.append(pending)
+            rows += pending.rows
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.batches += 1
+            self.requests += len(batch)
+            self.on_batch(sum(p.rows for p in batch), len(batch))
+            if len(batch) == 1:
+                joined = batch[0].feeds
+            else:
+                joined = {n: np.concatenate([p.feeds[n] for p in batch]) for n in batch[0].feeds}
+            try:
+                outputs = await loop.run_in_executor(self.executor, self.run, joined)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0], exception=exc)
+                    return
+                for pending in batch:  # one at a time: a bad request fails alone
+                    try:
+                        _settle(pending, await loop.run_in_executor(self.executor, self.run, pending.feeds))
+                    except Exception as single:
+                        _settle(pending, exception=single)
+                return
+            start = 0
+            for pending in batch:
+                _settle(pending, {k: v[start:start + pending.rows] if isinstance(v, np.ndarray) else v
+                                  for k, v in outputs.items()})
+                start += pending.rows
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been answered (graceful shutdown)."""
+        while self._queue or self._running:
+            await asyncio.sleep(0.01)
+
+
+def _settle(pending: _Pending, result=None, exception: Optional[BaseException] = None) -> None:
+    if pending.future.done():
+        return
+    if exception is not None:
+        pending.future.set_exception(exception)
+    else:
+        pending.future.set_result(result)

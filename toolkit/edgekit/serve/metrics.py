@@ -1,0 +1,61 @@
+"""Prometheus metrics for ``edgekit serve``: requests, latency, batch sizes, cache, fallbacks, queue.
+
+Counters that the runtime already keeps (fallbacks by reason, cache hits, queue depth) are read
+at scrape time by a collector instead of being counted twice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class ServeMetrics:
+    def __init__(self, models: Callable[[], list]):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgekit_requests", "Requests by model, route and HTTP status",
+                                ["model", "route", "status"], registry=self.registry)
+        self.latency = Histogram("edgekit_request_seconds", "Server-side time per request", ["model", "route"],
+                                 buckets=(.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+                                          2.5, 5, 10), registry=self.registry)
+        self.batch_rows = Histogram("edgekit_batch_rows", "Rows per forward pass", ["model"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+        self.shed = Counter("edgekit_shed_requests", "Requests refused because the queue was full",
+                            ["model"], registry=self.registry)
+        self.inflight = Gauge("edgekit_inflight_requests", "Requests being handled", registry=self.registry)
+        self.registry.register(_RuntimeCollector(models))
+
+    def batch(self, model: str, rows: int) -> None:
+        self.batch_rows.labels(model).observe(rows)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _RuntimeCollector:
+    """Cache hits and misses, fallbacks by reason, queue depth and the active variant, read from
+    each served model when Prometheus scrapes."""
+
+    def __init__(self, models: Callable[[], list]):
+        self.models = models
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        cache = CounterMetricFamily("edgekit_cache_lookups", "Response cache lookups", labels=["model", "result"])
+        fallbacks = CounterMetricFamily("edgekit_fallbacks", "Variant fallbacks by reason", labels=["model", "reason"])
+        queue = GaugeMetricFamily("edgekit_queue_rows", "Rows waiting for a batch", labels=["model"])
+        active = GaugeMetricFamily("edgekit_active_variant", "The variant answering (1)", labels=["model", "variant"])
+        for m in self.models():
+            if m.cache is not None:
+                cache.add_metric([m.name, "hit"], m.cache.hits)
+                cache.add_metric([m.name, "miss"], m.cache.misses)
+            for reason, count in m.runtime.stats()["fallbacks_by_reason"].items():
+                fallbacks.add_metric([m.name, reason], count)
+            queue.add_metric([m.name], m.batcher.queued_rows if m.batcher else 0)
+            if m.runtime.active is not None:
+                active.add_metric([m.name, m.runtime.active.id], 1)
+        yield from (cache, fallbacks, queue, active)

@@ -1,0 +1,201 @@
+"""The server's data plane: models, versions, readiness, inference on decoded tensors.
+
+Transport-free (KServe's and MLServer's split): the HTTP routes decode a request, call one
+method here and encode what it returns; tests can drive this without HTTP. Each served model is
+an embedded runtime (``edgekit.runtime``: variant fallbacks, validation) with a response cache,
+a dynamic batcher where the bundle allows one, and per-request logging to the device store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import EdgekitError, InputError
+from ..runtime.cache import OutputCache, key_of
+from .batching import AsyncBatcher
+from .protocol import ProtocolError, v2_datatype
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    max_batch: int = 16
+    max_delay_ms: float = 2.0
+    max_queue: int = 256  # rows waiting per model; beyond that requests are shed with 503
+    cache_size: int = 1024  # responses kept per model (0: off)
+    timeout_ms: float = 10_000.0  # per request, queueing included
+    threads: Optional[int] = None  # per session; None lets the runtime use every core
+    workers: int = 1  # batches in flight at once per model
+    batching: bool = True
+
+    def validate(self) -> None:
+        if self.max_batch < 1 or self.max_queue < self.max_batch or self.workers < 1:
+            raise EdgekitError("max_batch and workers must be >= 1 and max_queue >= max_batch")
+        if self.max_delay_ms < 0 or self.timeout_ms <= 0 or self.cache_size < 0:
+            raise EdgekitError("max_delay_ms and cache_size must be >= 0 and timeout_ms > 0")
+
+
+class NotFound(ProtocolError):
+    def __init__(self, message: str):
+        super().__init__(message, 404)
+
+
+class ServedModel:
+    def __init__(self, bundle: str | Path, options: ServeOptions, public_key=None, log_store=None, metrics=None,
+                 lookup=None):
+        from ..runtime import load
+
+        self.options = options
+        self.runtime = load(bundle, threads=options.threads, public_key=public_key)
+        self.name, self.version = self.runtime.name, self.runtime.version or "1"
+        self.log_store = log_store
+        self.metrics = metrics
+        self.lookup = lookup  # precomputed predictions by key (model-in-DB), answered before inference
+        self.cache = OutputCache(options.cache_size) if options.cache_size else None
+        self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix=f"serve-{self.name}")
+        self.batch_reason = self._batchable()
+        self.batcher = None
+        if options.batching and self.batch_reason is None:
+            self.batcher = AsyncBatcher(self.runtime.predict_validated, self.executor, options.max_batch,
+                                        options.max_delay_ms, options.max_queue, options.workers,
+                                        on_batch=self._observe_batch)
+
+    def _batchable(self) -> Optional[str]:
+        """None when requests can be batched; else why not (said in the model metadata)."""
+        fixed = [s["name"] for s in self.runtime.inputs if not (s["shape"] and isinstance(s["shape"][0], str))]
+        if fixed:
+            return f"inputs {', '.join(fixed)} have a fixed first dimension"
+        active = self.runtime.active
+        if active is not None and getattr(active.session, "fixed_batch", False):
+            return f"the active variant {active.id} was converted with a fixed batch of 1 (requests run one by one)"
+        return None
+
+    def _observe_batch(self, rows: int, requests: int) -> None:
+        if self.metrics is not None:
+            self.metrics.batch(self.name, rows)
+
+    # -- metadata --------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        def tensor(spec):
+            return {"name": spec["name"], "datatype": v2_datatype(spec["dtype"]),
+                    "shape": [d if isinstance(d, int) else -1 for d in spec["shape"]]}
+
+        manifest = self.runtime.manifest
+        active = self.runtime.active
+        return {
+            "name": self.name, "versions": [self.version],
+            "platform": f"edgekit_{active.info.get('format') if active else 'fallback'}",
+            "inputs": [tensor(s) for s in self.runtime.inputs],
+            "outputs": [tensor(o.to_dict()) for o in manifest.outputs],
+            "parameters": {
+                "active_variant": active.id if active else None,
+                "dynamic_batching": self.batcher is not None,
+                "max_batch_size": self.options.max_batch if self.batcher else 1,
+                "batching_note": self.batch_reason or f"up to {self.options.max_batch} rows, "
+                                                      f"{self.options.max_delay_ms} ms queue delay",
+                "raw_input": self.runtime.preprocess.kind if self.runtime.preprocess else None,
+                "response_cache": self.options.cache_size,
+            },
+        }
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime.active is not None
+
+    # -- inference ---------------------------------------------------------------------------
+    async def infer(self, inputs: dict[str, np.ndarray], request_id: Optional[str] = None) -> tuple[dict, dict]:
+        """(outputs, info) for decoded input tensors; info says cached/batched/request id."""
+        start = time.perf_counter()
+        try:
+            feeds = self.runtime.validate(inputs)
+        except InputError as exc:
+            raise ProtocolError(str(exc)) from None
+        request_id = request_id or uuid.uuid4().hex
+        key = key_of(feeds) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                outputs = hit[0]
+                self._log(feeds, outputs, start, request_id, hit[1], cached=True)
+                return outputs, {"cached": True, "request_id": request_id}
+        timeout = self.options.timeout_ms / 1000
+        try:
+            if self.batcher is not None:
+                outputs = await asyncio.wait_for(self.batcher.submit(feeds), timeout)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs = await asyncio.wait_for(loop.run_in_executor(self.executor, self.runtime.predict_validated,
+                                                                      feeds), timeout)
+        except asyncio.TimeoutError:
+            raise ProtocolError(f"no answer within {self.options.timeout_ms:.0f} ms", 504) from None
+        variant = outputs.pop("__variant__", None)
+        if key is not None and variant:
+            self.cache.put(key, (outputs, variant))
+        self._log(feeds, outputs, start, request_id, variant)
+        return outputs, {"cached": False, "request_id": request_id}
+
+    def _log(self, feeds, outputs, start, request_id, variant, cached=False) -> None:
+        if self.log_store is None:
+            return
+        try:
+            self.log_store.append(feeds, outputs, self.name, self.version, variant or "",
+                                  (time.perf_counter() - start) * 1000, [] if variant else ["caller fallback"],
+                                  request_id=request_id, cached=cached)
+        except EdgekitError as exc:  # logging never fails a request
+            import logging
+
+            logging.getLogger("edgekit.serve").error("%s: could not log request %s: %s", self.name, request_id, exc)
+
+    async def predict_raw(self, items: list, request_id: Optional[str] = None) -> tuple[list[dict], dict]:
+        """Pictures or sentences through the bundle's own processing, batched like tensors."""
+        pre = self.runtime.preprocess
+        if pre is None:
+            raise ProtocolError(f"model {self.name} declares no input processing; use the infer route with tensors")
+        try:
+            feeds = pre(items)
+        except InputError as exc:
+            raise ProtocolError(str(exc)) from None
+        outputs, info = await self.infer(feeds, request_id)
+        return self.runtime.postprocess(outputs), info
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+        self.runtime.close()
+
+
+class Repository:
+    """Models by name and version; the latest loaded version answers when none is named."""
+
+    def __init__(self):
+        self.models: dict[str, dict[str, ServedModel]] = {}
+
+    def add(self, model: ServedModel) -> None:
+        versions = self.models.setdefault(model.name, {})
+        if model.version in versions:
+            raise EdgekitError(f"model {model.name} version {model.version} is loaded twice",
+                               "give each bundle its own version (edgekit package --version)")
+        versions[model.version] = model
+
+    def get(self, name: str, version: Optional[str] = None) -> ServedModel:
+        versions = self.models.get(name)
+        if not versions:
+            raise NotFound(f"unknown model {name!r}; serving {', '.join(sorted(self.models)) or 'nothing'}")
+        if version is None:
+            return list(versions.values())[-1]
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no version {version!r}; it has {', '.join(versions)}")
+        return versions[version]
+
+    def all(self) -> list[ServedModel]:
+        return [m for versions in self.models.values() for m in versions.values()]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(m.ready for m in self.all())
