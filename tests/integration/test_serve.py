@@ -5,73 +5,17 @@ import io
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 
+from tests.integration.conftest import Server
+
 pytest.importorskip("torch")
 pytest.importorskip("starlette")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    """The digits CNN and MiniLM, optimised for this host and packaged with their processing."""
-    from edgekit import optimize
-    from edgekit.bundle import make_bundle
-
-    out = tmp_path_factory.mktemp("bundles")
-    optimize("edgekit:digits-cnn", target="host", out=out / "digits", formats={"onnx"},
-             precisions={"fp32", "int8-static"}, time_budget_s=0.5)
-    make_bundle(out / "digits", out / "digits.ekb", version="1")
-    optimize("edgekit:minilm", target="host", out=out / "minilm", formats={"onnx"}, precisions={"int8-dynamic"},
-             time_budget_s=0.5)
-    make_bundle(out / "minilm", out / "minilm.ekb", version="3")
-    return out / "digits.ekb", out / "minilm.ekb"
-
-
-class Server:
-    def __init__(self, args, env=None):
-        self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgekit", "serve", *map(str, args), "--port",
-                                      str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env={**os.environ, **(env or {})})
-        self.url = f"http://127.0.0.1:{self.port}"
-        for _ in range(600):
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode()[-3000:])
-            try:
-                urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not become ready")
-
-    def request(self, method, path, body=None, headers=None):
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, r.read(), r.headers  # case-insensitive
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), exc.headers
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -64,8 +64,6 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, no_batchi
         console().print(f"edgekit serve on http://{host}:{port}: "
                         + ", ".join(f"{m.name} {m.version}" for m in app.repository.all())
                         + (f"; UI at http://{host}:{port}/ui" if ui else ""))
-        import uvicorn
-
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+        serve(config, app)
         return
     serve(config)

@@ -136,7 +136,13 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        yield
+        import asyncio
+
+        repository.loop = asyncio.get_running_loop()  # the UI's worker threads submit here
+        async with contextlib.AsyncExitStack() as stack:
+            if ui is not None:  # a mounted app's lifespan does not run by itself (Gradio starts its queue there)
+                await stack.enter_async_context(ui.router.lifespan_context(ui))
+            yield
         for model in repository.all():  # shutting down: answer everything already queued, then let go
             if model.batcher is not None:
                 await model.batcher.drain()

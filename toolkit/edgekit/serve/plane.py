@@ -175,6 +175,7 @@ class Repository:
 
     def __init__(self):
         self.models: dict[str, dict[str, ServedModel]] = {}
+        self.loop = None  # the server's event loop, once it runs
 
     def add(self, model: ServedModel) -> None:
         versions = self.models.setdefault(model.name, {})

@@ -79,7 +79,8 @@ def app_from_env():
     return build_app(ServerConfig.from_json(text))
 
 
-def serve(config: ServerConfig) -> None:
+def serve(config: ServerConfig, app=None) -> None:
+    """Run under uvicorn: ``app`` when it is already built (one process), else per worker."""
     import uvicorn
 
     if config.access_log:
@@ -91,4 +92,4 @@ def serve(config: ServerConfig) -> None:
         os.environ[ENV] = config.to_json()
         uvicorn.run("edgekit.serve.server:app_from_env", factory=True, workers=config.workers, **common)
     else:
-        uvicorn.run(build_app(config), **common)
+        uvicorn.run(app or build_app(config), **common)

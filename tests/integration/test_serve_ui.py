@@ -1,0 +1,74 @@
+"""edgekit serve --ui in a real browser: headless Debian chromium driven by Playwright.
+
+Screenshots are kept in test-artifacts/ (git ignores it) for a person to look at."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import Server, require_browser
+
+pytest.importorskip("torch")
+pytest.importorskip("gradio")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page(bundles):
+    chromium = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    server = Server([*bundles, "--ui"])
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(f"{server.url}/ui/", wait_until="networkidle", timeout=60_000)
+            yield page
+            browser.close()
+    finally:
+        server.stop()
+
+
+def test_upload_a_digit_and_see_its_label(page, tmp_path):
+    from PIL import Image
+
+    from edgekit.zoo import digits
+
+    _, x_test, _, y_test = digits._split()
+    index = int(np.flatnonzero(y_test == 7)[0])
+    paper = Image.fromarray(255 - (x_test[index][0] * 255).astype(np.uint8)).resize((96, 96), Image.BILINEAR)
+    picture = tmp_path / "seven.png"
+    paper.save(picture)
+    page.get_by_role("tab", name="digits-cnn (1)").click()
+    page.locator("#input-digits-cnn input[type=file]").set_input_files(str(picture))
+    page.locator("#input-digits-cnn img").first.wait_for(timeout=30_000)
+    page.click("#predict-digits-cnn")
+    label = page.locator("#output-digits-cnn h2, #output-digits-cnn .output-class").first
+    label.wait_for(timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-digits.png"), full_page=True)
+    assert label.inner_text().strip() == "7"
+
+
+def test_type_a_sentence_and_see_its_embedding(page):
+    page.get_by_role("tab", name="minilm (3)").click()
+    page.locator("#input-minilm textarea").fill("A cat sits on the mat.")
+    page.click("#predict-minilm")
+    result = page.locator("#output-minilm")
+    page.wait_for_function("document.querySelector('#output-minilm').innerText.includes('384')", timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-minilm.png"), full_page=True)
+    text = result.inner_text()
+    assert "dimensions" in text and "384" in text and "norm" in text
+
+
+def test_a_wrong_input_is_said_in_the_page_and_the_server_keeps_serving(page):
+    page.get_by_role("tab", name="minilm (3)").click()
+    page.locator("#input-minilm textarea").fill("   ")
+    page.click("#predict-minilm")
+    page.get_by_text("type some text first").first.wait_for(timeout=30_000)
