@@ -5,6 +5,7 @@
 #   ./install.sh                       # venv in ~/edgekit-venv, edgekit from this checkout
 #   ./install.sh --venv /opt/edgekit --source edgekit-0.1.0-py3-none-any.whl
 #   ./install.sh --no-litert           # onnxruntime only
+#   ./install.sh --serve               # also edgekit serve (Starlette, uvicorn, Pillow, tokenizers)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,9 +18,10 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv="$2"; shift 2 ;;
     --source) source_spec="$2"; shift 2 ;;
-    --no-litert) extras=""; shift ;;
+    --no-litert) extras="${extras/litert/}"; extras="${extras#,}"; shift ;;
+    --serve) extras="${extras:+$extras,}serve"; shift ;;
     --python) python="$2"; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -14,7 +14,7 @@ from .inspect_cmd import inspect_model
 from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
 from .profile_cmd import profile_cmd
 from .runtime_cmd import package_cmd, run_cmd
-from .serve_cmd import serve_cmd
+from .serve_cmd import predict_cmd, serve_cmd
 from .sync_cmd import collector, sync
 from .targets_cmd import targets
 
@@ -51,5 +51,6 @@ main.add_command(profile_cmd)
 main.add_command(package_cmd)
 main.add_command(run_cmd)
 main.add_command(serve_cmd)
+main.add_command(predict_cmd)
 main.add_command(collector)
 main.add_command(sync)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import console
+from .common import console, json_option, print_json
 
 
 @click.command("serve")
@@ -67,3 +67,42 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, no_batchi
         serve(config, app)
         return
     serve(config)
+
+
+@click.command("predict")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--input", "source", type=click.Path(path_type=Path), required=True,
+              help=".npz (one array per input), Parquet or CSV (a column per input, a 'text' or 'image' column, "
+                   "or numeric feature columns).")
+@click.option("--db", required=True, help="sqlite:///preds.db or postgresql://user@host/db")
+@click.option("--table", default="predictions", show_default=True)
+@click.option("--key-column", default="key", show_default=True, help="The row key (else row-N).")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--chunk", default=1024, show_default=True, help="Rows read and committed at a time.")
+@click.option("--threads", type=int, help="Intra-op threads for the session.")
+@json_option
+def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, threads, as_json):
+    """Batch prediction into a database (model-in-DB): one row per key with the model name and
+    version, label and score (for classifiers) and the outputs. Interrupted runs resume without
+    duplicates; 'edgekit serve --lookup-db' then answers known keys from the table.
+
+    \b
+    Example:
+      edgekit predict digits.ekb --input digits.npz --db sqlite:///preds.db
+      edgekit predict minilm.ekb --input sentences.parquet --db postgresql://edgekit@db/edgekit --table embeddings
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..serve.predictions import predict_to_db
+
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True, disable=as_json) as bar:
+        task = bar.add_task("rows", total=None)
+        info = predict_to_db(bundle, source, db, table, key_column, batch_size, chunk,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total), threads=threads)
+    if as_json:
+        print_json(info)
+    else:
+        console().print(f"{info['model']} {info['version']}: {info['written']} rows written to {info['table']}, "
+                        f"{info['skipped_existing']} already there, in {info['seconds']:.1f} s")

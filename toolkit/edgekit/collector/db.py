@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-import threading
 import time
-from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from ..errors import EdgekitError, first_line
+from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
+from ..errors import EdgekitError
 
 SCHEMA_VERSION = 2
 
@@ -57,26 +56,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Database:
-    """A connection per thread; ``connect()`` opens one transaction."""
+class Database(SqlDatabase):
+    """The collector's database: the schema is created or migrated on open."""
 
     def __init__(self, url: str):
-        self.url = url
-        if url.startswith("sqlite:///"):
-            self.kind = "sqlite"
-            self.path = Path(url[len("sqlite:///"):])
-            if self.path.is_dir():
-                raise EdgekitError(f"--db {url}: {self.path} is a directory", "name a file, e.g. sqlite:///logs.db")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif url.startswith(("postgresql://", "postgres://")):
-            self.kind = "postgresql"
-            try:
-                import psycopg  # noqa: F401
-            except ImportError:
-                raise EdgekitError("PostgreSQL needs psycopg", "pip install 'edgekit[collector]'") from None
-        else:
-            raise EdgekitError(f"unsupported database URL {url!r}", "use sqlite:///path.db or postgresql://user@host/db")
-        self._local = threading.local()
+        super().__init__(url)
         try:
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -108,83 +92,6 @@ class Database:
             if row is None or version != SCHEMA_VERSION:
                 tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
                 tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-
-    def _raw(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.kind == "sqlite":
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
-            else:
-                import psycopg
-
-                try:
-                    conn = psycopg.connect(self.url, autocommit=True)
-                except psycopg.OperationalError as exc:
-                    raise EdgekitError(f"cannot connect to {self.url}: {first_line(exc)}") from None
-            self._local.conn = conn
-        return conn
-
-    def connect(self) -> "Tx":
-        return Tx(self)
-
-
-class Tx:
-    """One transaction: commit on success, roll back on any error."""
-
-    def __init__(self, db: Database):
-        self.db, self.conn = db, db._raw()
-
-    def __enter__(self):
-        self.conn.execute("BEGIN" if self.db.kind == "postgresql" else "BEGIN IMMEDIATE")
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.db.kind == "postgresql" else sql
-
-    def execute(self, sql: str, params=()):
-        return self.conn.execute(self._sql(sql), params)
-
-    def executemany(self, sql: str, rows) -> int:
-        """Insert rows, returning how many were new (conflicts are skipped, not counted)."""
-        sql = self._sql(sql)
-        if self.db.kind == "postgresql":
-            with self.conn.cursor() as cur:
-                cur.executemany(sql, rows)
-                return cur.rowcount if cur.rowcount >= 0 else 0
-        before = self.conn.total_changes
-        self.conn.executemany(sql, rows)
-        return self.conn.total_changes - before
-
-    def one(self, sql: str, params=()):
-        return self.execute(sql, params).fetchone()
-
-    def all(self, sql: str, params=()):
-        return self.execute(sql, params).fetchall()
-
-    def stream(self, sql: str, params=(), size: int = 1000) -> Iterator[list]:
-        """Rows in chunks of ``size``: a server-side cursor on PostgreSQL, a lazy cursor on
-        SQLite. Never the whole result in memory."""
-        if self.db.kind == "postgresql":
-            with self.conn.cursor(name=f"edgekit_{secrets.token_hex(4)}") as cur:
-                cur.execute(self._sql(sql), params)
-                while rows := cur.fetchmany(size):
-                    yield rows
-            return
-        cur = self.conn.execute(sql, params)
-        while rows := cur.fetchmany(size):
-            yield rows
-
-    def table_exists(self, name: str) -> bool:
-        if self.db.kind == "postgresql":
-            return self.one("SELECT to_regclass(?) IS NOT NULL", (name,))[0]
-        return self.one("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))[0] > 0
-
 
 def add_device(db: Database, name: str) -> str:
     """Register ``name`` (or give a revoked one a new token); returns the token, which is shown

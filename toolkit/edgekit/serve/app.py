@@ -88,20 +88,29 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         model = model_of(request)
         body = await read_body(request, http.max_body_bytes)
         parsed = InferRequest.parse(body, request.headers.get(HEADER.lower()))
-        outputs, info = await model.infer(parsed.inputs, parsed.id)
+        known = await model.lookup_key(parsed.parameters.get("key"))
+        if known is not None:  # precomputed (edgekit predict): no inference at all
+            outputs, info = known[1], {"source": "lookup", "request_id": parsed.id or parsed.parameters["key"]}
+        else:
+            outputs, info = await model.infer(parsed.inputs, parsed.id)
         data, headers = encode_response(model.name, model.version, parsed, outputs)
         headers["X-Request-Id"] = info["request_id"]
-        headers["X-Edgekit-Cache"] = "hit" if info["cached"] else "miss"
+        headers["X-Edgekit-Source"] = info["source"]
         media = "application/octet-stream" if HEADER in headers else "application/json"
         return Response(data, media_type=media, headers=headers)
 
     async def predict(request: Request):
         model = model_of(request)
-        items, rid = await _raw_items(request, model, http.max_body_bytes)
-        results, info = await model.predict_raw(items, rid)
+        known = await model.lookup_key(request.query_params.get("key"))
+        if known is not None:  # precomputed (edgekit predict): answered from the table
+            rid = request.query_params["key"]
+            results, info = [known[0]], {"source": "lookup", "request_id": rid}
+        else:
+            items, rid = await _raw_items(request, model, http.max_body_bytes)
+            results, info = await model.predict_raw(items, rid)
         return JSONResponse({"model_name": model.name, "model_version": model.version, "id": info["request_id"],
-                             "cached": info["cached"], "predictions": results},
-                            headers={"X-Request-Id": info["request_id"]})
+                             "source": info["source"], "predictions": results},
+                            headers={"X-Request-Id": info["request_id"], "X-Edgekit-Source": info["source"]})
 
     async def prometheus(request: Request):
         data, content_type = metrics.render()

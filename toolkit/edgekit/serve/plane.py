@@ -110,8 +110,16 @@ class ServedModel:
         return self.runtime.active is not None
 
     # -- inference ---------------------------------------------------------------------------
+    async def lookup_key(self, key: Optional[str]) -> Optional[tuple[dict, dict]]:
+        """(result, output tensors) precomputed for ``key`` (model-in-DB), or None."""
+        if self.lookup is None or not key:
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.lookup.get, self.name, self.version, key)
+
     async def infer(self, inputs: dict[str, np.ndarray], request_id: Optional[str] = None) -> tuple[dict, dict]:
-        """(outputs, info) for decoded input tensors; info says cached/batched/request id."""
+        """(outputs, info) for decoded input tensors; info says the source (model, cache) and
+        the request id."""
         start = time.perf_counter()
         try:
             feeds = self.runtime.validate(inputs)
@@ -124,7 +132,7 @@ class ServedModel:
             if hit is not None:
                 outputs = hit[0]
                 self._log(feeds, outputs, start, request_id, hit[1], cached=True)
-                return outputs, {"cached": True, "request_id": request_id}
+                return outputs, {"cached": True, "source": "cache", "request_id": request_id}
         timeout = self.options.timeout_ms / 1000
         try:
             if self.batcher is not None:
@@ -139,7 +147,7 @@ class ServedModel:
         if key is not None and variant:
             self.cache.put(key, (outputs, variant))
         self._log(feeds, outputs, start, request_id, variant)
-        return outputs, {"cached": False, "request_id": request_id}
+        return outputs, {"cached": False, "source": "model", "request_id": request_id}
 
     def _log(self, feeds, outputs, start, request_id, variant, cached=False) -> None:
         if self.log_store is None:

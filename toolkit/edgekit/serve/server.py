@@ -56,7 +56,7 @@ def build_app(config: ServerConfig):
         store = LogStore(config.log_db)
     lookup = None
     if config.lookup_db:
-        from .lookup import Lookup
+        from .predictions import Lookup
 
         lookup = Lookup(config.lookup_db, config.lookup_table)
     repository = Repository()

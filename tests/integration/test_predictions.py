@@ -1,0 +1,136 @@
+"""Model-in-DB: edgekit predict scores a data set into SQLite or PostgreSQL, resumes after a kill
+without duplicates, and edgekit serve --lookup-db answers known keys from the table."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import Server
+
+pytest.importorskip("torch")
+pytest.importorskip("pyarrow")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def digits_data(tmp_path_factory):
+    from edgekit.zoo import digits
+
+    _, x_test, _, y_test = digits._split()
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    keys = np.asarray([f"img-{i:04d}" for i in range(len(x_test))])
+    np.savez(path, input=x_test, key=keys)
+    return path, x_test, y_test, keys
+
+
+def _rows(db_url, table="predictions"):
+    from edgekit._sql import SqlDatabase
+
+    with SqlDatabase(db_url).connect() as tx:
+        return tx.all(f"SELECT key, model, version, label, score FROM {table} ORDER BY key")
+
+
+def test_scores_a_dataset_into_the_database(bundles, digits_data, db_url, cli):
+    path, x_test, y_test, keys = digits_data
+    result = cli("predict", bundles[0], "--input", path, "--db", db_url, "--chunk", "100", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["written"] == len(x_test) == info["rows"] and info["skipped_existing"] == 0
+    rows = _rows(db_url)
+    assert [r[0] for r in rows] == sorted(keys.tolist()) and {r[1:3] for r in rows} == {("digits-cnn", "1")}
+    labels = {r[0]: r[3] for r in rows}
+    accuracy = np.mean([labels[k] == str(y) for k, y in zip(keys, y_test)])
+    assert accuracy > 0.95  # the real model's answers, not placeholders
+    again = json.loads(cli("predict", bundles[0], "--input", path, "--db", db_url, "--json").output)
+    assert again["written"] == 0 and again["skipped_existing"] == len(x_test)  # nothing twice
+
+
+def test_a_killed_run_resumes_without_duplicates(bundles, digits_data, tmp_path):
+    path, x_test, _, _ = digits_data
+    db_url = f"sqlite:///{tmp_path / 'preds.db'}"
+    cmd = [sys.executable, "-m", "edgekit", "predict", str(bundles[0]), "--input", str(path), "--db", db_url,
+           "--chunk", "10", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):  # until a few chunks are committed
+        time.sleep(0.05)
+        try:
+            if len(_rows(db_url)) >= 30:
+                break
+        except Exception:
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(_rows(db_url))
+    assert 0 < partial < len(x_test)
+    assert subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
+    rows = _rows(db_url)
+    assert len(rows) == len({r[0] for r in rows}) == len(x_test)
+
+
+def test_parquet_and_csv_inputs(bundles, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from edgekit.zoo import digits
+
+    _, x_test, _, y_test = digits._split()
+    x = x_test[:50]
+    table = pa.table({"key": [f"p{i}" for i in range(50)], "input": [row.ravel().tolist() for row in x]})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=16)
+    db_url = f"sqlite:///{tmp_path / 'p.db'}"
+    from edgekit.serve.predictions import predict_to_db
+
+    info = predict_to_db(bundles[0], tmp_path / "d.parquet", db_url, chunk=16)
+    assert info["written"] == 50
+    labels = {r[0]: r[3] for r in _rows(db_url)}
+    assert np.mean([labels[f"p{i}"] == str(y) for i, y in enumerate(y_test[:50])]) > 0.9
+    header = "key," + ",".join(f"px{i}" for i in range(64))
+    lines = [header] + [f"c{i}," + ",".join(f"{v:.6f}" for v in row.ravel()) for i, row in enumerate(x)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    info = predict_to_db(bundles[0], tmp_path / "d.csv", db_url, table="from_csv", chunk=16)
+    csv_labels = {r[0]: r[3] for r in _rows(db_url, "from_csv")}
+    assert info["written"] == 50 and all(csv_labels[f"c{i}"] == labels[f"p{i}"] for i in range(50))
+    sentences = pa.table({"key": ["s1", "s2"], "text": ["A cat sits on the mat.", "Stocks fell sharply."]})
+    pq.write_table(sentences, tmp_path / "s.parquet")
+    info = predict_to_db(bundles[1], tmp_path / "s.parquet", db_url, table="embeddings")
+    assert info["written"] == 2
+
+
+@pytest.mark.parametrize("content, message", [
+    ("key,a,b\nx,1,2\n", "do not fill input input"),
+    ("garbage\x00\x01", "is not a readable CSV file"),
+    ("key,name\nx,cat\n", "do not match the model's inputs"),
+])
+def test_unusable_inputs_are_one_clear_error(bundles, tmp_path, cli, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    result = cli("predict", bundles[0], "--input", tmp_path / "bad.csv", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.exit_code == 1 and message in result.output and "unexpected" not in result.output
+
+
+def test_serve_answers_known_keys_from_the_table(bundles, digits_data, tmp_path, cli):
+    path, x_test, _, keys = digits_data
+    db_url = f"sqlite:///{tmp_path / 'lookup.db'}"
+    assert cli("predict", bundles[0], "--input", path, "--db", db_url).exit_code == 0
+    s = Server([bundles[0], "--lookup-db", db_url])
+    try:
+        stored = dict((r[0], r[3]) for r in _rows(db_url))
+        status, body, headers = s.request("POST", f"/v1/models/digits-cnn/predict?key={keys[3]}", b"",
+                                          {"Content-Type": "image/png"})
+        assert status == 200 and headers.get("X-Edgekit-Source") == "lookup"
+        assert json.loads(body)["predictions"][0]["label"] == stored[keys[3]]
+        request = {"parameters": {"key": str(keys[5])},
+                   "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}
+        status, body, headers = s.request("POST", "/v2/models/digits-cnn/infer", json.dumps(request).encode())
+        logits = np.asarray(json.loads(body)["outputs"][0]["data"]).reshape(1, 10)
+        assert status == 200 and headers.get("X-Edgekit-Source") == "lookup"
+        assert str(int(logits.argmax())) == stored[keys[5]]  # the stored answer, not the zeros sent
+        request["parameters"]["key"] = "never-scored"
+        status, _, headers = s.request("POST", "/v2/models/digits-cnn/infer", json.dumps(request).encode())
+        assert status == 200 and headers.get("X-Edgekit-Source") == "model"  # unknown key: live inference
+    finally:
+        s.stop()

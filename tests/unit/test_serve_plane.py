@@ -1,0 +1,150 @@
+"""The server's protocol and data plane without HTTP: decoding, encoding, batching, shedding,
+caching and validation, on the tiny ONNX bundle."""
+
+import asyncio
+import json
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from edgekit.serve.batching import AsyncBatcher, Overloaded
+from edgekit.serve.protocol import HEADER, InferRequest, ProtocolError, encode_response
+from tests.unit.test_runtime import _reference, opt_dir  # noqa: F401  (the tiny bundle fixture)
+
+pytest.importorskip("starlette")
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_json_and_binary_inputs_decode_to_the_same_tensors():
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    as_json = InferRequest.parse(_json({"id": "a", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                                                "data": x.tolist()}]}))
+    head = _json({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                              "parameters": {"binary_data_size": x.nbytes}}],
+                  "outputs": [{"name": "y", "parameters": {"binary_data": True}}]})
+    as_binary = InferRequest.parse(head + x.tobytes(), str(len(head)))
+    assert np.array_equal(as_json.inputs["x"], x) and np.array_equal(as_binary.inputs["x"], x)
+    assert as_json.id == "a" and as_binary.binary_outputs == {"y"}
+    words = [b"cat", b"sat"]
+    blob = b"".join(struct.pack("<I", len(w)) + w for w in words)
+    head = _json({"inputs": [{"name": "t", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}]})
+    assert InferRequest.parse(head + blob, str(len(head))).inputs["t"].tolist() == words
+
+
+@pytest.mark.parametrize("body, header, message", [
+    (b"[1, 2]", None, "must be a JSON object"),
+    (_json({"inputs": []}), None, "non-empty list"),
+    (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP99", "data": [1, 2]}]}), None, "datatype 'FP99'"),
+    (_json({"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}), None, "sizes >= 0"),
+    (_json({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}), None, "2 values for shape [3]"),
+    (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "INT32", "data": ["a", "b"]}]}), None, "is not INT32"),
+    (_json({"inputs": [{"name": "x", "shape": [1 << 20, 1 << 20], "datatype": "FP32", "data": []}]}), None,
+     "too many"),
+    (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}),
+     "999", "is not a length within the body"),
+    (b"{}" + b"\0" * 4, "2", "non-empty list"),
+])
+def test_protocol_errors_say_what_is_wrong(body, header, message):
+    with pytest.raises(ProtocolError, match=message.replace("[", "\\[").replace("]", "\\]")) as info:
+        InferRequest.parse(body, header)
+    assert 400 <= info.value.status < 500
+
+
+def test_responses_encode_json_and_binary_blocks():
+    y = np.arange(6, dtype=np.float32).reshape(2, 3)
+    request = InferRequest({"x": np.zeros(1)}, id="r", binary_outputs=frozenset({"y"}))
+    body, headers = encode_response("m", "1", request, {"y": y})
+    head = json.loads(body[:int(headers[HEADER])])
+    assert head["id"] == "r" and head["outputs"][0]["parameters"]["binary_data_size"] == y.nbytes
+    assert np.array_equal(np.frombuffer(body[int(headers[HEADER]):], np.float32).reshape(2, 3), y)
+    body, headers = encode_response("m", "1", InferRequest({"x": np.zeros(1)}), {"y": y})
+    assert headers == {} and json.loads(body)["outputs"][0]["data"] == y.ravel().tolist()
+    with pytest.raises(ProtocolError, match="has no output 'z'"):
+        encode_response("m", "1", InferRequest({"x": np.zeros(1)}, outputs=("z",)), {"y": y})
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_batcher_groups_concurrent_requests_and_answers_each_its_rows():
+    calls = []
+
+    def run(feeds):
+        calls.append(len(feeds["x"]))
+        return {"y": feeds["x"] * 2}
+
+    async def main():
+        batcher = AsyncBatcher(run, ThreadPoolExecutor(1), max_batch=8, max_delay_ms=50, max_queue=64)
+        inputs = [np.full((1, 2), i, np.float32) for i in range(8)]
+        results = await asyncio.gather(*(batcher.submit({"x": x}) for x in inputs))
+        return inputs, results
+
+    inputs, results = _run(main())
+    assert all(np.array_equal(r["y"], x * 2) for x, r in zip(inputs, results))
+    assert calls == [8]  # one forward pass for the eight callers
+
+
+def test_batcher_sheds_beyond_its_queue_and_isolates_a_bad_request():
+    gate = threading.Event()
+
+    def run(feeds):
+        gate.wait(5)
+        if (feeds["x"] < 0).any() and len(feeds["x"]) == 1:
+            raise ValueError("negative")
+        if (feeds["x"] < 0).any():
+            raise ValueError("a batch with a negative row")
+        return {"y": feeds["x"]}
+
+    async def main():
+        batcher = AsyncBatcher(run, ThreadPoolExecutor(1), max_batch=4, max_delay_ms=20, max_queue=4)
+        def submit(v):
+            return asyncio.create_task(batcher.submit({"x": np.full((1, 1), v, np.float32)}))
+
+        tasks = [submit(v) for v in (1, -1, 2, 3)]  # one batch, held in the only worker at the gate
+        while batcher.batches == 0:
+            await asyncio.sleep(0.005)
+        tasks += [submit(v) for v in (4, 5, 6, 7)]  # queued behind it: the queue is now full
+        while batcher.queued_rows < 4:
+            await asyncio.sleep(0.005)
+        with pytest.raises(Overloaded) as shed:  # refused at once, not queued
+            await batcher.submit({"x": np.ones((1, 1), np.float32)})
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return shed.value, results
+
+    shed, results = _run(main())
+    assert shed.retry_after_s >= 1
+    assert isinstance(results[1], ValueError) and str(results[1]) == "negative"
+    assert [r["y"].item() for i, r in enumerate(results) if i != 1] == [1, 2, 3, 4, 5, 6, 7]  # neighbours answered
+
+
+def test_plane_validates_caches_and_answers(opt_dir):  # noqa: F811
+    from edgekit.serve.plane import Repository, ServedModel, ServeOptions
+
+    async def main():
+        model = ServedModel(opt_dir, ServeOptions(max_delay_ms=1))
+        repo = Repository()
+        repo.add(model)
+        x = np.ones((2, 4), np.float32)
+        first, info1 = await model.infer({"x": x})
+        again, info2 = await model.infer({"x": x})
+        with pytest.raises(ProtocolError, match="has shape 2x5"):
+            await model.infer({"x": np.ones((2, 5), np.float32)})
+        with pytest.raises(ProtocolError, match="no version '9'"):
+            repo.get("tiny", "9")
+        meta = model.metadata()
+        model.close()
+        return first, info1, again, info2, meta
+
+    first, info1, again, info2, meta = _run(main())
+    assert np.allclose(first["y"], _reference(np.ones((2, 4), np.float32)), atol=1e-5)
+    assert (info1["source"], info2["source"]) == ("model", "cache") and np.array_equal(first["y"], again["y"])
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["parameters"]["dynamic_batching"] is True
