@@ -148,3 +148,33 @@ def test_plane_validates_caches_and_answers(opt_dir):  # noqa: F811
     assert (info1["source"], info2["source"]) == ("model", "cache") and np.array_equal(first["y"], again["y"])
     assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
     assert meta["parameters"]["dynamic_batching"] is True
+
+
+def test_requests_given_up_while_queued_leave_the_queue():
+    """A client that disconnects (or times out) while queued must not hold its place: with its
+    rows still counted, an idle server would shed every later request."""
+    gate = threading.Event()
+
+    def run(feeds):
+        gate.wait(5)
+        return {"y": feeds["x"]}
+
+    async def main():
+        batcher = AsyncBatcher(run, ThreadPoolExecutor(1), max_batch=1, max_delay_ms=0, max_queue=2)
+        first = asyncio.create_task(batcher.submit({"x": np.ones((1, 1), np.float32)}))
+        while batcher.batches == 0:
+            await asyncio.sleep(0.005)
+        waiting = [asyncio.create_task(batcher.submit({"x": np.ones((1, 1), np.float32)})) for _ in range(2)]
+        while batcher.queued_rows < 2:
+            await asyncio.sleep(0.005)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        queued_after_cancel = batcher.queued_rows
+        gate.set()
+        await first
+        later = await batcher.submit({"x": np.full((1, 1), 3, np.float32)})
+        return queued_after_cancel, later
+
+    queued, later = _run(main())
+    assert queued == 0 and later["y"].item() == 3

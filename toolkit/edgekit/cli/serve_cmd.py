@@ -16,6 +16,8 @@ from .common import console, json_option, print_json
 @click.option("--max-batch", default=16, show_default=True, help="Rows per forward pass at most (dynamic batching).")
 @click.option("--max-delay-ms", default=2.0, show_default=True, help="How long a partial batch waits for more.")
 @click.option("--max-queue", default=256, show_default=True, help="Rows queued per model; beyond it: 503.")
+@click.option("--max-wait-ms", type=float,
+              help="Latency budget: shed (503) a request whose expected queue wait is longer.")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own.")
 @click.option("--batch-workers", default=1, show_default=True, help="Forward passes in flight per model.")
 @click.option("--cache-size", default=1024, show_default=True, help="Responses cached per model (0: off).")
@@ -25,14 +27,16 @@ from .common import console, json_option, print_json
 @click.option("--public-key", type=click.Path(path_type=Path), help="Serve only bundles signed for this key.")
 @click.option("--log-db", type=click.Path(path_type=Path), help="Log every prediction to this device log store.")
 @click.option("--max-body-mb", default=64, show_default=True, help="Largest request body.")
+@click.option("--max-inflight", default=1024, show_default=True,
+              help="Requests handled at once; beyond it: 503 before the body is read.")
 @click.option("--workers", default=1, show_default=True, help="Server processes (each loads every bundle).")
 @click.option("--ui", is_flag=True, help="Mount a browser UI at /ui (needs the 'ui' extra: gradio).")
 @click.option("--lookup-db", help="Answer known keys from a predictions table (see 'edgekit predict').")
 @click.option("--lookup-table", default="predictions", show_default=True)
 @click.option("--access-log", is_flag=True, help="One JSON line per request on stderr.")
-def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, no_batching, batch_workers, cache_size,
-              timeout_ms, threads, token_file, public_key, log_db, max_body_mb, workers, ui, lookup_db, lookup_table,
-              access_log):
+def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_ms, no_batching, batch_workers, cache_size,
+              timeout_ms, threads, token_file, public_key, log_db, max_body_mb, max_inflight, workers, ui, lookup_db,
+              lookup_table, access_log):
     """Serve bundles over the Open Inference Protocol (KServe V2), with dynamic batching, a
     response cache, Prometheus /metrics, and a raw-input route for bundles that carry their
     processing (pictures, text). Several bundles (models and versions) in one server.
@@ -52,10 +56,10 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, no_batchi
         bundles=tuple(str(b) for b in bundles),
         options=ServeOptions(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                              cache_size=cache_size, timeout_ms=timeout_ms, threads=threads, workers=batch_workers,
-                             batching=not no_batching),
+                             batching=not no_batching, max_wait_ms=max_wait_ms),
         host=host, port=port, token=read_token(token_file).decode() if token_file else None,
         public_key=str(public_key) if public_key else None, log_db=str(log_db) if log_db else None,
-        max_body_bytes=max_body_mb * 1024 * 1024, workers=workers, ui=ui, access_log=access_log,
+        max_body_bytes=max_body_mb * 1024 * 1024, max_inflight=max_inflight, workers=workers, ui=ui, access_log=access_log,
         lookup_db=lookup_db, lookup_table=lookup_table)
     if workers == 1:
         from ..serve.server import build_app

@@ -37,6 +37,7 @@ OPEN = ("/v2/health/live", "/v2/health/ready")  # probes need no token
 class HttpOptions:
     max_body_bytes: int = 64 * 1024 * 1024
     token: Optional[str] = None  # bearer token; None: no authentication
+    max_inflight: int = 1024  # requests being handled at once; beyond: 503 before reading anything
 
 
 def _error(status: int, message: str, headers: Optional[dict] = None):
@@ -85,7 +86,9 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         return JSONResponse({"name": model.name, "ready": model.ready}, status_code=200 if model.ready else 503)
 
     async def infer(request: Request):
+        start = time.perf_counter()
         model = model_of(request)
+        model.admit()
         body = await read_body(request, http.max_body_bytes)
         parsed = InferRequest.parse(body, request.headers.get(HEADER.lower()))
         known = await model.lookup_key(parsed.parameters.get("key"))
@@ -96,11 +99,14 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         data, headers = encode_response(model.name, model.version, parsed, outputs)
         headers["X-Request-Id"] = info["request_id"]
         headers["X-Edgekit-Source"] = info["source"]
+        headers["Server-Timing"] = f"edgekit;dur={(time.perf_counter() - start) * 1000:.3f}"
         media = "application/octet-stream" if HEADER in headers else "application/json"
         return Response(data, media_type=media, headers=headers)
 
     async def predict(request: Request):
+        start = time.perf_counter()
         model = model_of(request)
+        model.admit()
         known = await model.lookup_key(request.query_params.get("key"))
         if known is not None:  # precomputed (edgekit predict): answered from the table
             rid = request.query_params["key"]
@@ -110,7 +116,8 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
             results, info = await model.predict_raw(items, rid)
         return JSONResponse({"model_name": model.name, "model_version": model.version, "id": info["request_id"],
                              "source": info["source"], "predictions": results},
-                            headers={"X-Request-Id": info["request_id"], "X-Edgekit-Source": info["source"]})
+                            headers={"X-Request-Id": info["request_id"], "X-Edgekit-Source": info["source"],
+                                     "Server-Timing": f"edgekit;dur={(time.perf_counter() - start) * 1000:.3f}"})
 
     async def prometheus(request: Request):
         data, content_type = metrics.render()
@@ -174,6 +181,7 @@ class _Guard:
         for model in repository.all():
             model.metrics = metrics
         self.token = http.token.encode() if http.token else None
+        self.inflight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -187,6 +195,13 @@ class _Guard:
                 status["code"] = message["status"]
             await send(message)
 
+        if self.inflight >= self.http.max_inflight and path not in OPEN:
+            self.metrics.shed.labels(_model(path)).inc()
+            response = _error(503, f"{self.inflight} requests in flight (limit {self.http.max_inflight})",
+                              {"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        self.inflight += 1
         self.metrics.inflight.inc()
         try:
             if self.token and path not in OPEN and not self._authorised(scope):
@@ -195,6 +210,7 @@ class _Guard:
                 return
             await self.app(scope, receive, sending)
         finally:
+            self.inflight -= 1
             self.metrics.inflight.dec()
             seconds = time.perf_counter() - start
             route = _route(path)

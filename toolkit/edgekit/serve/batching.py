@@ -51,10 +51,16 @@ class AsyncBatcher:
         self._task: Optional[asyncio.Task] = None
         self._running: set[asyncio.Task] = set()
         self.batches = self.requests = 0
+        self.row_ms = 0.0  # moving average of forward-pass time per row: what a queued row will cost
+        self._in_flight_rows = 0
 
     @property
     def queued_rows(self) -> int:
         return self._rows
+
+    def expected_wait_ms(self) -> float:
+        """How long a request arriving now would wait before its own forward pass starts."""
+        return (self._rows + self._in_flight_rows) * self.row_ms / self._workers
 
     async def submit(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = len(next(iter(feeds.values())))
@@ -67,8 +73,18 @@ class AsyncBatcher:
         pending = _Pending(feeds, rows, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._rows += rows
+        # A request given up while queued (client gone, timeout) leaves the queue at once: its
+        # rows must not count against the limit, or an idle server would shed forever.
+        pending.future.add_done_callback(lambda f, p=pending: self._forget(p) if f.cancelled() else None)
         self._more.set()
         return await pending.future
+
+    def _forget(self, pending: _Pending) -> None:
+        try:
+            self._queue.remove(pending)
+        except ValueError:
+            return  # already taken into a batch
+        self._rows -= pending.rows
 
     def _start(self) -> None:
         self._slots = asyncio.Semaphore(self._workers)
@@ -83,7 +99,9 @@ class AsyncBatcher:
             if not self._queue:
                 continue
             await self._slots.acquire()  # while every worker is busy, the queue keeps filling
-            deadline = loop.time() + self.max_delay
+            # Wait for more only while another batch is running: an idle server answers a lone
+            # request at once (no max_delay tax on a single client); a busy one fills batches.
+            deadline = loop.time() + (self.max_delay if self._running else 0.0)
             while self._rows < self.max_batch:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -116,10 +134,13 @@ class AsyncBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
+        rows = sum(p.rows for p in batch)
+        self._in_flight_rows += rows
+        started = loop.time()
         try:
             self.batches += 1
             self.requests += len(batch)
-            self.on_batch(sum(p.rows for p in batch), len(batch))
+            self.on_batch(rows, len(batch))
             if len(batch) == 1:
                 joined = batch[0].feeds
             else:
@@ -136,12 +157,15 @@ class AsyncBatcher:
                     except Exception as single:
                         _settle(pending, exception=single)
                 return
+            per_row = (loop.time() - started) * 1000 / rows
+            self.row_ms = per_row if not self.row_ms else 0.8 * self.row_ms + 0.2 * per_row
             start = 0
             for pending in batch:
                 _settle(pending, {k: v[start:start + pending.rows] if isinstance(v, np.ndarray) else v
                                   for k, v in outputs.items()})
                 start += pending.rows
         finally:
+            self._in_flight_rows -= rows
             self._slots.release()
 
     async def drain(self) -> None:

@@ -34,10 +34,15 @@ class ServeOptions:
     threads: Optional[int] = None  # per session; None lets the runtime use every core
     workers: int = 1  # batches in flight at once per model
     batching: bool = True
+    # A latency budget: shed a request whose expected wait (rows ahead x measured time per row)
+    # is longer than this. Keeps accepted requests fast under overload; None: only max_queue.
+    max_wait_ms: Optional[float] = None
 
     def validate(self) -> None:
         if self.max_batch < 1 or self.max_queue < self.max_batch or self.workers < 1:
             raise EdgekitError("max_batch and workers must be >= 1 and max_queue >= max_batch")
+        if self.max_wait_ms is not None and self.max_wait_ms <= 0:
+            raise EdgekitError("max_wait_ms must be positive")
         if self.max_delay_ms < 0 or self.timeout_ms <= 0 or self.cache_size < 0:
             raise EdgekitError("max_delay_ms and cache_size must be >= 0 and timeout_ms > 0")
 
@@ -110,6 +115,20 @@ class ServedModel:
         return self.runtime.active is not None
 
     # -- inference ---------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Shed before reading the body: under overload, parsing requests that will be refused
+        anyway is what makes latency climb for the accepted ones."""
+        if self.batcher is None:
+            return
+        from .batching import Overloaded
+
+        if self.batcher.queued_rows >= self.options.max_queue:
+            raise Overloaded(f"{self.batcher.queued_rows} rows already queued (limit {self.options.max_queue})",
+                             retry_after_s=1.0)
+        if self.options.max_wait_ms is not None and self.batcher.expected_wait_ms() > self.options.max_wait_ms:
+            raise Overloaded(f"the expected wait of {self.batcher.expected_wait_ms():.0f} ms exceeds the budget of "
+                             f"{self.options.max_wait_ms:.0f} ms", retry_after_s=1.0)
+
     async def lookup_key(self, key: Optional[str]) -> Optional[tuple[dict, dict]]:
         """(result, output tensors) precomputed for ``key`` (model-in-DB), or None."""
         if self.lookup is None or not key:

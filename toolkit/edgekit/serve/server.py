@@ -28,6 +28,7 @@ class ServerConfig:
     public_key: Optional[str] = None
     log_db: Optional[str] = None
     max_body_bytes: int = 64 * 1024 * 1024
+    max_inflight: int = 1024
     workers: int = 1
     ui: bool = False
     access_log: bool = False
@@ -68,7 +69,8 @@ def build_app(config: ServerConfig):
         from .ui import gradio_app
 
         ui = gradio_app(repository)
-    return create_app(repository, HttpOptions(max_body_bytes=config.max_body_bytes, token=config.token), ui=ui)
+    return create_app(repository, HttpOptions(max_body_bytes=config.max_body_bytes, token=config.token,
+                                                        max_inflight=config.max_inflight), ui=ui)
 
 
 def app_from_env():
