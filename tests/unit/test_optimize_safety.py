@@ -111,3 +111,43 @@ def test_work_directories_of_killed_runs_are_swept(tiny_onnx, data, tmp_path):
         for path in (stale, live, mine):
             if os.path.isdir(path):
                 os.rmdir(path)
+
+
+def test_a_user_model_declares_its_processing_and_labels(tmp_path, cli):
+    """--processing and --labels make a bundle that takes pictures and answers class names."""
+    import io
+
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from edgekit.runtime import load
+    from tests.conftest import make_cnn_onnx
+
+    model = make_cnn_onnx(tmp_path / "cnn.onnx", channels=3, size=8, classes=4)
+    np.savez(tmp_path / "data.npz", input=np.random.default_rng(0).random((16, 3, 8, 8)).astype(np.float32))
+    (tmp_path / "pictures.toml").write_text('[image]\ninput = "input"\nheight = 8\nwidth = 8\nmode = "RGB"\n'
+                                            'mean = [0.5]\nstd = [0.25]\n')
+    (tmp_path / "classes.txt").write_text("cat\ndog\nbird\nfish\n")
+    result = cli("optimize", model, "--data", tmp_path / "data.npz", "--formats", "onnx", "--precisions", "fp32",
+                 "--time-budget", "0.2", "--processing", tmp_path / "pictures.toml", "--labels",
+                 tmp_path / "classes.txt", "--out", tmp_path / "out", "--package")
+    assert result.exit_code == 0, result.output
+    bundle = load(tmp_path / "out.ekb")
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 90)).save(picture, "PNG")
+    answer = bundle.predict_raw(picture.getvalue())
+    assert answer["label"] in {"cat", "dog", "bird", "fish"} and len(answer["top_k"]) == 4
+    pixels = ((np.array([200, 30, 90], np.float32) / 255 - 0.5) / 0.25)[:, None, None] * np.ones((3, 8, 8), np.float32)
+    direct = bundle.predict({"input": pixels[None]})["logits"]  # the same tensor the processing should make
+    assert answer["label"] == ["cat", "dog", "bird", "fish"][int(direct.argmax())]
+
+
+def test_processing_that_does_not_fit_the_model_is_refused(tmp_path, cli):
+    from tests.conftest import make_cnn_onnx
+
+    model = make_cnn_onnx(tmp_path / "cnn.onnx", classes=4)
+    np.savez(tmp_path / "data.npz", input=np.random.default_rng(0).random((8, 3, 8, 8)).astype(np.float32))
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")  # three names for four classes
+    result = cli("optimize", model, "--data", tmp_path / "data.npz", "--formats", "onnx", "--precisions", "fp32",
+                 "--labels", tmp_path / "classes.txt", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "3 labels for output 'logits' of 4 classes" in result.output

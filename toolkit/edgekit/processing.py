@@ -167,3 +167,41 @@ class Postprocessor:
             if post.top_k:
                 out["top_k"] = [{"label": label(int(k)), "score": float(values[k])} for k in order]
         return out
+
+
+def declaration(toml_path: Optional[Path] = None, labels_path: Optional[Path] = None,
+                output: Optional[str] = None) -> Optional[dict]:
+    """A user's processing for ``optimize --processing FILE.toml --labels FILE``, as the manifest
+    declares it: ``[image]`` or ``[text]`` (a tokenizer path is relative to the TOML file) and
+    ``[[outputs]]``; a labels file (one class per line) names the first output's classes."""
+    if toml_path is None and labels_path is None:
+        return None
+    data: dict = {}
+    if toml_path is not None:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        toml_path = Path(toml_path)
+        if not toml_path.is_file():
+            raise EdgekitError(f"processing file {toml_path} does not exist", "see the README's processing section")
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise EdgekitError(f"{toml_path}: not valid TOML: {exc}") from None
+        if "text" in data and "tokenizer" in data["text"]:
+            data["text"]["tokenizer"] = str((toml_path.parent / data["text"]["tokenizer"]).resolve())
+            data["text"].setdefault("sha256", "0" * 64)  # the real hash is taken when the file is bundled
+    if labels_path is not None:
+        labels_path = Path(labels_path)
+        if not labels_path.is_file():
+            raise EdgekitError(f"labels file {labels_path} does not exist", "one class name per line")
+        labels = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not labels:
+            raise EdgekitError(f"labels file {labels_path} is empty", "one class name per line")
+        outputs = data.setdefault("outputs", [])
+        if not outputs:
+            outputs.append({"output": output or ""})
+        outputs[0].update(labels=labels, softmax=outputs[0].get("softmax", True),
+                          top_k=outputs[0].get("top_k", min(5, len(labels))))
+    return data

@@ -62,10 +62,15 @@ def _summary(report: dict) -> None:
 @click.option("--time-budget", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
 @click.option("--package", "package", is_flag=True, help="Also write the deployable bundle OUT.ekb.")
 @click.option("--sign-key", type=click.Path(path_type=Path), help="With --package: sign the bundle (ed25519 PEM).")
+@click.option("--processing", "processing_file", type=click.Path(path_type=Path),
+              help="TOML with the bundle's [image] or [text] input processing and [[outputs]] (see README).")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path),
+              help="Class names, one per line, for the first output (softmax and top 5 added).")
 @input_option
 @json_option
 def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_only,
-                 allow_synthetic_calibration, eval_samples, time_budget, package, sign_key, inputs, as_json):
+                 allow_synthetic_calibration, eval_samples, time_budget, package, sign_key, processing_file,
+                 labels_file, inputs, as_json):
     """Convert and quantise MODEL for a target device, guard accuracy, and pick the best variant.
 
     MODEL defaults to the demo model edgekit:digits-cnn. The result directory holds every
@@ -77,9 +82,12 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
       edgekit optimize edgekit:minilm --target host --json
       edgekit optimize net.py:build --data calib.npz --target coral-edgetpu --plan
       edgekit optimize --target raspberrypi --package
+      edgekit optimize net.py:build --data val.npz --labels classes.txt --processing pictures.toml --package
     """
     from ..optimizer import NoCandidatePassed, optimize
+    from ..processing import declaration
 
+    processing = declaration(processing_file, labels_file)
     say, stop = (lambda msg: None), (lambda: None)
     if not plan_only:
         say, stop = _progress()
@@ -87,7 +95,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
         result = optimize(model, target=target, data=data, out=out, formats=_split(formats),
                           precisions=_split(precisions), tolerance=tolerance, plan_only=plan_only,
                           allow_synthetic_calibration=allow_synthetic_calibration, eval_samples=eval_samples,
-                          time_budget_s=time_budget, progress=say, inputs=inputs)
+                          time_budget_s=time_budget, progress=say, inputs=inputs, processing=processing)
     except NoCandidatePassed as exc:
         stop()
         if as_json:

@@ -247,21 +247,26 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
              precisions: Optional[set[str]] = None, tolerance: Tolerance | str | None = None,
              allow_synthetic_calibration: bool = False, eval_samples: int = EVAL_SAMPLES,
              time_budget_s: float = 20.0, progress: Callable[[str], None] = lambda msg: None,
-             inputs: tuple[str, ...] = (), plan_only: bool = False) -> OptimizeResult:
-    """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result."""
+             inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None) -> OptimizeResult:
+    """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result.
+    ``processing`` declares the bundle's pre/post-processing (built-in models carry theirs)."""
     with InterruptGuard() as guard:
         def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
             guard.check()
             progress(msg)
 
         return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
-                         eval_samples, time_budget_s, step, inputs, plan_only)
+                         eval_samples, time_budget_s, step, inputs, plan_only, processing)
 
 
 def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
-              time_budget_s, progress, inputs, plan_only) -> OptimizeResult:
+              time_budget_s, progress, inputs, plan_only, processing=None) -> OptimizeResult:
     started = time.time()
     model = model if isinstance(model, Model) else load_model(model, inputs)
+    if processing is not None:
+        for post in processing.get("outputs", []):
+            post["output"] = post.get("output") or model.outputs[0].name
+        model.meta["processing"] = processing
     profile = target if isinstance(target, Profile) else resolve(target)
     tolerance = tolerance if isinstance(tolerance, Tolerance) else Tolerance.parse(tolerance)
     plan = make_plan(model, profile, formats, precisions)
