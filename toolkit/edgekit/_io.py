@@ -34,6 +34,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_toml(path: str | os.PathLike, what: str, hint: str | None = None, error=EdgekitError) -> dict:
+    """A TOML file as a dict; a missing, binary or malformed file is one ``error`` naming it."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} does not exist", hint)
+    if not path.is_file():
+        raise error(f"{what} {path} is not a file", hint)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{path} is not a text file", hint) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}", hint) from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write a file so that readers see either the old content or the new, never half."""
     path = Path(path)

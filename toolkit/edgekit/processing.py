@@ -178,17 +178,10 @@ def declaration(toml_path: Optional[Path] = None, labels_path: Optional[Path] = 
         return None
     data: dict = {}
     if toml_path is not None:
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
+        from ._io import read_toml
+
         toml_path = Path(toml_path)
-        if not toml_path.is_file():
-            raise EdgekitError(f"processing file {toml_path} does not exist", "see the README's processing section")
-        try:
-            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise EdgekitError(f"{toml_path}: not valid TOML: {exc}") from None
+        data = read_toml(toml_path, "processing file", "see the README's processing section")
         if "text" in data and "tokenizer" in data["text"]:
             data["text"]["tokenizer"] = str((toml_path.parent / data["text"]["tokenizer"]).resolve())
             data["text"].setdefault("sha256", "0" * 64)  # the real hash is taken when the file is bundled

@@ -7,30 +7,18 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from .._io import read_toml
 from .._schema import SchemaError, from_dict
 from ..errors import ProfileError
 from .host import host_profile
 from .profile import Profile
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 
 def load_profile_file(path: str | os.PathLike) -> Profile:
     """Read and validate one TOML profile; errors name the file and the key."""
     path = Path(path)
-    if not path.exists():
-        raise ProfileError(f"profile file {path} does not exist", "check the path, or run 'edgekit targets list'")
-    if not path.is_file():
-        raise ProfileError(f"profile {path} is not a file", "pass a .toml profile file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ProfileError(f"{path} is not a text file", "a profile is a UTF-8 TOML file; see profiles/README.md") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "profile file", "a profile is a UTF-8 TOML file; see profiles/README.md", ProfileError)
     try:
         profile = from_dict(Profile, data)
     except SchemaError as exc:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .._io import read_toml
 from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 from .record import Batch
@@ -32,10 +33,6 @@ from .store import LogStore
 
 log = logging.getLogger("edgekit.sync")
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 
 GROW_AFTER = 16  # successful smaller batches before the batch size doubles again
@@ -83,12 +80,7 @@ class SyncConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "SyncConfig":
         path = Path(path)
-        if not path.is_file():
-            raise EdgekitError(f"sync config {path} does not exist or is not a file", "see targets/raspberrypi/sync.toml")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise EdgekitError(f"{path}: not valid TOML: {exc}", "see targets/raspberrypi/sync.toml") from None
+        data = read_toml(path, "sync config", "see targets/raspberrypi/sync.toml")
         try:
             return from_dict(cls, data)
         except SchemaError as exc:
