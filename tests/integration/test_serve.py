@@ -171,14 +171,20 @@ def test_predictions_are_logged_per_request_with_their_id(server):
     assert row == ("digits-cnn", "1", active)
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+
 def test_load_no_5xx_every_answer_right_and_batches_form(server, references):
-    """64 concurrent clients for a while: no 5xx, each answer its own, batches really formed."""
+    """64 concurrent clients for a while: no 5xx, each answer its own, batches really formed,
+    and the server's memory flat (no per-request leak)."""
     digits = references["digits-cnn"]
     rng = np.random.default_rng(0)
     samples = rng.random((64, 1, 1, 8, 8)).astype(np.float32)
     expected = [digits.predict({"input": s})["logits"] for s in samples]
-    failures, wrong, done = [], [], []
-    stop = time.monotonic() + 8
+    failures, wrong, done, rss = [], [], [], []
+    stop = time.monotonic() + 12
 
     def client(i):
         body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
@@ -193,12 +199,19 @@ def test_load_no_5xx_every_answer_right_and_batches_form(server, references):
                 wrong.append(i)
             done.append(1)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+    def sample():
+        while time.monotonic() < stop:
+            rss.append(_rss_mb(server.proc.pid))
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(64)] + [threading.Thread(target=sample)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert failures == [] and wrong == [] and len(done) > 200
+    warm = rss[len(rss) // 3]  # after the first seconds (buffers and caches warm)
+    assert max(rss[len(rss) // 3:]) - warm < 40, rss  # flat: no growth with the number of requests
     metrics = server.request("GET", "/metrics")[1].decode()
     rows = sum(float(line.split()[-1]) for line in metrics.splitlines()
                if line.startswith('edgekit_batch_rows_bucket{le="1.0",model="digits-cnn"}'))
