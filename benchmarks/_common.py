@@ -16,14 +16,9 @@ import sys
 # torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 
+from edgekit.metrics import cosine_rows  # noqa: E402,F401  (the scripts import it from here)
 from edgekit.optimizer.timing import interleaved, summary  # noqa: E402
-
-
-def cosine_rows(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
-    r, o = reference.reshape(len(reference), -1), output.reshape(len(output), -1)
-    return (r * o).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1))
 
 
 def side_by_side(runs: dict, budget_s: float = 30.0, min_rounds: int = 30) -> dict[str, dict]:
