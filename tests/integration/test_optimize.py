@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from edgekit.manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
+
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
@@ -13,7 +15,7 @@ pytest.importorskip("litert_torch")
 def _check_out_dir(out, report):
     assert (out / "report.md").exists() and (out / "tradeoff.png").exists()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2 and manifest["variants"][0]["id"] == report["winner"]
+    assert manifest["schema_version"] == MANIFEST_SCHEMA and manifest["variants"][0]["id"] == report["winner"]
     assert manifest["variants"][-1]["precision"] == "fp32" or len(manifest["variants"]) == 1  # safe fallback last
     for variant in manifest["variants"]:
         digest = hashlib.sha256((out / variant["file"]).read_bytes()).hexdigest()

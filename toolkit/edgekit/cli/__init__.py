@@ -16,6 +16,7 @@ from .profile_cmd import profile_cmd
 from .runtime_cmd import package_cmd, run_cmd
 from .serve_cmd import predict_cmd, serve_cmd
 from .sync_cmd import collector, sync
+from .test_cmd import test_group
 from .targets_cmd import targets
 
 
@@ -52,5 +53,6 @@ main.add_command(package_cmd)
 main.add_command(run_cmd)
 main.add_command(serve_cmd)
 main.add_command(predict_cmd)
+main.add_command(test_group)
 main.add_command(collector)
 main.add_command(sync)

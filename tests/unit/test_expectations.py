@@ -1,0 +1,146 @@
+"""Data expectations on real data (the digits, MiniLM's tokens of the shipped sentences): each
+corruption fails the expectation that names it, and nothing else."""
+
+import time
+
+import numpy as np
+import pytest
+
+from edgekit.testing import Suite, assert_expectations, run_suite, suggest
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def digits_files(tmp_path_factory):
+    from edgekit.zoo import digits
+
+    x_train, x_test, y_train, y_test = digits._split()
+    d = tmp_path_factory.mktemp("exp")
+    now = time.time()
+
+    def save(name, x, y, t0):
+        path = d / name
+        np.savez(path, input=x, labels=y, key=np.asarray([f"{name[:3]}-{i}" for i in range(len(x))]),
+                 time=t0 + np.arange(len(x), dtype=np.float64))
+        return path
+
+    ref = save("reference.npz", x_train, y_train, now - 86400)
+    new = save("new.npz", x_test, y_test, now - 3600)
+    return d, ref, new
+
+
+@pytest.fixture(scope="module")
+def digits_suite(digits_files):
+    d, ref, _ = digits_files
+    suite = suggest(ref, key="key")
+    (d / "suite.toml").write_text(suite.to_toml())
+    return Suite.load(d / "suite.toml")  # what a person edits is what runs
+
+
+def _failed(result):
+    return sorted({(o.kind, o.column) for o in result.failed()})
+
+
+def test_the_suite_holds_on_its_reference_and_on_new_clean_data(digits_files, digits_suite):
+    _, ref, new = digits_files
+    kinds = {c.kind for c in digits_suite.checks}
+    assert {"dtype", "shape", "range", "no_missing", "allowed_values", "label_distribution", "unique",
+            "not_in_future", "monotonic", "matches_reference"} <= kinds
+    assert run_suite(digits_suite, ref).success
+    new_result = run_suite(digits_suite, new)
+    # the held-out keys are not in the reference, so matches_reference has nothing to compare
+    assert new_result.success, [(o.kind, o.column, o.observed) for o in new_result.failed()]
+
+
+def _corrupt(src, dst, **changes):
+    with np.load(src) as npz:
+        data = {k: npz[k].copy() for k in npz.files}
+    for name, fn in changes.items():
+        data[name] = fn(data[name]) if callable(fn) else fn
+    np.savez(dst, **data)
+    return dst
+
+
+@pytest.mark.parametrize("corruption, expected", [
+    ({"input": lambda x: np.where(np.arange(len(x))[:, None, None, None] % 50 == 0, np.nan, x)},
+     [("no_missing", "input")]),
+    ({"input": lambda x: np.where(np.arange(len(x))[:, None, None, None] % 20 == 0, x * 4 + 1, x)},
+     [("range", "input")]),
+    ({"labels": lambda y: np.random.default_rng(0).permutation(y)}, [("matches_reference", "labels")]),
+    ({"time": lambda t: np.where(np.arange(len(t)) == len(t) - 1, time.time() + 86400, t)},
+     [("not_in_future", "time")]),
+])
+def test_each_corruption_fails_its_expectation_and_nothing_else(digits_files, digits_suite, tmp_path, corruption,
+                                                                   expected):
+    _, ref, _ = digits_files
+    bad = _corrupt(ref, tmp_path / "bad.npz", **corruption)
+    assert _failed(run_suite(digits_suite, bad)) == expected
+
+
+def test_duplicated_rows_fail_uniqueness_only(digits_files, digits_suite, tmp_path):
+    _, ref, _ = digits_files
+    with np.load(ref) as npz:
+        data = {k: npz[k] for k in npz.files}
+    twice = np.arange(len(data["input"])) % 10 == 0  # one row in ten written twice
+    dup = {k: np.concatenate([v, v[twice]]) for k, v in data.items()}
+    dup["key"] = np.asarray([f"dup-{i}" for i in range(len(dup["key"]))])  # keys stay unique
+    dup["time"] = np.sort(dup["time"])
+    np.savez(tmp_path / "dup.npz", **dup)
+    assert _failed(run_suite(digits_suite, tmp_path / "dup.npz")) == [("unique", "input")]
+
+
+def test_tokens_out_of_vocabulary_and_bad_masks(tmp_path):
+    pytest.importorskip("tokenizers")
+    from edgekit.zoo import minilm
+
+    tokens = minilm.tokenize(minilm.sentences())
+    np.savez(tmp_path / "ref.npz", **tokens)
+    suite = suggest(tmp_path / "ref.npz")
+    assert run_suite(suite, tmp_path / "ref.npz").success
+    oov = dict(tokens, input_ids=np.where(tokens["input_ids"] == 2023, 40000, tokens["input_ids"]))
+    np.savez(tmp_path / "oov.npz", **oov)
+    assert _failed(run_suite(suite, tmp_path / "oov.npz")) == [("range", "input_ids")]
+    mask = dict(tokens, attention_mask=np.ones_like(tokens["attention_mask"]))
+    np.savez(tmp_path / "mask.npz", **mask)
+    assert _failed(run_suite(suite, tmp_path / "mask.npz")) == [("mask_matches_padding", "attention_mask")]
+
+
+def test_assert_helper_for_pytest_and_a_user_rule(digits_files, tmp_path, monkeypatch):
+    _, ref, _ = digits_files
+    (tmp_path / "rules.py").write_text(
+        "import numpy as np\n"
+        "def inked(chunk):\n"
+        "    return chunk['input'].reshape(len(chunk['input']), -1).max(axis=1) > 0.25\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = Suite.parse({"name": "rules", "expect": [{"kind": "rule", "function": "rules:inked", "column": "input"},
+                                                     {"kind": "row_count", "min": 5000}]})
+    with pytest.raises(AssertionError, match="completeness/row_count on -: expected 5000 to any rows, observed 1347"):
+        assert_expectations(suite, ref)
+
+
+def test_parquet_input_streams_in_chunks(digits_files, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    _, ref, _ = digits_files
+    with np.load(ref) as npz:
+        x, y = npz["input"], npz["labels"]
+    pq.write_table(pa.table({"input": [r.ravel().tolist() for r in x], "labels": y}), tmp_path / "d.parquet",
+                   row_group_size=100)
+    suite = Suite.parse({"name": "p", "expect": [{"kind": "range", "column": "input", "min": 0, "max": 1},
+                                                 {"kind": "row_count", "min": 1347, "max": 1347}]})
+    result = run_suite(suite, tmp_path / "d.parquet", chunk=100)
+    assert result.success and result.rows == 1347
+
+
+@pytest.mark.parametrize("suite, message", [
+    ({"expect": [{"kind": "teleport"}]}, "kind must be one of"),
+    ({"expect": [{"kind": "range", "column": "x", "mostly": 2}]}, "mostly must be within"),
+    ({"nothing": 1}, "a list 'expect'"),
+])
+def test_bad_suites_are_clear_errors(suite, message):
+    from edgekit.errors import EdgekitError
+
+    with pytest.raises(EdgekitError, match=message):
+        Suite.parse(suite)
