@@ -90,3 +90,25 @@ def open_table(path: str | Path, chunk: int = 65536) -> Table:
             raise DataError(f"{path} is not a readable Parquet file ({str(exc)[:200]})") from None
         return ParquetTable(path, meta.metadata.num_rows, list(meta.schema_arrow.names), chunk)
     raise DataError(f"cannot read {path.name}", "give an .npz (a data set or 'edgekit collector export') or Parquet")
+
+
+def load_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """The whole table as columns (for tests over a data set that fits in memory: a hard-case
+    suite, an evaluation split; expectations stream instead)."""
+    parts: dict[str, list] = {}
+    for chunk in open_table(path).chunks():
+        for name, values in chunk.items():
+            parts.setdefault(name, []).append(values)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def labels_of(columns: dict[str, np.ndarray], name: Optional[str] = None, origin: str = "the data") -> np.ndarray:
+    """Integer class labels from ``labels`` (or ``label``, or ``name``), strings accepted."""
+    column = name or next((c for c in ("labels", "label") if c in columns), None)
+    if column is None or column not in columns:
+        raise DataError(f"{origin} has no labels", "add a 'labels' array, or name it with --labels")
+    values = columns[column]
+    try:
+        return values.astype(np.int64)
+    except ValueError:
+        raise DataError(f"labels in {origin} are not class numbers (e.g. {values[:3].tolist()})") from None
