@@ -134,6 +134,21 @@ def test_parquet_input_streams_in_chunks(digits_files, tmp_path):
     assert result.success and result.rows == 1347
 
 
+def test_parquet_null_and_fixed_size_list_rows(tmp_path):
+    """A null tensor row is a missing value that no_missing counts, not a crash; fixed-size lists stack."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    images = pa.array([[[0.0, 1.0], [1.0, 0.0]], None, [[0.5, 0.5], [0.5, 0.5]]])
+    embeddings = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 2)
+    pq.write_table(pa.table({"input": images, "emb": embeddings}), tmp_path / "n.parquet")
+    suite = Suite.parse({"name": "n", "expect": [{"kind": "no_missing", "column": "input"},
+                                                 {"kind": "shape", "column": "input", "shape": [2, 2]},
+                                                 {"kind": "shape", "column": "emb", "shape": [2]}]})
+    result = run_suite(suite, tmp_path / "n.parquet")
+    assert [(o.kind, o.failing_rows) for o in result.failed()] == [("no_missing", 1)]
+
+
 @pytest.mark.parametrize("suite, message", [
     ({"expect": [{"kind": "teleport"}]}, "kind must be one of"),
     ({"expect": [{"kind": "range", "column": "x", "mostly": 2}]}, "mostly must be within"),

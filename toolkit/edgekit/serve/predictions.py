@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from .._io import open_parquet
 from .._sql import SqlDatabase
 from ..errors import DataError, EdgekitError
 
@@ -94,10 +95,8 @@ def _arrow(path, model, key_column, chunk, suffix):
             raise DataError(f"{path} is not a readable CSV file ({str(exc)[:200]})") from None
         batches = _until_stop(reader)
     else:
-        import pyarrow.parquet as pq
-
         try:
-            file = pq.ParquetFile(path)
+            file = open_parquet(path)
         except Exception as exc:
             raise DataError(f"{path} is not a readable Parquet file ({str(exc)[:200]})") from None
         total, batches = file.metadata.num_rows, file.iter_batches(batch_size=chunk)

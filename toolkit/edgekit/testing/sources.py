@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from .._io import open_parquet
 from ..errors import DataError
 
 
@@ -37,26 +38,36 @@ class NpzTable(Table):
 
 class ParquetTable(Table):
     def chunks(self):
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.chunk):
+        for batch in open_parquet(self.path).iter_batches(batch_size=self.chunk):
             yield {name: arrow_to_numpy(batch.column(name)) for name in batch.schema.names}
 
 
 def arrow_to_numpy(column) -> np.ndarray:
-    """A pyarrow column as numpy: list columns stacked to N x shape, scalars as 1-d, strings as objects."""
-    import pyarrow as pa
+    """A pyarrow column as numpy: list columns stacked to N x shape, scalars as 1-d, strings as objects.
+
+    A null list row becomes a row of NaN so that no_missing can count it instead of the read failing."""
+    import pyarrow.compute as pc
     import pyarrow.types as t
 
-    if t.is_list(column.type) or t.is_large_list(column.type) or t.is_fixed_size_list(column.type):
-        flat, sizes = column, []
-        while t.is_list(flat.type) or t.is_large_list(flat.type) or t.is_fixed_size_list(flat.type):
-            lengths = pa.compute.list_value_length(flat).to_numpy(zero_copy_only=False)
+    def is_list(kind) -> bool:
+        return t.is_list(kind) or t.is_large_list(kind) or t.is_fixed_size_list(kind)
+
+    if is_list(column.type):
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        flat, sizes = column.drop_null(), []
+        while is_list(flat.type):
+            lengths = pc.list_value_length(flat).to_numpy(zero_copy_only=False)
             if len(lengths) and (lengths != lengths[0]).any():
-                raise DataError(f"list column of varying lengths ({lengths.min()}-{lengths.max()}) cannot be a tensor")
+                raise DataError(f"list column of varying lengths ({lengths.min()}-{lengths.max()}) cannot be a tensor",
+                                "pad or crop every row to one shape")
             sizes.append(int(lengths[0]) if len(lengths) else 0)
-            flat = pa.compute.list_flatten(flat)
-        return flat.to_numpy(zero_copy_only=False).reshape([len(column)] + sizes)
+            flat = pc.list_flatten(flat)
+        present = flat.to_numpy(zero_copy_only=False).reshape([int(valid.sum())] + sizes)
+        if valid.all():
+            return present
+        out = np.full([len(column)] + sizes, np.nan, dtype=np.result_type(present.dtype, np.float32))
+        out[valid] = present
+        return out
     if t.is_string(column.type) or t.is_large_string(column.type) or t.is_binary(column.type):
         return np.asarray(column.to_pylist(), dtype=object)
     return column.to_numpy(zero_copy_only=False)
@@ -81,9 +92,7 @@ def open_table(path: str | Path, chunk: int = 65536) -> Table:
         return NpzTable(path, next(iter(sizes.values()), 0), columns, chunk)
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
-            import pyarrow.parquet as pq
-
-            meta = pq.ParquetFile(path)
+            meta = open_parquet(path)
         except ImportError:
             raise DataError("Parquet needs pyarrow", "pip install 'edgekit[serve]'") from None
         except Exception as exc:  # pyarrow's own errors for broken files
