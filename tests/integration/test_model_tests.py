@@ -32,6 +32,25 @@ class Detached(torch.nn.Module):
 
 def detached():
     return Detached().eval(), (torch.zeros(1, 1, 8, 8),)
+
+def train_cnn(columns, labels):
+    # a training hook: the digits CNN trained from scratch on what it is given
+    torch.manual_seed(0)
+    m = build_module()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(columns["input"]), torch.from_numpy(labels)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    return m.eval()
+
+def train_brightness(columns, labels):
+    # a model too small for the task: one feature (how much ink), nearest class mean, as a callable
+    import numpy as np
+    ink = columns["input"].reshape(len(labels), -1).mean(1)
+    means = np.array([ink[labels == c].mean() for c in range(10)])
+    return lambda cols: -np.abs(cols["input"].reshape(len(cols["input"]), -1).mean(1)[:, None] - means)
 '''
 
 
@@ -142,3 +161,28 @@ def test_diagnosis_names_over_fitting_and_shift_with_numbers(degraded, digits_da
     findings = {d["finding"]: d for d in card.diagnosis}
     assert "distribution shift" in findings and findings["distribution shift"]["numbers"]["recent"] < 0.6
     assert "under-fitting" not in findings
+
+
+def test_learning_curve_says_more_data_or_a_bigger_model(degraded, digits_data, tmp_path, cli):
+    """From a handful of rows per class the CNN still gains from every doubling (data-limited); a
+    one-feature model has flattened at a low accuracy whatever the data (model-limited)."""
+    good, _ = degraded
+    common = [good, "--baseline", good, "--data", digits_data / "eval.npz", "--train", digits_data / "train.npz",
+              "--val", digits_data / "eval.npz", "--no-latency", "--json"]
+    small = cli("test", "card", *common, "--train-hook", f"{digits_data / 'nets.py'}:train_cnn",
+                "--fractions", "0.02,0.05", "--out", tmp_path / "card")
+    card = json.loads(small.output)
+    curve = card["learning_curve"]
+    assert [p["rows"] for p in curve] == [30, 70] and curve[1]["validation_accuracy"] > curve[0]["validation_accuracy"]
+    findings = {d["finding"] for d in card["diagnosis"]}
+    assert "data-limited" in findings and "model-limited" not in findings
+    assert (tmp_path / "card" / "learning_curve.png").is_file()
+    assert "## Learning curve" in (tmp_path / "card" / "report.md").read_text()
+    tiny = cli("test", "card", *common, "--train-hook", f"{digits_data / 'nets.py'}:train_brightness",
+               "--fractions", "0.25,0.5,1")
+    card = json.loads(tiny.output)
+    verdict = next(d for d in card["diagnosis"] if d["finding"] in ("data-limited", "model-limited", "plateau"))
+    assert verdict["finding"] == "model-limited" and verdict["numbers"]["train@100%"] < 0.5
+    no_val = cli("test", "card", good, "--baseline", good, "--data", digits_data / "eval.npz", "--no-latency",
+                 "--train", digits_data / "train.npz", "--train-hook", f"{digits_data / 'nets.py'}:train_cnn")
+    assert no_val.exit_code != 0 and "needs --train and --val" in no_val.output

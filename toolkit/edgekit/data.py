@@ -102,7 +102,7 @@ def _load_npz(path: Path) -> Dataset:
 
 
 def _load_factory(ref: str, limit: Optional[int]) -> Dataset:
-    from .models.torch_model import import_callable
+    from ._hooks import import_callable
 
     func = import_callable(ref, what="data factory")
     chunks: dict[str, list] = {}

@@ -179,22 +179,43 @@ def regression_cmd(candidate, baseline, suite, tolerance, as_json):
 @click.option("--train", type=click.Path(path_type=Path), help="Training data, for the diagnosis.")
 @click.option("--val", type=click.Path(path_type=Path), help="Validation data, for the diagnosis.")
 @click.option("--recent", type=click.Path(path_type=Path), help="Labelled recent (logged) data, for the diagnosis.")
+@click.option("--train-hook", metavar="MODULE:FUNCTION",
+              help="Your training function hook(columns, labels) -> model: adds a learning curve over data fractions "
+                   "(needs --train and --val).")
+@click.option("--fractions", default="0.1,0.25,0.5,1", show_default=True,
+              help="Fractions of the training data for the learning curve.")
 @click.option("--no-latency", is_flag=True, help="Skip the side-by-side latency measurement.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder: report.md, report.json and plots.")
 @json_option
-def card_cmd(candidate, baseline, data, slices, suite, expect, config, train, val, recent, no_latency, out, as_json):
+def card_cmd(candidate, baseline, data, slices, suite, expect, config, train, val, recent, train_hook, fractions,
+             no_latency, out, as_json):
     """The offline report card: the candidate against the current model, overall and per slice
     (worst first), on the hard cases and the data expectations, with a verdict; exit 1 on FAIL.
 
     \b
     Example:
       edgekit test card candidate.ekb --baseline current.ekb --data eval.npz --slices class,device --out card/
+      edgekit test card new.onnx --baseline cur.onnx --data eval.npz --train train.npz --val val.npz \\
+          --train-hook mytrain.py:train --out card/
     """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ..testing.card import report_card
 
     names = tuple(s.strip() for s in slices.split(",") if s.strip()) if slices else ()
-    card = report_card(candidate, baseline, data, slices=names, suite=suite, expect=expect, config=config, out=out,
-                       latency=not no_latency, train=train, val=val, recent=recent)
+    try:
+        parts = tuple(float(f) for f in fractions.split(",") if f.strip())
+    except ValueError:
+        raise click.BadParameter(f"{fractions!r} is not a comma list of numbers, e.g. 0.1,0.25,0.5,1",
+                                 param_hint="--fractions") from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True, disable=as_json or not train_hook) as bar:
+        task = bar.add_task("learning curve", total=len(parts))
+        card = report_card(candidate, baseline, data, slices=names, suite=suite, expect=expect, config=config,
+                           out=out, latency=not no_latency, train=train, val=val, recent=recent,
+                           train_hook=train_hook, fractions=parts,
+                           progress=lambda done, total, what: bar.update(task, completed=done, description=what))
     if as_json:
         print_json(card.to_dict())
     else:

@@ -37,6 +37,7 @@ class Thresholds:
     underfit_accuracy: float = 0.9  # diagnosis: training accuracy below this is under-fitting
     overfit_gap_points: float = 5.0  # diagnosis: train - validation gap above this is over-fitting
     shift_gap_points: float = 5.0  # diagnosis: validation - recent gap above this is a shift
+    curve_rising_points: float = 1.0  # learning curve: validation gain over the last doubling that says "more data"
 
     @classmethod
     def load(cls, path: Optional[str | Path]) -> "Thresholds":
@@ -70,6 +71,7 @@ class Card:
     expectations: Optional[dict] = None
     latency: Optional[dict] = None
     diagnosis: list[dict] = field(default_factory=list)
+    learning_curve: list[dict] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
 
@@ -109,8 +111,11 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
                 suite: Optional[str | Path] = None, expect: Optional[str | Path] = None,
                 config: Optional[str | Path] = None, out: Optional[str | Path] = None, latency: bool = True,
                 train: Optional[str | Path] = None, val: Optional[str | Path] = None,
-                recent: Optional[str | Path] = None) -> Card:
+                recent: Optional[str | Path] = None, train_hook=None,
+                fractions: Optional[tuple[float, ...]] = None, progress=None) -> Card:
     thresholds = Thresholds.load(config)
+    if train_hook is not None and (train is None or val is None):
+        raise EdgekitError("a learning curve needs --train and --val", "give both with --train-hook")
     cand, base = Predictor(candidate), Predictor(baseline)
     columns = load_columns(data)
     feeds = cand.feeds(columns)
@@ -161,6 +166,12 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
     if latency:
         card.latency = _latency(cand, base)
     card.diagnosis = _diagnose(cand, train, val, recent, thresholds) if (train or val or recent) else []
+    if train_hook is not None:
+        from .curve import FRACTIONS, curve_dict, diagnose_curve, learning_curve
+
+        points = learning_curve(train_hook, train, val, cand.input_names, fractions or FRACTIONS, progress=progress)
+        card.learning_curve = curve_dict(points)
+        card.diagnosis.append(diagnose_curve(points, thresholds.underfit_accuracy, thresholds.curve_rising_points))
     if out is not None:
         with atomic_directory(out) as tmp:
             card.plots = _plots(card, tmp, pc if has_labels else None, labels if has_labels else None)
@@ -287,6 +298,21 @@ def _plots(card: Card, out: Path, probs, labels) -> list[str]:
         fig.savefig(out / "calibration.png", dpi=110)
         plt.close(fig)
         made += ["confusion.png", "calibration.png"]
+    if card.learning_curve:
+        rows = [p["rows"] for p in card.learning_curve]
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for key, label, colour in (("train_accuracy", "train (its subset)", "tab:orange"),
+                                   ("validation_accuracy", "validation", "tab:blue")):
+            ax.plot(rows, [100 * p[key] for p in card.learning_curve], marker="o", label=label, color=colour)
+        ax.set_xscale("log")
+        ax.set_xlabel("training rows (log)")
+        ax.set_ylabel("accuracy %")
+        ax.set_title("learning curve: still rising means more data helps", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "learning_curve.png", dpi=110)
+        plt.close(fig)
+        made.append("learning_curve.png")
     return made
 
 
@@ -328,5 +354,9 @@ def markdown(card: Card) -> str:
         for d in card.diagnosis:
             numbers = ", ".join(f"{k} {100 * v:.1f}%" for k, v in d["numbers"].items())
             lines.append(f"- **{d['finding']}** ({numbers}): {d['advice']}")
+    if card.learning_curve:
+        lines += ["", "## Learning curve", "", "| fraction | rows | train | validation |", "|---|---|---|---|"]
+        lines += [f"| {p['fraction']:.0%} | {p['rows']} | {100 * p['train_accuracy']:.1f}% | "
+                  f"{100 * p['validation_accuracy']:.1f}% |" for p in card.learning_curve]
     lines += [""] + [f"![{p}]({p})" for p in card.plots]
     return "\n".join(lines) + "\n"

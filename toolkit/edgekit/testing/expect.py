@@ -15,7 +15,6 @@ is one small class that registers itself; a suite file (TOML or JSON) lists them
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import time
@@ -303,11 +302,9 @@ class Rule(Check):
 
 
 def _import(ref: str):
-    module, _, name = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise EdgekitError(f"rule {ref!r} cannot be imported: {exc}", "give module:function on PYTHONPATH") from None
+    from .._hooks import import_callable
+
+    return import_callable(ref, "rule")
 
 
 # -- timeliness ----------------------------------------------------------------------------------

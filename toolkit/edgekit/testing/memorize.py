@@ -11,13 +11,13 @@ can memorise random labels too, so only this catches labels shuffled against the
 from __future__ import annotations
 
 import copy
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .._hooks import import_callable
 from ..errors import DataError, EdgekitError, require
 
 
@@ -44,11 +44,7 @@ def _loss_fn(loss: str):
         return lambda out, y: torch.nn.functional.cross_entropy(out, y.long()), True
     if loss == "mse":
         return lambda out, y: torch.nn.functional.mse_loss(out, y.to(out.dtype).reshape(out.shape)), False
-    module, _, name = loss.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name), False
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise EdgekitError(f"--loss {loss!r} cannot be imported: {exc}", "use cross_entropy, mse or module:function") from None
+    return import_callable(loss, "--loss (cross_entropy, mse or module:function)"), False
 
 
 def _reset(module) -> None:
