@@ -141,6 +141,7 @@ def test_report_card_fails_the_degraded_class_while_overall_barely_moves(degrade
     assert overall_drop < worst["drop_points"] / 4  # the average hides it; the slice does not
     failed = {c["name"] for c in card["checks"] if not c["passed"]}
     assert "worst slice" in failed
+    assert card["latency"]["candidate_p50_ms"] > 0 and card["latency"]["baseline_p50_ms"] > 0  # both measured
     for name in ("report.md", "report.json", "slices.png", "confusion.png", "calibration.png"):
         assert (tmp_path / "card" / name).is_file()
     assert "class=3" in (tmp_path / "card" / "report.md").read_text()
@@ -186,3 +187,31 @@ def test_learning_curve_says_more_data_or_a_bigger_model(degraded, digits_data, 
     no_val = cli("test", "card", good, "--baseline", good, "--data", digits_data / "eval.npz", "--no-latency",
                  "--train", digits_data / "train.npz", "--train-hook", f"{digits_data / 'nets.py'}:train_cnn")
     assert no_val.exit_code != 0 and "needs --train and --val" in no_val.output
+
+
+def test_report_card_on_minilm_embeddings(bundles, tmp_path, cli):
+    """Embeddings have no labels: the card judges agreement with the baseline on the shipped
+    sentences. The packaged int8 MiniLM agrees with the fp32 PyTorch model; a copy with a damaged
+    layer norm does not."""
+    pytest.importorskip("tokenizers")
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.zoo import minilm
+
+    np.savez(tmp_path / "sentences.npz", **minilm.tokenize(minilm.sentences()))
+    good = cli("test", "card", bundles[1], "--baseline", "edgekit:minilm", "--data", tmp_path / "sentences.npz",
+               "--out", tmp_path / "card", "--json")
+    card = json.loads(good.output)
+    assert good.exit_code == 0 and card["task"] == "embedding" and card["overall"]["cosine_mean"] > 0.99, good.output
+    assert (tmp_path / "card" / "report.md").is_file()
+    proto = onnx.load(str(bundles[1].parent / "minilm" / "best.onnx"))
+    weight = next(t for t in proto.graph.initializer if t.name == "layers.0.attn_norm.weight")
+    w = numpy_helper.to_array(weight) * np.random.default_rng(0).uniform(-1, 1, 384).astype(np.float32)
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    onnx.save(proto, str(tmp_path / "damaged.onnx"))
+    bad = cli("test", "card", tmp_path / "damaged.onnx", "--baseline", "edgekit:minilm",
+              "--data", tmp_path / "sentences.npz", "--json")
+    card = json.loads(bad.output)
+    assert bad.exit_code == 1 and card["overall"]["cosine_mean"] < 0.99, card["overall"]
+    assert [c["name"] for c in card["checks"] if not c["passed"]] == ["agreement with the baseline"]
