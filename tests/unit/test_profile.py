@@ -141,8 +141,12 @@ def test_pyspy_records_a_script(tmp_path):
     except EdgekitError:
         pytest.skip("py-spy is not installed")
     script = tmp_path / "app.py"
-    script.write_text("import numpy as np\nimport onnxruntime\n"
-                      "def busy():\n    s = 0\n    for i in range(3_000_000):\n        s += i\n    return s\n"
+    # Busy for a second of CPU time, not a fixed loop count: a fast CPU finished 3M additions in
+    # under 60 ms, leaving py-spy five samples at 100 Hz.
+    script.write_text("import time\nimport numpy as np\nimport onnxruntime\n"
+                      "def busy():\n    s, end = 0, time.process_time() + 1.0\n"
+                      "    while time.process_time() < end:\n        for i in range(10_000):\n            s += i\n"
+                      "    return s\n"
                       "busy()\n")
     try:
         result = record([sys.executable, str(script)], tmp_path / "spy", rate=100)
