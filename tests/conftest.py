@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -59,11 +60,12 @@ def require_postgres() -> str:
     pytest.skip(reason)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A collector database: SQLite always, PostgreSQL in its own schema (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'collector.db'}"
+@contextlib.contextmanager
+def database(kind: str, folder: Path):
+    """A fresh collector database URL: a SQLite file in ``folder``, or a PostgreSQL schema of its
+    own (dropped afterwards)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'collector.db'}"
         return
     pg = require_postgres()
     import time
@@ -73,9 +75,24 @@ def db_url(request, tmp_path):
     schema = f"t{os.getpid()}_{int(time.time() * 1000) % 10**8}"
     with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
-    with psycopg.connect(pg, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def make_database():
+    """``database`` for fixtures of a wider scope than ``db_url`` (a fleet built once per module)."""
+    return database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A collector database: SQLite always, PostgreSQL in its own schema (dropped afterwards)."""
+    with database(request.param, tmp_path) as url:
+        yield url
 
 
 def make_cnn_onnx(path, channels=3, size=8, classes=4, seed=0):

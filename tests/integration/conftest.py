@@ -3,7 +3,6 @@ real `edgekit serve` process."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,12 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _services import free_port as _free_port
 
 
 @pytest.fixture(scope="session")

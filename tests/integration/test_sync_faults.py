@@ -22,40 +22,9 @@ import pytest
 from edgekit.collector.db import Database, add_device, revoke_device
 from edgekit.sync.store import LogStore
 
+from _services import Collector, free_port as _free_port
+
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Collector:
-    def __init__(self, db_url, port, extra=()):
-        self.db_url, self.port, self.extra = db_url, port, extra
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", self.db_url,
-                                      "--port", str(self.port), *self.extra],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/health", timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -297,7 +266,8 @@ def test_export_and_stats_after_sync(collector, db_url, tmp_path, cli):
     result = cli("collector", "export", "--db", db_url, "--model", "digits", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     data = np.load(out)
-    assert data["inputs/input"].shape == (2, 4) and sorted(data["label"].tolist()) == ["", "7"]
+    assert data["input"].shape == (2, 4) and sorted(data["labels"].tolist()) == [-1, 7]
+    assert data["labelled"].tolist() == [True, False]
     stats = json.loads(cli("collector", "stats", "--db", db_url, "--json").output)
     device = next(d for d in stats["devices"] if d["device"] == "pi-2")
     assert device["records"] == 2 and device["feedback_rate"] == 0.5
@@ -484,8 +454,8 @@ def test_export_gives_one_label_per_row_of_a_batch_prediction(collector, db_url,
     SyncClient(store, f"http://127.0.0.1:{collector.port}", token).drain()
     info = json.loads(cli("collector", "export", "--db", db_url, "--out", tmp_path / "d.npz", "--json").output)
     data = np.load(tmp_path / "d.npz")
-    assert len(data["inputs/input"]) == len(data["label"]) == len(data["outputs/y"]) == 6
-    assert data["label"].tolist() == ["4", "5", "6", "9", "", ""]
+    assert len(data["input"]) == len(data["labels"]) == len(data["outputs/y"]) == 6
+    assert data["labels"].tolist() == [4, 5, 6, 9, -1, -1]
     assert data["row"].tolist() == [0, 1, 2, 0, 0, 1]
     assert info["labels_unplaced"] == 1 and info["rows"] == 6 and info["records"] == 3
 
@@ -502,7 +472,7 @@ def test_export_refuses_records_of_different_inputs(collector, db_url, tmp_path,
     assert result.exit_code == 1 and "records of different shapes" in result.output and "--version" in result.output
     assert not (tmp_path / "d.npz").exists()
     ok = cli("collector", "export", "--db", db_url, "--version", "2", "--out", tmp_path / "d.npz", "--json")
-    assert ok.exit_code == 0 and list(np.load(tmp_path / "d.npz")["inputs/pixels"].shape) == [1, 4]
+    assert ok.exit_code == 0 and list(np.load(tmp_path / "d.npz")["pixels"].shape) == [1, 4]
 
 
 def test_a_first_release_collector_database_is_migrated(tmp_path):
@@ -534,7 +504,7 @@ def test_a_first_release_collector_database_is_migrated(tmp_path):
         assert tx.one("SELECT COUNT(*) FROM feedback")[0] == 1
         tx.execute("INSERT INTO records (device, store, record_id, request_id, time, model, received) "
                    "VALUES ('pi-1', 'new-store', 1, 'r2', 1.0, 'm', 1.0)")  # same id, new store: allowed
-        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "2"
+        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "3"
     Database(f"sqlite:///{path}")  # opening again is a no-op
 
 
@@ -642,3 +612,69 @@ def test_client_halves_batches_on_413_until_they_fit(db_url, tmp_path):
         c.stop()
     assert sizes[:3] == [40, 20, 10] and max(sizes[3:]) <= 10  # halved on each 413, then shipped
     assert client.dead_lettered == 0 and _count(db_url) == (40, 40)
+
+
+V2_SCHEMA = """
+CREATE TABLE collector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO collector_meta VALUES ('schema_version', '2');
+CREATE TABLE devices (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+   revoked INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, last_seen REAL);
+CREATE TABLE batches (device TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+   payload_hash TEXT NOT NULL, result TEXT NOT NULL, received REAL NOT NULL, PRIMARY KEY (device, idempotency_key));
+CREATE TABLE records (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
+   record_id BIGINT NOT NULL, request_id TEXT NOT NULL, time REAL NOT NULL, model TEXT NOT NULL, version TEXT,
+   variant TEXT, latency_ms REAL, fallbacks TEXT, outputs TEXT, inputs TEXT, summary TEXT,
+   cached INTEGER NOT NULL DEFAULT 0, received REAL NOT NULL, PRIMARY KEY (device, store, record_id));
+CREATE TABLE feedback (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
+   feedback_id BIGINT NOT NULL, request_id TEXT NOT NULL, time REAL NOT NULL, label TEXT, outcome TEXT,
+   received REAL NOT NULL, PRIMARY KEY (device, store, feedback_id));
+"""
+
+
+def _old_schema(url: str, script: str):
+    """A connection to ``url`` with ``script`` (an older edgekit's tables) run in it."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        conn.executescript(script)
+        return conn
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    for statement in filter(str.strip, script.split(";")):
+        conn.execute(statement)
+    return conn
+
+
+def test_a_version_2_database_gains_monitoring_signals_for_its_history(db_url):
+    """Records stored before monitoring existed get their signals and sketches on upgrade; times
+    stay exact on PostgreSQL (version 2's REAL is 4 bytes there: an epoch time rounded to 128 s
+    put fresh records outside the monitoring window)."""
+    from edgekit.sync.record import encode_array
+
+    old = _old_schema(db_url, V2_SCHEMA)
+    mark = "?" if db_url.startswith("sqlite") else "%s"
+    old.execute("INSERT INTO devices VALUES ('pi-1', 'h', 0, 1.0, 1.0)")
+    for i in range(3):
+        outputs = json.dumps({"logits": encode_array(np.eye(1, 4, i, dtype=np.float32) * 5)})
+        inputs = json.dumps({"input": encode_array(np.full((1, 4), i, np.float32))})
+        old.execute("INSERT INTO records VALUES ('pi-1', 's', {0}, {0}, {0}, 'm', '1', 'v', 2.5, '[]', {0}, {0}, "
+                    "NULL, 0, {0})".format(mark), (i + 1, f"r{i}", 7200.0 + i, outputs, inputs, 7300.0))
+    old.close()
+    db = Database(db_url)
+    exact = 1_800_000_000.123
+    with db.connect() as tx:
+        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "3"
+        rows = tx.all("SELECT top_class, rows, has_fallback FROM records ORDER BY record_id")
+        assert rows == [(0, 1, 0), (1, 1, 0), (2, 1, 0)]
+        classes = tx.all("SELECT bucket, n FROM sketches WHERE feature = 'out.class' ORDER BY bucket")
+        assert classes == [(0, 1), (1, 1), (2, 1)]
+        assert tx.one("SELECT SUM(n) FROM sketches WHERE feature = 'sys.latency_ms' AND hour = 7200")[0] == 3
+        assert tx.one("SELECT grp FROM devices")[0] == ""
+        tx.execute("INSERT INTO records (device, store, record_id, request_id, time, model, received) "
+                   "VALUES ('pi-1', 's', 9, 'r9', ?, 'm', ?)", (exact, exact))
+        tx.execute("UPDATE devices SET last_seen = ?", (exact,))
+        assert tx.one("SELECT time, received FROM records WHERE record_id = 9") == (exact, exact)
+        assert tx.one("SELECT last_seen FROM devices")[0] == exact
+    Database(db_url)  # opening again is a no-op

@@ -16,6 +16,30 @@ def test_npz_round_trip(tiny_onnx, tmp_path):
     assert data.get_next()["x"].shape == (1, 4)  # onnxruntime's CalibrationDataReader protocol
 
 
+def test_a_collector_export_is_data(tiny_onnx, tmp_path):
+    """Its metadata and outputs are not inputs; labels count only when every row has one."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    model = load_model(str(tiny_onnx))
+    meta = {"request_id": np.array(["a", "b", "c"]), "device": np.array(["pi"] * 3), "time": np.arange(3.0),
+            "outputs/y": np.zeros((3, 2), np.float32)}
+    np.savez(tmp_path / "part.npz", x=np.ones((3, 4), np.float32), labels=np.array([1, -1, 0]),
+             labelled=np.array([True, False, True]), **meta)
+    partly = load_data(str(tmp_path / "part.npz"), model)
+    assert set(partly.arrays) == {"x"} and partly.labels is None
+    np.savez(tmp_path / "full.npz", x=np.ones((3, 4), np.float32), labels=np.array([1, 2, 0]),
+             labelled=np.ones(3, bool), **meta)
+    assert load_data(str(tmp_path / "full.npz"), model).labels.tolist() == [1, 2, 0]
+    folder = tmp_path / "export" / "model=tiny" / "date=2026-11-28"
+    folder.mkdir(parents=True)
+    table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(12, np.float32)), 4),
+                      "labels": ["1", "2", "0"], "labelled": [True] * 3, "device": ["pi"] * 3})
+    pq.write_table(table, folder / "part-0.parquet")
+    data = load_data(str(tmp_path / "export"), model)  # the partitioned folder, model= and date= included
+    assert data.arrays["x"].shape == (3, 4) and data.labels.tolist() == [1, 2, 0]
+
+
 @pytest.mark.parametrize("arrays, message", [
     ({"y": np.ones((2, 4), np.float32)}, "missing input x; unknown array y"),
     ({"x": np.ones((2, 5), np.float32)}, "data input 'x' has samples of shape \\(5,\\)"),

@@ -94,6 +94,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise SchemaError(key, f"expected a string, got {value!r}")
         return value
+    if tp is dict:  # free-form (an embedded document validated by its own parser)
+        if not isinstance(value, dict):
+            raise SchemaError(key, f"expected a table, got {value!r}")
+        return value
     raise TypeError(f"unsupported schema type {tp!r} at {key}")  # a bug in edgekit, not input
 
 

@@ -58,15 +58,20 @@ class SqlDatabase:
     def connect(self) -> "Tx":
         return Tx(self)
 
+    def read(self) -> "Tx":
+        """A read-only transaction: on SQLite it takes no write lock, so a long report does not
+        hold up the devices' uploads (WAL lets readers and the writer run side by side)."""
+        return Tx(self, write=False)
+
 
 class Tx:
     """One transaction: commit on success, roll back on any error."""
 
-    def __init__(self, db: SqlDatabase):
-        self.db, self.conn = db, db._raw()
+    def __init__(self, db: SqlDatabase, write: bool = True):
+        self.db, self.conn, self.write = db, db._raw(), write
 
     def __enter__(self):
-        self.conn.execute("BEGIN" if self.db.kind == "postgresql" else "BEGIN IMMEDIATE")
+        self.conn.execute("BEGIN" if self.db.kind == "postgresql" or not self.write else "BEGIN IMMEDIATE")
         return self
 
     def __exit__(self, exc_type, exc, tb):

@@ -76,28 +76,31 @@ class Dataset:
 
 
 def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
-    """Load ``ref`` (an .npz or a factory ``module:function``) and check it against ``model``."""
+    """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too - or a factory
+    ``module:function``) and check it against ``model``."""
     path = Path(ref)
-    if path.suffix == ".npz" or path.exists():
-        dataset = _load_npz(path)
+    if path.suffix in (".npz", ".parquet", ".pq") or path.exists():
+        dataset = _load_table(path)
     elif ":" in ref:
         dataset = _load_factory(ref, limit)
     else:
-        raise DataError(f"data {ref!r} is neither an .npz file nor a factory", "pass data.npz or module:function")
+        raise DataError(f"data {ref!r} is neither a data file nor a factory",
+                        "pass data.npz, data.parquet, an export folder or module:function")
     if limit:
         dataset = dataset.head(limit)
     return check_against(dataset, model)
 
 
-def _load_npz(path: Path) -> Dataset:
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist", "check the path")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc})", "save it with numpy.savez") from None
+def _load_table(path: Path) -> Dataset:
+    """A data file or the collector's export: its metadata and outputs are not model inputs, and
+    its labels count only where every row has one."""
+    from .tables import labels_of, load_columns, model_columns
+
+    columns = load_columns(path)
+    arrays = model_columns(columns)
     labels = arrays.pop(LABELS, None)
+    if "labelled" in columns:  # an export: feedback labels, as text; a partly labelled one is judged without
+        labels = labels_of(columns, origin=str(path)) if labels is not None and columns["labelled"].all() else None
     return Dataset(arrays, labels, source=str(path))
 
 

@@ -37,8 +37,10 @@ def collector() -> None:
 @click.option("--max-batch-mb", default=16, show_default=True, help="Largest accepted (compressed) batch.")
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="Serve https with this certificate (PEM).")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key (PEM).")
-def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile):
-    """Serve POST /v1/logs and GET /v1/health (Starlette on uvicorn).
+@click.option("--metrics-window", default="1h", show_default=True,
+              help="The window the /metrics gauges (monitoring signals) are computed over.")
+def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window):
+    """Serve POST /v1/logs, GET /v1/health and GET /metrics (Prometheus) on Starlette and uvicorn.
 
     \b
     Example:
@@ -54,22 +56,44 @@ def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile):
     Database(db)  # a bad --db is one clear error here, before the server starts
     scheme = "https" if ssl_certfile else "http"
     console().print(f"edgekit collector on {scheme}://{host}:{port} ({db})")
-    serve(db, host, port, max_body=max_batch_mb * 1024 * 1024, certfile=ssl_certfile, keyfile=ssl_keyfile)
+    from ..monitor.rules import parse_duration
+
+    window = parse_duration(metrics_window, "--metrics-window")
+    serve(db, host, port, max_body=max_batch_mb * 1024 * 1024, certfile=ssl_certfile, keyfile=ssl_keyfile,
+          metrics_window_s=window)
 
 
 @collector.command("add-device")
 @click.argument("name")
+@click.option("--group", default="", help="The device group monitoring reports on (a site, a hardware batch, ...).")
 @_db_option
-def add_device_cmd(name, db):
+def add_device_cmd(name, group, db):
     """Register a device and print its token, once (only a hash is stored).
 
     \b
     Example:
-      edgekit collector add-device pi-kitchen > pi-kitchen.token
+      edgekit collector add-device pi-kitchen --group store-12 > pi-kitchen.token
     """
     from ..collector.db import Database, add_device
 
-    click.echo(add_device(Database(db), name))
+    click.echo(add_device(Database(db), name, group=group))
+
+
+@collector.command("set-group")
+@click.argument("name")
+@click.argument("group")
+@_db_option
+def set_group_cmd(name, group, db):
+    """Move a device to another group (monitoring regroups its history too).
+
+    \b
+    Example:
+      edgekit collector set-group pi-kitchen store-14
+    """
+    from ..collector.db import Database, set_group
+
+    set_group(Database(db), name, group)
+    console().print(f"{name} is in group {group!r}")
 
 
 @collector.command("revoke-device")
@@ -93,19 +117,33 @@ def revoke_device_cmd(name, db):
 @click.option("--since", help="ISO time or Unix timestamp.")
 @click.option("--model", help="Only this model's predictions.")
 @click.option("--version", "model_version", help="Only this model version's predictions.")
+@click.option("--format", "fmt", type=click.Choice(["npz", "parquet"]), default="npz", show_default=True,
+              help="An .npz file, or a folder of Parquet files partitioned by model and date (streamed).")
+@click.option("--labelled-only", is_flag=True, help="Only predictions with a feedback label (a training set).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True)
 @json_option
-def export_cmd(db, since, model, model_version, out, as_json):
-    """Export logged predictions with their feedback to an .npz for retraining.
+def export_cmd(db, since, model, model_version, fmt, labelled_only, out, as_json):
+    """Export logged predictions with their feedback, for retraining and analysis. The inputs
+    keep their names and the labels are 'labels', so the export is --data for every command.
 
     \b
     Example:
       edgekit collector export --since 2026-11-01 --model minilm --out minilm-logs.npz
+      edgekit collector export --model digits-cnn --format parquet --out logs/   # pandas, DuckDB, Spark
+      edgekit collector export --model digits-cnn --labelled-only --out labelled.npz
     """
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from ..collector.db import Database
     from ..collector.export import export
 
-    info = export(Database(db), out, since=since, model=model, version=model_version)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True, disable=as_json) as bar:
+        task = bar.add_task("exporting", total=None)
+        info = export(Database(db), out, since=since, model=model, version=model_version, fmt=fmt,
+                      labelled_only=labelled_only,
+                      progress=lambda rows: bar.update(task, description=f"exported {rows:,} rows"))
     if as_json:
         print_json(info)
         return

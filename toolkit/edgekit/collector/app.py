@@ -1,4 +1,5 @@
-"""The collector's HTTP API (Starlette on uvicorn): POST /v1/logs, GET /v1/health."""
+"""The collector's HTTP API (Starlette on uvicorn): POST /v1/logs, GET /v1/health, and GET /metrics
+(Prometheus: the monitoring signals per model, version and device group, and ingest counters)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,36 @@ MAX_BODY = 16 * 1024 * 1024  # compressed
 MAX_INFLATED = 128 * 1024 * 1024  # a gzip bomb stops here
 
 
-def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_INFLATED):
+def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_INFLATED,
+               metrics_window_s: float = 3600.0):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
+    counters = registry = None
+    try:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from ..monitor.metrics import IngestCounters, SignalCollector
+
+        registry = CollectorRegistry()
+        counters = IngestCounters(registry)
+        registry.register(SignalCollector(db, window_s=metrics_window_s))
+    except ImportError:  # metrics need the monitor extra; ingest works without
+        pass
+
     def error(status: int, message: str) -> JSONResponse:
+        if counters is not None:
+            counters.refused(status)
         return JSONResponse({"error": message}, status_code=status)
+
+    async def metrics(request: Request):
+        if registry is None:
+            return error(404, "metrics need prometheus-client: pip install 'edgekit[monitor]'")
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(request: Request):
         return JSONResponse({"ok": True})
@@ -40,15 +62,18 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
             return error(400, str(exc))
         except KeyConflict as exc:
             return error(422, str(exc))
+        if counters is not None:
+            counters.accepted(result, replayed)
         return JSONResponse(result, status_code=200, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
-    return Starlette(routes=[Route("/v1/health", health), Route("/v1/logs", logs, methods=["POST"])])
+    return Starlette(routes=[Route("/v1/health", health), Route("/v1/logs", logs, methods=["POST"]),
+                             Route("/metrics", metrics)])
 
 
 def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,
-          keyfile: str | None = None) -> None:
+          keyfile: str | None = None, metrics_window_s: float = 3600.0) -> None:
     import uvicorn
 
-    app = create_app(Database(db_url), max_body=max_body)
+    app = create_app(Database(db_url), max_body=max_body, metrics_window_s=metrics_window_s)
     uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile)
 

@@ -17,29 +17,61 @@ from typing import Optional
 from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
 # store restarts its ids at 1. Idempotency keys are scoped per device.
+# Version 3 (monitoring): each record carries signals derived on arrival (rows, top class,
+# confidence, margin, entropy, output norm, non-finite outputs, an output hash); sketches hold
+# feature histograms per model, version, device and hour; devices have a group and report their
+# log store's health; references and alert state for `edgekit monitor`.
+# Times and measurements are DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, which rounds an epoch
+# time to 128 seconds and puts a just-received record outside "the last hour" (SQLite's REAL is
+# already 8 bytes; it reads DOUBLE PRECISION as REAL).
 TABLES = {
     "devices": """CREATE TABLE IF NOT EXISTS devices (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
-       revoked INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, last_seen REAL)""",
+       revoked INTEGER NOT NULL DEFAULT 0, created DOUBLE PRECISION NOT NULL, last_seen DOUBLE PRECISION,
+       grp TEXT NOT NULL DEFAULT '', dropped BIGINT, pending BIGINT, oldest_pending DOUBLE PRECISION,
+       dead_letter BIGINT, health_time DOUBLE PRECISION)""",
     "batches": """CREATE TABLE IF NOT EXISTS batches (device TEXT NOT NULL, idempotency_key TEXT NOT NULL,
-       payload_hash TEXT NOT NULL, result TEXT NOT NULL, received REAL NOT NULL,
+       payload_hash TEXT NOT NULL, result TEXT NOT NULL, received DOUBLE PRECISION NOT NULL,
        PRIMARY KEY (device, idempotency_key))""",
     "records": """CREATE TABLE IF NOT EXISTS records (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
-       record_id BIGINT NOT NULL, request_id TEXT NOT NULL, time REAL NOT NULL, model TEXT NOT NULL, version TEXT,
-       variant TEXT, latency_ms REAL, fallbacks TEXT, outputs TEXT, inputs TEXT, summary TEXT,
-       cached INTEGER NOT NULL DEFAULT 0, received REAL NOT NULL, PRIMARY KEY (device, store, record_id))""",
+       record_id BIGINT NOT NULL, request_id TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, model TEXT NOT NULL,
+       version TEXT, variant TEXT, latency_ms DOUBLE PRECISION, fallbacks TEXT, outputs TEXT, inputs TEXT,
+       summary TEXT, cached INTEGER NOT NULL DEFAULT 0, received DOUBLE PRECISION NOT NULL, rows INTEGER,
+       top_class INTEGER, confidence DOUBLE PRECISION, margin DOUBLE PRECISION, entropy DOUBLE PRECISION,
+       out_norm DOUBLE PRECISION, nonfinite INTEGER, out_hash TEXT, has_fallback INTEGER,
+       PRIMARY KEY (device, store, record_id))""",
     "feedback": """CREATE TABLE IF NOT EXISTS feedback (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
-       feedback_id BIGINT NOT NULL, request_id TEXT NOT NULL, time REAL NOT NULL, label TEXT, outcome TEXT,
-       received REAL NOT NULL, PRIMARY KEY (device, store, feedback_id))""",
+       feedback_id BIGINT NOT NULL, request_id TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, label TEXT,
+       outcome TEXT, received DOUBLE PRECISION NOT NULL, PRIMARY KEY (device, store, feedback_id))""",
+    "sketches": """CREATE TABLE IF NOT EXISTS sketches (model TEXT NOT NULL, version TEXT NOT NULL, device TEXT NOT NULL,
+       hour BIGINT NOT NULL, feature TEXT NOT NULL, bucket INTEGER NOT NULL, n BIGINT NOT NULL,
+       PRIMARY KEY (model, hour, version, device, feature, bucket))""",
+    "monitor_reference": """CREATE TABLE IF NOT EXISTS monitor_reference (model TEXT PRIMARY KEY,
+       created DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
+    "monitor_alerts": """CREATE TABLE IF NOT EXISTS monitor_alerts (rule TEXT NOT NULL, scope TEXT NOT NULL,
+       fired DOUBLE PRECISION NOT NULL, PRIMARY KEY (rule, scope))""",
 }
 INDEXES = [
-    "CREATE INDEX IF NOT EXISTS records_time ON records (model, time)",
-    "CREATE INDEX IF NOT EXISTS records_request ON records (device, request_id)",
+    # Monitoring reads a model's records over a time window, aggregating these columns: with them
+    # in the index, a scan never touches the wide rows (outputs, inputs, summaries).
+    "CREATE INDEX IF NOT EXISTS records_monitor ON records (model, time, version, device, confidence, entropy, "
+    "nonfinite, has_fallback, cached, out_hash, received, variant, top_class, rows)",
+    # The records that kept raw inputs: a few percent of a fleet's log, found without a scan.
+    "CREATE INDEX IF NOT EXISTS records_inputs ON records (model, time) WHERE inputs IS NOT NULL",
+    # Feedback finds its prediction here, with what monitoring compares it to (no row lookup).
+    "CREATE INDEX IF NOT EXISTS records_request ON records (device, request_id, model, time, version, top_class)",
     "CREATE INDEX IF NOT EXISTS feedback_request ON feedback (device, request_id)",
+    "CREATE INDEX IF NOT EXISTS feedback_time ON feedback (time)",
 ]
+# Version 2 -> 3: new columns (records' are filled by the backfill), new tables from TABLES.
+DEVICE_COLUMNS_3 = ("grp TEXT NOT NULL DEFAULT ''", "dropped BIGINT", "pending BIGINT",
+                    "oldest_pending DOUBLE PRECISION", "dead_letter BIGINT", "health_time DOUBLE PRECISION")
+RECORD_COLUMNS_3 = ("rows INTEGER", "top_class INTEGER", "confidence DOUBLE PRECISION", "margin DOUBLE PRECISION",
+                    "entropy DOUBLE PRECISION", "out_norm DOUBLE PRECISION", "nonfinite INTEGER", "out_hash TEXT",
+                    "has_fallback INTEGER")
 # Version 1 -> 2: copy each changed table into its new shape (old rows belong to store '').
 MIGRATE_1 = {
     "batches": "INSERT INTO batches (device, idempotency_key, payload_hash, result, received) "
@@ -83,32 +115,109 @@ class Database(SqlDatabase):
                         tx.execute(f"ALTER INDEX IF EXISTS {table}_pkey RENAME TO {table}_v1_pkey")
                 for index in ("records_time", "records_request"):
                     tx.execute(f"DROP INDEX IF EXISTS {index}")
+            if version < 3:
+                for column in DEVICE_COLUMNS_3:  # devices kept their table through version 2
+                    tx.execute(f"ALTER TABLE devices ADD COLUMN {column}")
+            if version == 2:
+                for column in RECORD_COLUMNS_3:
+                    tx.execute(f"ALTER TABLE records ADD COLUMN {column}")
+                for index in ("records_time", "records_request"):  # records_monitor starts with the first one's
+                    tx.execute(f"DROP INDEX IF EXISTS {index}")  # columns; the second one gains some
             for statement in list(TABLES.values()) + INDEXES:
                 tx.execute(statement)
             if version == 1:
                 for table, copy in MIGRATE_1.items():
                     tx.execute(copy)
                     tx.execute(f"DROP TABLE {table}_v1")
+            if version < 3 and self.kind == "postgresql":
+                _widen_reals(tx)
+            if version < 3:
+                backfill(tx)
             if row is None or version != SCHEMA_VERSION:
                 tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
                 tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
-def add_device(db: Database, name: str) -> str:
+def _widen_reals(tx) -> None:
+    """Versions 1 and 2 declared times REAL, 4 bytes on PostgreSQL: widen them (the precision
+    already lost stays lost; new rows keep theirs)."""
+    rows = tx.all("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+                  "current_schema() AND data_type = 'real' AND table_name IN ('devices', 'batches', 'records', "
+                  "'feedback')")
+    for table, column in rows:
+        tx.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE DOUBLE PRECISION")
+
+
+RECORD_SIGNALS_SQL = ("UPDATE records SET rows = ?, top_class = ?, confidence = ?, margin = ?, entropy = ?, out_norm = ?, "
+                      "nonfinite = ?, out_hash = ?, has_fallback = ? WHERE device = ? AND store = ? AND record_id = ?")
+SKETCH_UPSERT = ("INSERT INTO sketches (model, version, device, hour, feature, bucket, n) VALUES (?,?,?,?,?,?,?) "
+                 "ON CONFLICT (model, hour, version, device, feature, bucket) DO UPDATE SET n = sketches.n + excluded.n")
+
+
+def has_fallback(fallbacks_json: str | None) -> int:
+    return int(bool(fallbacks_json) and fallbacks_json not in ("[]", "null"))
+
+
+def backfill(tx: Tx, chunk: int = 2000) -> int:
+    """Derive the monitoring signals and sketches of records stored before version 3, in chunks
+    (keyset pagination: the log is never read whole)."""
+    import math
+
+    from ..monitor.derive import derive, item_from_row, sketch_rows
+
+    last, done = ("", "", -1), 0
+    while True:
+        rows = tx.all("SELECT device, store, record_id, model, version, time, latency_ms, outputs, inputs, summary, "
+                      "fallbacks FROM records WHERE (device, store, record_id) > (?, ?, ?) "
+                      "ORDER BY device, store, record_id LIMIT ?", (*last, chunk))
+        if not rows:
+            return done
+        last = tuple(rows[-1][:3])
+        by_device: dict[str, list] = {}
+        for r in rows:
+            if r[5] is not None and math.isfinite(r[5]):
+                by_device.setdefault(r[0], []).append(r)
+        for device, group in by_device.items():
+            derived, counts = derive([item_from_row(*r[3:10]) for r in group])
+            tx.executemany(RECORD_SIGNALS_SQL, [d.columns() + (has_fallback(r[10]), r[0], r[1], r[2])
+                                                for d, r in zip(derived, group)])
+            sketches = list(sketch_rows(device, counts))
+            if sketches:
+                tx.executemany(SKETCH_UPSERT, sketches)
+        done += len(rows)
+
+
+def _check_group(group: str) -> str:
+    if len(group) > 200 or not group.isprintable():
+        raise EdgekitError(f"bad device group {group!r}", "use up to 200 printable characters, e.g. store-12")
+    return group
+
+
+def add_device(db: Database, name: str, group: str = "") -> str:
     """Register ``name`` (or give a revoked one a new token); returns the token, which is shown
     once: only its hash is stored."""
     if not name or len(name) > 200 or not name.isprintable():
         raise EdgekitError(f"bad device name {name!r}", "use 1-200 printable characters, e.g. pi-kitchen")
+    _check_group(group)
     token = secrets.token_urlsafe(32)
     with db.connect() as tx:
         row = tx.one("SELECT revoked FROM devices WHERE name = ?", (name,))
         if row and not row[0]:
             raise EdgekitError(f"device {name!r} already exists", "revoke it first or pick another name")
         if row:  # re-enrolling a revoked device: its history stays, its old token stays dead
-            tx.execute("UPDATE devices SET token_hash = ?, revoked = 0 WHERE name = ?", (hash_token(token), name))
+            tx.execute("UPDATE devices SET token_hash = ?, revoked = 0, grp = ? WHERE name = ?",
+                       (hash_token(token), group, name))
         else:
-            tx.execute("INSERT INTO devices (name, token_hash, created) VALUES (?, ?, ?)",
-                       (name, hash_token(token), time.time()))
+            tx.execute("INSERT INTO devices (name, token_hash, created, grp) VALUES (?, ?, ?, ?)",
+                       (name, hash_token(token), time.time(), group))
     return token
+
+
+def set_group(db: Database, name: str, group: str) -> None:
+    _check_group(group)
+    with db.connect() as tx:
+        if not tx.one("SELECT name FROM devices WHERE name = ?", (name,)):
+            raise EdgekitError(f"no device named {name!r}", "see: edgekit collector stats")
+        tx.execute("UPDATE devices SET grp = ? WHERE name = ?", (group, name))
 
 
 def revoke_device(db: Database, name: str) -> None:

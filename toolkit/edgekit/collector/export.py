@@ -7,11 +7,15 @@ allowed to break an export or a fleet report.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import os
+import shutil
 from collections import Counter
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -20,16 +24,19 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import EdgekitError
 from ..sync.record import decode_array
+from ..tables import EXPORT_META, OUTPUT_PREFIX
 from .db import Database
 
 CHUNK = 2000
 
-# The latest feedback per prediction (ties: the later feedback row).
-_SQL = ("WITH fb AS (SELECT device, request_id, label, outcome, ROW_NUMBER() OVER "
-        "(PARTITION BY device, request_id ORDER BY time DESC, feedback_id DESC) AS n FROM feedback) "
-        "SELECT r.device, r.request_id, r.time, r.model, r.version, r.outputs, r.inputs, fb.label, fb.outcome "
-        "FROM records r LEFT JOIN fb ON fb.device = r.device AND fb.request_id = r.request_id AND fb.n = 1 "
+# The latest feedback per prediction (ties: the later feedback row), through the feedback index.
+_SQL = ("SELECT r.device, d.grp, r.request_id, r.time, r.model, r.version, r.outputs, r.inputs, fb.label, fb.outcome "
+        "FROM records r JOIN devices d ON d.name = r.device "
+        "LEFT JOIN feedback fb ON fb.device = r.device AND fb.request_id = r.request_id AND NOT EXISTS "
+        "(SELECT 1 FROM feedback g WHERE g.device = fb.device AND g.request_id = fb.request_id "
+        "AND (g.time > fb.time OR (g.time = fb.time AND g.feedback_id > fb.feedback_id))) "
         "WHERE r.time >= ? AND r.inputs IS NOT NULL{filters} ORDER BY r.time, r.device, r.store, r.record_id")
+FORMATS = ("npz", "parquet")
 
 
 def parse_time(text: Optional[str]) -> float:
@@ -72,27 +79,140 @@ def _row_labels(label_text: Optional[str], rows: int) -> tuple[list[str], bool]:
 
 
 def _decode_row(outputs: str, inputs: str) -> tuple[dict, dict, int]:
-    decoded = {}
-    for prefix, payload in (("inputs", inputs), ("outputs", outputs)):
+    """(inputs under their own names, outputs as outputs/<name>, rows)."""
+    ins, outs = {}, {}
+    for target, prefix, payload in ((ins, "", inputs), (outs, OUTPUT_PREFIX, outputs)):
         for key, value in json.loads(payload).items():
             array = decode_array(value)
             if array.ndim == 0:
-                raise ValueError(f"{prefix}/{key} is a scalar, not a batch")
-            decoded[f"{prefix}/{key}"] = array
-    sizes = {len(a) for a in decoded.values()}
+                raise ValueError(f"{'inputs' if target is ins else 'outputs'}/{key} is a scalar, not a batch")
+            target[prefix + key] = array
+    sizes = {len(a) for a in (*ins.values(), *outs.values())}
     if len(sizes) != 1:
         raise ValueError(f"arrays disagree on the number of rows: {sorted(sizes)}")
-    ins = {k: v for k, v in decoded.items() if k.startswith("inputs/")}
     if not ins:
         raise ValueError("no inputs")
-    return ins, {k: v for k, v in decoded.items() if k.startswith("outputs/")}, sizes.pop()
+    clash = [k for k in ins if k in EXPORT_META or k == "labels"]
+    if clash:
+        raise ValueError(f"input {clash[0]!r} has the name of an export column")
+    return ins, outs, sizes.pop()
+
+
+@dataclass
+class _Part:
+    """One chunk of exported rows: arrays by column."""
+
+    arrays: dict[str, list]
+    columns: dict[str, list]
+
+    @classmethod
+    def empty(cls) -> "_Part":
+        return cls({}, {k: [] for k in ("request_id", "row", "device", "group", "time", "model", "version", "labels",
+                                        "labelled", "outcome")})
+
+    def __len__(self) -> int:
+        return len(self.columns["row"])
+
+
+class _Writer:
+    def add(self, part: _Part) -> None:
+        raise NotImplementedError
+
+    def finish(self, out: Path) -> None:
+        raise NotImplementedError
+
+
+class _NpzWriter(_Writer):
+    """Everything in memory, then one compressed .npz (what numpy and every --data read)."""
+
+    def __init__(self):
+        self.parts: list[_Part] = []
+
+    def add(self, part: _Part) -> None:
+        self.parts.append(part)
+
+    def finish(self, out: Path) -> None:
+        data = {k: np.concatenate([a for p in self.parts for a in p.arrays[k]]) for k in self.parts[0].arrays}
+        for key in self.parts[0].columns:
+            data[key] = np.asarray([v for p in self.parts for v in p.columns[key]])
+        labels = data["labels"]
+        try:  # class numbers where every given label is one; -1 marks a row without feedback
+            data["labels"] = np.asarray([int(v) if v else -1 for v in labels], dtype=np.int64)
+        except ValueError:
+            pass
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **data)
+        atomic_write_bytes(out, buffer.getvalue())
+
+
+def _tensor_column(arrays: list[np.ndarray]):
+    """Rows of one tensor as nested fixed-size lists (pandas, DuckDB and Spark read them)."""
+    import pyarrow as pa
+
+    stacked = np.concatenate(arrays)
+    column = pa.array(stacked.reshape(-1))
+    for size in reversed(stacked.shape[1:]):
+        column = pa.FixedSizeListArray.from_arrays(column, size)
+    return column
+
+
+class _ParquetWriter(_Writer):
+    """Hive-partitioned Parquet (model=NAME/date=YYYY-MM-DD/part-0.parquet), streamed: a chunk is
+    written as soon as it is read. Labels are text ('' without feedback) next to ``labelled``."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        self.writers: dict[tuple, object] = {}
+
+    def add(self, part: _Part) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        dates = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d") for t in part.columns["time"]]
+        keys = list(zip(part.columns["model"], dates))
+        flat = {name: np.concatenate(chunks) for name, chunks in part.arrays.items()}
+        for key in sorted(set(keys)):  # a chunk of rows in time order spans one or two partitions
+            rows = np.asarray([i for i, k in enumerate(keys) if k == key])
+            columns = {name: _tensor_column([values[rows]]) for name, values in flat.items()}
+            for name, values in part.columns.items():
+                if name != "model":
+                    columns[name] = pa.array([values[i] for i in rows])
+            table = pa.table(columns)
+            writer = self.writers.get(key)
+            if writer is None:
+                folder = self.tmp / f"model={key[0]}" / f"date={key[1]}"
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = self.writers[key] = pq.ParquetWriter(folder / "part-0.parquet", table.schema)
+            writer.write_table(table)
+
+    def finish(self, out: Path) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        if out.exists():
+            raise EdgekitError(f"{out} appeared while exporting", "export to a new folder")
+        os.replace(self.tmp, out)
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def export(db: Database, out: str | Path, since: Optional[str] = None, model: Optional[str] = None,
-           version: Optional[str] = None) -> dict:
-    """Write an .npz with one row per predicted sample: inputs/<name> and outputs/<name>
-    stacked, and per row request_id, row (its index inside a batch prediction), device, time,
-    model, version, label ('' without feedback) and outcome."""
+           version: Optional[str] = None, fmt: str = "npz", labelled_only: bool = False,
+           progress=None) -> dict:
+    """One row per predicted sample: the model's inputs under their own names (what every
+    ``--data`` reads), ``outputs/<name>``, and per row ``labels`` (-1 or '' without feedback),
+    ``labelled``, request_id, row (its index inside a batch prediction), device, group, time,
+    model, version and outcome. ``fmt``: an .npz file, or a folder of Parquet partitions."""
+    if fmt not in FORMATS:
+        raise EdgekitError(f"unknown export format {fmt!r}", f"use {' or '.join(FORMATS)}")
+    out = Path(out)
+    if fmt == "parquet" and out.exists():
+        raise EdgekitError(f"{out} exists", "export Parquet to a new folder (edgekit never writes into one it did not make)")
     params: list = [parse_time(since)]
     filters = ""
     if model:
@@ -101,55 +221,70 @@ def export(db: Database, out: str | Path, since: Optional[str] = None, model: Op
     if version:
         filters += " AND r.version = ?"
         params.append(version)
-    columns: dict[str, list] = {k: [] for k in ("request_id", "row", "device", "time", "model", "version", "label",
-                                                "outcome")}
-    arrays: dict[str, list] = {}
+    if labelled_only:
+        filters += " AND fb.label IS NOT NULL AND fb.label <> 'null'"
+    writer: _Writer = _NpzWriter() if fmt == "npz" else _ParquetWriter(out)
     signature = None
     skipped: Counter = Counter()
-    records = ambiguous = 0
-    with db.connect() as tx:
-        for chunk in tx.stream(_SQL.format(filters=filters), tuple(params), CHUNK):
-            for device, request_id, when, name, ver, outputs, inputs, label, outcome in chunk:
-                try:
-                    if when is None or not math.isfinite(when):
-                        raise ValueError("time is not a finite number")
-                    ins, outs, rows = _decode_row(outputs, inputs)
-                    labels, unplaced = _row_labels(label, rows)
-                except (ValueError, TypeError, KeyError) as exc:
-                    skipped[str(exc).split(":")[0][:80]] += 1
-                    continue
-                sig = _signature({**ins, **outs})
-                if signature is None:
-                    signature = sig
-                elif sig != signature:
-                    raise EdgekitError(
-                        f"records of different shapes cannot share one export: {_describe(signature)} "
-                        f"vs {_describe(sig)} (request {request_id} from {device})",
-                        "export one model and version at a time: --model NAME --version V")
-                for key, value in {**ins, **outs}.items():
-                    arrays.setdefault(key, []).append(value)
-                ambiguous += unplaced
-                records += 1
-                columns["request_id"] += [request_id] * rows
-                columns["row"] += list(range(rows))
-                columns["device"] += [device] * rows
-                columns["time"] += [when] * rows
-                columns["model"] += [name] * rows
-                columns["version"] += [ver or ""] * rows
-                columns["label"] += labels
-                columns["outcome"] += [outcome or ""] * rows
-    if not records:
-        bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""
-        raise EdgekitError(f"no logged predictions with inputs match{bad}",
-                           "widen --since/--model, or check the sampling policy")
-    data = {k: np.concatenate(v) for k, v in arrays.items()}
-    data.update({k: np.asarray(v) for k, v in columns.items()})
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **data)
-    atomic_write_bytes(out, buffer.getvalue())
-    return {"records": records, "rows": len(columns["row"]), "labelled": sum(1 for x in columns["label"] if x),
-            "labels_unplaced": ambiguous, "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped),
-            "file": str(out), "arrays": sorted(data)}
+    records = ambiguous = rows_out = labelled = 0
+    try:
+        with db.read() as tx:
+            for chunk in tx.stream(_SQL.format(filters=filters), tuple(params), CHUNK):
+                part = _Part.empty()
+                for device, group, request_id, when, name, ver, outputs, inputs, label, outcome in chunk:
+                    try:
+                        if when is None or not math.isfinite(when):
+                            raise ValueError("time is not a finite number")
+                        ins, outs, rows = _decode_row(outputs, inputs)
+                        labels, unplaced = _row_labels(label, rows)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        skipped[str(exc).split(":")[0][:80]] += 1
+                        continue
+                    sig = _signature({**ins, **outs})
+                    if signature is None:
+                        signature = sig
+                    elif sig != signature:
+                        raise EdgekitError(
+                            f"records of different shapes cannot share one export: {_describe(signature)} "
+                            f"vs {_describe(sig)} (request {request_id} from {device})",
+                            "export one model and version at a time: --model NAME --version V")
+                    if labelled_only and not all(labels):
+                        skipped["a batch prediction's label does not cover its rows"] += 1
+                        continue
+                    for key, value in {**ins, **outs}.items():
+                        part.arrays.setdefault(key, []).append(value)
+                    ambiguous += unplaced
+                    records += 1
+                    c = part.columns
+                    c["request_id"] += [request_id] * rows
+                    c["row"] += list(range(rows))
+                    c["device"] += [device] * rows
+                    c["group"] += [group or ""] * rows
+                    c["time"] += [when] * rows
+                    c["model"] += [name] * rows
+                    c["version"] += [ver or ""] * rows
+                    c["labels"] += labels
+                    c["labelled"] += [bool(v) for v in labels]
+                    c["outcome"] += [outcome or ""] * rows
+                if len(part):
+                    writer.add(part)
+                    rows_out += len(part)
+                    labelled += sum(part.columns["labelled"])
+                    if progress:
+                        progress(rows_out)
+        if not records:
+            bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""
+            raise EdgekitError(f"no logged predictions with inputs match{bad}",
+                               "widen --since/--model, or check the sampling policy")
+        writer.finish(out)
+    except BaseException:
+        if isinstance(writer, _ParquetWriter):
+            writer.abort()
+        raise
+    return {"records": records, "rows": rows_out, "labelled": labelled, "labels_unplaced": ambiguous,
+            "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped), "file": str(out), "format": fmt,
+            "inputs": sorted(k for k, _, _ in signature if not k.startswith(OUTPUT_PREFIX)),
+            "outputs": sorted(k for k, _, _ in signature if k.startswith(OUTPUT_PREFIX))}
 
 
 def _finite(value):

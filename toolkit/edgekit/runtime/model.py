@@ -231,23 +231,24 @@ class RuntimeModel:
             if hit is not None:
                 self._record(start)
                 return self._log(feeds, hit[0], start, hit[1], cached=True) if self.log_store is not None else hit[0]
-        outputs, answered_by = self._run_chain(feeds)
+        outputs, answered_by, fallbacks = self._run_chain(feeds)
         if key is not None and answered_by is not None:
             self.cache.put(key, (outputs, answered_by))
         self._record(start)
         if self.log_store is not None:
-            return self._log(feeds, outputs, start, answered_by)
+            return self._log(feeds, outputs, start, answered_by, fallbacks=fallbacks)
         return outputs
 
     def predict_validated(self, feeds: dict) -> dict:
         """For a server that validates, caches and logs per request itself: the fallback chain
         on validated feeds. The id of the variant that answered comes back under ``__variant__``
-        (None when the caller's fallback did)."""
+        (None when the caller's fallback did), and why earlier variants did not under ``__fallbacks__``."""
         start = time.perf_counter()
-        outputs, answered_by = self._run_chain(feeds)
+        outputs, answered_by, fallbacks = self._run_chain(feeds)
         self._record(start)
         outputs = dict(outputs)
         outputs["__variant__"] = answered_by
+        outputs["__fallbacks__"] = fallbacks
         return outputs
 
     def predict_raw(self, data):
@@ -268,13 +269,15 @@ class RuntimeModel:
                 result["request_id"], result["row"] = request_id, row
         return results[0] if single else results
 
-    def _log(self, feeds, outputs, start, answered_by: Optional[str], cached: bool = False) -> "Outputs":
+    def _log(self, feeds, outputs, start, answered_by: Optional[str], cached: bool = False,
+             fallbacks: Optional[list] = None) -> "Outputs":
         """Append to the device log store; logging trouble never breaks a prediction."""
         result = Outputs(outputs)
         try:
             result.request_id = self.log_store.append(
                 feeds, outputs, self.name, self.version, answered_by or "",
-                (time.perf_counter() - start) * 1000, [] if answered_by else ["caller fallback"], cached=cached)
+                (time.perf_counter() - start) * 1000, fallbacks or ([] if answered_by else ["caller fallback"]),
+                cached=cached)
         except Exception as exc:
             log.error("%s: could not log the prediction: %s", self.name, exc)
         return result
@@ -297,10 +300,14 @@ class RuntimeModel:
             if variant.usable(now) and self._bring_up(variant):
                 yield variant
 
-    def _run_chain(self, feeds) -> tuple[dict, Optional[str]]:
-        """(outputs, id of the variant that answered; None when the caller's fallback did)."""
+    def _run_chain(self, feeds) -> tuple[dict, Optional[str], list[str]]:
+        """(outputs, id of the variant that answered (None when the caller's fallback did), why the
+        variants ahead of it did not: failed in this call, or demoted by earlier failures). A
+        variant this device could never run is not a fallback: the bundle offers alternatives."""
         failed: list[tuple[_Variant, str]] = []
+        tried: set[str] = set()
         for variant in self._candidates():
+            tried.add(variant.id)
             try:
                 result = self._run_variant(variant, feeds)
             except Exception as exc:  # any runtime failure moves this call on down the chain
@@ -311,7 +318,7 @@ class RuntimeModel:
                     for bad, why in failed:
                         self._failed(bad, why)
                     self._succeeded(variant)
-                    return dict(zip(self.outputs, result)), variant.id
+                    return dict(zip(self.outputs, result)), variant.id, self._why_not(variant, failed, tried)
                 reason = "non-finite output"
             self._note(variant.id, reason)
             failed.append((variant, reason))
@@ -322,9 +329,18 @@ class RuntimeModel:
                                  "reason": failed[-1][1]})
         if self.fallback is not None:
             self._note("caller", "caller fallback: every variant failed")
-            return dict(self.fallback(feeds)), None
+            return dict(self.fallback(feeds)), None, [f"{v.id}: {why}" for v, why in failed] + ["caller fallback"]
         raise PredictionFailed(f"every variant of {self.name} failed for this input",
                                "see model.stats()['events'], or pass fallback= to load()")
+
+    def _why_not(self, answered: _Variant, failed: list, tried: set) -> list[str]:
+        reasons = [f"{v.id}: {why}" for v, why in failed]
+        for variant in self.variants:
+            if variant is answered:
+                break
+            if variant.id not in tried and variant.demoted:
+                reasons.append(f"{variant.id}: demoted")
+        return reasons
 
     def _run_variant(self, variant: _Variant, feeds):
         if variant.executor is None:

@@ -163,17 +163,19 @@ class ServedModel:
         except asyncio.TimeoutError:
             raise ProtocolError(f"no answer within {self.options.timeout_ms:.0f} ms", 504) from None
         variant = outputs.pop("__variant__", None)
+        fallbacks = outputs.pop("__fallbacks__", None)
         if key is not None and variant:
             self.cache.put(key, (outputs, variant))
-        self._log(feeds, outputs, start, request_id, variant)
+        self._log(feeds, outputs, start, request_id, variant, fallbacks=fallbacks)
         return outputs, {"cached": False, "source": "model", "request_id": request_id}
 
-    def _log(self, feeds, outputs, start, request_id, variant, cached=False) -> None:
+    def _log(self, feeds, outputs, start, request_id, variant, cached=False, fallbacks=None) -> None:
         if self.log_store is None:
             return
         try:
             self.log_store.append(feeds, outputs, self.name, self.version, variant or "",
-                                  (time.perf_counter() - start) * 1000, [] if variant else ["caller fallback"],
+                                  (time.perf_counter() - start) * 1000,
+                                  fallbacks or ([] if variant else ["caller fallback"]),
                                   request_id=request_id, cached=cached)
         except EdgekitError as exc:  # logging never fails a request
             import logging

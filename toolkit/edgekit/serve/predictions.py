@@ -28,7 +28,7 @@ _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 def _table_sql(table: str) -> str:
     return (f"CREATE TABLE IF NOT EXISTS {table} (key TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, "
-            "label TEXT, score REAL, result TEXT NOT NULL, outputs TEXT NOT NULL, created REAL NOT NULL, "
+            "label TEXT, score DOUBLE PRECISION, result TEXT NOT NULL, outputs TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, "
             "PRIMARY KEY (key, model, version))")
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("edgekit.sync")
 
 
 
+HEALTH_EVERY_S = 30.0  # how often the store's counters (dropped, pending, ...) are re-read for the collector
 GROW_AFTER = 16  # successful smaller batches before the batch size doubles again
 
 
@@ -117,10 +118,22 @@ class SyncClient:
         self.shipped = 0
         self.dead_lettered = 0
         self._good_batches = 0
+        self._health: tuple[float, Optional[dict]] = (-1e9, None)
 
     # -- one batch ----------------------------------------------------------------------------
+    def _refresh_health(self) -> None:
+        """Re-read the store's counters, at most every HEALTH_EVERY_S (counting a large backlog
+        costs) and only after a batch was acknowledged: a retried batch must be byte-identical,
+        or its idempotency key would change."""
+        if time.monotonic() - self._health[0] >= HEALTH_EVERY_S:
+            try:
+                health = self.store.health()
+            except Exception:  # noqa: BLE001 - a failing disk must not stop shipping what is readable
+                health = self._health[1]
+            self._health = (time.monotonic(), health)
+
     def _post(self, records: list[dict], feedback: list[dict]) -> None:
-        body = Batch.dumps(self.store.store_id, records, feedback)
+        body = Batch.dumps(self.store.store_id, records, feedback, self._health[1])
         key = hashlib.sha256(body).hexdigest()  # the same content always carries the same key
         request = urllib.request.Request(
             f"{self.url}/v1/logs", data=gzip.compress(body, mtime=0), method="POST",
@@ -157,6 +170,8 @@ class SyncClient:
             return 0
         if self.batch_size == 1 and records:
             feedback = []  # narrowing down to one row: the record first, its feedback next time
+        if self._health[1] is None and self._health[0] < 0:
+            self._refresh_health()  # the first batch reports the store as it was found
         try:
             self._post(records, feedback)
         except SyncError as exc:
@@ -166,6 +181,7 @@ class SyncClient:
         # Acknowledged: only now are the rows marked shipped.
         self.store.mark_shipped([r["id"] for r in records], [f["id"] for f in feedback])
         self.shipped += len(records)
+        self._refresh_health()
         if self.batch_size < self.configured_batch_size:
             # Grow back only after a run of successes: growing at once would hit the same 413
             # on every other batch.

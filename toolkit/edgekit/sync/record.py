@@ -1,6 +1,7 @@
 """The log wire format: what a device ships and the collector accepts, defined once.
 
-A batch is ``{"schema_version", "store", "records", "feedback"}``. ``store`` is the device log
+A batch is ``{"schema_version", "store", "records", "feedback", "health"}`` (health: the log
+store's own counters - dropped, pending, oldest_pending, dead_letter - for fleet monitoring). ``store`` is the device log
 store's own UUID: a reinstalled or recovered store starts its row ids at 1 again, so record
 identity at the collector is (device, store, id), never (device, id).
 
@@ -20,12 +21,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 1: no store id (read as store ""), no cached flag
+SCHEMA_VERSION = 3  # 1: no store id (read as store ""), no cached flag; 2: summaries of <= 8 stats, no health
 MAX_ID = 2**63 - 1  # BIGINT in PostgreSQL
 MAX_TIME = 4102444800.0  # 2100-01-01: a device clock beyond that is broken
 DTYPES = frozenset({"float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"})
 MAX_DIMS = 8
 MAX_LABEL_BYTES = 64 * 1024
+MAX_SUMMARY_STATS = 32  # monitor.features: mean, std, min, max, nonfinite, quadrants, channels
+HEALTH_FIELDS = ("dropped", "pending", "oldest_pending", "dead_letter")
 
 
 class BatchError(ValueError):
@@ -118,7 +121,7 @@ def _summary(value, where: str) -> Optional[dict]:
         _fail(where, "must be an object or null")
     for name, stats in value.items():
         _text(name, f"{where} key", 256, empty=False)
-        if type(stats) is not dict or len(stats) > 8:
+        if type(stats) is not dict or len(stats) > MAX_SUMMARY_STATS:
             _fail(f"{where}.{name}", "must be an object of statistics")
         for key, number in stats.items():
             if key == "shape":
@@ -214,12 +217,25 @@ class Feedback:
         )
 
 
+def _health(value, where: str) -> Optional[dict]:
+    if value is None:
+        return None
+    if type(value) is not dict or not set(value) <= set(HEALTH_FIELDS):
+        _fail(where, f"must be an object of {', '.join(HEALTH_FIELDS)}")
+    out = {}
+    for key, number in value.items():
+        if number is not None:
+            out[key] = _number(number, f"{where}.{key}", 0.0, MAX_TIME if key == "oldest_pending" else 1e15)
+    return out
+
+
 @dataclass(frozen=True)
 class Batch:
     store: str
     records: tuple[LogRecord, ...]
     feedback: tuple[Feedback, ...]
     schema_version: int = SCHEMA_VERSION
+    health: Optional[dict] = None
 
     @classmethod
     def parse(cls, body: bytes) -> "Batch":
@@ -236,7 +252,7 @@ class Batch:
         version = data.get("schema_version", 1)
         if type(version) is not int or not 1 <= version <= SCHEMA_VERSION:
             raise BatchError(f"schema_version must be 1-{SCHEMA_VERSION}, got {str(version)[:20]}; upgrade the collector")
-        unknown = set(data) - {"schema_version", "store", "records", "feedback"}
+        unknown = set(data) - {"schema_version", "store", "records", "feedback", "health"}
         if unknown:
             raise BatchError(f"unknown batch field {sorted(unknown)[0]!r}")
         records, feedback = data.get("records", []), data.get("feedback", [])
@@ -248,11 +264,13 @@ class Batch:
         return cls(store=_opt_text(store, "store", 64),
                    records=tuple(LogRecord.parse(r, f"records[{i}]") for i, r in enumerate(records)),
                    feedback=tuple(Feedback.parse(f, f"feedback[{i}]") for i, f in enumerate(feedback)),
-                   schema_version=version)
+                   schema_version=version, health=_health(data.get("health"), "health"))
 
     @staticmethod
-    def dumps(store: str, records: list[dict], feedback: list[dict]) -> bytes:
+    def dumps(store: str, records: list[dict], feedback: list[dict], health: Optional[dict] = None) -> bytes:
         """The device side: rows as the store reads them, in the canonical (key-sorted) form
         that the idempotency key is computed over."""
-        return json.dumps({"schema_version": SCHEMA_VERSION, "store": store, "records": records,
-                           "feedback": feedback}, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        batch = {"schema_version": SCHEMA_VERSION, "store": store, "records": records, "feedback": feedback}
+        if health is not None:
+            batch["health"] = health
+        return json.dumps(batch, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()

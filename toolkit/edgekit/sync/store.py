@@ -29,7 +29,8 @@ from typing import Literal, Optional
 import numpy as np
 
 from ..errors import EdgekitError
-from .record import decode_array, encode_array, finite_or_none
+from ..monitor.features import summarise
+from .record import decode_array, encode_array
 
 __all__ = ["LogStore", "SamplingPolicy", "decode_array", "encode_array"]
 
@@ -130,16 +131,8 @@ def _confidence(outputs: dict) -> Optional[float]:
 
 
 def _summarise(inputs: dict) -> str:
-    """Statistics of inputs that may not ship; NaN becomes null (JSON has no NaN)."""
-    out = {}
-    for name, value in inputs.items():
-        value = np.asarray(value)
-        numeric = value.size and value.dtype.kind in "biuf"
-        stats = ((float(np.mean(value)), float(np.std(value)), float(np.min(value)), float(np.max(value)))
-                 if numeric else (math.nan,) * 4)
-        out[name] = {"shape": list(value.shape),
-                     **{k: finite_or_none(x) for k, x in zip(("mean", "std", "min", "max"), stats)}}
-    return json.dumps(out, allow_nan=False)
+    """The monitoring features of inputs that may not ship (monitor.features); NaN becomes null."""
+    return json.dumps(summarise(inputs), allow_nan=False)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -486,6 +479,15 @@ class LogStore:
                 self.db.execute("DELETE FROM feedback WHERE shipped = 1 AND time <= ?", (cutoff,))
             self._used -= freed[0] + fb
         return freed[1]
+
+    def health(self) -> dict:
+        """What the collector's fleet monitoring wants to know about this store (wire format)."""
+        with self._lock:
+            pending = self.db.execute("SELECT COUNT(*), MIN(time) FROM records WHERE shipped = 0").fetchone()
+            dead = self.db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+            buffered = len(self._buffer)
+        return {"dropped": self.dropped, "pending": pending[0] + buffered, "oldest_pending": pending[1],
+                "dead_letter": dead}
 
     def stats(self) -> dict:
         with self._lock:

@@ -21,7 +21,7 @@ from .._io import atomic_directory
 from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 from .models import Predictor, probabilities
-from .sources import labels_of, load_columns
+from ..tables import labels_of, load_columns
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import EdgekitError
 from .models import Predictor, probabilities
-from .sources import labels_of, load_columns
+from ..tables import labels_of, load_columns
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 

@@ -477,7 +477,7 @@ class MatchesReference(Check):
     reference_column: str = ""
 
     def start(self):
-        from .sources import open_table
+        from ..tables import open_table
 
         table = open_table(self.reference)
         keys, values = [], []
@@ -616,15 +616,16 @@ class SuiteResult:
         return "\n".join(lines) + "\n"
 
 
-def run_suite(suite: Suite, data: str | Path, chunk: int = 65536) -> SuiteResult:
-    """Every check of ``suite`` over ``data`` in one pass, chunk by chunk."""
-    from .sources import open_table
+def run_suite(suite: Suite, data, chunk: int = 65536) -> SuiteResult:
+    """Every check of ``suite`` over ``data`` (a path, or any ``tables.Table``: monitoring passes
+    the logged inputs of a window) in one pass, chunk by chunk."""
+    from ..tables import Table, open_table
 
-    table = open_table(data, chunk)
+    table = data if isinstance(data, Table) else open_table(data, chunk)
     states = [c.start() for c in suite.checks]
     rows = 0
     for part in table.chunks():
         rows += len(next(iter(part.values()))) if part else 0
         for check, state in zip(suite.checks, states):
             check.update(state, part)
-    return SuiteResult(suite.name, str(data), rows, tuple(c.finish(s) for c, s in zip(suite.checks, states)))
+    return SuiteResult(suite.name, str(table.path), rows, tuple(c.finish(s) for c, s in zip(suite.checks, states)))

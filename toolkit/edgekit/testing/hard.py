@@ -17,7 +17,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import EdgekitError
 from .models import Predictor, cross_entropy, probabilities
-from .sources import labels_of, load_columns
+from ..tables import labels_of, load_columns
 
 
 def _load(data: str | Path, predictor: Predictor, labels_column: Optional[str]) -> tuple[dict, np.ndarray]:

@@ -60,7 +60,7 @@ def memorize(factory: str, data: str | Path, loss: str = "cross_entropy", sample
     torch = require("torch", "torch", "convert", "the memorisation test")
     from ..data import Dataset, check_against
     from ..models import load_model
-    from .sources import labels_of, load_columns
+    from ..tables import labels_of, load_columns
 
     model = load_model(factory, inputs)
     if not model.is_torch:

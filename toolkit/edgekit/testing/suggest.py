@@ -15,7 +15,7 @@ import numpy as np
 from .expect import (AllowedValues, Dtype, LabelDistribution, MaskMatchesPadding, MatchesReference, Monotonic,
                      NoMissing, NotInFuture, Present, Range, RowCount, Shape, Suite, Unique, dtype_name, row_hashes,
                      run_suite)
-from .sources import open_table
+from ..tables import open_table
 
 LABELS = ("labels", "label")
 TIME = ("time", "timestamp")

@@ -1,0 +1,202 @@
+"""Data as tables of named columns (first axis = rows): .npz (a data set, or the collector's
+export), a Parquet file, or a folder of Parquet files (the collector's partitioned export, read
+as one data set). Parquet is streamed in chunks; an .npz array is read per key.
+
+Column names are what every command expects: model inputs by name (``input``, ``input_ids``),
+``labels``, and the export's ``outputs/<name>``, ``request_id``, ``device``, ``time``... Exports
+from before inputs were written under their own names (``inputs/<name>``, ``label``) read the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from ._io import open_parquet
+from .errors import DataError
+
+# What the collector's export adds next to the model's inputs and labels: never a model input.
+EXPORT_META = ("request_id", "row", "device", "group", "time", "model", "version", "outcome", "labelled", "date")
+OUTPUT_PREFIX = "outputs/"
+
+
+def canonical(name: str) -> str:
+    if name.startswith("inputs/"):
+        return name[len("inputs/"):]
+    return "labels" if name == "label" else name
+
+
+def model_columns(columns: dict) -> dict:
+    """The columns that can be model inputs (and labels): the export's metadata and outputs left out."""
+    return {k: v for k, v in columns.items() if k not in EXPORT_META and not k.startswith(OUTPUT_PREFIX)}
+
+
+@dataclass
+class Table:
+    path: Path
+    rows: Optional[int]
+    columns: list[str]
+    chunk: int
+
+    def __post_init__(self):
+        self.columns = [canonical(c) for c in self.columns]
+
+    def chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        for chunk in self._chunks():
+            yield {canonical(k): v for k, v in chunk.items()}
+
+    def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+
+class NpzTable(Table):
+    def _chunks(self):
+        with np.load(self.path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        for start in range(0, self.rows or 0, self.chunk):
+            yield {name: a[start:start + self.chunk] for name, a in arrays.items()}
+
+
+class ParquetTable(Table):
+    def _chunks(self):
+        for batch in open_parquet(self.path).iter_batches(batch_size=self.chunk):
+            yield _batch_columns(batch)
+
+
+class ParquetDataset(Table):
+    """A folder of Parquet files with hive partitions (model=digits/date=2026-11-28/part-0.parquet):
+    the partition keys become columns."""
+
+    def _chunks(self):
+        for batch in _dataset(self.path).to_batches(batch_size=self.chunk, batch_readahead=1, fragment_readahead=1):
+            if batch.num_rows:
+                yield _batch_columns(batch)
+
+
+def _batch_columns(batch) -> dict[str, np.ndarray]:
+    return {name: arrow_to_numpy(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+
+
+def _dataset(path: Path):
+    try:
+        import pyarrow.dataset as ds
+    except ImportError:
+        raise DataError("Parquet needs pyarrow", "pip install 'edgekit[serve]'") from None
+    try:
+        return ds.dataset(str(path), format="parquet", partitioning="hive")
+    except Exception as exc:  # pyarrow's own errors: unreadable files, schemas that do not unify
+        raise DataError(f"{path} is not a readable Parquet data set ({str(exc).splitlines()[0][:200]})",
+                        "point at one model's folder (model=NAME), whose files share a schema") from None
+
+
+def arrow_to_numpy(column) -> np.ndarray:
+    """A pyarrow column as numpy: list columns stacked to N x shape, scalars as 1-d, strings as objects.
+
+    A null list row becomes a row of NaN so that no_missing can count it instead of the read failing."""
+    import pyarrow.compute as pc
+    import pyarrow.types as t
+
+    def is_list(kind) -> bool:
+        return t.is_list(kind) or t.is_large_list(kind) or t.is_fixed_size_list(kind)
+
+    if is_list(column.type):
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        flat, sizes = column.drop_null(), []
+        while is_list(flat.type):
+            lengths = pc.list_value_length(flat).to_numpy(zero_copy_only=False)
+            if len(lengths) and (lengths != lengths[0]).any():
+                raise DataError(f"list column of varying lengths ({lengths.min()}-{lengths.max()}) cannot be a tensor",
+                                "pad or crop every row to one shape")
+            sizes.append(int(lengths[0]) if len(lengths) else 0)
+            flat = pc.list_flatten(flat)
+        present = flat.to_numpy(zero_copy_only=False).reshape([int(valid.sum())] + sizes)
+        if valid.all():
+            return present
+        out = np.full([len(column)] + sizes, np.nan, dtype=np.result_type(present.dtype, np.float32))
+        out[valid] = present
+        return out
+    if t.is_string(column.type) or t.is_large_string(column.type) or t.is_binary(column.type):
+        return np.asarray(column.to_pylist(), dtype=object)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def open_table(path: str | Path, chunk: int = 65536) -> Table:
+    path = Path(path)
+    if path.is_dir():
+        dataset = _dataset(path)
+        if not any(True for _ in dataset.get_fragments()):
+            raise DataError(f"{path} holds no Parquet files", "point at an 'edgekit collector export --format parquet' folder")
+        return ParquetDataset(path, dataset.count_rows(), list(dataset.schema.names), chunk)
+    if not path.is_file():
+        raise DataError(f"data {path} does not exist", "check the path")
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                columns = list(npz.files)
+                sizes = {n: len(npz[n]) if npz[n].ndim else None for n in columns}
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(f"{path} is not a readable .npz file ({exc})", "save it with numpy.savez") from None
+        scalars = [n for n, s in sizes.items() if s is None]
+        if scalars:
+            raise DataError(f"{path}: array {scalars[0]!r} is a scalar (0-d)", "one row per sample along the first axis")
+        if len(set(sizes.values())) > 1:
+            raise DataError(f"{path}: arrays have different row counts {sizes}", "every array needs one row per sample")
+        return NpzTable(path, next(iter(sizes.values()), 0), columns, chunk)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            meta = open_parquet(path)
+        except ImportError:
+            raise DataError("Parquet needs pyarrow", "pip install 'edgekit[serve]'") from None
+        except Exception as exc:  # pyarrow's own errors for broken files
+            raise DataError(f"{path} is not a readable Parquet file ({str(exc)[:200]})") from None
+        return ParquetTable(path, meta.metadata.num_rows, list(meta.schema_arrow.names), chunk)
+    raise DataError(f"cannot read {path.name}", "give an .npz, a .parquet file or a folder of them "
+                    "(a data set or 'edgekit collector export')")
+
+
+def load_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """The whole table as columns (for tests over a data set that fits in memory: a hard-case
+    suite, an evaluation split; expectations stream instead)."""
+    table = open_table(path)
+    if isinstance(table, NpzTable):  # already whole arrays, empty ones included
+        with np.load(table.path, allow_pickle=False) as npz:
+            return {canonical(k): npz[k] for k in npz.files}
+    parts: dict[str, list] = {}
+    for chunk in table.chunks():
+        for name, values in chunk.items():
+            parts.setdefault(name, []).append(values)
+    if not parts:
+        raise DataError(f"{path} holds 0 rows", "give at least one row")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def known_labels(columns: dict[str, np.ndarray], origin: str = "the data") -> tuple[np.ndarray, np.ndarray]:
+    """(class labels, which rows have one): an export marks rows without feedback in ``labelled``
+    (their label is -1 or ''); every row of other data is labelled."""
+    column = next((c for c in ("labels", "label") if c in columns), None)
+    if column is None:
+        raise DataError(f"{origin} has no labels", "add a 'labels' array")
+    values = columns[column]
+    mask = columns["labelled"].astype(bool) if "labelled" in columns else np.ones(len(values), bool)
+    out = np.full(len(values), -1, dtype=np.int64)
+    try:
+        out[mask] = values[mask].astype(np.int64)
+    except ValueError:
+        raise DataError(f"labels in {origin} are not class numbers (e.g. {values[mask][:3].tolist()})") from None
+    return out, mask
+
+
+def labels_of(columns: dict[str, np.ndarray], name: Optional[str] = None, origin: str = "the data") -> np.ndarray:
+    """Integer class labels from ``labels`` (or ``label``, or ``name``), strings accepted."""
+    column = name or next((c for c in ("labels", "label") if c in columns), None)
+    if column is None or column not in columns:
+        raise DataError(f"{origin} has no labels", "add a 'labels' array, or name it with --labels")
+    labels, mask = known_labels({"labels": columns[column], **({"labelled": columns["labelled"]}
+                                                               if "labelled" in columns else {})}, origin)
+    if not mask.all():
+        raise DataError(f"{int((~mask).sum())} of {len(mask)} rows in {origin} have no label (no feedback yet)",
+                        "export with --labelled-only, or label them first")
+    return labels
