@@ -1,0 +1,108 @@
+"""Monitoring's building blocks on real digits: features, sketches and drift on small and large
+samples. Drift must stay quiet on unchanged data of 100 and of 100,000 rows (p-values on large
+samples call everything drift) and must see a real change at both sizes."""
+
+import numpy as np
+import pytest
+
+from edgekit.monitor.drift import dataset_drift, feature_drift
+from edgekit.monitor.features import input_features, output_signals, summarise, summary_features
+from edgekit.monitor.sketch import Histogram, bucket_of, histograms
+
+pytest.importorskip("scipy")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0).astype(np.float32)[:, None], d.target
+
+
+def _features(images: np.ndarray) -> dict[str, np.ndarray]:
+    return {f"in.{k}": v for k, v in input_features("input", images).items() if not k.endswith(".nonfinite")}
+
+
+def _sample(images: np.ndarray, n: int, seed: int, noise: float = 0.02) -> np.ndarray:
+    """n pictures drawn from ``images`` with a little sensor noise: the same world, new frames."""
+    rng = np.random.default_rng(seed)
+    picked = images[rng.integers(0, len(images), n)]
+    return np.clip(picked + rng.normal(0, noise, picked.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [100, 100_000])
+def test_unchanged_data_does_not_drift_and_changed_data_does(digits, n):
+    images, _ = digits
+    # a random split: the file's two halves come from different writers, a real (small) shift
+    order = np.random.default_rng(0).permutation(len(images))
+    ref_pool, new_pool = images[order[:900]], images[order[900:]]
+    reference = histograms(_features(_sample(ref_pool, 900, seed=0)))
+    names = sorted(reference)
+    quiet = [dataset_drift(reference, histograms(_features(_sample(new_pool, n, seed=s))), names)
+             for s in range(1, 6)]
+    assert all(not d.drifted for d in quiet), [d.share for d in quiet]
+    if n == 100:  # each feature's test keeps close to its 5% false-positive rate
+        assert np.mean([d.share for d in quiet]) <= 0.15
+    else:  # distances, not p-values: a hundred thousand rows do not make sampling noise significant
+        assert all(f.method == "wasserstein" for f in quiet[0].features)
+        assert max(d.share for d in quiet) <= 0.25
+        from scipy.stats import ks_2samp
+
+        fresh = _features(_sample(new_pool, n, seed=1))
+        old = _features(_sample(ref_pool, 900, seed=0))
+        assert min(ks_2samp(old[f], fresh[f]).pvalue for f in names) < 0.05  # ...where a test would cry drift
+    rotated = np.ascontiguousarray(np.rot90(_sample(new_pool, n, seed=9), 1, axes=(2, 3)))
+    moved = {f.feature for f in dataset_drift(reference, histograms(_features(rotated)), names).features if f.drifted}
+    # a rotation keeps the ink (mean, spread) and moves it between quadrants: that is what drifts
+    assert len(moved & {f"in.input.q{i}" for i in range(4)}) >= 3 and not moved & {"in.input.mean", "in.input.std"}
+
+
+def test_too_few_rows_are_not_judged_and_classes_use_chi2_then_jensen_shannon():
+    rng = np.random.default_rng(0)
+    ref = histograms({"out.class": rng.integers(0, 10, 2000)})["out.class"]
+    few = feature_drift(ref, histograms({"out.class": rng.integers(0, 10, 10)})["out.class"])
+    assert not few.judged and few.method == "too few"
+    skew = rng.choice(10, 500, p=[0.4] + [0.6 / 9] * 9)
+    small = feature_drift(ref, histograms({"out.class": skew})["out.class"])
+    assert small.method == "chi2" and small.drifted and small.psi > 0.1
+    same = feature_drift(ref, histograms({"out.class": rng.integers(0, 10, 50_000)})["out.class"])
+    assert same.method == "jensenshannon" and not same.drifted and same.psi_band == "none"
+
+
+def test_sketches_keep_values_to_two_percent_and_confidence_near_one_apart():
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0, 2, 200_000)
+    h = histograms({"x": x})["x"]
+    for q in (0.01, 0.5, 0.99):
+        assert abs(h.quantile(q) / np.quantile(x, q) - 1) < 0.03
+    merged = Histogram("x")
+    for part in np.array_split(x, 7):  # counts from anywhere add up
+        for b, c in histograms({"x": part})["x"].counts.items():
+            merged.add(b, c)
+    assert merged.counts == h.counts
+    conf = bucket_of("out.confidence", np.array([0.99, 0.999, 0.9999]))
+    assert len(set(conf.tolist())) == 3  # a confident model's 99% and 99.99% stay apart
+
+
+def test_quadrants_see_a_rotation_and_summaries_match_the_collector(digits):
+    images, _ = digits
+    one = images[:1]
+    features = input_features("input", one)
+    rotated = input_features("input", np.rot90(one, 1, axes=(2, 3)))
+    assert features["input.mean"] == pytest.approx(rotated["input.mean"])  # same ink...
+    assert not np.allclose([features[f"input.q{i}"] for i in range(4)], [rotated[f"input.q{i}"] for i in range(4)])
+    shipped = summary_features(summarise({"input": one}))  # what a device without raw inputs sends
+    assert shipped == pytest.approx({f"in.{k}": float(v[0]) for k, v in features.items()})
+    tokens = input_features("input_ids", np.array([[101, 2023, 102, 0, 0]]))
+    assert tokens["input_ids.length"][0] == 3
+
+
+def test_output_signals_for_classifiers_embeddings_and_broken_outputs():
+    logits = np.array([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [np.nan, 1.0, 0.0]], np.float32)
+    s = output_signals({"logits": logits})
+    assert s["out.class"].tolist() == [0, 0, -1] and s["nonfinite"].tolist() == [0, 0, 1]
+    assert s["out.confidence"][0] > 0.9 and s["out.entropy"][1] == pytest.approx(1.0)
+    assert s["hash"][0] != s["hash"][1]
+    emb = output_signals({"emb": np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32)})
+    assert {"out.norm", "out.proj0", "out.proj1"} <= set(emb)

@@ -1,0 +1,155 @@
+"""Has a feature's distribution moved away from the reference?
+
+Evidently's defaults, judged on the size of the current window (what decides whether a p-value
+means anything): up to 1,000 rows a statistical test (Kolmogorov-Smirnov for numbers,
+chi-squared for categories) at p < 0.05; above that a distance with a threshold (Wasserstein
+distance in units of the reference's standard deviation, Jensen-Shannon distance), 0.1 each,
+because on large samples every test rejects and every feature "drifts" (evidently issue 50).
+Under ``MIN_ROWS`` nothing is judged: too few to say. PSI is reported alongside with its usual
+bands (< 0.1 none, 0.1-0.25 moderate, > 0.25 major). The statistics are scipy's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+
+from .sketch import Histogram
+
+TEST_MAX_ROWS = 1000
+P_VALUE = 0.05
+DISTANCE_THRESHOLD = 0.1
+MIN_ROWS = 30
+MAX_EXPANDED = 20000  # a histogram expanded to values for the KS test keeps its shape at this size
+DATASET_DRIFT_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    method: str  # ks | chi2 | wasserstein | jensenshannon | too few
+    score: Optional[float]  # p-value for tests, distance otherwise
+    threshold: float
+    drifted: bool
+    judged: bool
+    rows: int
+    reference_rows: int
+    psi: Optional[float]
+    reference_mean: Optional[float] = None
+    current_mean: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def psi_band(self) -> str:
+        if self.psi is None:
+            return "-"
+        return "none" if self.psi < 0.1 else "moderate" if self.psi < 0.25 else "major"
+
+
+def _expand(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    if total > MAX_EXPANDED:
+        counts = np.round(counts * (MAX_EXPANDED / total)).astype(np.int64)
+    return np.repeat(values, counts.astype(np.int64))
+
+
+def psi(reference: Histogram, current: Histogram, bins: int = 10) -> Optional[float]:
+    """Population stability index over the reference's deciles (or its categories)."""
+    rv, rc = reference.arrays()
+    cv, cc = current.arrays()
+    if not len(rv) or not len(cv):
+        return None
+    if reference.categorical:
+        cats = np.union1d(rv, cv)
+        r = np.asarray([rc[rv == c].sum() for c in cats])
+        c = np.asarray([cc[cv == c].sum() for c in cats])
+    else:
+        cum = np.cumsum(rc) / rc.sum()
+        edges = np.unique([rv[min(np.searchsorted(cum, q), len(rv) - 1)] for q in np.linspace(0, 1, bins + 1)[1:-1]])
+        r = np.bincount(np.searchsorted(edges, rv, side="right"), weights=rc, minlength=len(edges) + 1)
+        c = np.bincount(np.searchsorted(edges, cv, side="right"), weights=cc, minlength=len(edges) + 1)
+    eps = 1e-4
+    r = np.maximum(r / r.sum(), eps)
+    c = np.maximum(c / c.sum(), eps)
+    return float(((c - r) * np.log(c / r)).sum())
+
+
+def feature_drift(reference: Histogram, current: Histogram) -> FeatureDrift:
+    from scipy import stats
+    from scipy.spatial.distance import jensenshannon
+
+    n_ref, n_cur = reference.total, current.total
+    means = dict(reference_mean=_clean(reference.mean()), current_mean=_clean(current.mean()))
+    if n_cur < MIN_ROWS or n_ref < MIN_ROWS:
+        return FeatureDrift(reference.feature, "too few", None, 0.0, False, False, n_cur, n_ref, None, **means)
+    stability = psi(reference, current)
+    rv, rc = reference.arrays()
+    cv, cc = current.arrays()
+    if reference.categorical:
+        cats = np.union1d(rv, cv)
+        r = np.asarray([rc[rv == c].sum() for c in cats], dtype=np.float64)
+        c = np.asarray([cc[cv == c].sum() for c in cats], dtype=np.float64)
+        if n_cur <= TEST_MAX_ROWS:
+            # expected counts from the reference's shares; a category it never saw gets half a row
+            expected = (r + 0.5) / (r + 0.5).sum() * c.sum()
+            p = float(stats.chisquare(c, expected).pvalue)
+            return FeatureDrift(reference.feature, "chi2", p, P_VALUE, p < P_VALUE, True, n_cur, n_ref, stability,
+                                **means)
+        d = float(jensenshannon(r / r.sum(), c / c.sum()))
+        return FeatureDrift(reference.feature, "jensenshannon", d, DISTANCE_THRESHOLD, d > DISTANCE_THRESHOLD, True,
+                            n_cur, n_ref, stability, **means)
+    if n_cur <= TEST_MAX_ROWS:
+        p = float(stats.ks_2samp(_expand(rv, rc), _expand(cv, cc)).pvalue)
+        return FeatureDrift(reference.feature, "ks", p, P_VALUE, p < P_VALUE, True, n_cur, n_ref, stability, **means)
+    mean = (rv * rc).sum() / rc.sum()
+    std = math.sqrt(max(((rv - mean) ** 2 * rc).sum() / rc.sum(), 0.0))
+    # A feature constant on the reference (a pixel minimum that is always 0) is measured against a
+    # small floor, so that any real movement counts and bucket rounding does not.
+    scale = max(std, 0.02 * abs(mean), 1e-3)
+    d = float(stats.wasserstein_distance(rv, cv, rc, cc)) / scale
+    return FeatureDrift(reference.feature, "wasserstein", d, DISTANCE_THRESHOLD, d > DISTANCE_THRESHOLD, True, n_cur,
+                        n_ref, stability, **means)
+
+
+def _clean(x: float) -> Optional[float]:
+    return x if x is not None and math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class DatasetDrift:
+    features: tuple[FeatureDrift, ...]
+
+    @property
+    def judged(self) -> int:
+        return sum(f.judged for f in self.features)
+
+    @property
+    def share(self) -> Optional[float]:
+        return sum(f.drifted for f in self.features) / self.judged if self.judged else None
+
+    @property
+    def drifted(self) -> bool:
+        return self.share is not None and self.share >= DATASET_DRIFT_SHARE
+
+    def to_dict(self) -> dict:
+        return {"share": self.share, "drifted": self.drifted, "judged": self.judged,
+                "features": [f.to_dict() | {"psi_band": f.psi_band} for f in self.features]}
+
+
+def dataset_drift(reference: dict[str, Histogram], current: dict[str, Histogram], features: list[str]) -> DatasetDrift:
+    """Each of ``features`` present on both sides; the worst first."""
+    found = [feature_drift(reference[f], current[f]) for f in features if f in reference and f in current]
+    return DatasetDrift(tuple(sorted(found, key=_severity)))
+
+
+def _severity(f: FeatureDrift):
+    if not f.judged:
+        return (2, 0.0, f.feature)
+    if f.method in ("ks", "chi2"):
+        return (0 if f.drifted else 1, f.score, f.feature)
+    return (0 if f.drifted else 1, -f.score, f.feature)

@@ -1,0 +1,90 @@
+"""The collector's /metrics: the monitoring signals as Prometheus gauges, and ingest counters.
+
+Gauges are ``edgekit_monitor_<signal>`` (dots become underscores) labelled by model, version and
+device group, computed over the last ``window_s`` on scrape and cached for ``cache_s`` (a scrape
+every 15 s does not recompute drift four times a minute). The Grafana dashboard shipped with
+edgekit (``edgekit monitor grafana``) is built on these names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+# Signals worth a time series; the rest stay in reports.
+EXPORTED = (
+    "records", "feedback.rate", "feedback.labelled", "feedback.accuracy", "feedback.negative_share",
+    "performance.estimated_accuracy", "performance.estimated_drop", "proxy.low_confidence_share",
+    "proxy.entropy_mean", "proxy.top_class_share", "proxy.identical_output_share", "proxy.nonfinite_share",
+    "proxy.fallback_share", "proxy.cached_share", "quality.failing_share", "drift.share", "drift.dataset",
+    "system.latency_p50_ms", "system.latency_p95_ms", "system.latency_p99_ms", "system.devices",
+    "system.silent_devices", "system.dropped", "system.pending", "system.lag_max_s",
+)
+
+
+def metric_name(signal: str) -> str:
+    return "edgekit_monitor_" + signal.replace(".", "_")
+
+
+class SignalCollector:
+    """A prometheus_client collector over the collector database."""
+
+    def __init__(self, db, window_s: float = 3600.0, cache_s: float = 30.0):
+        self.db, self.window_s, self.cache_s = db, window_s, cache_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list] = (-1e9, [])
+
+    def _models(self, now: float) -> list[str]:
+        with self.db.read() as tx:
+            rows = tx.all("SELECT DISTINCT model FROM sketches WHERE hour >= ?", (int((now - self.window_s) // 3600) * 3600,))
+        return sorted(r[0] for r in rows)
+
+    def _compute(self) -> list:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .signals import snapshot
+
+        now = time.time()
+        families = {s: GaugeMetricFamily(metric_name(s), f"edgekit monitoring signal {s} over the last "
+                                         f"{self.window_s / 3600:g} h", labels=["model", "version", "group"])
+                    for s in EXPORTED}
+        for model in self._models(now):
+            snap = snapshot(self.db, model, now - self.window_s, now, by=("version", "group"), raw_suite=False,
+                            series=False, now=now)
+            for scope in snap.scopes:
+                labels = [model, str(scope.key.get("version", "")), str(scope.key.get("group", ""))]
+                for signal in EXPORTED:
+                    value = scope.signals.get(signal)
+                    if isinstance(value, (int, float)):
+                        families[signal].add_metric(labels, float(value))
+        return list(families.values())
+
+    def collect(self):
+        with self._lock:
+            at, families = self._cached
+            if time.monotonic() - at >= self.cache_s:
+                families = self._compute()
+                self._cached = (time.monotonic(), families)
+        yield from families
+
+
+class IngestCounters:
+    """What the collector itself did: batches by outcome, records accepted and duplicated."""
+
+    def __init__(self, registry):
+        from prometheus_client import Counter
+
+        self.batches = Counter("edgekit_collector_batches", "Device batches by outcome", ["result"], registry=registry)
+        self.records = Counter("edgekit_collector_records", "Records received", ["result"], registry=registry)
+        self.feedback = Counter("edgekit_collector_feedback", "Feedback rows received", ["result"], registry=registry)
+
+    def accepted(self, result: dict, replayed: bool) -> None:
+        self.batches.labels("replayed" if replayed else "accepted").inc()
+        if not replayed:
+            self.records.labels("accepted").inc(result.get("accepted", 0))
+            self.records.labels("duplicate").inc(result.get("duplicates", 0))
+            self.feedback.labels("accepted").inc(result.get("feedback_accepted", 0))
+            self.feedback.labels("duplicate").inc(result.get("feedback_duplicates", 0))
+
+    def refused(self, status: int) -> None:
+        self.batches.labels(f"refused_{status}").inc()

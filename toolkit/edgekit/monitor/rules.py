@@ -1,0 +1,210 @@
+"""Alert rules over the signals: thresholds, minimum sample sizes and cool-downs.
+
+A rules file (TOML) holds ``[[rule]]`` tables::
+
+    [[rule]]
+    name = "feedback accuracy"
+    signal = "feedback.accuracy_drop"   # any signal of edgekit.monitor.signals
+    above = 5.0                         # or below = ...
+    min_samples = 30                    # of the signal's own sample (labelled feedback here)
+    by = "group"                        # version, group, device or model
+    window = "1d"
+    cooldown = "6h"                     # a firing alert is notified again only after this
+    severity = "critical"
+
+Without a file the defaults below apply; each names the fault it is for. A rule never fires on
+a scope with too small a sample: false alarms are a defect too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from .._schema import SchemaError, from_dict
+from ..errors import EdgekitError
+
+# Which count a signal's sample size is.
+SAMPLE_OF = {"feedback.accuracy": "feedback.labelled", "feedback.accuracy_drop": "feedback.labelled",
+             "feedback.accuracy_drop_certain": "feedback.labelled",
+             "feedback.macro_f1": "feedback.labelled", "feedback.negative_share": "feedback.outcomes",
+             "feedback.rate": "records"}
+PREFIX_SAMPLE = {"feedback": "feedback.labelled", "performance": "rows", "proxy": "records", "quality": "quality.rows",
+                 "drift": "drift.rows", "system": "records"}
+
+
+def sample_of(signal: str) -> str:
+    return SAMPLE_OF.get(signal) or PREFIX_SAMPLE.get(signal.split(".")[0], "records")
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(text))
+    if not m:
+        raise EdgekitError(f"bad {what} {text!r}", "use a number and a unit: 90s, 15m, 6h, 1d, 2w")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    signal: str
+    above: Optional[float] = None
+    below: Optional[float] = None
+    min_samples: int = 50
+    by: Literal["version", "group", "device", "model"] = "group"
+    window: str = "1d"
+    cooldown: str = "6h"
+    severity: Literal["info", "warning", "critical"] = "warning"
+    why: str = ""
+
+    def __post_init__(self):
+        if (self.above is None) == (self.below is None):
+            raise EdgekitError(f"rule {self.name!r}: give exactly one of above or below")
+        parse_duration(self.window, f"rule {self.name!r} window")
+        parse_duration(self.cooldown, f"rule {self.name!r} cooldown")
+
+    def fires(self, value) -> bool:
+        if value is None:
+            return False
+        return value > self.above if self.above is not None else value < self.below
+
+    @property
+    def threshold(self) -> str:
+        return f"> {self.above:g}" if self.above is not None else f"< {self.below:g}"
+
+
+DEFAULT_RULES = (
+    Rule("feedback accuracy dropped", "feedback.accuracy_drop_certain", above=5.0, min_samples=30, severity="critical",
+         why="users' labels say the model is wrong more often than on its reference (by more than the sample's "
+             "95% interval allows)"),
+    Rule("estimated accuracy dropped", "performance.estimated_drop", above=5.0, min_samples=100, severity="critical",
+         why="calibrated confidences say accuracy fell (no labels needed)"),
+    Rule("low-confidence predictions", "proxy.low_confidence_excess", above=3.0, min_samples=100,
+         why="3x more predictions below the reference's 5th-percentile confidence than expected"),
+    Rule("identical outputs for different inputs", "proxy.identical_output_share", above=0.5, min_samples=50,
+         severity="critical", why="a stuck sensor or a broken pre-processing step feeds the same input"),
+    Rule("non-finite outputs", "proxy.nonfinite_share", above=0.001, min_samples=1, severity="critical",
+         why="the model returns NaN or infinity"),
+    Rule("fallbacks", "proxy.fallback_share", above=0.2, min_samples=50,
+         why="the preferred variant fails and the runtime falls back"),
+    Rule("data quality", "quality.failing_share", above=0.1, min_samples=50,
+         why="inputs break the reference's bounds or expectations"),
+    Rule("data drift", "drift.share", above=0.5, min_samples=100,
+         why="half or more of the features moved away from the reference (dataset drift)"),
+    Rule("silent devices", "system.silent_devices", above=0, min_samples=0, by="group", window="7d",
+         why="devices that sent this model's predictions have not been seen for a day"),
+    Rule("dropped log records", "system.dropped", above=0, min_samples=0, window="7d",
+         why="device log stores are full and drop records"),
+)
+
+
+def load_rules(path: Optional[str | Path]) -> tuple[Rule, ...]:
+    if path is None:
+        return DEFAULT_RULES
+    from .._io import read_toml
+
+    data = read_toml(path, "rules file")
+    rules = data.get("rule")
+    if not isinstance(rules, list) or not rules:
+        raise EdgekitError(f"{path} holds no [[rule]] tables", "see 'edgekit monitor check --help' for the format")
+    out = []
+    for i, item in enumerate(rules):
+        try:
+            out.append(from_dict(Rule, item, f"rule[{i}]"))
+        except SchemaError as exc:
+            raise EdgekitError(f"{path}: {exc}") from None
+    names = [r.name for r in out]
+    if len(set(names)) != len(names):
+        raise EdgekitError(f"{path}: rule names must be unique", "rename the repeated one")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule: str
+    severity: str
+    model: str
+    scope: str
+    signal: str
+    value: float
+    threshold: str
+    samples: int
+    window: str
+    why: str
+    notify: bool  # False while the rule's cool-down for this scope runs
+    key: dict = None  # the scope as dimension -> value ({} for the whole model)
+
+    def line(self) -> str:
+        value = f"{self.value:.4g}"
+        quiet = "" if self.notify else " (cooling down: not notified again)"
+        return (f"ALERT [{self.severity}] {self.rule}: {self.model} {self.scope}: {self.signal} = {value} "
+                f"{self.threshold} over {self.window} ({self.samples} samples){quiet}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(db, model: str, rules: tuple[Rule, ...], now: Optional[float] = None, snapshots=None,
+             record: bool = True) -> list[Alert]:
+    """Every rule over its own window and grouping; cool-downs from the collector database
+    (``record=False``: look, as a report does, without starting a cool-down).
+    ``snapshots``: a cache (window, by) -> Snapshot shared between rules."""
+    from .signals import snapshot
+
+    now = time.time() if now is None else now
+    snapshots = {} if snapshots is None else snapshots
+    needed: dict[tuple, set] = {}
+    for rule in rules:  # one snapshot per window and grouping, computing only what its rules read
+        key = (rule.window, () if rule.by == "model" else (rule.by,))
+        needed.setdefault(key, set()).update({rule.signal, sample_of(rule.signal)})
+    alerts = []
+    for rule in rules:
+        window = parse_duration(rule.window)
+        by = () if rule.by == "model" else (rule.by,)
+        snap = snapshots.get((rule.window, by))
+        if snap is None:
+            snap = snapshots[(rule.window, by)] = snapshot(db, model, now - window, now, by=by, series=False, now=now,
+                                                           signals=needed[(rule.window, by)])
+        for scope in (snap.scopes if by else (snap.total,)):
+            value = scope.signals.get(rule.signal)
+            samples = scope.signals.get(sample_of(rule.signal)) or 0
+            if samples >= rule.min_samples and rule.fires(value):
+                alerts.append(Alert(rule.name, rule.severity, model, scope.name if by else "all", rule.signal,
+                                    float(value), rule.threshold, int(samples), rule.window, rule.why, True,
+                                    dict(scope.key) if by else {}))
+    return _cooldown(db, alerts, {r.name: parse_duration(r.cooldown) for r in rules}, now, record)
+
+
+def _cooldown(db, alerts: list[Alert], cooldowns: dict[str, float], now: float, record: bool) -> list[Alert]:
+    out = []
+    with (db.connect() if record else db.read()) as tx:
+        for a in alerts:
+            key = f"{a.model}|{a.scope}"
+            row = tx.one("SELECT fired FROM monitor_alerts WHERE rule = ? AND scope = ?", (a.rule, key))
+            if row is not None and now - row[0] < cooldowns[a.rule]:
+                out.append(Alert(**{**a.to_dict(), "notify": False}))
+                continue
+            if record:
+                tx.execute("DELETE FROM monitor_alerts WHERE rule = ? AND scope = ?", (a.rule, key))
+                tx.execute("INSERT INTO monitor_alerts (rule, scope, fired) VALUES (?, ?, ?)", (a.rule, key, now))
+            out.append(a)
+    return out
+
+
+def post_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> None:
+    """POST the alerts to be notified as JSON ({"alerts": [...]}, Alertmanager-like fields)."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"alerts": [a.to_dict() | {"text": a.line()} for a in alerts if a.notify]}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise EdgekitError(f"the webhook {url} failed: {getattr(exc, 'reason', exc)}",
+                           "check the URL; the alerts were still printed") from None

@@ -1,0 +1,530 @@
+"""The six signals of one model over a time window, per scope (version, device group, device).
+
+Everything is aggregated by the database: the record columns the collector derived on arrival
+(feedback joins, proxies, system) and the feature sketches (drift, quantiles, data quality,
+estimated accuracy). Python sees one row per scope and bucket, never a record, except for the
+optional expectation suite over raw logged inputs, which streams a bounded sample.
+
+Signals, most valuable first, in one flat dict per scope (None where there is nothing to say):
+  feedback.*    outcomes and labels users sent back: rate, negative share, accuracy with its
+                Wilson interval, macro F1, drop from the reference accuracy
+  performance.* accuracy estimated from calibrated confidences (no labels needed) with its 95%
+                interval, and its drop from the reference
+  proxy.*       low-confidence share (expected: 5%), entropy, top-class share, identical outputs
+                for different inputs, non-finite outputs, fallbacks, cache hits
+  quality.*     share of rows breaking the data bounds (summaries) or the expectation suite (raw)
+  drift.*       share of features whose distribution moved, dataset drift
+  system.*      latency quantiles, devices (silent ones), dropped and pending log records, lag
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..errors import EdgekitError
+from .derive import HOUR
+from .drift import dataset_drift
+from .reference import Reference, load_reference
+from .sketch import Histogram
+
+SCHEMA_VERSION = 1
+DIMENSIONS = ("version", "group", "device")
+NEGATIVE_OUTCOMES = frozenset({"corrected", "rejected", "wrong", "incorrect", "bad", "negative", "thumbs_down",
+                               "dislike", "false_positive", "false_negative"})
+SILENT_AFTER_S = 24 * 3600
+RAW_SUITE_MAX_ROWS = 20000
+
+
+@dataclass(frozen=True)
+class Scope:
+    key: dict  # dimension -> value; {} for the model as a whole
+    signals: dict
+    details: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return ", ".join(f"{k}={v or '-'}" for k, v in self.key.items()) or "all"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    model: str
+    start: float
+    end: float
+    by: tuple[str, ...]
+    task: Optional[str]
+    reference: Optional[dict]
+    total: Scope
+    scopes: tuple[Scope, ...]
+    series: dict  # signal -> {scope name: [[time, value], ...]}
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        def scope(s: Scope) -> dict:
+            return {"key": s.key, "name": s.name, "signals": s.signals, "details": s.details}
+
+        return {"schema_version": self.schema_version, "model": self.model, "start": self.start, "end": self.end,
+                "by": list(self.by), "task": self.task, "reference": self.reference, "total": scope(self.total),
+                "scopes": [scope(s) for s in self.scopes], "series": self.series}
+
+
+# -- SQL helpers -------------------------------------------------------------------------------------
+
+_COLUMN = {"version": "{t}.version", "group": "d.grp", "device": "{t}.device"}
+
+
+def _dims(by: tuple[str, ...], table: str) -> str:
+    return "".join(_COLUMN[d].format(t=table) + ", " for d in by)
+
+
+def _wilson(k: int, n: int) -> tuple[Optional[float], Optional[float]]:
+    if n <= 0:
+        return None, None
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _label_class(text: Optional[str]) -> Optional[int]:
+    """Feedback labels are stored as JSON: 3 and "3" are both class 3."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value) if float(value) == int(float(value)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _macro_f1(pairs: Counter) -> Optional[float]:
+    """pairs: (label, predicted) -> count."""
+    classes = {c for pair in pairs for c in pair if c is not None}
+    if not classes:
+        return None
+    f1s = []
+    for c in classes:
+        tp = pairs.get((c, c), 0)
+        fp = sum(n for (t, p), n in pairs.items() if p == c and t != c)
+        fn = sum(n for (t, p), n in pairs.items() if t == c and p != c)
+        f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return float(np.mean(f1s))
+
+
+def _ratio(a, b) -> Optional[float]:
+    return float(a) / float(b) if b else None
+
+
+# -- the snapshot ------------------------------------------------------------------------------------
+
+def drift_features(reference: Reference) -> list[str]:
+    """What dataset drift is judged on: the inputs' features and the outputs that matter for the task."""
+    outputs = {"classification": ("out.class", "out.confidence", "out.entropy"),
+               "embedding": ("out.norm", "out.proj0", "out.proj1"),
+               "regression": ("out.value",)}[reference.task]
+    inputs = [f for f in reference.histograms if f.startswith("in.") and not f.endswith(".nonfinite")]
+    return sorted(inputs) + [f for f in outputs if f in reference.histograms]
+
+
+def _needs(signals: Optional[set]) -> tuple[bool, bool, bool]:
+    """(feedback, sketches, raw suite) for the signals asked for (None: all of them). Alert rules
+    ask for a few; a 7-day window for silent devices should not recompute drift."""
+    if signals is None:
+        return True, True, True
+    sketch = any(s.split(".")[0] in ("performance", "drift", "quality") or s.startswith("system.latency")
+                 or s == "proxy.top_class_share" for s in signals)
+    return any(s.startswith("feedback.") for s in signals), sketch, any(s.startswith("quality.") for s in signals)
+
+
+def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("version", "group"),
+             reference: Optional[Reference] = None, raw_suite: bool = True, series: bool = True,
+             now: Optional[float] = None, signals: Optional[set] = None) -> Snapshot:
+    """``signals``: the ones needed (None: all); the others may be left None."""
+    unknown = [d for d in by if d not in DIMENSIONS]
+    if unknown:
+        raise EdgekitError(f"cannot group by {unknown[0]!r}", f"use {', '.join(DIMENSIONS)}")
+    reference = reference or load_reference(db, model)
+    now = time.time() if now is None else now
+    need_feedback, need_sketches, need_raw = _needs(signals)
+    raw_suite = raw_suite and need_raw
+    with db.read() as tx:
+        if not tx.one("SELECT 1 FROM sketches WHERE model = ? LIMIT 1", (model,)) and \
+                not tx.one("SELECT 1 FROM records WHERE model = ? LIMIT 1", (model,)):
+            raise EdgekitError(f"the collector holds no predictions of model {model!r}",
+                               "see the models it holds with: edgekit collector stats")
+        groups = dict(tx.all("SELECT name, grp FROM devices"))
+        # Records are aggregated per (version, device) by the database, then folded into scopes
+        # here: one scan serves every scope and the total, and devices are counted exactly.
+        parts = _records(tx, model, start, end, reference)
+        feedback = _feedback(tx, model, start, end) if need_feedback else {}
+        fallbacks = _per_device(tx, "SELECT r.version, r.device, r.fallbacks, COUNT(*) FROM records r WHERE r.model = ? "
+                                "AND r.time >= ? AND r.time < ? AND r.has_fallback = 1 GROUP BY r.version, r.device, "
+                                "r.fallbacks", (model, start, end), _reasons)
+        variants = _per_device(tx, "SELECT r.version, r.device, r.variant, COUNT(*) FROM records r WHERE r.model = ? "
+                               "AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device, r.variant",
+                               (model, start, end), lambda v: [v or "-"])
+        sketches = _sketches(tx, model, start, end, by) if need_sketches else {}
+        devices = _devices(tx, model, now)
+
+    def scope_of(version, device) -> tuple:
+        values = {"version": version or "", "group": groups.get(device, ""), "device": device}
+        return tuple(values[d] for d in by)
+
+    records = _fold(parts, scope_of)
+    keys = set(records) | set(sketches) | {scope_of(*k) for k in feedback}
+    if by and set(by) <= {"group", "device"}:  # a group whose devices all went silent is still a scope
+        keys |= {tuple(d[k] for k in by) for d in devices}
+    keys = sorted(keys, key=lambda k: tuple(str(x) for x in k))
+    scopes = []
+    for key in keys:
+        def mine(per_device: dict) -> Counter:
+            out: Counter = Counter()
+            for k, counts in per_device.items():
+                if scope_of(*k) == key:
+                    out.update(counts)
+            return out
+
+        hists = _merge_hours(sketches.get(key, {}))
+        signals_, details = _signals(reference, records.get(key), mine(feedback), hists, mine(fallbacks),
+                                     mine(variants), _device_part(devices, by, key))
+        scopes.append(Scope(dict(zip(by, key)), signals_, details))
+    total = _total(db, model, start, end, reference, _fold(parts, lambda v, d: ()).get(()), feedback, sketches,
+                   fallbacks, variants, devices, raw_suite)
+    if raw_suite and reference is not None and reference.suite:
+        for scope in scopes:
+            _raw_quality(db, model, start, end, reference, scope)
+    return Snapshot(model, start, end, by, reference.task if reference else None, _ref_summary(reference), total,
+                    tuple(scopes), _series(reference, sketches, by) if series else {})
+
+
+def _ref_summary(reference: Optional[Reference]) -> Optional[dict]:
+    if reference is None:
+        return None
+    return {"rows": reference.rows, "task": reference.task, "accuracy": reference.accuracy,
+            "low_confidence": reference.low_confidence, "source": reference.source, "created": reference.created}
+
+
+_SUMS = ("records", "rows", "low_confidence", "with_confidence", "entropy_sum", "with_entropy", "nonfinite",
+         "fallbacks", "cached", "distinct_outputs", "hashed", "lag_sum")
+
+
+def _records(tx, model, start, end, reference) -> dict:
+    """(version, device) -> sums (an index-only scan: records_monitor holds these columns)."""
+    low = reference.low_confidence if reference and reference.low_confidence is not None else -1.0
+    rows = tx.all(
+        "SELECT r.version, r.device, COUNT(*), SUM(COALESCE(r.rows, 1)), "
+        "SUM(CASE WHEN r.confidence < ? THEN 1 ELSE 0 END), COUNT(r.confidence), SUM(r.entropy), COUNT(r.entropy), "
+        "SUM(r.nonfinite), SUM(r.has_fallback), SUM(r.cached), "
+        "COUNT(DISTINCT CASE WHEN r.cached = 0 THEN r.out_hash END), "
+        "SUM(CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL THEN 1 ELSE 0 END), "
+        "SUM(r.received - r.time), MAX(r.received - r.time), MAX(r.time) "
+        "FROM records r WHERE r.model = ? AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device",
+        (low, model, start, end))
+    return {(r[0], r[1]): dict(zip(_SUMS + ("lag_max", "last"), r[2:])) for r in rows}
+
+
+def _fold(parts: dict, scope_of) -> dict:
+    """Per-device sums into per-scope aggregates. Identical outputs are counted per device (a
+    stuck sensor repeats itself; two devices shown the same scene do not make a fault)."""
+    out: dict = {}
+    for (version, device), p in parts.items():
+        agg = out.setdefault(scope_of(version, device), {k: 0 for k in _SUMS} | {"lag_max": None, "last": None,
+                                                                                   "device_set": set()})
+        for k in _SUMS:
+            agg[k] += p[k] or 0
+        for k in ("lag_max", "last"):
+            if p[k] is not None:
+                agg[k] = p[k] if agg[k] is None else max(agg[k], p[k])
+        agg["device_set"].add(device)
+    for agg in out.values():
+        agg["devices"] = len(agg.pop("device_set"))
+        agg["entropy"] = agg["entropy_sum"] / agg["with_entropy"] if agg["with_entropy"] else None
+        agg["lag_mean"] = agg["lag_sum"] / agg["records"] if agg["records"] else None
+    return out
+
+
+def _per_device(tx, sql: str, params: tuple, split) -> dict:
+    """(version, device) -> Counter of what ``split`` makes of the third column."""
+    out: dict = defaultdict(Counter)
+    for version, device, value, count in tx.all(sql, params):
+        for item in split(value):
+            out[(version, device)][item] += count
+    return out
+
+
+def _reasons(text) -> list[str]:
+    try:
+        reasons = json.loads(text) or []
+    except (TypeError, ValueError):
+        reasons = ["unreadable"]
+    return [str(r).split("\n")[0][:120] for r in reasons]
+
+
+# The latest feedback on a prediction (ties: the later feedback row), found through the
+# (device, request_id) index: a window function over the whole feedback table would be
+# materialised without an index and joined row by row (a minute at 100,000 records on SQLite).
+LATEST_FEEDBACK = ("NOT EXISTS (SELECT 1 FROM feedback g WHERE g.device = f.device AND g.request_id = f.request_id "
+                   "AND (g.time > f.time OR (g.time = f.time AND g.feedback_id > f.feedback_id)))")
+
+
+def _feedback(tx, model, start, end) -> dict:
+    """(version, device) -> Counter of (label, outcome, predicted class). Driven from the feedback
+    given since the window began (feedback comes after its prediction): far fewer rows than the
+    window's predictions."""
+    rows = tx.all(
+        "SELECT r.version, r.device, f.label, f.outcome, r.top_class, COUNT(*) "
+        # CROSS JOIN: SQLite then keeps this join order (feedback first); PostgreSQL plans it freely
+        "FROM feedback f CROSS JOIN records r "
+        "WHERE r.device = f.device AND r.request_id = f.request_id AND f.time >= ? AND r.model = ? AND r.time >= ? "
+        f"AND r.time < ? AND {LATEST_FEEDBACK} "
+        "GROUP BY r.version, r.device, f.label, f.outcome, r.top_class",
+        (start, model, start, end))
+    out: dict = defaultdict(Counter)
+    for version, device, label, outcome, predicted, count in rows:
+        out[(version, device)][(label, outcome, predicted)] += count
+    return out
+
+
+def _sketches(tx, model, start, end, by) -> dict:
+    """scope key -> hour -> feature -> Histogram."""
+    first, last = int(start // HOUR) * HOUR, math.ceil(end / HOUR) * HOUR
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    n = len(by)
+    for chunk in tx.stream(f"SELECT {_dims(by, 's')}s.hour, s.feature, s.bucket, SUM(s.n) FROM sketches s "
+                           "JOIN devices d ON d.name = s.device WHERE s.model = ? AND s.hour >= ? AND s.hour < ? "
+                           f"GROUP BY {_dims(by, 's')}s.hour, s.feature, s.bucket", (model, first, last), 20000):
+        for r in chunk:
+            hours = out[tuple(r[:n])]
+            feature = r[n + 1]
+            hist = hours[int(r[n])].get(feature)
+            if hist is None:
+                hist = hours[int(r[n])][feature] = Histogram(feature)
+            hist.add(r[n + 2], r[n + 3])
+    return out
+
+
+def _merge_hours(hours: dict) -> dict[str, Histogram]:
+    merged: dict[str, Histogram] = {}
+    for features in hours.values():
+        for name, hist in features.items():
+            target = merged.setdefault(name, Histogram(name))
+            for b, c in hist.counts.items():
+                target.add(b, c)
+    return merged
+
+
+def _devices(tx, model, now) -> list[dict]:
+    """The devices that ever sent this model's predictions, with their group and health."""
+    rows = tx.all("SELECT d.name, d.grp, d.last_seen, d.dropped, d.pending, d.oldest_pending, d.dead_letter "
+                  "FROM devices d WHERE d.revoked = 0 AND d.name IN (SELECT DISTINCT device FROM sketches WHERE model = ?)",
+                  (model,))
+    return [{"device": r[0], "group": r[1], "last_seen": r[2], "dropped": r[3] or 0, "pending": r[4] or 0,
+             "oldest_pending": r[5], "dead_letter": r[6] or 0,
+             "silent": r[2] is None or now - r[2] > SILENT_AFTER_S} for r in rows]
+
+
+def _device_part(devices: list[dict], by, key) -> list[dict]:
+    """The devices inside a scope (versions do not split devices: each appears under every version)."""
+    wanted = {d: v for d, v in zip(by, key) if d in ("group", "device")}
+    return [d for d in devices if all(d[k] == v for k, v in wanted.items())]
+
+
+def _signals(reference, rec, fb: Counter, hists: dict[str, Histogram], fallbacks: Counter, variants: Counter,
+             devices: list[dict]) -> tuple[dict, dict]:
+    s: dict = {}
+    details: dict = {}
+    records = rec["records"] if rec else 0
+    s["records"] = records
+    s["rows"] = rec["rows"] if rec else 0
+    # 1. outcomes and feedback
+    given = sum(fb.values())
+    labelled = correct = negative = 0
+    pairs: Counter = Counter()
+    outcomes: Counter = Counter()
+    for (label, outcome, predicted), count in fb.items():
+        if outcome:
+            outcomes[outcome] += count
+            negative += count if outcome.lower() in NEGATIVE_OUTCOMES else 0
+        truth = _label_class(label)
+        if truth is not None and predicted is not None:
+            labelled += count
+            correct += count if truth == predicted else 0
+            pairs[(truth, predicted)] += count
+    s["feedback.count"] = given
+    s["feedback.rate"] = _ratio(given, records)
+    s["feedback.outcomes"] = sum(outcomes.values())
+    s["feedback.negative_share"] = _ratio(negative, sum(outcomes.values()))
+    s["feedback.labelled"] = labelled
+    s["feedback.accuracy"] = _ratio(correct, labelled)
+    s["feedback.accuracy_low"], s["feedback.accuracy_high"] = _wilson(correct, labelled)
+    s["feedback.macro_f1"] = _macro_f1(pairs)
+    ref_acc = reference.accuracy if reference else None
+    s["feedback.accuracy_drop"] = (100 * (ref_acc - s["feedback.accuracy"])
+                                   if ref_acc is not None and s["feedback.accuracy"] is not None else None)
+    # The drop that the sample supports: from the top of its 95% interval. Thirty labels cannot
+    # show a 3-point drop, and this says so instead of raising a false alarm.
+    s["feedback.accuracy_drop_certain"] = (100 * (ref_acc - s["feedback.accuracy_high"])
+                                           if ref_acc is not None and s["feedback.accuracy_high"] is not None else None)
+    details["outcomes"] = dict(outcomes.most_common(10))
+    # 2. performance without labels (CBPE)
+    conf = hists.get("out.confidence")
+    s["performance.reference_accuracy"] = ref_acc
+    s["performance.estimated_accuracy"] = s["performance.estimated_low"] = s["performance.estimated_high"] = None
+    s["performance.estimated_drop"] = None
+    if conf is not None and conf.total and reference is not None and reference.calibration is not None:
+        values, counts = conf.arrays()
+        p = reference.calibration.expected(values)
+        n = counts.sum()
+        est = float((p * counts).sum() / n)
+        sd = math.sqrt(float((p * (1 - p) * counts).sum())) / n
+        s["performance.estimated_accuracy"] = est
+        s["performance.estimated_low"], s["performance.estimated_high"] = max(0.0, est - 1.96 * sd), min(1.0, est + 1.96 * sd)
+        s["performance.estimated_drop"] = 100 * (ref_acc - est) if ref_acc is not None else None
+    # 3. proxies
+    s["proxy.low_confidence_share"] = _ratio(rec["low_confidence"], rec["with_confidence"]) if rec and \
+        reference is not None and reference.low_confidence is not None else None
+    s["proxy.low_confidence_expected"] = 0.05 if s["proxy.low_confidence_share"] is not None else None
+    s["proxy.low_confidence_excess"] = (s["proxy.low_confidence_share"] / 0.05
+                                        if s["proxy.low_confidence_share"] is not None else None)
+    s["proxy.entropy_mean"] = float(rec["entropy"]) if rec and rec["entropy"] is not None else None
+    classes = hists.get("out.class")
+    if classes is not None and classes.total and (reference is None or reference.task == "classification"):
+        top = max(classes.counts.items(), key=lambda kv: kv[1])
+        s["proxy.top_class_share"] = top[1] / classes.total
+        details["classes"] = {str(k): v for k, v in sorted(classes.counts.items())}
+        ref_classes = reference.histogram("out.class") if reference else None
+        s["proxy.top_class_share_reference"] = (max(ref_classes.counts.values()) / ref_classes.total
+                                                if ref_classes and ref_classes.total else None)
+    else:
+        s["proxy.top_class_share"] = s["proxy.top_class_share_reference"] = None
+    s["proxy.identical_output_share"] = (1 - rec["distinct_outputs"] / rec["hashed"]) if rec and rec["hashed"] else None
+    s["proxy.nonfinite_share"] = _ratio(rec["nonfinite"], records) if rec else None
+    s["proxy.fallback_share"] = _ratio(rec["fallbacks"], records) if rec else None
+    s["proxy.cached_share"] = _ratio(rec["cached"], records) if rec else None
+    details["fallback_reasons"] = dict(fallbacks.most_common(10))
+    details["variants"] = dict(variants.most_common())
+    # 4. data quality over summaries (the raw-input suite is added by _raw_quality)
+    checks = []
+    if reference is not None:
+        for feature, (lo, hi) in sorted(reference.bounds.items()):
+            hist = hists.get(feature)
+            if hist is not None and hist.total:
+                share = hist.share_outside(lo, hi)
+                checks.append({"check": f"{feature} within [{lo:.4g}, {hi:.4g}]", "failing_share": share,
+                               "rows": hist.total, "source": "summaries"})
+    checks.sort(key=lambda c: -c["failing_share"])
+    details["quality"] = checks
+    s["quality.rows"] = max((c["rows"] for c in checks), default=0)
+    s["quality.failing_share"] = max((c["failing_share"] for c in checks), default=None)
+    s["quality.failed_checks"] = sum(c["failing_share"] > 0.01 for c in checks) if checks else None
+    # 5. drift
+    if reference is not None:
+        ref_h = {f: reference.histogram(f) for f in reference.histograms}
+        drift = dataset_drift(ref_h, hists, drift_features(reference))
+        details["drift"] = drift.to_dict()
+        s["drift.share"], s["drift.dataset"], s["drift.judged"] = drift.share, int(drift.drifted), drift.judged
+        s["drift.rows"] = max((f.rows for f in drift.features), default=0)
+    else:
+        s["drift.share"] = s["drift.dataset"] = s["drift.judged"] = None
+        s["drift.rows"] = 0
+    # 6. system
+    latency = hists.get("sys.latency_ms")
+    for q in (50, 95, 99):
+        s[f"system.latency_p{q}_ms"] = latency.quantile(q / 100) if latency is not None and latency.total else None
+    s["system.devices"] = len(devices)
+    s["system.devices_reporting"] = rec["devices"] if rec else 0
+    s["system.silent_devices"] = sum(d["silent"] for d in devices)
+    s["system.dropped"] = sum(d["dropped"] for d in devices)
+    s["system.pending"] = sum(d["pending"] for d in devices)
+    s["system.dead_letter"] = sum(d["dead_letter"] for d in devices)
+    s["system.lag_max_s"] = float(rec["lag_max"]) if rec and rec["lag_max"] is not None else None
+    s["system.lag_mean_s"] = float(rec["lag_mean"]) if rec and rec["lag_mean"] is not None else None
+    s["system.last_record"] = rec["last"] if rec else None
+    details["silent_devices"] = sorted(d["device"] for d in devices if d["silent"])
+    return s, details
+
+
+def _total(db, model, start, end, reference, rec, feedback, sketches, fallbacks, variants, devices, raw_suite) -> Scope:
+    """The whole model: the per-device parts added up (histograms and counts add exactly)."""
+    fb: Counter = Counter()
+    for part in feedback.values():
+        fb.update(part)
+    hists: dict[str, Histogram] = {}
+    for hours in sketches.values():
+        for name, hist in _merge_hours(hours).items():
+            target = hists.setdefault(name, Histogram(name))
+            for b, c in hist.counts.items():
+                target.add(b, c)
+    fbk: Counter = Counter()
+    for part in fallbacks.values():
+        fbk.update(part)
+    var: Counter = Counter()
+    for part in variants.values():
+        var.update(part)
+    signals, details = _signals(reference, rec, fb, hists, fbk, var, devices)
+    scope = Scope({}, signals, details)
+    if raw_suite and reference is not None and reference.suite:
+        _raw_quality(db, model, start, end, reference, scope)
+    return scope
+
+
+def _raw_quality(db, model, start, end, reference, scope: Scope) -> None:
+    """The reference's expectation suite over the raw inputs logged in the window (at most the
+    RAW_SUITE_MAX_ROWS most recent records of the scope), merged into the quality signal."""
+    from ..testing.expect import Suite, run_suite
+    from .logged import LoggedInputs
+
+    table = LoggedInputs(db, model, start, end, scope.key, RAW_SUITE_MAX_ROWS)
+    if not table.rows:
+        return
+    result = run_suite(Suite.parse(reference.suite, "the reference's suite"), table)
+    checks = [{"check": f"{o.dimension}/{o.kind} on {o.column or '-'}: expected {o.expected}, observed {o.observed}",
+               "failing_share": o.failing_share if not o.success else 0.0, "rows": o.rows or result.rows,
+               "source": "raw inputs"} for o in result.outcomes]
+    merged = sorted(scope.details.get("quality", []) + checks, key=lambda c: -c["failing_share"])
+    scope.details["quality"] = merged
+    scope.signals["quality.rows"] = max(scope.signals.get("quality.rows") or 0, result.rows)
+    scope.signals["quality.failing_share"] = max((c["failing_share"] for c in merged), default=None)
+    scope.signals["quality.failed_checks"] = sum(c["failing_share"] > 0.01 for c in merged)
+
+
+def _series(reference, sketches: dict, by) -> dict:
+    """Per hour and scope: estimated accuracy, low-confidence share, drift share, latency p95."""
+    out: dict = defaultdict(dict)
+    ref_h = {f: reference.histogram(f) for f in reference.histograms} if reference else {}
+    features = drift_features(reference) if reference else []
+    for key, hours in sketches.items():
+        name = ", ".join(f"{k}={v or '-'}" for k, v in zip(by, key)) or "all"
+        for hour in sorted(hours):
+            hists = hours[hour]
+            conf = hists.get("out.confidence")
+            if conf is not None and conf.total and reference is not None:
+                values, counts = conf.arrays()
+                if reference.calibration is not None:
+                    est = float((reference.calibration.expected(values) * counts).sum() / counts.sum())
+                    out["performance.estimated_accuracy"].setdefault(name, []).append([hour, est])
+                if reference.low_confidence is not None:
+                    share = float(counts[values < reference.low_confidence].sum() / counts.sum())
+                    out["proxy.low_confidence_share"].setdefault(name, []).append([hour, share])
+            if ref_h:
+                drift = dataset_drift(ref_h, hists, features)
+                if drift.share is not None:
+                    out["drift.share"].setdefault(name, []).append([hour, drift.share])
+            latency = hists.get("sys.latency_ms")
+            if latency is not None and latency.total:
+                out["system.latency_p95_ms"].setdefault(name, []).append([hour, latency.quantile(0.95)])
+            rows = max((h.total for f, h in hists.items() if f.startswith("out.")), default=0)
+            out["records"].setdefault(name, []).append([hour, rows])
+    return dict(out)
