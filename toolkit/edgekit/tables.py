@@ -18,8 +18,10 @@ import numpy as np
 from ._io import open_parquet
 from .errors import DataError
 
-# What the collector's export adds next to the model's inputs and labels: never a model input.
-EXPORT_META = ("request_id", "row", "device", "group", "time", "model", "version", "outcome", "labelled", "date")
+# What the collector's export (and the retraining loop's data sets: ``source``) add next to the
+# model's inputs and labels: never a model input.
+EXPORT_META = ("request_id", "row", "device", "group", "time", "model", "version", "outcome", "labelled", "date",
+               "source")
 OUTPUT_PREFIX = "outputs/"
 
 

@@ -11,6 +11,7 @@ from .common import EdgekitGroup
 from .agent_cmd import agent
 from .bench_cmd import bench_cmd
 from .inspect_cmd import inspect_model
+from .loop_cmd import label, loop
 from .monitor_cmd import monitor
 from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
 from .profile_cmd import profile_cmd
@@ -58,3 +59,5 @@ main.add_command(test_group)
 main.add_command(collector)
 main.add_command(sync)
 main.add_command(monitor)
+main.add_command(loop)
+main.add_command(label)

@@ -18,6 +18,8 @@ from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
 
 SCHEMA_VERSION = 3
+# Feedback rows written by `edgekit label import` (curated labels, not users' feedback).
+LABEL_STORE = "edgekit-labels"
 
 # Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
 # store restarts its ids at 1. Idempotency keys are scoped per device.
@@ -53,6 +55,19 @@ TABLES = {
        created DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
     "monitor_alerts": """CREATE TABLE IF NOT EXISTS monitor_alerts (rule TEXT NOT NULL, scope TEXT NOT NULL,
        fired DOUBLE PRECISION NOT NULL, PRIMARY KEY (rule, scope))""",
+    # The retraining loop's persisted state (edgekit.loop.state): runs and their finished steps,
+    # every trigger decision, what was queued for labelling, and one loop per model at a time.
+    "loop_runs": """CREATE TABLE IF NOT EXISTS loop_runs (run_id TEXT PRIMARY KEY, model TEXT NOT NULL,
+       started DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL,
+       trigger_name TEXT NOT NULL, reason TEXT NOT NULL, directory TEXT NOT NULL, outputs TEXT NOT NULL)""",
+    "loop_decisions": """CREATE TABLE IF NOT EXISTS loop_decisions (model TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
+       retrain INTEGER NOT NULL, trigger_name TEXT NOT NULL, reason TEXT NOT NULL, numbers TEXT NOT NULL,
+       run_id TEXT, PRIMARY KEY (model, time))""",
+    "loop_queue": """CREATE TABLE IF NOT EXISTS loop_queue (model TEXT NOT NULL, device TEXT NOT NULL,
+       request_id TEXT NOT NULL, row_index INTEGER NOT NULL, run_id TEXT NOT NULL, queued DOUBLE PRECISION NOT NULL,
+       PRIMARY KEY (model, device, request_id, row_index))""",
+    "loop_lock": """CREATE TABLE IF NOT EXISTS loop_lock (model TEXT PRIMARY KEY, owner TEXT NOT NULL,
+       expires DOUBLE PRECISION NOT NULL)""",
 }
 INDEXES = [
     # Monitoring reads a model's records over a time window, aggregating these columns: with them

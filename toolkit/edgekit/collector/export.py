@@ -32,10 +32,11 @@ CHUNK = 2000
 # The latest feedback per prediction (ties: the later feedback row), through the feedback index.
 _SQL = ("SELECT r.device, d.grp, r.request_id, r.time, r.model, r.version, r.outputs, r.inputs, fb.label, fb.outcome "
         "FROM records r JOIN devices d ON d.name = r.device "
-        "LEFT JOIN feedback fb ON fb.device = r.device AND fb.request_id = r.request_id AND NOT EXISTS "
-        "(SELECT 1 FROM feedback g WHERE g.device = fb.device AND g.request_id = fb.request_id "
-        "AND (g.time > fb.time OR (g.time = fb.time AND g.feedback_id > fb.feedback_id))) "
-        "WHERE r.time >= ? AND r.inputs IS NOT NULL{filters} ORDER BY r.time, r.device, r.store, r.record_id")
+        "LEFT JOIN feedback fb ON fb.device = r.device AND fb.request_id = r.request_id AND fb.received <= ? "
+        "AND NOT EXISTS (SELECT 1 FROM feedback g WHERE g.device = fb.device AND g.request_id = fb.request_id "
+        "AND g.received <= ? AND (g.time > fb.time OR (g.time = fb.time AND g.feedback_id > fb.feedback_id))) "
+        "WHERE r.time >= ? AND r.inputs IS NOT NULL{filters} "
+        "ORDER BY r.time, r.device, r.store, r.record_id")
 FORMATS = ("npz", "parquet")
 
 
@@ -203,18 +204,27 @@ class _ParquetWriter(_Writer):
 
 def export(db: Database, out: str | Path, since: Optional[str] = None, model: Optional[str] = None,
            version: Optional[str] = None, fmt: str = "npz", labelled_only: bool = False,
-           progress=None) -> dict:
+           progress=None, until: Optional[float] = None, as_of: Optional[float] = None) -> dict:
     """One row per predicted sample: the model's inputs under their own names (what every
     ``--data`` reads), ``outputs/<name>``, and per row ``labels`` (-1 or '' without feedback),
     ``labelled``, request_id, row (its index inside a batch prediction), device, group, time,
-    model, version and outcome. ``fmt``: an .npz file, or a folder of Parquet partitions."""
+    model, version and outcome. ``fmt``: an .npz file, or a folder of Parquet partitions.
+    ``until``: predictions made before this time; ``as_of``: only what the collector had received by
+    then (records and feedback), so that a data set can be rebuilt exactly later."""
     if fmt not in FORMATS:
         raise EdgekitError(f"unknown export format {fmt!r}", f"use {' or '.join(FORMATS)}")
     out = Path(out)
     if fmt == "parquet" and out.exists():
         raise EdgekitError(f"{out} exists", "export Parquet to a new folder (edgekit never writes into one it did not make)")
-    params: list = [parse_time(since)]
+    end = math.inf if as_of is None else as_of
+    params: list = [end, end, parse_time(since)]
     filters = ""
+    if until is not None:
+        filters += " AND r.time < ?"
+        params.append(until)
+    if as_of is not None:
+        filters += " AND r.received <= ?"
+        params.append(as_of)
     if model:
         filters += " AND r.model = ?"
         params.append(model)

@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..collector.db import LABEL_STORE
 from ..errors import EdgekitError
 from .derive import HOUR
 from .drift import dataset_drift
@@ -275,7 +276,10 @@ def _reasons(text) -> list[str]:
 # The latest feedback on a prediction (ties: the later feedback row), found through the
 # (device, request_id) index: a window function over the whole feedback table would be
 # materialised without an index and joined row by row (a minute at 100,000 records on SQLite).
-LATEST_FEEDBACK = ("NOT EXISTS (SELECT 1 FROM feedback g WHERE g.device = f.device AND g.request_id = f.request_id "
+# Labels imported from a curation queue are left out: curation picks the hardest predictions, so
+# their accuracy is not the fleet's (users' feedback is the signal; the queue is a training set).
+LATEST_FEEDBACK = (f"f.store <> '{LABEL_STORE}' AND NOT EXISTS (SELECT 1 FROM feedback g WHERE g.device = f.device "
+                   f"AND g.request_id = f.request_id AND g.store <> '{LABEL_STORE}' "
                    "AND (g.time > f.time OR (g.time = f.time AND g.feedback_id > f.feedback_id)))")
 
 

@@ -65,6 +65,16 @@ def train(x_train, y_train):
     return module.eval()
 
 
+def fit(dataset, current, out):
+    """The demo's training hook for ``edgekit loop`` (``train = "edgekit.zoo.digits:fit"``): the
+    same CNN and recipe, trained on the data set's train split (a few seconds on two cores)."""
+    from pathlib import Path
+
+    with np.load(Path(dataset) / "train.npz") as data:
+        x, y = data["input"].astype(np.float32), data["labels"].astype(np.int64)
+    return train(x, y)
+
+
 def _cache_path():
     import torch
 

@@ -1,0 +1,99 @@
+"""Training through the user's hook, in a subprocess with a time limit and a kept log.
+
+The hook, ``fit(dataset_dir, current, out_dir)``, gets the data set folder (train/val/test .npz),
+the bundle the fleet runs now and a folder for its files, and returns a model: a path edgekit
+loads (ONNX, TFLite, .pt2) or a ``torch.nn.Module``, which is exported to ONNX under the current
+bundle's input and output names (so the new model is a drop-in replacement). A hook that hangs
+is killed at the limit; one that crashes leaves its traceback in ``train.log``.
+
+Run as ``python -m edgekit.loop.train HOOK DATASET CURRENT OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import EdgekitError
+
+
+def run_training(hook: str, dataset: Path, current: str, out: Path, timeout_s: float) -> dict:
+    """Train in a child process; returns {"model": path, "seconds": ..., "log": ...}."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "train.log"
+    start = time.time()
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "edgekit.loop.train", hook, str(dataset), str(current), str(out)],
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the hook's own children (data loaders) too
+            proc.wait()
+            raise EdgekitError(f"training ran past its limit of {timeout_s:.0f} s and was stopped (log: {log})",
+                               "raise train_timeout in loop.toml, or make the hook faster") from None
+    result_file = out / "result.json"
+    if code != 0 or not result_file.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise EdgekitError(f"training failed (exit {code}): {tail[0][:300]}", f"see the whole log in {log}")
+    result = json.loads(result_file.read_text())
+    result["seconds"] = round(time.time() - start, 2)
+    result["log"] = str(log)
+    return result
+
+
+def _interface(current: str):
+    """The current bundle's input and output specs (names, dtypes, dynamic batch)."""
+    from ..models.spec import TensorSpec
+    from ..runtime import load
+
+    runtime = load(current)
+    inputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in runtime.manifest.inputs]
+    outputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in runtime.manifest.outputs]
+    return runtime.name, inputs, outputs
+
+
+def _export(module, dataset: Path, current: str, out: Path) -> Path:
+    import numpy as np
+    import torch
+
+    from ..convert.onnx_export import export_onnx
+    from ..models.spec import Model
+
+    name, inputs, outputs = _interface(current)
+    with np.load(dataset / "train.npz") as data:
+        example = tuple(torch.from_numpy(np.ascontiguousarray(data[s.name][:2])) for s in inputs)
+    model = Model(name=name, format="pytorch", source="training hook", inputs=inputs, outputs=outputs,
+                  module=module.eval(), example_inputs=example)
+    path = out / "model.onnx"
+    export_onnx(model, path)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    hook_ref, dataset, current, out = argv
+    from .._hooks import import_callable
+
+    dataset, out = Path(dataset), Path(out)
+    hook = import_callable(hook_ref, "training hook")
+    print(f"training with {hook_ref} on {dataset}", flush=True)
+    result = hook(dataset, current, out)
+    if hasattr(result, "parameters") and hasattr(result, "eval"):
+        path = _export(result, dataset, current, out)
+    elif isinstance(result, (str, Path)) and Path(result).is_file():
+        path = Path(result)
+    else:
+        raise TypeError(f"the training hook returned {type(result).__name__}: return a torch.nn.Module or the path "
+                        "of a model file")
+    (out / "result.json").write_text(json.dumps({"model": str(path.resolve()), "hook": hook_ref}))
+    print(f"model: {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
