@@ -7,6 +7,7 @@ repeating finished steps; a queue waits for people's labels; every decision is r
 """
 
 import csv
+import glob
 import json
 import os
 import signal
@@ -95,6 +96,23 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     assert again["run"] is None and again["decision"]["trigger"] == "cooldown"
 
 
+def _trainers(folder) -> list[str]:
+    """Live training processes working under ``folder`` (from /proc: no procps needed)."""
+    found = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                args = f.read().split(b"\0")
+            with open(cmdline.replace("cmdline", "stat")) as f:
+                zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        text = b" ".join(args).decode(errors="replace")
+        if "edgekit.loop.train" in text and str(folder) in text and not zombie:
+            found.append(text)
+    return found
+
+
 def test_a_crash_during_training_resumes_without_repeating_finished_steps(world, tmp_path):
     from edgekit.collector.db import Database
     from edgekit.loop.state import open_run
@@ -107,8 +125,13 @@ def test_a_crash_during_training_resumes_without_repeating_finished_steps(world,
     while not list((tmp_path / "work" / "runs").glob("*/train/train.log")) and time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the loop and its training child
+    proc.send_signal(signal.SIGKILL)  # the loop only: its trainer must not live on
     proc.wait()
+    for _ in range(100):  # the kernel delivers the trainer's parent-death signal
+        if not _trainers(tmp_path):
+            break
+        time.sleep(0.05)
+    assert not _trainers(tmp_path), "the trainer outlived the loop"
     db = Database(url)
     run = open_run(db, "digits-cnn")
     assert run is not None and run.step == "dataset" and run.status == "running"  # curated, labelled, formed

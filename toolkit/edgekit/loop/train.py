@@ -22,6 +22,18 @@ from pathlib import Path
 from ..errors import EdgekitError
 
 
+def _die_with_parent() -> None:
+    """Linux: the trainer is killed when the loop dies (kill -9 included), so a resumed run never
+    races an orphan writing into the same folder. Its own session lets a time-out kill its
+    children too."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not glibc Linux: the time limit still holds
+        pass
+
+
 def run_training(hook: str, dataset: Path, current: str, out: Path, timeout_s: float) -> dict:
     """Train in a child process; returns {"model": path, "seconds": ..., "log": ...}."""
     out.mkdir(parents=True, exist_ok=True)
@@ -29,7 +41,8 @@ def run_training(hook: str, dataset: Path, current: str, out: Path, timeout_s: f
     start = time.time()
     with open(log, "ab") as f:
         proc = subprocess.Popen([sys.executable, "-m", "edgekit.loop.train", hook, str(dataset), str(current), str(out)],
-                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
