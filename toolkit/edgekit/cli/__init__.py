@@ -13,6 +13,7 @@ from .bench_cmd import bench_cmd
 from .inspect_cmd import inspect_model
 from .loop_cmd import label, loop
 from .monitor_cmd import monitor
+from .release_cmd import release
 from .optimize_cmd import convert_cmd, optimize_cmd, quantize_cmd
 from .profile_cmd import profile_cmd
 from .runtime_cmd import package_cmd, run_cmd
@@ -61,3 +62,4 @@ main.add_command(sync)
 main.add_command(monitor)
 main.add_command(loop)
 main.add_command(label)
+main.add_command(release)

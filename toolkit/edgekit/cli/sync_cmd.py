@@ -11,6 +11,7 @@ import click
 from .common import console, json_option, print_json, table
 
 DEFAULT_DB = "sqlite:///edgekit-collector.db"
+DEFAULT_STORE = Path("edgekit-bundles")
 
 
 def _db_option(func):
@@ -39,8 +40,11 @@ def collector() -> None:
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="The certificate's private key (PEM).")
 @click.option("--metrics-window", default="1h", show_default=True,
               help="The window the /metrics gauges (monitoring signals) are computed over.")
-def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window):
-    """Serve POST /v1/logs, GET /v1/health and GET /metrics (Prometheus) on Starlette and uvicorn.
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STORE, show_default=True,
+              help="Where published bundles are kept (edgekit release publish --store).")
+def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window, store):
+    """Serve POST /v1/logs, GET /v1/health, GET /metrics (Prometheus) and the fleet-update routes
+    (assignment, bundle downloads, device state) on Starlette and uvicorn.
 
     \b
     Example:
@@ -60,7 +64,7 @@ def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_w
 
     window = parse_duration(metrics_window, "--metrics-window")
     serve(db, host, port, max_body=max_batch_mb * 1024 * 1024, certfile=ssl_certfile, keyfile=ssl_keyfile,
-          metrics_window_s=window)
+          metrics_window_s=window, store=store)
 
 
 @collector.command("add-device")

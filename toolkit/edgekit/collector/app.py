@@ -1,5 +1,7 @@
-"""The collector's HTTP API (Starlette on uvicorn): POST /v1/logs, GET /v1/health, and GET /metrics
-(Prometheus: the monitoring signals per model, version and device group, and ingest counters)."""
+"""The collector's HTTP API (Starlette on uvicorn): POST /v1/logs, GET /v1/health, GET /metrics
+(Prometheus: the monitoring signals per model, version and device group, and ingest counters),
+and fleet updates: GET /v1/assignment, GET /v1/bundles/{sha256} (range requests), POST
+/v1/device-state. Every device route takes the device's bearer token."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ MAX_INFLATED = 128 * 1024 * 1024  # a gzip bomb stops here
 
 
 def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_INFLATED,
-               metrics_window_s: float = 3600.0):
+               metrics_window_s: float = 3600.0, store=None):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -46,9 +48,7 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
         return JSONResponse({"ok": True})
 
     async def logs(request: Request):
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
-        device = await run_in_threadpool(device_for, db, token) if token else None
+        device = await authenticated(request)
         if device is None:
             return error(401, "unknown or revoked device token")
         try:
@@ -66,14 +66,68 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
             counters.accepted(result, replayed)
         return JSONResponse(result, status_code=200, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
+    async def authenticated(request: Request):
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        return await run_in_threadpool(device_for, db, token) if token else None
+
+    async def assignment(request: Request):
+        """GET /v1/assignment?model=M: the version this device should run (and shadow)."""
+        from .releases import assignment as assign
+
+        device = await authenticated(request)
+        if device is None:
+            return error(401, "unknown or revoked device token")
+        model = request.query_params.get("model", "")
+        if not model:
+            return error(400, "name the model: /v1/assignment?model=NAME")
+        found = await run_in_threadpool(assign, db, device, model)
+        return JSONResponse(found or {"model": model, "version": None, "shadow": None, "rollout": None})
+
+    async def bundle(request: Request):
+        """GET /v1/bundles/{sha256}: a published bundle, with HTTP range requests (resumable)."""
+        from starlette.responses import FileResponse
+
+        if await authenticated(request) is None:
+            return error(401, "unknown or revoked device token")
+        sha = request.path_params["sha256"]
+        if store is None or len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+            return error(404, "no such bundle")
+        path = store / f"{sha}.ekb"
+        if not path.is_file():
+            return error(404, "no such bundle")
+        return FileResponse(path, media_type="application/octet-stream")
+
+    async def device_state(request: Request):
+        """POST /v1/device-state {model, version, state: running|failed, reason}."""
+        import json as _json
+
+        from ..errors import EdgekitError
+        from .releases import report_device
+
+        device = await authenticated(request)
+        if device is None:
+            return error(401, "unknown or revoked device token")
+        try:
+            body = _json.loads(await request.body() or b"{}")
+            await run_in_threadpool(report_device, db, device, str(body["model"]), str(body["version"]),
+                                    str(body.get("state", "")), str(body.get("reason", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(400, f"bad device state: {exc}; send {{model, version, state, reason}}")
+        except EdgekitError as exc:
+            return error(400, str(exc))
+        return JSONResponse({"ok": True})
+
     return Starlette(routes=[Route("/v1/health", health), Route("/v1/logs", logs, methods=["POST"]),
+                             Route("/v1/assignment", assignment), Route("/v1/bundles/{sha256}", bundle),
+                             Route("/v1/device-state", device_state, methods=["POST"]),
                              Route("/metrics", metrics)])
 
 
 def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,
-          keyfile: str | None = None, metrics_window_s: float = 3600.0) -> None:
+          keyfile: str | None = None, metrics_window_s: float = 3600.0, store=None) -> None:
     import uvicorn
 
-    app = create_app(Database(db_url), max_body=max_body, metrics_window_s=metrics_window_s)
+    app = create_app(Database(db_url), max_body=max_body, metrics_window_s=metrics_window_s, store=store)
     uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile)
 

@@ -68,6 +68,18 @@ TABLES = {
        PRIMARY KEY (model, device, request_id, row_index))""",
     "loop_lock": """CREATE TABLE IF NOT EXISTS loop_lock (model TEXT PRIMARY KEY, owner TEXT NOT NULL,
        expires DOUBLE PRECISION NOT NULL)""",
+    # Fleet updates (edgekit.collector.releases): published bundles, one rollout per model, what
+    # each device runs, and every rollout event with its reason.
+    "releases": """CREATE TABLE IF NOT EXISTS releases (model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+       size BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL, signed INTEGER NOT NULL, PRIMARY KEY (model, version))""",
+    "rollouts": """CREATE TABLE IF NOT EXISTS rollouts (model TEXT PRIMARY KEY, version TEXT NOT NULL, baseline TEXT,
+       canary DOUBLE PRECISION NOT NULL, groups TEXT NOT NULL, shadow INTEGER NOT NULL, state TEXT NOT NULL,
+       started DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL)""",
+    "device_models": """CREATE TABLE IF NOT EXISTS device_models (device TEXT NOT NULL, model TEXT NOT NULL,
+       version TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
+       PRIMARY KEY (device, model))""",
+    "rollout_events": """CREATE TABLE IF NOT EXISTS rollout_events (model TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
+       version TEXT NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL)""",
 }
 INDEXES = [
     # Monitoring reads a model's records over a time window, aggregating these columns: with them

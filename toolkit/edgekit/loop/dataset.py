@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_directory
+from .._io import atomic_directory, sha256_file
 from ..errors import EdgekitError
 from ..tables import known_labels, load_columns, model_columns, open_table
 from .config import DatasetSpec
@@ -32,14 +32,6 @@ from .config import DatasetSpec
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
 SOURCES = ("keep", "curated", "feedback", "history")
-
-
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def arrays_hash(columns: dict[str, np.ndarray]) -> str:
@@ -140,8 +132,8 @@ def form_dataset(new_data: Optional[str | Path], out: str | Path, inputs: list[s
     manifest = {"schema_version": SCHEMA_VERSION, "created": time.time(), "query": query or {},
                 "spec": {"history": spec.history, "balance": spec.balance, "split": list(spec.split), "seed": spec.seed},
                 "inputs": inputs, "duplicates_dropped": int(duplicates),
-                "keep": [{"file": str(p), "sha256": file_hash(p)} for p in keep],
-                "history": [{"file": str(p), "sha256": file_hash(p) if Path(p).is_file() else None} for p in history],
+                "keep": [{"file": str(p), "sha256": sha256_file(p)} for p in keep],
+                "history": [{"file": str(p), "sha256": sha256_file(p) if Path(p).is_file() else None} for p in history],
                 "splits": {}}
     with atomic_directory(out) as tmp:
         for name in SPLITS:
@@ -205,7 +197,7 @@ def rebuild(manifest_path: str | Path, out: str | Path, db=None) -> dict:
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise EdgekitError(f"{manifest_path} is not a data set manifest of schema {SCHEMA_VERSION}")
     for item in manifest["keep"] + [h for h in manifest["history"] if h["sha256"]]:
-        if not Path(item["file"]).is_file() or file_hash(item["file"]) != item["sha256"]:
+        if not Path(item["file"]).is_file() or sha256_file(item["file"]) != item["sha256"]:
             raise EdgekitError(f"{item['file']} changed since the data set was formed", "restore it to rebuild")
     query = manifest["query"]
     spec = DatasetSpec(**{**manifest["spec"], "split": tuple(manifest["spec"]["split"])})

@@ -14,7 +14,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import EdgekitError
 from ..tables import known_labels, load_columns, model_columns
-from .dataset import file_hash
+from .._io import sha256_file
 
 
 def _folder(work: Path) -> Path:
@@ -43,7 +43,7 @@ def list_keep(work: Path) -> list[dict]:
     for path in sorted(_folder(work).glob("*.npz")):
         with np.load(path) as f:
             labels = f["labels"]
-        out.append({"file": path.name, "rows": int(len(labels)), "sha256": file_hash(path),
+        out.append({"file": path.name, "rows": int(len(labels)), "sha256": sha256_file(path),
                     "classes": dict(sorted(Counter(labels.tolist()).items()))})
     return out
 

@@ -1,0 +1,258 @@
+"""Fleet updates with real processes: a collector serving the registry and devices (each its own
+process with a log store, sync client, updater and hot-swapping app).
+
+A good release goes canary -> promoted; a worse one (labels permuted: users' feedback says so)
+is rolled back on its canary devices and never reaches the others; a release signed with the
+wrong key, and a tampered file, are refused by every device and rolled back at once; a device
+that was offline during a rollout catches up; every device always runs a working version.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _services import Collector
+
+pytest.importorskip("scipy")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+HERE = Path(__file__).parent
+
+
+def _names(count_canary: int, count_control: int, share: float = 50.0) -> list[str]:
+    """Device names whose stable hash puts the first ones in a ``share`` canary, the rest out."""
+    from edgekit.collector.releases import bucket
+
+    canary, control = [], []
+    for i in range(1000):
+        name = f"dev-{i}"
+        (canary if bucket(name, "digits-cnn") < share else control).append(name)
+        if len(canary) >= count_canary and len(control) >= count_control:
+            break
+    return canary[:count_canary] + control[:count_control]
+
+
+def _worse_bundle(folder: Path, key: Path, version: str) -> Path:
+    """The digits CNN with its classes permuted in the last layer: it loads and passes its own
+    self-test, and is wrong on nearly every digit."""
+    import torch
+
+    from edgekit.bundle import make_bundle
+    from edgekit.models.spec import Model, TensorSpec
+    from edgekit.optimizer import optimize
+    from edgekit.zoo import digits
+
+    module = digits.trained_module()
+    last = module[-1]
+    with torch.no_grad():
+        order = torch.roll(torch.arange(10), 3)
+        last.weight.copy_(last.weight[order])
+        last.bias.copy_(last.bias[order])
+    x = digits._split()[0]
+    model = Model(name="digits-cnn", format="pytorch", source="permuted", inputs=[TensorSpec("input", ("batch", 1, 8, 8),
+                  "float32")], outputs=[TensorSpec("logits", ("batch", 10), "float32")], module=module,
+                  example_inputs=(torch.from_numpy(x[:1]),), task="classification")
+    np.savez(folder / "calib.npz", input=x[:200])
+    optimize(model, target="host", data=str(folder / "calib.npz"), out=folder / "worse", formats={"onnx"},
+             precisions={"fp32"}, processing=digits.PROCESSING)
+    make_bundle(folder / "worse", folder / f"digits-{version}.ekb", sign_key=key, version=version)
+    return folder / f"digits-{version}.ekb"
+
+
+@pytest.fixture(scope="module")
+def fleet(bundles, tmp_path_factory):
+    from edgekit.bundle import generate_keys, make_bundle
+    from edgekit.collector.db import Database, add_device
+    from edgekit.zoo import digits
+
+    folder = tmp_path_factory.mktemp("fleet-updates")
+    generate_keys(folder / "release.pem", folder / "release.pub")
+    generate_keys(folder / "other.pem", folder / "other.pub")
+    source = bundles[0].parent / "digits"  # the optimised digits folder the bundles fixture packed
+    made = {}
+    for version, key in (("1", "release"), ("2", "release"), ("4", "other")):
+        made[version] = folder / f"digits-{version}.ekb"
+        make_bundle(source, made[version], sign_key=folder / f"{key}.pem", version=version)
+    made["3"] = _worse_bundle(folder, folder / "release.pem", "3")
+    made["5"] = folder / "digits-5.ekb"
+    make_bundle(source, made["5"], sign_key=folder / "release.pem", version="5")
+    _, x, _, y = digits._split()
+    np.savez(folder / "digits.npz", input=x, labels=y)
+    url = f"sqlite:///{folder / 'collector.db'}"
+    db = Database(url)
+    names = _names(2, 2)
+    tokens = {name: add_device(db, name) for name in names}
+    collector = Collector(url, extra=("--store", str(folder / "store"))).start()
+    try:
+        yield {"folder": folder, "url": url, "db": db, "bundles": made, "names": names, "tokens": tokens,
+               "collector": collector}
+    finally:
+        collector.stop()
+
+
+def _cli(fleet, *args):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    result = CliRunner().invoke(main, [*map(str, args), "--db", fleet["url"]])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _run(fleet, names, rounds=3) -> dict:
+    """Run the devices (in parallel processes) for some rounds; their per-round reports."""
+    procs = {}
+    for name in names:
+        procs[name] = subprocess.Popen(
+            [sys.executable, str(HERE / "_device.py"), fleet["collector"].url, fleet["tokens"][name],
+             str(fleet["folder"] / "devices" / name), str(fleet["bundles"]["1"]), str(fleet["folder"] / "digits.npz"),
+             str(rounds), str(fleet["folder"] / "release.pub")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        out[name] = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return out
+
+
+def _publish(fleet, version):
+    _cli(fleet, "release", "publish", fleet["bundles"][version], "--model", "digits-cnn", "--version", version,
+         "--store", fleet["folder"] / "store")
+
+
+def test_releases_roll_out_and_back_across_a_fleet_of_processes(fleet):
+    canary, control = fleet["names"][:2], fleet["names"][2:]
+    _publish(fleet, "1")
+    _cli(fleet, "release", "rollout", "digits-cnn", "1", "--canary", "100%")
+    _cli(fleet, "release", "promote", "digits-cnn")
+    first = _run(fleet, fleet["names"][:3], rounds=1)  # the last device is offline for a while
+    assert all(r[-1]["running"] == "1" for r in first.values())
+
+    # a good release: canary, judged, promoted, then everywhere
+    _publish(fleet, "2")
+    _cli(fleet, "release", "rollout", "digits-cnn", "2", "--canary", "50%")
+    ran = _run(fleet, fleet["names"][:3])
+    assert all(ran[n][-1]["running"] == "2" for n in canary) and ran[control[0]][-1]["running"] == "1"
+    verdict = json.loads(_cli(fleet, "release", "decide", "digits-cnn", "--min-predictions", "40", "--json"))
+    assert verdict["decision"] == "promote", verdict
+    ran = _run(fleet, fleet["names"], rounds=1)
+    assert all(r[-1]["running"] == "2" for r in ran.values())  # the offline device caught up too
+
+    # a worse release: the canary's users' labels disagree, it rolls back; control never sees it
+    _publish(fleet, "3")
+    _cli(fleet, "release", "rollout", "digits-cnn", "3", "--canary", "50%")
+    ran = _run(fleet, fleet["names"])
+    assert all(ran[n][-1]["running"] == "3" for n in canary)
+    assert all(round_["running"] == "2" for n in control for round_ in ran[n])
+    verdict = json.loads(_cli(fleet, "release", "decide", "digits-cnn", "--min-predictions", "40", "--json"))
+    assert verdict["decision"] == "rollback" and "feedback error rate" in verdict["reason"], verdict
+    ran = _run(fleet, fleet["names"], rounds=1)  # rolled back within one poll
+    assert all(r[0]["running"] == "2" for r in ran.values())
+    assert all(ran[n][0]["event"] == "switched" and ran[n][0]["previous"] == "3" for n in canary)
+
+    # signed with another key: every device refuses it, reports it, and the rollout ends at once
+    _publish(fleet, "4")
+    _cli(fleet, "release", "rollout", "digits-cnn", "4", "--canary", "100%")
+    ran = _run(fleet, fleet["names"], rounds=1)
+    assert all(r[0]["event"] == "refused" and r[0]["running"] == "2" for r in ran.values())
+    verdict = json.loads(_cli(fleet, "release", "decide", "digits-cnn", "--json"))
+    assert verdict["decision"] == "rollback" and "failed on" in verdict["reason"]
+
+    # a file tampered with in the store: the hash check refuses it
+    _publish(fleet, "5")
+    with fleet["db"].read() as tx:
+        sha = tx.one("SELECT sha256 FROM releases WHERE version = '5'")[0]
+    stored = fleet["folder"] / "store" / f"{sha}.ekb"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    _cli(fleet, "release", "rollout", "digits-cnn", "5", "--canary", "100%")
+    ran = _run(fleet, fleet["names"][:1], rounds=1)
+    only = ran[fleet["names"][0]][0]
+    assert only["event"] == "error" and "refused" in only["reason"] and only["running"] == "2"
+    status = json.loads(_cli(fleet, "release", "status", "digits-cnn", "--json"))
+    assert {e["event"] for e in status["events"]} >= {"canary", "promoted", "rolled_back", "device failed"}
+
+
+def test_assignment_and_downloads_need_a_device_token_and_resume(fleet):
+    import urllib.error
+    import urllib.request
+
+    url = fleet["collector"].url
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/v1/assignment?model=digits-cnn", timeout=5)
+    assert refused.value.code == 401
+    _publish(fleet, "2")
+    with fleet["db"].read() as tx:
+        sha, size = tx.one("SELECT sha256, size FROM releases WHERE version = '2'")
+    token = fleet["tokens"][fleet["names"][0]]
+    request = urllib.request.Request(f"{url}/v1/bundles/{sha}", headers={"Authorization": f"Bearer {token}",
+                                                                         "Range": f"bytes={size - 100}-"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        assert r.status == 206 and len(r.read()) == 100
+
+
+def test_hot_swap_under_load_drops_no_request(fleet):
+    """16 threads predicting while the model swaps back and forth: no call fails, each is served
+    by a whole model (the old or the new), and a swap to a broken bundle changes nothing."""
+    import threading
+
+    from edgekit.errors import EdgekitError
+    from edgekit.runtime.hot import HotModel
+
+    app = HotModel(fleet["bundles"]["1"])
+    x = np.load(fleet["folder"] / "digits.npz")["input"][:64]
+    failures, versions, stop = [], set(), threading.Event()
+
+    def caller(k):
+        while not stop.is_set():
+            try:
+                out = app.predict({"input": x[k:k + 1]})
+                assert out["logits"].shape == (1, 10)
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for i in range(10):
+        app.swap(fleet["bundles"]["2" if i % 2 == 0 else "1"])
+        versions.add(app.version)
+    broken = fleet["folder"] / "broken.ekb"
+    broken.write_bytes(b"not a bundle")
+    with pytest.raises(EdgekitError):
+        app.swap(broken)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert versions == {"1", "2"} and app.version == "1" and app.swaps == 10
+
+
+def test_an_interrupted_download_resumes_and_a_corrupt_part_is_refetched(fleet, tmp_path):
+    from edgekit.errors import EdgekitError
+    from edgekit.sync.updates import Updater
+
+    _publish(fleet, "2")
+    with fleet["db"].read() as tx:
+        sha, size = tx.one("SELECT sha256, size FROM releases WHERE version = '2'")
+    name = fleet["names"][0]
+    updater = Updater(fleet["collector"].url, fleet["tokens"][name], "digits-cnn", tmp_path / "u",
+                      public_key=str(fleet["folder"] / "release.pub"))
+    whole = fleet["bundles"]["2"].read_bytes()
+    part = tmp_path / "u" / "bundles" / f"{sha}.part"
+    part.write_bytes(whole[: size // 2])  # a power cut half way
+    assert updater._download(sha, size).read_bytes() == whole  # the rest came by a range request
+    (tmp_path / "u" / "bundles" / f"{sha}.ekb").unlink()
+    part.write_bytes(b"\0" * (size // 2))  # a damaged partial file
+    with pytest.raises(EdgekitError, match="refused"):
+        updater._download(sha, size)
+    assert not part.exists()  # thrown away: the next poll starts clean
+    assert updater._download(sha, size).read_bytes() == whole
+    (tmp_path / "u" / "state.tmp").write_text("{half a state")  # a kill during the switch
+    assert updater.current_bundle() is None and updater.state()["current"] is None

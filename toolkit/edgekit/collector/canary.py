@@ -1,0 +1,112 @@
+"""The canary decision: compare the new version with the baseline over the same period, Kayenta
+style, and promote, roll back or wait - with the numbers in the record.
+
+Per signal the canary is judged "worse" when a one-sided test says so (Fisher's exact test on
+proportions, Mann-Whitney U on latencies; scipy) at ``alpha`` *and* the difference exceeds a
+margin that matters (a p-value alone flags harmless differences on large samples). A version
+that failed on any device (a self-test that did not pass, a crash on load) rolls back at once.
+Promotion needs ``min_predictions`` on both sides and no signal worse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from .db import LABEL_STORE, Database
+from .releases import current_rollout, set_state
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_predictions: int = 200  # on each side before promotion
+    alpha: float = 0.01
+    accuracy_margin: float = 0.02  # feedback accuracy lower by more than this
+    fallback_margin: float = 0.02  # fallback share higher by more than this
+    latency_margin: float = 0.2  # median latency higher by more than this share
+    min_feedback: int = 30  # labelled feedback on each side to judge accuracy
+
+
+@dataclass
+class Verdict:
+    decision: str  # promote, rollback, wait
+    reason: str
+    signals: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _counts(tx, model: str, version: str, since: float) -> dict:
+    row = tx.one("SELECT COUNT(*), SUM(has_fallback) FROM records WHERE model = ? AND version = ? AND time >= ?",
+                 (model, version, since))
+    fb = tx.one("SELECT COUNT(*), SUM(CASE WHEN CAST(f.label AS TEXT) = CAST(r.top_class AS TEXT) THEN 1 ELSE 0 END) "
+                "FROM feedback f JOIN records r ON r.device = f.device AND r.request_id = f.request_id "
+                "WHERE r.model = ? AND r.version = ? AND r.time >= ? AND f.store <> ? AND f.label IS NOT NULL "
+                "AND f.label <> 'null'", (model, version, since, LABEL_STORE))
+    latency = [r[0] for r in tx.all("SELECT latency_ms FROM records WHERE model = ? AND version = ? AND time >= ? "
+                                    "AND latency_ms IS NOT NULL ORDER BY time DESC LIMIT 5000",
+                                    (model, version, since))]
+    return {"predictions": row[0] or 0, "fallbacks": row[1] or 0, "labelled": fb[0] or 0, "correct": fb[1] or 0,
+            "latency": latency}
+
+
+def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdict]:
+    """The verdict on the model's canary (None when none runs)."""
+    import numpy as np
+    from scipy.stats import fisher_exact, mannwhitneyu
+
+    rollout = current_rollout(db, model)
+    if rollout is None or rollout.state != "canary":
+        return None
+    with db.read() as tx:
+        failed = tx.all("SELECT device, reason FROM device_models WHERE model = ? AND version = ? AND state = 'failed'",
+                        (model, rollout.version))
+        canary = _counts(tx, model, rollout.version, rollout.started)
+        control = _counts(tx, model, rollout.baseline or "", rollout.started) if rollout.baseline else None
+    if failed:
+        return Verdict("rollback", f"{rollout.version} failed on {len(failed)} device(s): {failed[0][0]}: {failed[0][1]}")
+    if control is None:
+        return Verdict("wait", "no baseline version to compare with")
+    signals = []
+
+    def proportion(name, bad_c, n_c, bad_b, n_b, margin):
+        if n_c == 0 or n_b == 0:
+            return
+        share_c, share_b = bad_c / n_c, bad_b / n_b
+        p = fisher_exact([[bad_c, n_c - bad_c], [bad_b, n_b - bad_b]], alternative="greater")[1]
+        worse = p < policy.alpha and share_c - share_b > margin
+        signals.append({"signal": name, "canary": share_c, "baseline": share_b, "n": [n_c, n_b], "p": float(p),
+                        "verdict": "worse" if worse else "pass"})
+
+    proportion("fallback share", canary["fallbacks"], canary["predictions"], control["fallbacks"],
+               control["predictions"], policy.fallback_margin)
+    if canary["labelled"] >= policy.min_feedback and control["labelled"] >= policy.min_feedback:
+        proportion("feedback error rate", canary["labelled"] - canary["correct"], canary["labelled"],
+                   control["labelled"] - control["correct"], control["labelled"], policy.accuracy_margin)
+    if len(canary["latency"]) >= 20 and len(control["latency"]) >= 20:
+        med_c, med_b = float(np.median(canary["latency"])), float(np.median(control["latency"]))
+        p = mannwhitneyu(canary["latency"], control["latency"], alternative="greater").pvalue
+        worse = p < policy.alpha and med_c > med_b * (1 + policy.latency_margin)
+        signals.append({"signal": "latency p50 ms", "canary": med_c, "baseline": med_b,
+                        "n": [len(canary["latency"]), len(control["latency"])], "p": float(p),
+                        "verdict": "worse" if worse else "pass"})
+    worse = [s for s in signals if s["verdict"] == "worse"]
+    if worse:
+        s = worse[0]
+        return Verdict("rollback", f"{s['signal']}: {s['canary']:.4g} on {rollout.version} vs {s['baseline']:.4g} on "
+                       f"{rollout.baseline} (p = {s['p']:.2g})", signals)
+    short = min(canary["predictions"], control["predictions"])
+    if short < policy.min_predictions:
+        return Verdict("wait", f"{canary['predictions']} canary and {control['predictions']} baseline predictions "
+                       f"(promotion needs {policy.min_predictions} each)", signals)
+    return Verdict("promote", f"no signal worse on {canary['predictions']} canary predictions", signals)
+
+
+def decide(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdict]:
+    """Judge and act: promote or roll back with the verdict in the rollout's events."""
+    verdict = judge(db, model, policy)
+    if verdict is not None and verdict.decision in ("promote", "rollback"):
+        set_state(db, model, "promoted" if verdict.decision == "promote" else "rolled_back", verdict.reason,
+                  {"signals": verdict.signals, "automatic": True})
+    return verdict
