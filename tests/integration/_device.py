@@ -25,7 +25,7 @@ def main(url, token, folder, first, data, rounds, public_key=None):
     store = LogStore(folder / "log.db", sampling=SamplingPolicy.parse("none"))
     updater = Updater(url, token, "digits-cnn", folder / "updates", public_key=public_key)
     app = HotModel(updater.current_bundle() or first, log_store=store, public_key=public_key)
-    updater.on_swap = app.swap
+    updater.on_swap, updater.on_shadow = app.swap, app.set_shadow
     client = SyncClient(store, url, token)
     with np.load(data) as f:
         x, y = f["input"], f["labels"]
@@ -38,8 +38,9 @@ def main(url, token, folder, first, data, rounds, public_key=None):
         for i in rng.choice(len(x), 20):
             out = app.predict({"input": x[i:i + 1]})
             app.feedback(out.request_id, label=int(y[i]))
+        app.flush_shadow()
         client.drain()
-        print(json.dumps({"round": r, **event, "running": app.version}), flush=True)
+        print(json.dumps({"round": r, **event, "running": app.version, "shadow": app.shadow_version}), flush=True)
     store.close()
 
 

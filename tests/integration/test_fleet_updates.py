@@ -175,8 +175,29 @@ def test_releases_roll_out_and_back_across_a_fleet_of_processes(fleet):
     ran = _run(fleet, fleet["names"][:1], rounds=1)
     only = ran[fleet["names"][0]][0]
     assert only["event"] == "error" and "refused" in only["reason"] and only["running"] == "2"
+    verdict = json.loads(_cli(fleet, "release", "decide", "digits-cnn", "--json"))
+    assert verdict["decision"] == "rollback" and "sha256" in verdict["reason"]
     status = json.loads(_cli(fleet, "release", "status", "digits-cnn", "--json"))
     assert {e["event"] for e in status["events"]} >= {"canary", "promoted", "rolled_back", "device failed"}
+
+
+def test_a_shadow_release_is_judged_on_the_requests_it_did_not_serve(fleet):
+    """In shadow the canary devices keep serving the baseline; the new version's answers are
+    logged beside each served one, and users' labels on those very requests roll it back."""
+    canary, control = fleet["names"][:2], fleet["names"][2:]
+    _publish(fleet, "3")
+    _cli(fleet, "release", "rollout", "digits-cnn", "3", "--canary", "50%", "--shadow")
+    ran = _run(fleet, fleet["names"], rounds=3)
+    assert all(r["running"] != "3" for n in fleet["names"] for r in ran[n])  # never served
+    assert all(ran[n][-1]["shadow"] == "3" for n in canary) and all(ran[n][-1]["shadow"] is None for n in control)
+    with fleet["db"].read() as tx:
+        shadows = tx.one("SELECT COUNT(*) FROM records WHERE version = '3' AND variant = 'shadow' "
+                         "AND request_id LIKE '%:shadow'")[0]
+    assert shadows > 0
+    verdict = json.loads(_cli(fleet, "release", "decide", "digits-cnn", "--min-predictions", "40", "--json"))
+    assert verdict["decision"] == "rollback" and "in shadow" in verdict["reason"], verdict
+    ran = _run(fleet, canary, rounds=1)
+    assert all(ran[n][0]["shadow"] is None for n in canary)  # stopped at the next poll
 
 
 def test_assignment_and_downloads_need_a_device_token_and_resume(fleet):

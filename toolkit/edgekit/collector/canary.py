@@ -66,6 +66,8 @@ def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdi
         control = _counts(tx, model, rollout.baseline or "", rollout.started) if rollout.baseline else None
     if failed:
         return Verdict("rollback", f"{rollout.version} failed on {len(failed)} device(s): {failed[0][0]}: {failed[0][1]}")
+    if rollout.shadow:
+        return _judge_shadow(db, model, rollout, policy)
     if control is None:
         return Verdict("wait", "no baseline version to compare with")
     signals = []
@@ -101,6 +103,46 @@ def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdi
         return Verdict("wait", f"{canary['predictions']} canary and {control['predictions']} baseline predictions "
                        f"(promotion needs {policy.min_predictions} each)", signals)
     return Verdict("promote", f"no signal worse on {canary['predictions']} canary predictions", signals)
+
+
+# Shadow records are logged as "<request id>:shadow": each pairs with the prediction served.
+_PAIRS = ("FROM records s JOIN records p ON p.device = s.device "
+          "AND p.request_id = substr(s.request_id, 1, length(s.request_id) - 7) "
+          "WHERE s.model = ? AND s.version = ? AND s.variant = 'shadow' AND s.time >= ?")
+
+
+def _judge_shadow(db: Database, model: str, rollout, policy: Policy) -> Verdict:
+    """Shadow: the new version answered the very requests the baseline served. Disagreement is
+    reported; users' labels on those requests decide, paired (an exact McNemar test: the binomial
+    test on the requests only one of the two got right)."""
+    from scipy.stats import binomtest
+
+    params = (model, rollout.version, rollout.started)
+    with db.read() as tx:
+        pairs, differ = tx.one(f"SELECT COUNT(*), SUM(CASE WHEN s.top_class <> p.top_class THEN 1 ELSE 0 END) {_PAIRS}",
+                               params)
+        only_base, only_new = tx.one(
+            "SELECT SUM(CASE WHEN CAST(f.label AS TEXT) = CAST(p.top_class AS TEXT) AND CAST(f.label AS TEXT) <> "
+            "CAST(s.top_class AS TEXT) THEN 1 ELSE 0 END), SUM(CASE WHEN CAST(f.label AS TEXT) <> CAST(p.top_class AS "
+            "TEXT) AND CAST(f.label AS TEXT) = CAST(s.top_class AS TEXT) THEN 1 ELSE 0 END) "
+            f"{_PAIRS.replace('WHERE', 'JOIN feedback f ON f.device = p.device AND f.request_id = p.request_id WHERE')}"
+            " AND f.store <> ? AND f.label IS NOT NULL AND f.label <> 'null'", (*params, LABEL_STORE))
+    pairs, differ, only_base, only_new = pairs or 0, differ or 0, only_base or 0, only_new or 0
+    signals = [{"signal": "disagreement with the served version", "canary": differ / pairs if pairs else 0.0,
+                "baseline": 0.0, "n": [pairs, pairs], "p": 1.0, "verdict": "pass"}]
+    if only_base + only_new:
+        p = binomtest(only_base, only_base + only_new, 0.5, alternative="greater").pvalue
+        worse = p < policy.alpha and (only_base - only_new) / pairs > policy.accuracy_margin
+        signals.append({"signal": "labelled requests only the baseline got right", "canary": only_base,
+                        "baseline": only_new, "n": [only_base + only_new, pairs], "p": float(p),
+                        "verdict": "worse" if worse else "pass"})
+        if worse:
+            return Verdict("rollback", f"in shadow, {rollout.version} got {only_base} labelled requests wrong that "
+                           f"{rollout.baseline} got right, and {only_new} the other way (p = {p:.2g})", signals)
+    if pairs < policy.min_predictions:
+        return Verdict("wait", f"{pairs} shadow predictions (promotion needs {policy.min_predictions})", signals)
+    return Verdict("promote", f"in shadow on {pairs} requests, not worse ({100 * differ / pairs:.1f}% disagreement)",
+                   signals)
 
 
 def decide(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdict]:

@@ -180,12 +180,13 @@ def assignment(db: Database, device: str, model: str) -> Optional[dict]:
 
 def report_device(db: Database, device: str, model: str, version: str, state: str, reason: str = "") -> None:
     """A device says what it runs (or that a version failed on it: a failed self-test or crash)."""
-    if state not in ("running", "failed"):
-        raise EdgekitError(f"unknown device state {state!r}", "running or failed")
+    if state not in ("running", "failed", "shadow"):
+        raise EdgekitError(f"unknown device state {state!r}", "running, shadow or failed")
     with db.connect() as tx:
-        tx.execute("DELETE FROM device_models WHERE device = ? AND model = ?", (device, model))
-        tx.execute("INSERT INTO device_models (device, model, version, state, reason, time) VALUES (?,?,?,?,?,?)",
-                   (device, model, version, state, reason[:500], time.time()))
+        if state != "shadow":  # a shadow runs beside the served version, which stays the device's
+            tx.execute("DELETE FROM device_models WHERE device = ? AND model = ?", (device, model))
+            tx.execute("INSERT INTO device_models (device, model, version, state, reason, time) VALUES (?,?,?,?,?,?)",
+                       (device, model, version, state, reason[:500], time.time()))
         _event(tx, model, version, f"device {state}", {"device": device, "reason": reason[:500]})
 
 

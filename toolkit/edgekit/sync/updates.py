@@ -36,12 +36,13 @@ CHUNK = 1 << 16
 
 class Updater:
     def __init__(self, url: str, token: str, model: str, folder: str | Path, public_key: Optional[str] = None,
-                 on_swap: Optional[Callable[[Path], object]] = None, max_bundle_bytes: int = 512 << 20,
+                 on_swap: Optional[Callable[[Path], object]] = None,
+                 on_shadow: Optional[Callable[[Optional[Path]], object]] = None, max_bundle_bytes: int = 512 << 20,
                  keep_free_bytes: int = 64 << 20, timeout_s: float = 30.0, cafile: Optional[str] = None):
         self.url, self.token, self.model = url.rstrip("/"), token, model
         self.folder = Path(folder)
         (self.folder / "bundles").mkdir(parents=True, exist_ok=True)
-        self.public_key, self.on_swap = public_key, on_swap
+        self.public_key, self.on_swap, self.on_shadow = public_key, on_swap, on_shadow
         self.max_bundle_bytes, self.keep_free_bytes, self.timeout_s = max_bundle_bytes, keep_free_bytes, timeout_s
         self._ssl = ssl.create_default_context(cafile=cafile) if cafile else None
         self._stop = threading.Event()
@@ -149,11 +150,17 @@ class Updater:
         version, sha = wanted.get("version"), wanted.get("sha256")
         state = self.state()
         current = state.get("current") or {}
+        self._follow_shadow(wanted.get("shadow"), state)
         if not version or sha == current.get("sha256"):
             return {"event": "none", "version": current.get("version")}
         if sha in state.get("failed", []):
             return {"event": "none", "version": current.get("version"), "note": f"{version} failed here before"}
-        path = self._download(sha, int(wanted["size"]))
+        try:
+            path = self._download(sha, int(wanted["size"]))
+        except EdgekitError as exc:
+            if "refused" in str(exc):  # the collector serves other bytes than it published
+                self._report(version, "failed", str(exc))
+            raise
         try:
             self._verify(path)
             if self.on_swap is not None:
@@ -174,6 +181,35 @@ class Updater:
         log.info("%s switched to %s", self.model, version)
         return {"event": "switched", "version": version, "previous": (previous or {}).get("version")}
 
+    def _follow_shadow(self, shadow: Optional[dict], state: dict) -> None:
+        """Start, change or stop the shadow version the rollout asks for (an app that gave no
+        ``on_shadow`` runs none). A shadow that does not verify is reported like a canary."""
+        if self.on_shadow is None:
+            return
+        running = (state.get("shadow") or {}).get("sha256")
+        wanted = (shadow or {}).get("sha256")
+        if running == wanted:
+            return
+        if not wanted:
+            self.on_shadow(None)
+            state["shadow"] = None
+            self._save(state)
+            return
+        if wanted in state.get("failed", []):
+            return
+        try:
+            path = self._download(wanted, int(shadow["size"]))
+            self._verify(path)
+            self.on_shadow(path)
+        except Exception as exc:  # noqa: BLE001 - the served model is untouched either way
+            state.setdefault("failed", []).append(wanted)
+            self._save(state)
+            self._report(shadow["version"], "failed", f"shadow: {str(exc).splitlines()[0][:300]}")
+            return
+        state["shadow"] = {"version": shadow["version"], "sha256": wanted}
+        self._save(state)
+        self._report(shadow["version"], "shadow")
+
     def _verify(self, path: Path) -> None:
         """Signature against the pinned key, then a full load with the golden self-test (when no
         app swap does that itself)."""
@@ -190,7 +226,7 @@ class Updater:
     def _prune(self, state: dict) -> None:
         """Keep the current and the previous bundle (and downloads in progress); remove older
         bundles this updater wrote."""
-        keep = {f"{s['sha256']}.ekb" for s in (state.get("current"), state.get("previous")) if s}
+        keep = {f"{s['sha256']}.ekb" for s in (state.get("current"), state.get("previous"), state.get("shadow")) if s}
         for path in (self.folder / "bundles").glob("*.ekb"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
