@@ -138,6 +138,9 @@ def test_releases_roll_out_and_back_across_a_fleet_of_processes(fleet):
     _cli(fleet, "release", "rollout", "digits-cnn", "2", "--canary", "50%")
     ran = _run(fleet, fleet["names"][:3])
     assert all(ran[n][-1]["running"] == "2" for n in canary) and ran[control[0]][-1]["running"] == "1"
+    status = json.loads(_cli(fleet, "release", "status", "digits-cnn", "--json"))
+    assert {d["version"] for d in status["devices"]} == {"1", "2"}
+    assert {s["signal"] for s in status["verdict"]["signals"]} >= {"fallback share", "feedback error rate"}
     verdict = json.loads(_cli(fleet, "release", "decide", "digits-cnn", "--min-predictions", "40", "--json"))
     assert verdict["decision"] == "promote", verdict
     ran = _run(fleet, fleet["names"], rounds=1)

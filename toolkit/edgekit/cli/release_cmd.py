@@ -143,10 +143,14 @@ def decide_cmd(model, min_predictions, dry_run, db, as_json):
         console().print(f"{model}: no canary to judge")
         return
     console().print(f"{model}: {verdict.decision} - {verdict.reason}")
-    if verdict.signals:
+    _signals(verdict.signals)
+
+
+def _signals(signals: list) -> None:
+    if signals:
         table(None, ["signal", "canary", "baseline", "n", "p", "verdict"],
               [[s["signal"], f"{s['canary']:.4g}", f"{s['baseline']:.4g}", "/".join(map(str, s["n"])),
-                f"{s['p']:.2g}", s["verdict"]] for s in verdict.signals])
+                f"{s['p']:.2g}", s["verdict"]] for s in signals])
 
 
 @release.command("status")
@@ -154,7 +158,8 @@ def decide_cmd(model, min_predictions, dry_run, db, as_json):
 @_db_option
 @json_option
 def status_cmd(model, db, as_json):
-    """The rollout, how many devices run each version, and its events.
+    """The rollout, how many devices run each version, the canary's signals beside the
+    baseline's with what decide would do now, and the events.
 
     \b
     Example:
@@ -168,9 +173,12 @@ def status_cmd(model, db, as_json):
     with database.read() as tx:
         running = tx.all("SELECT version, state, COUNT(*) FROM device_models WHERE model = ? GROUP BY version, state",
                          (model,))
+    from ..collector.canary import judge
+
+    verdict = judge(database, model)  # what decide would do now, with the signals side by side
     info = {"rollout": rollout.to_dict() if rollout else None,
             "devices": [{"version": v, "state": s, "devices": n} for v, s, n in running],
-            "events": events(database, model, 20)}
+            "verdict": verdict.to_dict() if verdict else None, "events": events(database, model, 20)}
     if as_json:
         print_json(info)
         return
@@ -180,6 +188,9 @@ def status_cmd(model, db, as_json):
         console().print(f"{model} {rollout.version}: {rollout.state.replace('_', ' ')} on {rollout.canary:g}% "
                         f"(baseline {rollout.baseline or '-'})")
     table("devices", ["version", "state", "devices"], [[d["version"], d["state"], d["devices"]] for d in info["devices"]])
+    if verdict is not None:
+        console().print(f"now: {verdict.decision} - {verdict.reason}")
+        _signals(verdict.signals)
     table("events", ["time", "version", "event", "detail"],
           [[datetime.fromtimestamp(e["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e["version"], e["event"],
             str(e["detail"].get("reason", ""))[:80]] for e in info["events"]])
