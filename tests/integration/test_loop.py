@@ -72,6 +72,9 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     assert run["status"] == "released", run["reason"]
     assert run["trigger"] == "alert" and "group=drifted" in run["outputs"]["trigger"]["reason"]  # monitoring said why
     assert run["outputs"]["curate"]["selected"] == 200 and run["outputs"]["label"]["labelled"] == 200
+    checks = {c["name"]: c["passed"] for c in run["outputs"]["gate"]["checks"]}
+    assert checks == {"overall accuracy": True, "calibration (ECE)": True, "worst slice": True,
+                      "hard-case suite": True, "memorisation": True}
     sources = run["outputs"]["dataset"]["sources"]
     assert sources["curated"] > 0 and sources["feedback"] > 0 and sources["history"] > 0
     # curation went where the model is unsure: the drifted devices

@@ -125,6 +125,7 @@ seed = {seed}
 alerts = ["data drift", "estimated accuracy dropped", "feedback accuracy dropped"]
 [gate]
 formats = ["onnx"]
+factory = "edgekit.zoo.digits:factory"
 {extra}
 ''')
     return path

@@ -65,6 +65,13 @@ def train(x_train, y_train):
     return module.eval()
 
 
+def factory():
+    """The untrained CNN as a factory (``edgekit.zoo.digits:factory``): what the memorisation
+    check of the retraining loop's gate trains from scratch."""
+    torch = require("torch", "torch", "zoo", "the digits demo model")
+    return build_module(), (torch.zeros(1, 1, 8, 8),)
+
+
 def fit(dataset, current, out):
     """The demo's training hook for ``edgekit loop`` (``train = "edgekit.zoo.digits:fit"``): the
     same CNN and recipe, trained on the data set's train split (a few seconds on two cores)."""
