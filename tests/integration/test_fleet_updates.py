@@ -77,8 +77,9 @@ def fleet(bundles, tmp_path_factory):
         made[version] = folder / f"digits-{version}.ekb"
         make_bundle(source, made[version], sign_key=folder / f"{key}.pem", version=version)
     made["3"] = _worse_bundle(folder, folder / "release.pem", "3")
-    made["5"] = folder / "digits-5.ekb"
-    make_bundle(source, made["5"], sign_key=folder / "release.pem", version="5")
+    for version in ("5", "6", "7"):
+        made[version] = folder / f"digits-{version}.ekb"
+        make_bundle(source, made[version], sign_key=folder / "release.pem", version=version)
     _, x, _, y = digits._split()
     np.savez(folder / "digits.npz", input=x, labels=y)
     url = f"sqlite:///{folder / 'collector.db'}"
@@ -103,15 +104,17 @@ def _cli(fleet, *args):
     return result.output
 
 
+def _device(fleet, name, rounds, max_rate="") -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "_device.py"), fleet["collector"].url, fleet["tokens"][name],
+         str(fleet["folder"] / "devices" / name), str(fleet["bundles"]["1"]), str(fleet["folder"] / "digits.npz"),
+         str(rounds), str(fleet["folder"] / "release.pub"), str(max_rate)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
 def _run(fleet, names, rounds=3) -> dict:
     """Run the devices (in parallel processes) for some rounds; their per-round reports."""
-    procs = {}
-    for name in names:
-        procs[name] = subprocess.Popen(
-            [sys.executable, str(HERE / "_device.py"), fleet["collector"].url, fleet["tokens"][name],
-             str(fleet["folder"] / "devices" / name), str(fleet["bundles"]["1"]), str(fleet["folder"] / "digits.npz"),
-             str(rounds), str(fleet["folder"] / "release.pub")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+    procs = {name: _device(fleet, name, rounds) for name in names}
     out = {}
     for name, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=600)
@@ -280,3 +283,44 @@ def test_an_interrupted_download_resumes_and_a_corrupt_part_is_refetched(fleet, 
     assert updater._download(sha, size).read_bytes() == whole
     (tmp_path / "u" / "state.tmp").write_text("{half a state")  # a kill during the switch
     assert updater.current_bundle() is None and updater.state()["current"] is None
+
+
+def test_kill_9_during_download_and_switch_leaves_a_working_device(fleet):
+    """A device killed half way through a download resumes it (fetching only the rest); killed
+    at any moment of an update, it restarts on a complete, verified version."""
+    import random
+    import signal
+    import time
+
+    name = fleet["names"][3]
+    _run(fleet, [name], rounds=1)  # settled on whatever the fleet runs now
+    _publish(fleet, "6")
+    _cli(fleet, "release", "rollout", "digits-cnn", "6", "--canary", "100%")
+    with fleet["db"].read() as tx:
+        sha, size = tx.one("SELECT sha256, size FROM releases WHERE version = '6'")
+    part = fleet["folder"] / "devices" / name / "updates" / "bundles" / f"{sha}.part"
+    proc = _device(fleet, name, 1, max_rate=size // 4)  # about 4 s for the whole bundle
+    deadline = time.time() + 120
+    while (not part.exists() or part.stat().st_size < size // 4) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = part.stat().st_size
+    assert 0 < partial < size
+    ran = _run(fleet, [name], rounds=1)[name][0]
+    assert ran["event"] == "switched" and ran["running"] == "6" and ran["fetched"] == size - partial
+    _cli(fleet, "release", "promote", "digits-cnn")
+
+    # kills at random moments of further updates (7, then a rollback to 6): never a broken start
+    _publish(fleet, "7")
+    _cli(fleet, "release", "rollout", "digits-cnn", "7", "--canary", "100%")
+    rng = random.Random(0)
+    for attempt in range(6):
+        if attempt == 3:
+            _cli(fleet, "release", "rollback", "digits-cnn")
+        proc = _device(fleet, name, 1, max_rate=size // 2)
+        time.sleep(rng.uniform(0.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        after = _run(fleet, [name], rounds=1)[name][0]  # restarts, and finishes the update
+        assert after["running"] == ("7" if attempt < 3 else "6"), after

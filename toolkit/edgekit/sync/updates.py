@@ -38,13 +38,16 @@ class Updater:
     def __init__(self, url: str, token: str, model: str, folder: str | Path, public_key: Optional[str] = None,
                  on_swap: Optional[Callable[[Path], object]] = None,
                  on_shadow: Optional[Callable[[Optional[Path]], object]] = None, max_bundle_bytes: int = 512 << 20,
-                 keep_free_bytes: int = 64 << 20, timeout_s: float = 30.0, cafile: Optional[str] = None):
+                 keep_free_bytes: int = 64 << 20, timeout_s: float = 30.0, cafile: Optional[str] = None,
+                 max_rate_bps: Optional[float] = None):
         self.url, self.token, self.model = url.rstrip("/"), token, model
         self.folder = Path(folder)
         (self.folder / "bundles").mkdir(parents=True, exist_ok=True)
         self.public_key, self.on_swap, self.on_shadow = public_key, on_swap, on_shadow
         self.max_bundle_bytes, self.keep_free_bytes, self.timeout_s = max_bundle_bytes, keep_free_bytes, timeout_s
         self._ssl = ssl.create_default_context(cafile=cafile) if cafile else None
+        self.max_rate_bps = max_rate_bps  # a bandwidth cap, so that an update never starves the app's traffic
+        self.fetched = 0  # bytes downloaded by this updater (a resumed download fetches only the rest)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -127,8 +130,15 @@ class Updater:
                 with self._request(f"/v1/bundles/{sha}", headers=headers) as r:
                     mode = "ab" if r.status == 206 else "wb"  # 200: the server sent it all
                     with open(part, mode) as f:
+                        started, got = time.monotonic(), 0
                         while block := r.read(CHUNK):
                             f.write(block)
+                            got += len(block)
+                            self.fetched += len(block)
+                            if self.max_rate_bps:
+                                ahead = got / self.max_rate_bps - (time.monotonic() - started)
+                                if ahead > 0:
+                                    time.sleep(ahead)
                         f.flush()
                         os.fsync(f.fileno())
             except urllib.error.HTTPError as exc:
