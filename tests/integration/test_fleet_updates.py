@@ -73,7 +73,7 @@ def fleet(bundles, tmp_path_factory):
     generate_keys(folder / "other.pem", folder / "other.pub")
     source = bundles[0].parent / "digits"  # the optimised digits folder the bundles fixture packed
     made = {}
-    for version, key in (("1", "release"), ("2", "release"), ("4", "other")):
+    for version, key in (("1", "release"), ("2", "release"), ("4", "other"), ("8", "other")):
         made[version] = folder / f"digits-{version}.ekb"
         make_bundle(source, made[version], sign_key=folder / f"{key}.pem", version=version)
     made["3"] = _worse_bundle(folder, folder / "release.pem", "3")
@@ -86,7 +86,8 @@ def fleet(bundles, tmp_path_factory):
     db = Database(url)
     names = _names(2, 2)
     tokens = {name: add_device(db, name) for name in names}
-    collector = Collector(url, extra=("--store", str(folder / "store"))).start()
+    # decisions by command here, so each step can be checked (the automatic one has its own test)
+    collector = Collector(url, extra=("--store", str(folder / "store"), "--decide-every", "0")).start()
     try:
         yield {"folder": folder, "url": url, "db": db, "bundles": made, "names": names, "tokens": tokens,
                "collector": collector}
@@ -324,3 +325,25 @@ def test_kill_9_during_download_and_switch_leaves_a_working_device(fleet):
         proc.wait()
         after = _run(fleet, [name], rounds=1)[name][0]  # restarts, and finishes the update
         assert after["running"] == ("7" if attempt < 3 else "6"), after
+
+
+def test_the_collector_rolls_a_failing_canary_back_by_itself(fleet):
+    """With --decide-every, nobody runs a command: a version refused by a device is rolled back
+    at the collector's next judgement, and the device is back on its version at the next poll."""
+    import time
+
+    second = Collector(fleet["url"], extra=("--store", str(fleet["folder"] / "store"), "--decide-every", "1s")).start()
+    try:
+        name = fleet["names"][0]
+        _publish(fleet, "8")  # signed with the wrong key
+        _cli(fleet, "release", "rollout", "digits-cnn", "8", "--canary", "100%")
+        refused = _run(fleet, [name], rounds=1)[name][0]
+        assert refused["event"] == "refused"
+        from edgekit.collector.releases import current_rollout
+
+        deadline = time.time() + 30
+        while current_rollout(fleet["db"], "digits-cnn").state == "canary" and time.time() < deadline:
+            time.sleep(0.1)
+        assert current_rollout(fleet["db"], "digits-cnn").state == "rolled_back"
+    finally:
+        second.stop()

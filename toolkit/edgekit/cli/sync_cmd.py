@@ -42,7 +42,9 @@ def collector() -> None:
               help="The window the /metrics gauges (monitoring signals) are computed over.")
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STORE, show_default=True,
               help="Where published bundles are kept (edgekit release publish --store).")
-def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window, store):
+@click.option("--decide-every", default="1m", show_default=True,
+              help="Judge canary rollouts this often (promote, roll back); 0 turns it off (run edgekit release decide).")
+def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window, store, decide_every):
     """Serve POST /v1/logs, GET /v1/health, GET /metrics (Prometheus) and the fleet-update routes
     (assignment, bundle downloads, device state) on Starlette and uvicorn.
 
@@ -63,8 +65,9 @@ def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_w
     from ..monitor.rules import parse_duration
 
     window = parse_duration(metrics_window, "--metrics-window")
+    every = 0.0 if decide_every.strip() == "0" else parse_duration(decide_every, "--decide-every")
     serve(db, host, port, max_body=max_batch_mb * 1024 * 1024, certfile=ssl_certfile, keyfile=ssl_keyfile,
-          metrics_window_s=window, store=store)
+          metrics_window_s=window, store=store, decide_every_s=every)
 
 
 @collector.command("add-device")

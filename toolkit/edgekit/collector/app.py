@@ -124,10 +124,37 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
                              Route("/metrics", metrics)])
 
 
+def judge_canaries(db: Database, interval_s: float, stop) -> None:
+    """Every ``interval_s``, the canary decision for each model in canary: a version that failed
+    on devices, or is worse, is rolled back without anyone running a command."""
+    import logging
+
+    from ..errors import EdgekitError
+    from .canary import decide
+
+    log = logging.getLogger("edgekit.collector")
+    while not stop.wait(interval_s):
+        try:
+            with db.read() as tx:
+                models = [r[0] for r in tx.all("SELECT model FROM rollouts WHERE state = 'canary'")]
+            for model in models:
+                verdict = decide(db, model)
+                if verdict is not None and verdict.decision != "wait":
+                    log.warning("%s: %s - %s", model, verdict.decision, verdict.reason)
+        except (EdgekitError, ImportError, OSError) as exc:  # retried at the next interval
+            log.warning("canary decision: %s", exc)
+
+
 def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,
-          keyfile: str | None = None, metrics_window_s: float = 3600.0, store=None) -> None:
+          keyfile: str | None = None, metrics_window_s: float = 3600.0, store=None, decide_every_s: float = 0.0) -> None:
+    import threading
+
     import uvicorn
 
-    app = create_app(Database(db_url), max_body=max_body, metrics_window_s=metrics_window_s, store=store)
+    database = Database(db_url)
+    app = create_app(database, max_body=max_body, metrics_window_s=metrics_window_s, store=store)
+    if decide_every_s > 0:
+        threading.Thread(target=judge_canaries, args=(database, decide_every_s, threading.Event()),
+                         name="edgekit-canary", daemon=True).start()
     uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile)
 
