@@ -7,9 +7,14 @@ bench``) collects the goals of every script into one summary table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 
 # torch's OpenMP threads spin-wait after each op by default, stealing cores from onnxruntime and
 # LiteRT when they are timed side by side; passive waiting keeps the comparison fair. Set before
@@ -59,3 +64,30 @@ class Goals:
             return 1
         print(f"\n{self.script}: {len(self.results) - len(failed)} of {len(self.results)} goals met")
         return 1 if failed else 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def collector(db_url: str, *extra: str):
+    """`edgekit collector serve` in its own process on a free loopback port: yields (url, process)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", db_url, "--port", str(port),
+                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(400):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the collector exited with {proc.returncode}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals, print_table
+from _common import Goals, collector, print_table
 
 
 def _bundles(folder: Path) -> tuple[Path, Path]:
@@ -90,8 +89,6 @@ def _cpu_s(pid: int) -> float:
 
 
 def polling(folder: Path, b2: Path, devices: int = 10_000, polls: int = 8_000) -> dict:
-    import socket
-
     from edgekit.collector.db import Database, hash_token
     from edgekit.collector.releases import publish, start_rollout
 
@@ -103,21 +100,9 @@ def polling(folder: Path, b2: Path, devices: int = 10_000, polls: int = 8_000) -
                        [(f"dev-{i}", hash_token(t), time.time(), f"g{i % 10}") for i, t in enumerate(tokens)])
     publish(db, folder / "store", b2, "digits-cnn", "2")
     start_rollout(db, "digits-cnn", "2", 10.0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", url, "--port", str(port),
-                             "--store", str(folder / "store")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-
+    with collector(url, "--store", str(folder / "store"), "--decide-every", "0") as (base, proc):
         def poll(i):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/assignment?model=digits-cnn",
+            request = urllib.request.Request(f"{base}/v1/assignment?model=digits-cnn",
                                              headers={"Authorization": f"Bearer {tokens[i % devices]}"})
             with urllib.request.urlopen(request, timeout=10) as r:
                 r.read()
@@ -127,9 +112,6 @@ def polling(folder: Path, b2: Path, devices: int = 10_000, polls: int = 8_000) -
             cpu0, t0 = _cpu_s(proc.pid), time.perf_counter()
             list(pool.map(poll, range(polls)))
             cpu, wall = _cpu_s(proc.pid) - cpu0, time.perf_counter() - t0
-    finally:
-        proc.terminate()
-        proc.wait()
     return {"polls": polls, "cpu_ms_per_poll": 1000 * cpu / polls, "polls_per_s": polls / wall}
 
 

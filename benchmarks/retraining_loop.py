@@ -20,36 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals, print_table
-
-
-def _collector(url: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", url, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(400):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the collector did not start")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _common import Goals, collector, print_table
 
 
 def _copy(src: Path, dst: Path) -> str:
@@ -99,13 +76,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         db = folder / "fleet.db"
-        port = _free_port()
-        proc = _collector(f"sqlite:///{db}", port)
-        try:
-            fleet = simulate(f"http://127.0.0.1:{port}", f"sqlite:///{db}", folder / "fleet", devices=8)
-        finally:
-            proc.terminate()
-            proc.wait()
+        with collector(f"sqlite:///{db}") as (url, _):
+            fleet = simulate(url, f"sqlite:///{db}", folder / "fleet", devices=8)
         save_reference(Database(f"sqlite:///{db}"), build_reference(str(fleet.base_data), "digits-cnn",
                                                                      str(fleet.bundle)))
         os.environ["EDGEKIT_SIM_TRUTH"] = str(fleet.truth)

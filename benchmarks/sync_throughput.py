@@ -11,18 +11,15 @@
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals
+from _common import Goals, collector
 
 
 def rss_mb() -> float:
@@ -31,12 +28,6 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -61,20 +52,11 @@ def main() -> int:
 
     db_url = f"sqlite:///{work / 'collector.db'}"
     token = add_device(Database(db_url), "bench")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", db_url, "--port",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+    with collector(db_url) as (url, _):
         ship_store = LogStore(work / "ship.db", max_bytes=4 << 30)
         for _ in range(args.ship):
             ship_store.append(x, y, "m")
-        client = SyncClient(ship_store, f"http://127.0.0.1:{port}", token, batch_size=2000)
+        client = SyncClient(ship_store, url, token, batch_size=2000)
         t0 = time.perf_counter()
         shipped = client.drain()
         ship_rate = args.ship / (time.perf_counter() - t0)
@@ -92,7 +74,7 @@ def main() -> int:
         big.close()
         big = LogStore(work / "backlog.db", max_bytes=8 << 30)
         backlog_store = big.store_id
-        drain_client = SyncClient(big, f"http://127.0.0.1:{port}", token, batch_size=2000)
+        drain_client = SyncClient(big, url, token, batch_size=2000)
         samples, stop = [], threading.Event()
 
         def sample():
@@ -110,9 +92,6 @@ def main() -> int:
         drain_s = time.perf_counter() - t0
         stop.set()
         sampler.join()
-    finally:
-        server.terminate()
-        server.wait()
     db = Database(db_url)
     with db.connect() as tx:  # what the collector really holds, per device store
         accepted = dict(tx.all("SELECT store, COUNT(*) FROM records GROUP BY store"))
