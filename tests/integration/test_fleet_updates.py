@@ -347,3 +347,35 @@ def test_the_collector_rolls_a_failing_canary_back_by_itself(fleet):
         assert current_rollout(fleet["db"], "digits-cnn").state == "rolled_back"
     finally:
         second.stop()
+
+
+def test_canary_membership_is_stable_as_it_grows_and_respects_groups(fleet, db_url, tmp_path):
+    """On SQLite and PostgreSQL: the devices in a 10% canary stay in at 50%; --groups limits it;
+    promote gives it to all, rollback takes it back to the baseline."""
+    from edgekit.collector.db import Database, add_device
+    from edgekit.collector.releases import assignment, publish, set_state, start_rollout
+    from edgekit.errors import EdgekitError
+
+    db = Database(db_url)
+    names = [f"d{i}" for i in range(200)]
+    for i, name in enumerate(names):
+        add_device(db, name, group="north" if i % 2 else "south")
+    for version in ("1", "2"):
+        publish(db, tmp_path / "store", fleet["bundles"][version], "digits-cnn", version)
+    start_rollout(db, "digits-cnn", "1", 100)
+    set_state(db, "digits-cnn", "promoted", "test")
+
+    def on(version):
+        return {n for n in names if assignment(db, n, "digits-cnn")["version"] == version}
+
+    start_rollout(db, "digits-cnn", "2", 10, groups=("north",))
+    small = on("2")
+    assert small and all(int(n[1:]) % 2 for n in small) and len(small) < 40
+    start_rollout(db, "digits-cnn", "2", 50, groups=("north",))
+    assert small < on("2") and all(int(n[1:]) % 2 for n in on("2"))
+    with pytest.raises(EdgekitError, match="only grows"):
+        start_rollout(db, "digits-cnn", "2", 20, groups=("north",))
+    with pytest.raises(EdgekitError, match="other content"):
+        publish(db, tmp_path / "store", fleet["bundles"]["5"], "digits-cnn", "2")
+    set_state(db, "digits-cnn", "rolled_back", "test")
+    assert on("2") == set() and on("1") == set(names)

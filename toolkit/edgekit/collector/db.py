@@ -255,6 +255,6 @@ def revoke_device(db: Database, name: str) -> None:
 
 
 def device_for(db: Database, token: str) -> Optional[str]:
-    with db.connect() as tx:
+    with db.read() as tx:  # a read: every request authenticates, and must not queue for the write lock
         row = tx.one("SELECT name FROM devices WHERE token_hash = ? AND revoked = 0", (hash_token(token),))
     return row[0] if row else None

@@ -157,12 +157,16 @@ def set_state(db: Database, model: str, state: str, reason: str, detail: Optiona
 
 def assignment(db: Database, device: str, model: str) -> Optional[dict]:
     """What ``device`` should run of ``model`` now: {version, sha256, size, shadow, rollout}."""
-    rollout = current_rollout(db, model)
-    if rollout is None:
-        return None
-    with db.read() as tx:
-        row = tx.one("SELECT grp FROM devices WHERE name = ?", (device,))
-    group = row[0] if row else ""
+    with db.read() as tx:  # one read transaction: a fleet polls this all the time
+        row = tx.one("SELECT r.version, r.baseline, r.canary, r.groups, r.shadow, r.state, d.grp FROM rollouts r "
+                     "LEFT JOIN devices d ON d.name = ? WHERE r.model = ?", (device, model))
+        if row is None:
+            return None
+        versions = {v: (sha, size, created) for v, sha, size, created in tx.all(
+            "SELECT version, sha256, size, created FROM releases WHERE model = ? AND version IN (?, ?)",
+            (model, row[0], row[1] or ""))}
+    rollout = Rollout(model, row[0], row[1], float(row[2]), tuple(json.loads(row[3])), bool(row[4]), row[5], 0.0, 0.0)
+    group = row[6] or ""
     eligible = not rollout.groups or group in rollout.groups
     in_canary = eligible and bucket(device, model) < rollout.canary
     chosen, shadow = rollout.baseline, None
@@ -170,11 +174,16 @@ def assignment(db: Database, device: str, model: str) -> Optional[dict]:
         chosen = rollout.version
     if rollout.shadow and rollout.state in ("canary", "paused") and in_canary:
         chosen, shadow = rollout.baseline, rollout.version
-    if chosen is None:
+    if chosen is None or chosen not in versions:
         return {"model": model, "version": None, "shadow": None, "rollout": rollout.state}
-    out = {**release(db, model, chosen), "rollout": rollout.state, "canary": in_canary, "shadow": None}
-    if shadow:
-        out["shadow"] = release(db, model, shadow)
+
+    def described(version: str) -> dict:
+        sha, size, created = versions[version]
+        return {"model": model, "version": version, "sha256": sha, "size": size, "created": created}
+
+    out = {**described(chosen), "rollout": rollout.state, "canary": in_canary, "shadow": None}
+    if shadow and shadow in versions:
+        out["shadow"] = described(shadow)
     return out
 
 
