@@ -66,6 +66,7 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
 
     url = _copy_db(world, tmp_path)
     config = _config(tmp_path, url, world["bundle"], world["fleet"])
+    config.write_text(f'publish_store = "{tmp_path / "store"}"\ncanary = 10.0\n' + config.read_text())
     result = cli("loop", "run", "--config", config, "--once", "--json")
     assert result.exit_code == 0, result.output
     run = json.loads(result.output)["run"]
@@ -82,6 +83,9 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
         groups = [r["group"] for r in csv.DictReader(f)]
     assert groups.count("drifted") > 0.8 * len(groups)
     release = run["outputs"]["release"]["bundle"]
+    # handed to the fleet: published in the registry and on a 10% canary
+    assert run["outputs"]["release"]["rollout"]["state"] == "canary"
+    assert (tmp_path / "store" / f"{run['outputs']['release']['published']['sha256']}.ekb").is_file()
     before, after = accuracy(world["bundle"], world["fleet"].drifted_eval), accuracy(release, world["fleet"].drifted_eval)
     assert after > before + 0.4, (before, after)
     assert accuracy(release, world["fleet"].clean_eval) >= accuracy(world["bundle"], world["fleet"].clean_eval) - 0.02

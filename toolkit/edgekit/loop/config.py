@@ -117,6 +117,8 @@ class LoopConfig:
     min_new_labels: int = 20  # fewer new labels than this: the run stops (nothing to learn from)
     train_timeout: str = "30m"
     sign_key: Optional[str] = None  # releases are signed with this private key (edgekit package --sign-key)
+    publish_store: Optional[str] = None  # hand releases to the fleet: publish into the collector's registry here
+    canary: Optional[float] = None  # ... and start a canary rollout on this share of devices (percent)
     curation: Curation = field(default_factory=Curation)
     trigger: Trigger = field(default_factory=Trigger)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)

@@ -51,8 +51,12 @@ def package_candidate(model: str, current: str, dataset: Path, target: str, out:
     from ..optimizer import optimize
     from ..runtime import load
 
+    from ..models import load_model
+
     runtime = load(current)
-    result = optimize(model, target=target, data=str(dataset / "val.npz"), out=out / "optimized",
+    candidate = load_model(str(model))
+    candidate.name = runtime.name  # the fleet logs, monitors and rolls out the model by this name
+    result = optimize(candidate, target=target, data=str(dataset / "val.npz"), out=out / "optimized",
                       formats=set(formats) if formats else None,
                       processing=_declaration(runtime.manifest.processing, runtime.root),
                       progress=progress or (lambda msg: None))

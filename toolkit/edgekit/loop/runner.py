@@ -181,7 +181,15 @@ def step_release(ctx: Context, run: Run) -> dict:
         tmp = target.with_suffix(".tmp")
         shutil.copyfile(gate["bundle"], tmp)
         tmp.replace(target)
-    return {"bundle": str(target), "version": gate["version"]}
+    out = {"bundle": str(target), "version": gate["version"]}
+    if c.publish_store:  # handed to the fleet-update step: the registry, and a canary if asked
+        from ..collector.releases import current_rollout, publish, start_rollout
+
+        out["published"] = publish(ctx.db, c.path(c.publish_store), target, c.model, gate["version"])
+        rollout = current_rollout(ctx.db, c.model)
+        if c.canary and not (rollout and rollout.version == gate["version"]):
+            out["rollout"] = start_rollout(ctx.db, c.model, gate["version"], c.canary).to_dict()
+    return out
 
 
 STEP_FUNCTIONS = {"curate": step_curate, "label": step_label, "dataset": step_dataset, "train": step_train,
