@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .._io import atomic_directory
+from .._plot import pyplot, save
 
 COLUMNS = ["artifact", "threads", "batch", "provider", "n", "p50 ms", "p90 ms", "p99 ms", "throughput/s",
            "vs baseline (p90)", "load ms", "first ms", "peak RSS MB", "+RSS MB", "file MB"]
@@ -54,12 +55,8 @@ def markdown(result: dict) -> str:
 
 
 def plots(result: dict, out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     labels = [r["label"] for r in result["results"]]
     made = []
@@ -71,10 +68,7 @@ def plots(result: dict, out: Path) -> list[str]:
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
     ax.set_xlabel("latency per run (ms, log scale); boxes p25-p75, whiskers p1-p99, dots beyond")
     ax.set_title("latency distribution per artifact")
-    fig.tight_layout()
-    fig.savefig(out / "latency_distribution.png", dpi=110)
-    plt.close(fig)
-    made.append("latency_distribution.png")
+    made.append(save(fig, out / "latency_distribution.png"))
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1.8))
     y = range(len(labels))
     ax.barh([i + 0.2 for i in y], [r["steady"]["p50_ms"] for r in result["results"]], height=0.4, label="p50")
@@ -83,10 +77,7 @@ def plots(result: dict, out: Path) -> list[str]:
     ax.set_xlabel("ms")
     ax.legend()
     ax.set_title("p50 and p90 latency")
-    fig.tight_layout()
-    fig.savefig(out / "latency_p50_p90.png", dpi=110)
-    plt.close(fig)
-    made.append("latency_p50_p90.png")
+    made.append(save(fig, out / "latency_p50_p90.png"))
     return made
 
 

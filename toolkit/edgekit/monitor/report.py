@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from .._io import atomic_directory
+from .._plot import pyplot
 from .rules import Alert
 from .signals import Snapshot
 
@@ -73,12 +74,8 @@ def _png(fig) -> str:
 
 def _plots(snap: Snapshot) -> dict[str, str]:
     """Base64 PNGs: signals over time, and the total's drift per feature."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return {}
     out = {}
     shown = [(key, title) for key, title in SERIES if snap.series.get(key)]

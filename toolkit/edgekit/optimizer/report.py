@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__, formats
 from .._io import sha256_file
+from .._plot import pyplot, save
 from ..manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..manifest import Golden, Manifest
 
@@ -143,14 +144,11 @@ def plot(report: dict, path: Path) -> dict:
     Marker area follows file size (relative to the largest); labels never overlap: a label that
     would collide moves up and keeps a leader line to its point. Returns the layout (marker
     areas and label boxes in pixels, by candidate), empty when there is nothing to plot."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.text import Text
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return {}
+    from matplotlib.text import Text
+
     rows = [c for c in report["candidates"] if c["latency_target_ms"] is not None]
     if not rows:
         return {}
@@ -188,9 +186,7 @@ def plot(report: dict, path: Path) -> dict:
     ax.set_xlabel(f"latency on {report['target']['id']} (ms, {'measured' if report['target']['is_host'] else 'estimated'})")
     ax.set_ylabel("mean cosine vs fp32")
     ax.set_title(f"{report['model']['name']}: candidates (marker area ~ file size; green = winner)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return layout
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .._io import atomic_directory
+from .._plot import pyplot, save
 
 
 def _fmt_ms(us):
@@ -49,12 +50,8 @@ def markdown(r: dict) -> str:
 
 
 def charts(r: dict, out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     made = []
     by_type = r["measured"]["by_op_type"]
@@ -64,10 +61,7 @@ def charts(r: dict, out: Path) -> list[str]:
         ax.barh([k for k, _ in items], [v["us_per_run"] / 1000 for _, v in items])
         ax.set_xlabel("ms per run (host)")
         ax.set_title(f"{r['model']['name']}: time per op type")
-        fig.tight_layout()
-        fig.savefig(out / "time_by_op_type.png", dpi=110)
-        plt.close(fig)
-        made.append("time_by_op_type.png")
+        made.append(save(fig, out / "time_by_op_type.png"))
     nodes = [n for n in r.get("static", {}).get("nodes", []) if n.get("achieved_gflops") and n["intensity"] > 0]
     if nodes:
         import numpy as np
@@ -91,10 +85,7 @@ def charts(r: dict, out: Path) -> list[str]:
         ax.set_ylabel("achieved GFLOP/s")
         ax.set_title("roofline: every op measured on the host")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "roofline.png", dpi=110)
-        plt.close(fig)
-        made.append("roofline.png")
+        made.append(save(fig, out / "roofline.png"))
     return made
 
 

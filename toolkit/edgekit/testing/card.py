@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from .._io import atomic_directory
+from .._plot import pyplot, save
 from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 from .models import Predictor, probabilities
@@ -244,12 +245,8 @@ def _diagnose(model: Predictor, train, val, recent, t: Thresholds) -> list[dict]
 
 
 def _plots(card: Card, out: Path, probs, labels) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     made = []
     if card.slices:
@@ -262,10 +259,7 @@ def _plots(card: Card, out: Path, probs, labels) -> list[str]:
         ax.invert_yaxis()
         ax.set_xlabel("accuracy % (worst slices first)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "slices.png", dpi=110)
-        plt.close(fig)
-        made.append("slices.png")
+        made.append(save(fig, out / "slices.png"))
     if probs is not None:
         classes = int(max(labels.max(), probs.shape[1] - 1)) + 1
         matrix = np.zeros((classes, classes), int)
@@ -280,9 +274,7 @@ def _plots(card: Card, out: Path, probs, labels) -> list[str]:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("candidate: confusion matrix", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / "confusion.png", dpi=110)
-        plt.close(fig)
+        made.append(save(fig, out / "confusion.png"))
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
         for who, colour in (("baseline", "tab:gray"), ("candidate", "tab:blue")):
@@ -294,10 +286,7 @@ def _plots(card: Card, out: Path, probs, labels) -> list[str]:
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=8)
         ax.set_title("calibration", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / "calibration.png", dpi=110)
-        plt.close(fig)
-        made += ["confusion.png", "calibration.png"]
+        made.append(save(fig, out / "calibration.png"))
     if card.learning_curve:
         rows = [p["rows"] for p in card.learning_curve]
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -309,10 +298,7 @@ def _plots(card: Card, out: Path, probs, labels) -> list[str]:
         ax.set_ylabel("accuracy %")
         ax.set_title("learning curve: still rising means more data helps", fontsize=10)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "learning_curve.png", dpi=110)
-        plt.close(fig)
-        made.append("learning_curve.png")
+        made.append(save(fig, out / "learning_curve.png"))
     return made
 
 

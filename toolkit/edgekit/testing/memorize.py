@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from .._hooks import import_callable
+from .._plot import pyplot, save
 from ..errors import DataError, EdgekitError, require
 
 
@@ -152,12 +153,8 @@ def _first(out):
 
 
 def _plot(result: MemorizeResult, out: Path) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -166,8 +163,6 @@ def _plot(result: MemorizeResult, out: Path) -> Optional[str]:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (log)")
     ax.set_title(f"{result.model}: memorising one batch - {'PASS' if result.passed else 'FAIL'}", fontsize=10)
-    fig.tight_layout()
     path = out / "memorize_loss.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return str(path)
