@@ -269,6 +269,15 @@ def open_bundle(path: str | Path, public_key: Optional[str | Path] = None,
     return root, manifest, holder
 
 
+def read_manifest(path: str | Path, public_key: Optional[str | Path] = None) -> Manifest:
+    """A bundle's manifest, checked as ``open_bundle`` checks it (signature and hashes with a
+    key), without keeping the unpacked files or loading a model."""
+    _, manifest, holder = open_bundle(path, public_key)
+    if holder is not None:
+        holder.cleanup()
+    return manifest
+
+
 def _expect_hash(root: Path, name: str, sha: str, origin) -> None:
     path = _inside(root, name)
     if not path.is_file():

@@ -175,6 +175,27 @@ def load_columns(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def take_rows(path: str | Path, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Some rows of a table (in the order of ``rows``), read in one streaming pass: the rest of
+    the table never has to fit in memory. Empty when none of them exist."""
+    wanted = np.sort(rows)
+    parts: dict[str, list] = {}
+    index: list[np.ndarray] = []
+    offset = 0
+    for chunk in open_table(path).chunks():
+        n = len(next(iter(chunk.values())))
+        inside = wanted[(wanted >= offset) & (wanted < offset + n)]
+        if len(inside):
+            for name, values in chunk.items():
+                parts.setdefault(name, []).append(values[inside - offset])
+            index.append(inside)
+        offset += n
+    if not index:
+        return {}
+    position = np.searchsorted(np.concatenate(index), rows)
+    return {name: np.concatenate(v)[position] for name, v in parts.items()}
+
+
 def known_labels(columns: dict[str, np.ndarray], origin: str = "the data") -> tuple[np.ndarray, np.ndarray]:
     """(class labels, which rows have one): an export marks rows without feedback in ``labelled``
     (their label is -1 or ''); every row of other data is labelled."""

@@ -52,14 +52,12 @@ def publish(db: Database, store: Path, bundle: Path, model: str, version: str,
     """Store ``bundle`` as ``model`` ``version``: it must open (and verify against ``public_key``
     when given). Publishing the same bytes again is a no-op; other bytes under a published
     version are refused (a version names one artefact forever)."""
-    from ..bundle import open_bundle
+    from ..bundle import read_manifest
 
     bundle = Path(bundle)
     if not bundle.is_file():
         raise EdgekitError(f"bundle {bundle} does not exist", "give the .ekb that edgekit optimize --package wrote")
-    _, manifest, holder = open_bundle(bundle, public_key)
-    if holder is not None:
-        holder.cleanup()
+    manifest = read_manifest(bundle, public_key)
     if manifest.model.name != model:
         raise EdgekitError(f"{bundle} holds model {manifest.model.name!r}, not {model!r}",
                            f"publish it as --model {manifest.model.name}")
@@ -82,23 +80,31 @@ def publish(db: Database, store: Path, bundle: Path, model: str, version: str,
     return {"model": model, "version": version, "sha256": sha, "size": size, "file": str(target)}
 
 
+def _release(model: str, version: str, row) -> dict:
+    return {"model": model, "version": version, "sha256": row[0], "size": row[1], "created": row[2]}
+
+
 def release(db: Database, model: str, version: str) -> dict:
     with db.read() as tx:
         row = tx.one("SELECT sha256, size, created FROM releases WHERE model = ? AND version = ?", (model, version))
     if row is None:
         raise EdgekitError(f"{model} {version} is not published", f"edgekit release publish BUNDLE --model {model} "
                            f"--version {version}")
-    return {"model": model, "version": version, "sha256": row[0], "size": row[1], "created": row[2]}
+    return _release(model, version, row)
+
+
+_ROLLOUT = "r.model, r.version, r.baseline, r.canary, r.groups, r.shadow, r.state, r.started, r.updated"
+
+
+def _rollout(row) -> Rollout:
+    return Rollout(row[0], row[1], row[2], float(row[3]), tuple(json.loads(row[4])), bool(row[5]), row[6],
+                   row[7], row[8])
 
 
 def current_rollout(db: Database, model: str) -> Optional[Rollout]:
     with db.read() as tx:
-        row = tx.one("SELECT model, version, baseline, canary, groups, shadow, state, started, updated FROM rollouts "
-                     "WHERE model = ?", (model,))
-    if row is None:
-        return None
-    return Rollout(row[0], row[1], row[2], float(row[3]), tuple(json.loads(row[4])), bool(row[5]), row[6],
-                   row[7], row[8])
+        row = tx.one(f"SELECT {_ROLLOUT} FROM rollouts r WHERE r.model = ?", (model,))
+    return _rollout(row) if row is not None else None
 
 
 def _event(tx, model: str, version: str, event: str, detail: dict) -> None:
@@ -158,15 +164,14 @@ def set_state(db: Database, model: str, state: str, reason: str, detail: Optiona
 def assignment(db: Database, device: str, model: str) -> Optional[dict]:
     """What ``device`` should run of ``model`` now: {version, sha256, size, shadow, rollout}."""
     with db.read() as tx:  # one read transaction: a fleet polls this all the time
-        row = tx.one("SELECT r.version, r.baseline, r.canary, r.groups, r.shadow, r.state, d.grp FROM rollouts r "
-                     "LEFT JOIN devices d ON d.name = ? WHERE r.model = ?", (device, model))
+        row = tx.one(f"SELECT {_ROLLOUT}, d.grp FROM rollouts r LEFT JOIN devices d ON d.name = ? WHERE r.model = ?",
+                     (device, model))
         if row is None:
             return None
-        versions = {v: (sha, size, created) for v, sha, size, created in tx.all(
+        rollout, group = _rollout(row), row[9] or ""
+        versions = {r[0]: _release(model, r[0], r[1:]) for r in tx.all(
             "SELECT version, sha256, size, created FROM releases WHERE model = ? AND version IN (?, ?)",
-            (model, row[0], row[1] or ""))}
-    rollout = Rollout(model, row[0], row[1], float(row[2]), tuple(json.loads(row[3])), bool(row[4]), row[5], 0.0, 0.0)
-    group = row[6] or ""
+            (model, rollout.version, rollout.baseline or ""))}
     eligible = not rollout.groups or group in rollout.groups
     in_canary = eligible and bucket(device, model) < rollout.canary
     chosen, shadow = rollout.baseline, None
@@ -176,15 +181,7 @@ def assignment(db: Database, device: str, model: str) -> Optional[dict]:
         chosen, shadow = rollout.baseline, rollout.version
     if chosen is None or chosen not in versions:
         return {"model": model, "version": None, "shadow": None, "rollout": rollout.state}
-
-    def described(version: str) -> dict:
-        sha, size, created = versions[version]
-        return {"model": model, "version": version, "sha256": sha, "size": size, "created": created}
-
-    out = {**described(chosen), "rollout": rollout.state, "canary": in_canary, "shadow": None}
-    if shadow and shadow in versions:
-        out["shadow"] = described(shadow)
-    return out
+    return {**versions[chosen], "rollout": rollout.state, "canary": in_canary, "shadow": versions.get(shadow)}
 
 
 def report_device(db: Database, device: str, model: str, version: str, state: str, reason: str = "") -> None:

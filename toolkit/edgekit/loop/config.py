@@ -36,9 +36,6 @@ from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 from ..monitor.rules import parse_duration
 
-STRATEGY_NAMES = ("least_confidence", "margin", "entropy", "loss", "disagreement", "novelty", "random")
-
-
 @dataclass(frozen=True)
 class Curation:
     budget: int = 300
@@ -55,9 +52,11 @@ class Curation:
     def __post_init__(self):
         if self.budget < 1:
             raise EdgekitError("curation.budget must be at least 1")
-        unknown = [s for s in self.strategies if s not in STRATEGY_NAMES]
+        from .curate import STRATEGIES  # the registry is the list (curate imports this module)
+
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
-            raise EdgekitError(f"unknown curation strategy {unknown[0]!r}", f"use {', '.join(STRATEGY_NAMES)}")
+            raise EdgekitError(f"unknown curation strategy {unknown[0]!r}", f"use {', '.join(STRATEGIES)}")
         if any(not isinstance(w, (int, float)) or w < 0 for w in self.strategies.values()):
             raise EdgekitError("curation.strategies weights must be numbers >= 0", "e.g. { entropy = 1.0, random = 0.2 }")
         if not self.strategies and not self.rules:

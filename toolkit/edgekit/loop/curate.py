@@ -18,7 +18,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import EdgekitError
-from ..tables import OUTPUT_PREFIX, known_labels, model_columns, open_table
+from ..tables import OUTPUT_PREFIX, known_labels, model_columns, open_table, take_rows
+from ..testing.expect import combined_row_hashes
 from ..testing.models import probabilities
 from .config import Curation
 
@@ -201,7 +202,7 @@ def curate(pool: str, config: Curation, exclude: frozenset = frozenset(), other=
         # With the loss strategy, labelled rows come back for review: a label the model finds
         # very surprising is often a wrong one (or a hard case worth a second look).
         eligible.append((~known | reviewing) & ~done)
-        digests.append(_digests(chunk, inputs))
+        digests.append(combined_row_hashes(chunk, inputs))
         labelled += int(known.sum())
         excluded += int((done & ~known).sum())
         offset += n
@@ -229,7 +230,8 @@ def curate(pool: str, config: Curation, exclude: frozenset = frozenset(), other=
         candidates = np.asarray([c for c in candidates[np.sort(first)] if digest[c] not in seen], dtype=np.int64)
         if config.diversity and len(candidates) > rest:
             top = candidates[:rest * max(1, config.oversample)]
-            points = _points_of(table, inputs, top)
+            # diversity is measured between inputs: two frames of a stuck camera are one point
+            points = project(take_rows(pool, top), inputs)
             weight = combined[top] - combined[top].min()
             weight = weight / weight.max() if weight.max() > 0 else np.ones(len(top))
             chosen += list(top[k_center_greedy(points, rest, 0.1 + weight)])
@@ -243,35 +245,3 @@ def curate(pool: str, config: Curation, exclude: frozenset = frozenset(), other=
         else:
             reasons.append(max(parts, key=lambda name: weights[name] * parts[name][r]) if parts else "rule")
     return Selection(rows, combined[rows], tuple(reasons), offset, labelled, excluded)
-
-
-def _digests(chunk: dict, inputs: list[str]) -> np.ndarray:
-    """An 8-byte content hash per row (exact duplicates: a stuck camera's frames)."""
-    import hashlib
-
-    n = len(chunk[inputs[0]])
-    out = np.empty(n, dtype=np.int64)
-    arrays = [np.ascontiguousarray(chunk[name]) for name in inputs]
-    for i in range(n):
-        h = hashlib.blake2b(digest_size=8)
-        for a in arrays:
-            h.update(a[i].tobytes())
-        out[i] = int.from_bytes(h.digest(), "little", signed=True)
-    return out
-
-
-def _points_of(table, inputs: list[str], rows: np.ndarray) -> np.ndarray:
-    """The projected inputs of some rows (where diversity is measured: two frames of a stuck
-    camera are one point, two different digits the model is equally unsure of are two)."""
-    wanted = np.sort(rows)
-    found: dict[int, np.ndarray] = {}
-    offset = 0
-    for chunk in table.chunks():
-        n = len(chunk["request_id"])
-        inside = wanted[(wanted >= offset) & (wanted < offset + n)]
-        if len(inside):
-            points = project({k: chunk[k][inside - offset] for k in inputs}, inputs)
-            for r, v in zip(inside, points):
-                found[int(r)] = v
-        offset += n
-    return np.stack([found[int(r)] for r in rows])

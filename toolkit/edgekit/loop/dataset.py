@@ -26,7 +26,8 @@ import numpy as np
 
 from .._io import atomic_directory, sha256_file
 from ..errors import EdgekitError
-from ..tables import known_labels, load_columns, model_columns, open_table
+from ..tables import known_labels, load_columns, open_table
+from ..testing.expect import combined_row_hashes
 from .config import DatasetSpec
 
 SCHEMA_VERSION = 1
@@ -45,19 +46,6 @@ def arrays_hash(columns: dict[str, np.ndarray]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def row_hashes(inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """A content hash per row over every input (what deduplication compares)."""
-    names = sorted(inputs)
-    rows = len(inputs[names[0]])
-    out = np.empty(rows, dtype=object)
-    for i in range(rows):
-        h = hashlib.blake2b(digest_size=16)
-        for name in names:
-            h.update(np.ascontiguousarray(inputs[name][i]).tobytes())
-        out[i] = h.hexdigest()
-    return out
 
 
 def _part(columns: dict, inputs: list[str], source: str, labels: np.ndarray, time_: Optional[np.ndarray] = None,
@@ -119,7 +107,7 @@ def form_dataset(new_data: Optional[str | Path], out: str | Path, inputs: list[s
     if not parts:
         raise EdgekitError("a data set needs data", "label some predictions, or give base_data")
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    hashes = row_hashes({k: data[k] for k in inputs})
+    hashes = combined_row_hashes(data, sorted(inputs))
     # A fleet row that repeats earlier data is known data: it trains, never tests (the current
     # model may have learnt it, which would tilt the gate towards the current model).
     known = np.isin(hashes, hashes[np.isin(data["source"], ("keep", "history"))])
@@ -213,8 +201,3 @@ def rebuild(manifest_path: str | Path, out: str | Path, db=None) -> dict:
         raise EdgekitError(f"the rebuilt {', '.join(differ)} split differs from the manifest",
                            "the collector's records for the query changed (deleted or rewritten)")
     return again
-
-
-def inputs_of(path: str | Path) -> list[str]:
-    """The model input columns of a data file (labels and export metadata left out)."""
-    return sorted(k for k in model_columns({c: None for c in open_table(path).columns}) if k not in ("labels",))

@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 
 from .._io import atomic_write_bytes
-from ..errors import EdgekitError
 from .config import Gate
 
 # The loop's defaults for the report card: a retrained model may fix many hard cases and still
@@ -47,19 +46,20 @@ def package_candidate(model: str, current: str, dataset: Path, target: str, out:
                       progress=None) -> dict:
     """``edgekit optimize`` for the fleet's target with the current bundle's processing, packed
     into ``out/candidate.ekb``."""
-    from ..bundle import make_bundle
-    from ..optimizer import optimize
-    from ..runtime import load
-
+    from ..bundle import make_bundle, open_bundle
     from ..models import load_model
+    from ..optimizer import optimize
 
-    runtime = load(current)
-    candidate = load_model(str(model))
-    candidate.name = runtime.name  # the fleet logs, monitors and rolls out the model by this name
-    result = optimize(candidate, target=target, data=str(dataset / "val.npz"), out=out / "optimized",
-                      formats=set(formats) if formats else None,
-                      processing=_declaration(runtime.manifest.processing, runtime.root),
-                      progress=progress or (lambda msg: None))
+    root, manifest, holder = open_bundle(current)  # kept unpacked while optimize copies the tokenizer
+    try:
+        candidate = load_model(str(model))
+        candidate.name = manifest.model.name  # the fleet logs, monitors and rolls out the model by this name
+        result = optimize(candidate, target=target, data=str(dataset / "val.npz"), out=out / "optimized",
+                          formats=set(formats) if formats else None,
+                          processing=_declaration(manifest.processing, root), progress=progress or (lambda msg: None))
+    finally:
+        if holder is not None:
+            holder.cleanup()
     bundle = out / "candidate.ekb"
     make_bundle(result.out_dir, bundle, sign_key=sign_key, version=version)
     return {"bundle": str(bundle), "winner": result.report.get("winner"), "report": str(result.out_dir / "report.md")}
@@ -69,7 +69,7 @@ def grow_hard_cases(current: str, labelled: Path, suite: Path, top: int = 50) ->
     """Add the current model's hardest labelled fleet examples to the loop's hard-case suite
     (deduplicated by content), so each run's candidate is held to every earlier run's hard cases."""
     from ..testing.hard import hard_cases
-    from .dataset import row_hashes
+    from ..testing.expect import combined_row_hashes
 
     found = hard_cases(current, labelled, top=top, out=suite.with_suffix(".new.npz"))
     new_path = suite.with_suffix(".new.npz")
@@ -83,7 +83,7 @@ def grow_hard_cases(current: str, labelled: Path, suite: Path, top: int = 50) ->
     else:
         merged = new
     inputs = [k for k in merged if k not in ("labels", "source_index", "score", "why", "source", "found_with")]
-    _, first = np.unique(row_hashes({k: merged[k] for k in inputs}), return_index=True)
+    _, first = np.unique(combined_row_hashes(merged, sorted(inputs)), return_index=True)
     merged = {k: v[np.sort(first)] for k, v in merged.items()}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **merged)
@@ -115,8 +115,3 @@ def judge(candidate: str, current: str, dataset: Path, out: Path, gate: Gate, su
             "candidate_accuracy": overall.get("candidate", {}).get("accuracy"),
             "current_accuracy": overall.get("baseline", {}).get("accuracy"),
             "card": str(out / "card" / "report.md")}
-
-
-def check_dataset(dataset: Path) -> None:
-    if not (dataset / "test.npz").is_file():
-        raise EdgekitError(f"{dataset} is not a data set folder", "form one first (edgekit loop run)")

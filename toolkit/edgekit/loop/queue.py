@@ -21,30 +21,9 @@ import numpy as np
 from .._io import atomic_directory
 from ..collector.db import LABEL_STORE
 from ..errors import EdgekitError
-from ..tables import OUTPUT_PREFIX, model_columns, open_table
+from ..tables import OUTPUT_PREFIX, model_columns, take_rows
 
 CSV_FIELDS = ("device", "request_id", "row", "label", "image", "predicted", "confidence", "score", "reason", "group")
-
-
-def gather_rows(pool: str | Path, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The pool's columns for ``rows`` (in that order), read in one streaming pass."""
-    wanted = np.sort(rows)
-    parts: dict[str, list] = {}
-    index: list[np.ndarray] = []
-    offset = 0
-    for chunk in open_table(pool).chunks():
-        n = len(next(iter(chunk.values())))
-        inside = wanted[(wanted >= offset) & (wanted < offset + n)]
-        if len(inside):
-            for name, values in chunk.items():
-                parts.setdefault(name, []).append(values[inside - offset])
-            index.append(inside)
-        offset += n
-    if not index:
-        return {}
-    order = np.concatenate(index)
-    position = np.searchsorted(order, rows)
-    return {name: np.concatenate(v)[position] for name, v in parts.items()}
 
 
 def _png(image: np.ndarray, path: Path) -> bool:
@@ -74,7 +53,7 @@ def write_queue(pool: str | Path, selection, out: str | Path) -> dict:
     from ..collector.export import _tensor_column
     from ..testing.models import probabilities
 
-    columns = gather_rows(pool, selection.rows)
+    columns = take_rows(pool, selection.rows)
     if not columns:
         raise EdgekitError("nothing was selected for labelling", "widen curation.window or raise curation.budget")
     inputs = {k: v for k, v in model_columns(columns).items() if k not in ("labels", "label")}
@@ -147,24 +126,23 @@ def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
     labels = read_labels(path)
     now = time.time() if now is None else now
     with db.connect() as tx:
-        unknown = []
+        unknown, sizes = [], {}
         for device, request_id, row, _ in labels:
-            rows = tx.one("SELECT rows FROM records WHERE device = ? AND request_id = ? LIMIT 1", (device, request_id))
-            if rows is None or row >= (rows[0] or 1):
+            found = tx.one("SELECT rows FROM records WHERE device = ? AND request_id = ? LIMIT 1", (device, request_id))
+            sizes[(device, request_id)] = size = (found[0] or 1) if found else 0
+            if row >= size:
                 unknown.append(f"{device}/{request_id}" + (f" row {row}" if row else ""))
         if unknown:
             raise EdgekitError(f"{len(unknown)} labels name predictions the collector does not hold "
                                f"(e.g. {unknown[0]}); nothing was imported",
                                "label the queue.csv that 'edgekit loop curate' wrote for this collector")
         for device, request_id, row, label in labels:
+            key = _feedback_id(device, request_id, 0)
             value = _parse_label(label)
-            stored = json.dumps(value if row == 0 else _row_list(tx, device, request_id, row, value))
-            tx.execute("DELETE FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?",
-                       (device, LABEL_STORE, _feedback_id(device, request_id, 0)))
+            stored = json.dumps(value if row == 0 else _row_list(tx, device, key, sizes[(device, request_id)], row, value))
+            tx.execute("DELETE FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?", (device, LABEL_STORE, key))
             tx.execute("INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (device, LABEL_STORE, _feedback_id(device, request_id, 0), request_id, now, stored,
-                        "labelled", now))
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (device, LABEL_STORE, key, request_id, now, stored, "labelled", now))
     return {"imported": len(labels), "file": str(path)}
 
 
@@ -175,16 +153,14 @@ def _parse_label(text: str):
         return text
 
 
-def _row_list(tx, device, request_id, row, value) -> list:
+def _row_list(tx, device, key: int, size: int, row: int, value) -> list:
     """A batch prediction's label list with one row set (the others keep what was imported)."""
-    rows = tx.one("SELECT rows FROM records WHERE device = ? AND request_id = ? LIMIT 1", (device, request_id))[0]
     found = tx.one("SELECT label FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?",
-                   (device, LABEL_STORE, _feedback_id(device, request_id, 0)))
+                   (device, LABEL_STORE, key))
     current = json.loads(found[0]) if found else None
-    labels = current if isinstance(current, list) and len(current) == rows else [None] * rows
+    labels = current if isinstance(current, list) and len(current) == size else [None] * size
     labels[row] = value
     return labels
-
 
 
 def read_queue_keys(queue: str | Path) -> list[tuple[str, str, int]]:

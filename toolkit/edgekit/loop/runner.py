@@ -38,16 +38,12 @@ class Context:
         self.current = str(config.path(config.current))
 
 
-def _dir(ctx: Context, run: Run) -> Path:
-    return Path(run.directory)
-
-
 def step_curate(ctx: Context, run: Run) -> dict:
     from .curate import curate
     from .queue import read_queue_keys, write_queue
 
     c = ctx.config
-    folder = _dir(ctx, run)
+    folder = Path(run.directory)
     since = run.started - parse_duration(c.curation.window)
     pool = folder / "pool"
     if not pool.exists():
@@ -80,7 +76,7 @@ def step_label(ctx: Context, run: Run) -> dict:
     from .queue import import_labels, label_with_hook
 
     c = ctx.config
-    folder = _dir(ctx, run)
+    folder = Path(run.directory)
     if c.labeler:
         labels = folder / "labels.csv"
         if not labels.exists():
@@ -100,20 +96,20 @@ def step_dataset(ctx: Context, run: Run) -> dict:
     from .gate import grow_hard_cases
 
     c = ctx.config
-    folder = _dir(ctx, run)
+    folder = Path(run.directory)
     as_of = run.outputs.get("dataset_as_of") or time.time()
     run.outputs["dataset_as_of"] = as_of
     since = run.started - parse_duration(c.curation.window)
     new = folder / "new.npz"
     if not new.exists() and new_data_export(ctx.db, c.model, since, run.started, as_of, new) is None:
         raise Stop("no labelled predictions in the window: nothing new to learn from")
-    from ..tables import load_columns
-    from ..runtime import load
+    from ..bundle import read_manifest
+    from ..tables import open_table
 
-    rows = len(load_columns(new)["request_id"])
+    rows = open_table(new).rows
     if rows < c.min_new_labels:
         raise Stop(f"only {rows} new labelled examples (min_new_labels = {c.min_new_labels})")
-    inputs = [s["name"] for s in load(ctx.current).inputs]
+    inputs = [s.name for s in read_manifest(ctx.current).inputs]
     keep = sorted((ctx.work / "keep").glob("*.npz")) if (ctx.work / "keep").is_dir() else []
     history = _history(ctx)
     out = ctx.work / "datasets" / run.run_id
@@ -145,18 +141,18 @@ def step_train(ctx: Context, run: Run) -> dict:
 
     c = ctx.config
     ctx.say(f"training with {c.train}")
-    return run_training(c.train, Path(run.outputs["dataset"]["folder"]), ctx.current, _dir(ctx, run) / "train",
+    return run_training(c.train, Path(run.outputs["dataset"]["folder"]), ctx.current, Path(run.directory) / "train",
                         parse_duration(c.train_timeout))
 
 
 def step_gate(ctx: Context, run: Run) -> dict:
-    from ..runtime import load
+    from ..bundle import read_manifest
     from .gate import judge, package_candidate
 
     c = ctx.config
-    folder = _dir(ctx, run) / "gate"
+    folder = Path(run.directory) / "gate"
     dataset = Path(run.outputs["dataset"]["folder"])
-    version = _next_version(load(ctx.current).version, run.run_id)
+    version = _next_version(read_manifest(ctx.current).model.version, run.run_id)
     bundle = folder / "candidate.ekb"
     packaged = {"bundle": str(bundle)}
     if not bundle.exists():

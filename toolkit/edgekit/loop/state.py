@@ -45,22 +45,29 @@ def _run(row) -> Run:
     return Run(*row[:9], json.loads(row[9]))
 
 
-def open_run(db, model: str) -> Optional[Run]:
+def runs(db, model: str, limit: int = 50, statuses: tuple[str, ...] = ()) -> list[Run]:
+    """The model's runs, newest first (only those in ``statuses`` when given)."""
+    where, params = "model = ?", [model]
+    if statuses:
+        where += f" AND status IN ({', '.join('?' * len(statuses))})"
+        params += list(statuses)
     with db.read() as tx:
-        row = tx.one(f"SELECT {_COLUMNS} FROM loop_runs WHERE model = ? AND status IN ('running', 'waiting', 'failed') "
-                     "ORDER BY started DESC LIMIT 1", (model,))
-    return _run(row) if row else None
-
-
-def runs(db, model: str, limit: int = 50) -> list[Run]:
-    with db.read() as tx:
-        rows = tx.all(f"SELECT {_COLUMNS} FROM loop_runs WHERE model = ? ORDER BY started DESC LIMIT ?", (model, limit))
+        rows = tx.all(f"SELECT {_COLUMNS} FROM loop_runs WHERE {where} ORDER BY started DESC LIMIT ?", (*params, limit))
     return [_run(r) for r in rows]
 
 
 def last_run(db, model: str, statuses: tuple[str, ...] = ()) -> Optional[Run]:
-    found = [r for r in runs(db, model, 200) if not statuses or r.status in statuses]
+    found = runs(db, model, 1, statuses)
     return found[0] if found else None
+
+
+def open_run(db, model: str) -> Optional[Run]:
+    return last_run(db, model, OPEN)
+
+
+def runs_since(db, model: str, since: float) -> int:
+    with db.read() as tx:
+        return tx.one("SELECT COUNT(*) FROM loop_runs WHERE model = ? AND started >= ?", (model, since))[0]
 
 
 def create_run(db, run: Run) -> None:

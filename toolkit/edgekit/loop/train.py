@@ -62,13 +62,13 @@ def run_training(hook: str, dataset: Path, current: str, out: Path, timeout_s: f
 
 def _interface(current: str):
     """The current bundle's input and output specs (names, dtypes, dynamic batch)."""
+    from ..bundle import read_manifest
     from ..models.spec import TensorSpec
-    from ..runtime import load
 
-    runtime = load(current)
-    inputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in runtime.manifest.inputs]
-    outputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in runtime.manifest.outputs]
-    return runtime.name, inputs, outputs
+    manifest = read_manifest(current)
+    inputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in manifest.inputs]
+    outputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in manifest.outputs]
+    return manifest.model.name, inputs, outputs
 
 
 def _export(module, dataset: Path, current: str, out: Path) -> Path:

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..monitor.rules import parse_duration
 from .config import LoopConfig
-from .state import last_run, record_decision
+from .state import last_run, record_decision, runs_since
 
 WEEK = 7 * 86400.0
 TRIGGERS: dict[str, Callable] = {}
@@ -78,10 +78,10 @@ def decide(config: LoopConfig, db, now: float, forced: bool = False) -> Decision
     previous = last_run(db, config.model)
     since = previous.started if previous else 0.0
     numbers: dict = {"since_last_run_h": round((now - since) / 3600, 2) if previous else None}
-    week = _recent(db, config.model, now - WEEK)
-    numbers["runs_this_week"] = len(week)
-    if len(week) >= config.trigger.max_runs_per_week:
-        decision = Decision(False, "budget", f"{len(week)} runs in the last 7 days (budget: "
+    week = runs_since(db, config.model, now - WEEK)
+    numbers["runs_this_week"] = week
+    if week >= config.trigger.max_runs_per_week:
+        decision = Decision(False, "budget", f"{week} runs in the last 7 days (budget: "
                             f"{config.trigger.max_runs_per_week})", numbers)
     elif forced:
         decision = Decision(True, "now", "asked for (loop run --now)", numbers)
@@ -105,9 +105,3 @@ def decide(config: LoopConfig, db, now: float, forced: bool = False) -> Decision
             decision = Decision(False, "none", "; ".join(reasons), numbers)
     record_decision(db, config.model, now, decision.retrain, decision.trigger, decision.reason, decision.numbers)
     return decision
-
-
-def _recent(db, model: str, since: float) -> list:
-    from .state import runs
-
-    return [r for r in runs(db, model, 500) if r.started >= since]

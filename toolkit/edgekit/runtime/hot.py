@@ -10,6 +10,7 @@ not load leaves the old model serving and raises.
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
@@ -109,11 +110,9 @@ class HotModel:
 
     def flush_shadow(self, timeout_s: float = 30.0) -> bool:
         """Wait until the shadow has caught up (before shipping the log, or in tests)."""
-        import time as _time
-
-        deadline = _time.monotonic() + timeout_s
-        while self._shadow_pending and _time.monotonic() < deadline:
-            _time.sleep(0.005)
+        deadline = time.monotonic() + timeout_s
+        while self._shadow_pending and time.monotonic() < deadline:
+            time.sleep(0.005)
         return not self._shadow_pending
 
     def _shadow_submit(self, inputs: dict, out) -> None:
@@ -127,13 +126,11 @@ class HotModel:
         self._shadow_pool.submit(self._shadow_run, self._shadow, inputs, out.request_id)
 
     def _shadow_run(self, shadow: RuntimeModel, inputs: dict, request_id: str) -> None:
-        import time as _time
-
         try:
-            start = _time.perf_counter()
+            start = time.perf_counter()
             got = shadow.predict(inputs)
             self._store.append(inputs, dict(got), shadow.name, shadow.version or "", "shadow",
-                               (_time.perf_counter() - start) * 1000, request_id=f"{request_id}:shadow")
+                               (time.perf_counter() - start) * 1000, request_id=f"{request_id}:shadow")
         except Exception:  # noqa: BLE001 - the shadow never harms the app; its failures show as missing records
             pass
         finally:

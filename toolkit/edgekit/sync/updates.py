@@ -223,11 +223,9 @@ class Updater:
     def _verify(self, path: Path) -> None:
         """Signature against the pinned key, then a full load with the golden self-test (when no
         app swap does that itself)."""
-        from ..bundle import open_bundle
+        from ..bundle import read_manifest
 
-        _, _, holder = open_bundle(path, self.public_key)
-        if holder is not None:
-            holder.cleanup()
+        read_manifest(path, self.public_key)
         if self.on_swap is None:
             from ..runtime import load
 

@@ -378,6 +378,15 @@ def row_hashes(values: np.ndarray) -> np.ndarray:
     return h
 
 
+def combined_row_hashes(columns: dict, names) -> np.ndarray:
+    """One 64-bit hash per row over several columns (exact copies of a row hash alike)."""
+    h = np.zeros(len(columns[names[0]]), np.uint64)
+    with np.errstate(over="ignore"):
+        for name in names:
+            h = h * _MULT ^ row_hashes(np.asarray(columns[name]))
+    return h
+
+
 @dataclass(frozen=True)
 class Unique(Check):
     """No value (or, with ``columns``, no combination of rows) appears twice."""
@@ -391,14 +400,12 @@ class Unique(Check):
 
     def update(self, state, chunk):
         names = self.columns or (self.column,)
-        h = np.zeros(len(chunk[names[0]]), np.uint64)
+        h = combined_row_hashes(chunk, names)
         complete = np.ones(len(h), bool)
-        with np.errstate(over="ignore"):
-            for name in names:
-                values = chunk[name]
-                h = h * _MULT ^ row_hashes(values)
-                if values.dtype.kind == "f":  # incomplete rows are completeness's business, not repeats
-                    complete &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        for name in names:
+            values = chunk[name]
+            if values.dtype.kind == "f":  # incomplete rows are completeness's business, not repeats
+                complete &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         state["hashes"].append(h[complete])
         state["rows"] += int(complete.sum())
 
