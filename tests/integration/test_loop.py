@@ -333,10 +333,9 @@ def test_the_training_limit_kills_a_hanging_hook_and_keeps_its_log(world, tmp_pa
     (tmp_path / "hang.py").write_text("import time\n\ndef fit(dataset, current, out):\n    print('starting')\n"
                                       "    time.sleep(600)\n")
     (tmp_path / "data").mkdir()
-    started = time.time()
     with pytest.raises(EdgekitError, match="ran past its limit of 2 s"):
         run_training(f"{tmp_path / 'hang.py'}:fit", tmp_path / "data", str(world["bundle"]), tmp_path / "out", 2.0)
-    assert time.time() - started < 60  # killed, not waited for
+    assert not _trainers(tmp_path)  # killed, not left running
     assert "starting" in (tmp_path / "out" / "train.log").read_text()
 
 
