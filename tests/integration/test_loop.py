@@ -273,6 +273,11 @@ def test_loop_state_and_label_import_on_both_databases(db_url, tmp_path):
     import_labels(db, labels)  # a correction replaces the label
     with db.read() as tx:
         assert tx.all("SELECT label FROM feedback WHERE request_id = 'r0'") == [("8",)]
+        tx.execute("UPDATE records SET rows = 3 WHERE request_id = 'r2'")  # a batch prediction
+    labels.write_text("device,request_id,row,label\npi-1,r2,0,4\npi-1,r2,2,6\n")
+    import_labels(db, labels)  # one label list, a row at a time; row 0 is a row too
+    with db.read() as tx:
+        assert tx.all("SELECT label FROM feedback WHERE request_id = 'r2'") == [("[4, null, 6]",)]
     assert labelled_in_queue(db, "m", "run-1") == (2, 1)
     run.step, run.outputs = "curate", {"curate": {"selected": 2}}
     save_run(db, run)

@@ -139,7 +139,8 @@ def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
         for device, request_id, row, label in labels:
             key = _feedback_id(device, request_id, 0)
             value = _parse_label(label)
-            stored = json.dumps(value if row == 0 else _row_list(tx, device, key, sizes[(device, request_id)], row, value))
+            size = sizes[(device, request_id)]  # a batch prediction's label is a list, one per row
+            stored = json.dumps(value if size == 1 else _row_list(tx, device, key, size, row, value))
             tx.execute("DELETE FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?", (device, LABEL_STORE, key))
             tx.execute("INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (device, LABEL_STORE, key, request_id, now, stored, "labelled", now))
