@@ -1,4 +1,5 @@
-"""Numbers shared by the optimizer's accuracy guard, the device self-test and the benchmarks.
+"""Numbers shared by the optimizer's accuracy guard, the device self-test, monitoring, the model
+tests and the benchmarks.
 
 numpy only: the on-device runtime uses it for its golden self-test.
 """
@@ -19,3 +20,17 @@ def cosine_rows(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
     r, o = rows(reference), rows(output)
     norms = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
     return np.where(norms > 0, (r * o).sum(1) / np.maximum(norms, 1e-30), 1.0)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Class probabilities from a classifier's output, whether logits or already probabilities."""
+    outputs = outputs.astype(np.float64)
+    if (outputs >= 0).all() and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
+        return outputs
+    return softmax(outputs)

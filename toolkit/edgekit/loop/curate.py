@@ -18,9 +18,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import EdgekitError
+from ..metrics import probabilities
 from ..tables import OUTPUT_PREFIX, known_labels, model_columns, open_table, take_rows
 from ..testing.expect import combined_row_hashes
-from ..testing.models import probabilities
 from .config import Curation
 
 STRATEGIES: dict[str, Callable] = {}

@@ -51,7 +51,7 @@ def write_queue(pool: str | Path, selection, out: str | Path) -> dict:
     import pyarrow.parquet as pq
 
     from ..collector.export import _tensor_column
-    from ..testing.models import probabilities
+    from ..metrics import probabilities
 
     columns = take_rows(pool, selection.rows)
     if not columns:

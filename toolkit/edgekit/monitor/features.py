@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..metrics import probabilities
+
 # Output features sketched per row; out.class is categorical, the rest numeric.
 CATEGORICAL = frozenset({"out.class"})
 NEAR_ONE = frozenset({"out.confidence", "out.margin"})  # probabilities that crowd near 1
@@ -160,12 +162,7 @@ def output_signals(outputs: dict) -> dict[str, np.ndarray]:
         return out
     out["out.norm"] = np.linalg.norm(safe, axis=1)
     if a.ndim == 2 and width <= 1000:
-        looks_like_probs = (safe >= 0).all() and (safe <= 1).all() and np.allclose(safe.sum(axis=1), 1, atol=1e-3)
-        if looks_like_probs:
-            probs = safe
-        else:
-            z = np.exp(safe - safe.max(axis=1, keepdims=True))
-            probs = z / z.sum(axis=1, keepdims=True)
+        probs = probabilities(safe)
         top2 = np.sort(probs, axis=1)[:, -2:]
         out["out.class"] = np.where(finite, probs.argmax(axis=1), -1).astype(np.int64)
         out["out.confidence"] = top2[:, 1]

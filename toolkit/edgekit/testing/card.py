@@ -21,7 +21,8 @@ from .._io import atomic_directory
 from .._plot import pyplot, save
 from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
-from .models import Predictor, probabilities
+from ..metrics import probabilities
+from .models import Predictor
 from ..tables import labels_of, load_columns
 
 

@@ -17,7 +17,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import EdgekitError
-from .models import Predictor, probabilities
+from ..metrics import probabilities
+from .models import Predictor
 from ..tables import labels_of, load_columns
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)

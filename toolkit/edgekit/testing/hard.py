@@ -16,7 +16,8 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 from ..errors import EdgekitError
-from .models import Predictor, cross_entropy, probabilities
+from ..metrics import probabilities
+from .models import Predictor, cross_entropy
 from ..tables import labels_of, load_columns
 
 

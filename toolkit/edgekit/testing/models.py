@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DataError
+from ..metrics import probabilities
 
 
 class Predictor:
@@ -87,20 +88,6 @@ class Predictor:
             grads = torch.autograd.grad(loss, tensors)
             norms.append(torch.sqrt(sum((g.reshape(len(g), -1) ** 2).sum(1) for g in grads)).numpy())
         return np.concatenate(norms)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Class probabilities from a classifier's output, whether logits or already probabilities."""
-    outputs = outputs.astype(np.float64)
-    if (outputs >= 0).all() and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
-        return outputs
-    return softmax(outputs)
 
 
 def cross_entropy(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
