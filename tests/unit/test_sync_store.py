@@ -33,6 +33,8 @@ def test_wal_mode_and_durability_settings(tmp_path):
 @pytest.mark.parametrize("policy, outputs, keeps", [
     ("all", CONFIDENT, True), ("none", CONFIDENT, False),
     ("low_confidence:0.6", CONFIDENT, False), ("low_confidence:0.6", UNSURE, True),
+    # a bundle that outputs probabilities: 0.9 is confident (softmax over them read it as 0.69)
+    ("low_confidence:0.8", {"probs": np.array([[0.9, 0.1]], np.float32)}, False),
 ])
 def test_sampling_policies(tmp_path, policy, outputs, keeps):
     store = LogStore(tmp_path / "log.db", sampling=policy)

@@ -29,6 +29,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from ..errors import EdgekitError
+from ..metrics import probabilities
 from ..monitor.features import summarise
 from .record import decode_array, encode_array
 
@@ -122,12 +123,11 @@ class SamplingPolicy:
 
 
 def _confidence(outputs: dict) -> Optional[float]:
+    """The worst row's top-1 probability (logits or probabilities, read as monitoring reads them)."""
     first = next(iter(outputs.values()), None)
     if first is None or first.ndim != 2:
         return None
-    z = first.astype(np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return float((z / z.sum(axis=1, keepdims=True)).max(axis=1).min())  # softmax top-1, worst row
+    return float(probabilities(first).max(axis=1).min())
 
 
 def _summarise(inputs: dict) -> str:
