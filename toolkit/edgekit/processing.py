@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import EdgekitError, InputError, require
 from .manifest import ImageInput, Processing, TextInput
+from .metrics import softmax
 
 MAX_PIXELS = 64_000_000  # a picture larger than this is refused before it is decoded (bombs)
 _RESAMPLE = {"nearest": 0, "box": 4, "bilinear": 2, "bicubic": 3, "lanczos": 1}  # PIL's codes
@@ -156,8 +157,7 @@ class Postprocessor:
             norm = np.linalg.norm(values)
             values = values / norm if norm > 0 else values
         if post.softmax:
-            z = np.exp(values - values.max())
-            values = z / z.sum()
+            values = softmax(values)
         out: dict = {"probabilities" if post.softmax else name: values.tolist()}
         if post.labels or post.top_k:
             order = np.argsort(-values)[: max(post.top_k, 1)]
