@@ -19,6 +19,10 @@ def test_minilm_flops_match_the_known_figure():
     assert report["inputs"]["source"].startswith("202 English sentences")  # real text, not random ids
     est = report["estimate"]["total_ms"]
     assert est["int8"] < est["fp32"]
+    # the Pi's fitted device model: one thread and all four cores, and where the numbers come from
+    by_threads = report["estimate"]["by_threads"]
+    assert set(by_threads) == {"1", "4"} and by_threads["1"]["fp32"] > by_threads["4"]["fp32"]
+    assert report["estimate"]["basis"]["basis"] == "published" and "held-out" in report["estimate"]["basis"]["validated_on"]
     actions = " ".join(h["action"] for h in report["hints"])
     assert "int8" in actions and "transformer optimiser" in actions
     assert report["torch_profile"]["by_op_type"]
@@ -34,6 +38,7 @@ def test_profile_cli_on_digits_writes_the_report(cli, tmp_path):
     assert "dynamic shapes on a static-shape target" in what  # the digits model has a dynamic batch
     assert (out / "time_by_op_type.png").exists() and (out / "roofline.png").exists()
     assert "## Bottlenecks and actions" in (out / "report.md").read_text()
+    assert "validated on" in (out / "report.md").read_text()  # the estimate's basis is in the report
     json_out = cli("profile", "--runs", "3", "--json")
     assert json.loads(json_out.output)["target"]["id"] == "host"
 

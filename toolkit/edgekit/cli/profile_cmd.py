@@ -78,9 +78,11 @@ def _print(r: dict, out) -> None:
                 for op, row in list(r["measured"]["by_op_type"].items())[:10]]
         c.print(table("Time by op type (host)", ["op type", "class", "nodes", "ms/run", "share"], rows))
         e = r["estimate"]
-        c.print(table(f"Estimated latency on {e['target']}", ["precision", "ms"],
-                      [[p, f"{ms:.2f}"] for p, ms in e["total_ms"].items()]))
-        c.print("estimate assumptions: " + "; ".join(e["assumptions"]))
+        threads = e.get("by_threads") or {"": e["total_ms"]}
+        c.print(table(f"Estimated latency on {e['target']}",
+                      ["precision"] + [f"{n} thread{'s' if n != '1' else ''} ms" if n else "ms" for n in threads],
+                      [[p] + [f"{threads[n][p]:.2f}" for n in threads] for p in e["total_ms"]]))
+        c.print("estimate basis: " + "; ".join(e["assumptions"]))
     else:
         c.print(f"{s['params']:,} parameters; host {r['measured']['total_us_per_run'] / 1000:.3f} ms per run")
         for limitation in r.get("limitations", []):

@@ -6,7 +6,7 @@ module only describes and checks their shape. No device fact lives in code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Optional
 
 # Runtimes edgekit knows how to produce artifacts for and run, in the vocabulary of profiles.
@@ -88,12 +88,58 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class DeviceFit:
+    """A device's fitted efficiency parameters, with where they came from (``[estimator.fit]``)."""
+
+    conv: float = 0.5  # share of the per-core peak that large dense convolutions reach
+    depthwise: float = 0.15
+    gemm: float = 0.5
+    memory: float = 0.5  # share of the memory bandwidth that memory-bound kernels reach
+    half_mflops: float = 1.0  # a kernel with this many MFLOPs per thread reaches half its kind's efficiency
+    overhead_us: float = 10.0  # fixed cost per kernel: dispatch, thread barrier
+    parallel: float = 0.9  # Amdahl: share of a kernel's work that scales with threads
+    int8_speedup: float = 1.0  # int8 conv/gemm rate over the profile's int8 peak (1 = peak ratio holds)
+    fp16_speedup: float = 1.0
+    onchip_mb: float = 0.0  # parameters an accelerator keeps on chip (Edge TPU: 8 MB); 0 = none
+    offchip_gbs: float = 1.0  # how fast the rest is streamed in, per inference
+    threads_apply: bool = True  # False for accelerators: one engine, no CPU threads
+    # Provenance, shown in reports: which rows or microbenchmarks, when, and the held-out error.
+    basis: str = "defaults"  # "published", "calibrated", "defaults"
+    fitted_on: str = ""
+    validated_on: str = ""
+    fitted_at: str = ""
+    expected_error: float = 0.0  # geometric mean of max(ratio, 1/ratio) on held-out rows
+    within_1_5x: str = ""  # e.g. "12 of 13 held-out rows"
+    best_threads: int = 0  # threads the estimate assumes; 0 = every core (a phone: its big cores)
+
+    def with_values(self, values: dict) -> "DeviceFit":
+        return replace(self, **{k: float(v) for k, v in values.items()})
+
+    def to_toml(self) -> str:
+        lines = []
+        for key, value in asdict(self).items():
+            if isinstance(value, (bool, int)):
+                lines.append(f"{key} = {str(value).lower()}")
+            elif isinstance(value, float):
+                lines.append(f"{key} = {value:.4g}")
+            else:
+                lines.append(f"{key} = {_toml_str(value)}")
+        return "\n".join(lines)
+
+
+def _toml_str(value: str) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
 class Estimator:
-    """Peak arithmetic rates for roofline latency estimates (derivations in each file)."""
+    """Peak arithmetic rates for roofline latency estimates (derivations in each file), and the
+    device model fitted to measurements on the device (edgekit.profile.fitted), where there is one."""
 
     peak_gflops_fp32: float
     peak_gflops_fp16: float
     peak_gops_int8: float
+    fit: Optional[DeviceFit] = None
 
     def validate(self) -> None:
         if min(self.peak_gflops_fp32, self.peak_gflops_fp16, self.peak_gops_int8) <= 0:

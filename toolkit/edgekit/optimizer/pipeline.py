@@ -175,11 +175,24 @@ class Optimizer:
         calls = {cid: s.bind(sample) for cid, s in sessions.items()}
         samples = interleaved(calls, budget_s=self.time_budget_s, burst_ms=2.0)
         same = self.target.id == "host"
-        roofline = None if same else self.roofline_ratios()
+        fitted = None if same else self.fitted_estimate()
+        roofline = None if same or fitted else self.roofline_ratios()
         for o in passing:
             o.latency = summary(samples[o.candidate.id])
+        for o in passing:
             if same:
                 o.target_ms, o.latency_source = o.latency["p50_ms"], "measured on this host"
+            elif fitted is not None:
+                # The device model fitted to measurements on the target gives the level; among
+                # candidates computing in the same precision, the host's measured ratio to the
+                # fastest of them keeps what the format and runtime change.
+                from ..profile.fitted import describe
+
+                kind = compute_precision(o.candidate.precision, o.candidate.format, self.target)
+                peers = [p.latency["p50_ms"] for p in passing
+                         if compute_precision(p.candidate.precision, p.candidate.format, self.target) == kind]
+                o.target_ms = fitted["total_ms"][kind] * o.latency["p50_ms"] / min(peers)
+                o.latency_source = f"estimate ({describe(fitted['basis'])})"
             elif roofline is not None:
                 # The profile command's estimate: per-op roofline on both machines, calibrated by
                 # this host's measured efficiency per op class; scales the candidate's own timing.
@@ -192,6 +205,24 @@ class Optimizer:
                 o.target_ms = estimate_ms(o.latency["p50_ms"], o.candidate.precision, o.candidate.format,
                                           self.host, self.target, o.size)
                 o.latency_source = "estimate (peak ratio)"
+
+    def fitted_estimate(self):
+        """The target's fitted device model over the fp32 ONNX graph, or None where the profile
+        has no fitted model or there is no ONNX graph."""
+        if self.target.estimator.fit is None:
+            return None
+        import onnx
+
+        from ..profile.fitted import estimate
+        from ..profile.static import analyse
+
+        try:
+            path = self.builder.base("onnx")
+        except ConversionError:
+            return None
+        feeds = {k: v[:1] for k, v in self.eval.arrays.items()}
+        static = analyse(onnx.load(str(path)), {k: list(v.shape) for k, v in feeds.items()})
+        return estimate(static, self.target, self.target.estimator.fit)
 
     def roofline_ratios(self):
         """(target ms, host ms) per compute precision from the fp32 ONNX graph, or None where

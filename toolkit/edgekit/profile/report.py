@@ -35,8 +35,11 @@ def markdown(r: dict) -> str:
         lines += [f"| {n['name']} | {n['op_type']} | {_fmt_ms(n['measured_us'])} | {n['share']:.1%} | "
                   f"{n['flops'] / 1e9:.4f} | {n['intensity']:.1f} | {n['bound_on_target']} |" for n in top]
         e = r["estimate"]
+        threads = e.get("by_threads") or {"": e["total_ms"]}
         lines += ["", f"## Estimated latency on {e['target']}", "",
-                  "| precision | ms |", "|---|---|"] + [f"| {p} | {ms:.2f} |" for p, ms in e["total_ms"].items()]
+                  "| precision | " + " | ".join(f"{n} threads, ms" if n else "ms" for n in threads) + " |",
+                  "|---|" + "---|" * len(threads)]
+        lines += [f"| {p} | " + " | ".join(f"{threads[n][p]:.2f}" for n in threads) + " |" for p in e["total_ms"]]
         lines += ["", "Host efficiency per op class (roofline time / measured time): "
                   + ", ".join(f"{k} {v['efficiency']:.0%}" for k, v in r["host_efficiency"].items()), "",
                   "Assumptions:"] + [f"- {a}" for a in e["assumptions"]]

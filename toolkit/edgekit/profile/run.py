@@ -16,6 +16,7 @@ from ..models.spec import Model
 from .compat import check
 from .dynamic import profile_onnx, profile_torch
 from .hints import hints
+from .fitted import with_fit
 from .roofline import bound, estimate, host_efficiency, roofline_ms
 from .static import analyse
 
@@ -71,7 +72,7 @@ def run_profile(model_ref: str | Model | None = None, target: str = "host", data
         model_bytes = path.stat().st_size
     measured_us = {name: row["us_per_run"] for name, row in measured["nodes"].items()}
     efficiency = host_efficiency(static, measured_us, host)
-    est = estimate(static, profile, efficiency)
+    est = with_fit(estimate(static, profile, efficiency), static, profile)
     for name, row in measured["by_op_type"].items():
         row["op_class"] = next((n.op_class for n in static.nodes if n.op_type == name), "")
     nodes = []

@@ -55,6 +55,10 @@ class NodeStats:
     bytes_read: int = 0  # activations and weights the node reads
     bytes_written: int = 0
     output_shape: list = field(default_factory=list)
+    groups: int = 1  # convolutions: a depthwise one has groups == out_channels
+    out_channels: int = 0
+    inputs: list = field(default_factory=list)  # value names, for the kernel fusion of the fitted estimate
+    outputs: list = field(default_factory=list)
 
     @property
     def intensity(self) -> float:
@@ -117,8 +121,14 @@ def _shapes(proto, input_shapes: dict[str, list[int]]):
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # shape inference of exotic graphs: fall back to what the file states
         inferred = model
-    if any(n.domain == "com.microsoft" for n in model.graph.node):
-        # onnx's inference stops at onnxruntime's contrib ops; onnxruntime's symbolic one knows them
+    known = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+             if vi.type.tensor_type.HasField("shape")
+             and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)}
+    unknown = any(o not in known for n in inferred.graph.node for o in n.output if o)
+    if unknown or any(n.domain == "com.microsoft" for n in model.graph.node):
+        # onnx's inference stops at onnxruntime's contrib ops and at shapes computed in the graph
+        # (a channel split as Shape/Gather/Div/Slice: ShuffleNet's chunk); onnxruntime's symbolic
+        # inference evaluates those, so convolutions after them keep their multiply-adds.
         try:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
@@ -244,7 +254,11 @@ def analyse(proto, input_shapes: Optional[dict[str, list[int]]] = None) -> Stati
             weight_bytes=sum(nbytes(w) for w in weights), macs=macs, flops=_flops(node, shape, macs),
             bytes_read=sum(nbytes(i) for i in node.input if i), bytes_written=sum(nbytes(o) for o in node.output if o),
             output_shape=shape(node.output[0]) or [] if node.output else [],
+            inputs=[i for i in node.input if i and i not in init_names], outputs=[o for o in node.output if o],
         )
+        if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+            w = shape(node.input[3 if node.op_type == "QLinearConv" else 1])
+            stats.groups, stats.out_channels = int(_attr(node, "group", 1)), int(w[0]) if w else 0
         if node.op_type in ("Gather",) and weights:  # an embedding lookup reads rows, not the table
             stats.bytes_read = stats.bytes_written + sum(nbytes(i) for i in node.input if i not in init_names)
         nodes.append(stats)

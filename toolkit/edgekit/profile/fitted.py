@@ -1,0 +1,253 @@
+"""Target latency from a device model fitted to measurements on that device.
+
+The roofline alone is 1.5-3x off on real boards: small and depthwise convolutions run far below
+peak on a Cortex-A72, every kernel has a fixed dispatch cost, threads do not scale linearly, and
+the Edge TPU keeps its parameters in 8 MB on chip. This model keeps the roofline and adds those
+effects, with a handful of parameters per device fitted to published latencies
+(benchmarks/fit_profiles.py) or to microbenchmarks run on the device itself (`edgekit calibrate`):
+
+    kernel time = max(FLOPs / (peak per core x speed-up(threads) x efficiency(kind, size) x precision),
+                      bytes / (bandwidth x memory efficiency)) + overhead
+    efficiency(kind, size) = efficiency(kind) x work / (work + half_mflops), work = MFLOPs per thread
+    speed-up(n) = 1 / ((1 - parallel) + parallel / n)                      (Amdahl)
+    + for an accelerator with on-chip parameter memory: weights beyond it streamed per inference
+
+Kernels are the graph's nodes after the fusions every edge runtime does (an activation or a
+batch norm folded into the convolution before it). Everything here is numpy-free arithmetic over
+edgekit.profile.static's node statistics, so it runs on a device too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from ..devices.profile import DeviceFit, Profile
+from .static import StaticProfile
+
+KINDS = ("conv", "depthwise", "gemm")  # compute kernels with their own efficiency; the rest is memory
+FUSED_INTO_PRODUCER = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "BatchNormalization",
+                       "PRelu", "Identity", "Dropout"}
+PARAMETERS = ("conv", "depthwise", "gemm", "memory", "half_mflops", "overhead_us", "parallel", "int8_speedup",
+              "fp16_speedup", "offchip_gbs")
+# Bounds for fitting: efficiencies are shares of the direct-convolution peak, and may exceed 1 where
+# a runtime computes 3x3 convolutions with Winograd (ncnn, XNNPACK: 2.25-4x fewer multiplies);
+# the rest are physically plausible ranges.
+BOUNDS = {"conv": (0.01, 4.0), "depthwise": (0.002, 4.0), "gemm": (0.01, 4.0), "memory": (0.02, 1.0),
+          "half_mflops": (0.001, 500.0), "overhead_us": (0.05, 2000.0), "parallel": (0.01, 0.999),
+          "int8_speedup": (0.1, 4.0), "fp16_speedup": (0.1, 4.0), "offchip_gbs": (0.01, 100.0)}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel as a runtime executes it: a node with the nodes fused into it."""
+
+    name: str
+    kind: str  # conv, depthwise, gemm or memory
+    flops: float
+    weight_bytes: float
+    activation_bytes: float  # read and written, weights excluded
+    members: tuple[str, ...] = field(default=())
+
+
+def _kind(node) -> str:
+    if node.op_type in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+        return "depthwise" if node.groups > 1 and node.groups == node.out_channels else "conv"
+    if node.macs:
+        return "gemm"
+    return "memory"
+
+
+def kernels(static: StaticProfile) -> list[Kernel]:
+    """Nodes grouped into the kernels an edge runtime runs: activations, batch norms and bias
+    adds with a single producer that is a compute kernel are fused into it (XNNPACK, ncnn,
+    TensorRT and onnxruntime all do); shape-only nodes (Shape, Constant...) cost nothing."""
+    producer_of = {}
+    for node in static.nodes:
+        for out in node.outputs:
+            producer_of[out] = node
+    consumers: dict[str, int] = {}
+    for node in static.nodes:
+        for name in node.inputs:
+            consumers[name] = consumers.get(name, 0) + 1
+    merged: dict[str, dict] = {}
+    order: list[str] = []
+    owner: dict[str, str] = {}  # node name -> the kernel it belongs to
+    for node in static.nodes:
+        if node.op_type in ("Constant", "Shape", "ConstantOfShape", "Identity") and not node.flops:
+            continue
+        data_inputs = [i for i in node.inputs if i in producer_of]
+        if node.op_type in FUSED_INTO_PRODUCER and len(data_inputs) == 1:
+            head = owner.get(producer_of[data_inputs[0]].name)
+            if head and merged[head]["kind"] != "memory" and consumers.get(data_inputs[0], 0) == 1:
+                k = merged[head]
+                k["flops"] += node.flops
+                k["activation_bytes"] += 0  # stays in registers: no extra traffic
+                k["members"].append(node.name)
+                owner[node.name] = head
+                continue
+        merged[node.name] = {"kind": _kind(node), "flops": float(node.flops), "weight_bytes": float(node.weight_bytes),
+                             "activation_bytes": float(max(node.bytes_read + node.bytes_written - node.weight_bytes,
+                                                           0)),
+                             "members": [node.name]}
+        owner[node.name] = node.name
+        order.append(node.name)
+    return [Kernel(name, m["kind"], m["flops"], m["weight_bytes"], m["activation_bytes"], tuple(m["members"]))
+            for name, m in ((n, merged[n]) for n in order)]
+
+
+def default_threads(profile: Profile, fit: DeviceFit) -> int:
+    if not fit.threads_apply:
+        return 1
+    return min(fit.best_threads or profile.cpu.cores, profile.cpu.cores)
+
+
+def _peak_gflops(profile: Profile, precision: str, kind: str) -> float:
+    est = profile.estimator
+    if precision == "int8" and kind != "memory":
+        return est.peak_gops_int8
+    if precision == "fp16":
+        return est.peak_gflops_fp16
+    return est.peak_gflops_fp32
+
+
+def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str = "fp32",
+              threads: Optional[int] = None) -> float:
+    n = max(1, threads or default_threads(profile, fit)) if fit.threads_apply else 1
+    cores = profile.cpu.cores if fit.threads_apply else 1
+    n = min(n, cores)
+    speedup = 1.0 / ((1.0 - fit.parallel) + fit.parallel / n)
+    weights = kernel.weight_bytes
+    activations = kernel.activation_bytes
+    if precision == "fp16":
+        weights, activations = weights / 2, activations / 2
+    elif precision == "int8" and kernel.kind != "memory":
+        weights, activations = weights / 4, activations / 2
+    if fit.onchip_mb:  # parameters and activations stay on the accelerator's chip (Edge TPU);
+        weights = activations = 0.0  # parameters beyond its memory are charged per model
+    memory_s = (weights + activations) / (profile.memory.bandwidth_gbs * 1e9 * fit.memory)
+    compute_s = 0.0
+    if kernel.flops:
+        if kernel.kind == "memory":
+            # element-wise work at the fp32 rate with the conv efficiency, rarely the bound
+            rate = _peak_gflops(profile, "fp32", "memory") / cores * speedup * fit.conv * 1e9
+        else:
+            per_thread_mflops = kernel.flops / n / 1e6
+            size = per_thread_mflops / (per_thread_mflops + fit.half_mflops)
+            factor = fit.int8_speedup if precision == "int8" else fit.fp16_speedup if precision == "fp16" else 1.0
+            rate = _peak_gflops(profile, precision, kernel.kind) / cores * speedup * getattr(fit, kernel.kind) \
+                * size * factor * 1e9
+        compute_s = kernel.flops / rate
+    return (max(compute_s, memory_s) + fit.overhead_us * 1e-6) * 1000.0
+
+
+def offchip_ms(static: StaticProfile, fit: DeviceFit, precision: str) -> float:
+    """Per inference: parameters beyond the accelerator's on-chip memory, streamed in."""
+    if not fit.onchip_mb:
+        return 0.0
+    scale = {"int8": 0.25, "fp16": 0.5}.get(precision, 1.0)
+    weights = sum(n.weight_bytes for n in static.nodes) * scale
+    beyond = max(0.0, weights - fit.onchip_mb * 1e6)
+    return beyond / (fit.offchip_gbs * 1e9) * 1000.0
+
+
+def total_ms(ks: Iterable[Kernel], static: StaticProfile, profile: Profile, fit: DeviceFit, precision: str,
+             threads: Optional[int] = None) -> float:
+    return sum(kernel_ms(k, profile, fit, precision, threads) for k in ks) + offchip_ms(static, fit, precision)
+
+
+def estimate(static: StaticProfile, profile: Profile, fit: DeviceFit) -> dict:
+    """The fitted estimate per precision, for one thread and for all the device's cores."""
+    ks = kernels(static)
+    cores = default_threads(profile, fit)
+    threads = sorted({1, cores}) if fit.threads_apply else [1]
+    by_threads = {str(n): {p: total_ms(ks, static, profile, fit, p, n) for p in ("fp32", "fp16", "int8")}
+                  for n in threads}
+    rows = [{"kernel": k.name, "kind": k.kind, "fused": list(k.members[1:]),
+             "estimate_ms": kernel_ms(k, profile, fit, "fp32", cores)} for k in ks]
+    return {"total_ms": by_threads[str(cores)], "by_threads": by_threads, "threads": cores, "kernels": rows,
+            "basis": basis(fit)}
+
+
+def describe(basis: dict) -> str:
+    """One line for reports: where the estimate's numbers come from and how far off to expect it."""
+    if basis.get("basis") in ("published", "calibrated"):
+        err = basis.get("expected_error") or 0
+        return (f"{basis['basis']} device model fitted on {basis['fitted_on']} ({basis['fitted_at']}); validated on "
+                f"{basis['validated_on']}: {basis['within_1_5x']} within 1.5x, typical error {err:.2f}x")
+    return basis.get("method", "")
+
+
+def with_fit(roofline: dict, static: StaticProfile, profile: Profile) -> dict:
+    """The roofline estimate, with the totals replaced by the device model's where the profile
+    has one (the roofline's per-op rows stay: they say which ops are compute- or memory-bound)."""
+    fit = profile.estimator.fit
+    if fit is None:
+        return roofline | {"basis": {"method": "roofline scaled by this host's measured efficiency per op class "
+                                               "(no fitted device model in this profile: run edgekit calibrate)",
+                                     "basis": "host-scaled"}}
+    fitted = estimate(static, profile, fit)
+    return roofline | {"roofline_total_ms": roofline["total_ms"], "total_ms": fitted["total_ms"],
+                       "by_threads": fitted["by_threads"], "threads": fitted["threads"], "basis": fitted["basis"],
+                       "assumptions": [describe(fitted["basis"]), *roofline["assumptions"][:1]]}
+
+
+def basis(fit: DeviceFit) -> dict:
+    return {"method": "fitted device model (edgekit.profile.fitted)", "basis": fit.basis, "fitted_on": fit.fitted_on,
+            "validated_on": fit.validated_on, "fitted_at": fit.fitted_at, "expected_error": fit.expected_error,
+            "within_1_5x": fit.within_1_5x}
+
+
+# ---- fitting --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Observation:
+    """A measured latency of a known graph on the device: a published row or a microbenchmark."""
+
+    label: str
+    static: StaticProfile
+    precision: str  # fp32, fp16, int8
+    threads: int
+    ms: float
+
+
+def ratio(obs: Observation, profile: Profile, fit: DeviceFit, ks: Optional[list[Kernel]] = None) -> float:
+    est = total_ms(ks if ks is not None else kernels(obs.static), obs.static, profile, fit, obs.precision, obs.threads)
+    return est / obs.ms
+
+
+def fit_device(observations: list[Observation], profile: Profile, start: DeviceFit,
+               free: tuple[str, ...], tie: tuple[str, ...] = ()) -> DeviceFit:
+    """Least squares on log(estimate / measured) over ``free`` parameters (in log space: all
+    positive), from ``start``; scipy's trust-region reflective solver within BOUNDS. ``tie``
+    names efficiencies that follow the first free one (an accelerator with one engine for all
+    kernel kinds), so that few rows fit few parameters."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    cached = [(o, kernels(o.static)) for o in observations]
+
+    def unpack(x):
+        values = {name: math.exp(v) for name, v in zip(free, x)}
+        values.update({name: values[free[0]] for name in tie})
+        return start.with_values(values)
+
+    def residuals(x):
+        fit = unpack(x)
+        return np.array([math.log(ratio(o, profile, fit, ks)) for o, ks in cached])
+
+    x0 = [math.log(min(max(getattr(start, n), BOUNDS[n][0] * 1.01), BOUNDS[n][1] * 0.99)) for n in free]
+    lower = [math.log(BOUNDS[n][0]) for n in free]
+    upper = [math.log(BOUNDS[n][1]) for n in free]
+    result = least_squares(residuals, x0, bounds=(lower, upper), x_scale=1.0, loss="soft_l1", f_scale=0.2)
+    return unpack(result.x)
+
+
+def score(observations: list[Observation], profile: Profile, fit: DeviceFit) -> dict:
+    ratios = [ratio(o, profile, fit) for o in observations]
+    worst = [max(r, 1 / r) for r in ratios]
+    within = sum(w <= 1.5 for w in worst)
+    geo = math.exp(sum(math.log(w) for w in worst) / len(worst)) if worst else 0.0
+    return {"ratios": ratios, "within_1_5x": within, "rows": len(ratios), "geomean_error": geo,
+            "worst": max(worst) if worst else 0.0}
