@@ -8,7 +8,7 @@ STAMP := $(VENV)/.edgekit-installed
 # The CPU build of torch lies on this machine's disk; constraints.txt pins it (see the file).
 INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test bench install clean wheel
+.PHONY: demo test test-arm64 bench install clean wheel
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(PY) -m pytest -q -ra
+
+# The device side on ARM64 under QEMU (root on x86_64 Debian): the Pi install script, the runtime,
+# its fallback chain, the log store and sync, on emulated Cortex-A72 and Cortex-A76.
+test-arm64: $(STAMP)
+	$(PY) tests/arm64/run_arm64.py
 
 # Performance goals: every script in benchmarks/ measured side by side, one summary table.
 bench: $(STAMP)

@@ -1,0 +1,160 @@
+"""`make test-arm64`: edgekit's device side on ARM64 under QEMU, without a device.
+
+Builds (or reuses) the cached ARM64 Debian root, installs edgekit into it with
+targets/raspberrypi/install.sh exactly as on a Pi (runtime only, no torch), then on an emulated
+Cortex-A72 (Pi 4: no sdot, no fp16) and Cortex-A76 (Pi 5: both) runs `edgekit run` on the digits
+bundle, the runtime's fallback chain, the log store and a sync to a collector on this host's
+loopback (device_checks.py). Needs root on x86_64 Debian/Ubuntu; exits 1 on any failure.
+
+    .venv/bin/python tests/arm64/run_arm64.py [--bundle digits.ekb] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_IN_ROOT = "/opt/edgekit-venv"
+SRC_IN_ROOT = "/opt/edgekit-src"
+WORK_IN_ROOT = "/opt/edgekit-work"
+
+
+def log(msg: str) -> None:
+    print(f"[arm64 {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def checkout_files() -> list[str]:
+    """What a clone of this checkout holds (tracked and new files, never ignored build output)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                         check=True).stdout
+    return [f for f in out.decode().split("\0") if f and (ROOT / f).is_file()]
+
+
+def copy_checkout(dest: Path) -> None:
+    shutil.rmtree(dest, ignore_errors=True)
+    for rel in checkout_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+
+
+def host_edgekit() -> str:
+    return str(Path(sys.executable).with_name("edgekit"))
+
+
+def build_bundle(out_dir: Path) -> Path:
+    log("building the digits bundle on this host (edgekit optimize --target raspberrypi --package)")
+    out = out_dir / "digits"
+    subprocess.run([host_edgekit(), "optimize", "--target", "raspberrypi", "--out", str(out), "--package",
+                    "--time-budget", "1"], check=True, capture_output=True, text=True)
+    return out.with_suffix(".ekb")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_collector(workdir: Path) -> tuple[subprocess.Popen, str, Path]:
+    db = f"sqlite:///{workdir / 'collector.db'}"
+    token = workdir / "collector.token"
+    added = subprocess.run([host_edgekit(), "collector", "add-device", "arm64-pi", "--db", db], capture_output=True,
+                           text=True, check=True)
+    token.write_text(added.stdout.strip().splitlines()[-1] + "\n")
+    port = free_port()
+    proc = subprocess.Popen([host_edgekit(), "collector", "serve", "--db", db, "--port", str(port),
+                             "--store", str(workdir / "bundles"), "--decide-every", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/v1/health", timeout=1)
+            return proc, url, token
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the collector on loopback did not start")
+
+
+def stored_records(workdir: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(workdir / "collector.db") as db:
+        return db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, help="a digits bundle (default: build one here)")
+    parser.add_argument("--cpus", default="cortex-a72,cortex-a76")
+    args = parser.parse_args()
+
+    from edgekit.emulation import entered
+
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgekit-arm64-") as tmp:
+        tmp = Path(tmp)
+        bundle = args.bundle or build_bundle(tmp)
+        collector, url, token = start_collector(tmp)
+        try:
+            with entered(log=log) as root:
+                src, work = root.path(SRC_IN_ROOT), root.path(WORK_IN_ROOT)
+                copy_checkout(src)
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                shutil.copy(bundle, work / "digits.ekb")
+                shutil.copy(ROOT / "targets/raspberrypi/sample_digits.npz", work / "sample_digits.npz")
+                shutil.copy(token, work / "collector.token")
+                log("installing edgekit with targets/raspberrypi/install.sh (as on a Pi; pip under emulation)")
+                t = time.monotonic()
+                done = root.run(["bash", f"{SRC_IN_ROOT}/targets/raspberrypi/install.sh", "--venv", VENV_IN_ROOT],
+                                check=False, timeout=1800)
+                print(done.stdout[-2000:], done.stderr[-2000:], sep="\n", flush=True)
+                if done.returncode:
+                    log(f"FAIL: the Pi install script failed (exit {done.returncode})")
+                    return 1
+                log(f"installed in {time.monotonic() - t:.0f} s")
+                failures = 0
+                for cpu in args.cpus.split(","):
+                    before = stored_records(tmp)
+                    log(f"emulated {cpu}: edgekit run on the digits bundle")
+                    ran = root.run([f"{VENV_IN_ROOT}/bin/edgekit", "run", f"{WORK_IN_ROOT}/digits.ekb", "--json"],
+                                   cpu=cpu, check=False)
+                    ok = ran.returncode == 0 and '"active_variant"' in ran.stdout
+                    print(f"{'PASS' if ok else 'FAIL'} edgekit run: exit {ran.returncode} "
+                          f"{(ran.stderr or '').strip()[-300:]}", flush=True)
+                    failures += not ok
+                    log(f"emulated {cpu}: runtime, fallback chain, log store, sync to {url}")
+                    checks = root.run([f"{VENV_IN_ROOT}/bin/python", f"{SRC_IN_ROOT}/tests/arm64/device_checks.py",
+                                       "--bundle", f"{WORK_IN_ROOT}/digits.ekb",
+                                       "--samples", f"{WORK_IN_ROOT}/sample_digits.npz", "--collector", url,
+                                       "--token-file", f"{WORK_IN_ROOT}/collector.token", "--workdir", WORK_IN_ROOT,
+                                       "--tag", cpu], cpu=cpu, check=False)
+                    print(checks.stdout, checks.stderr[-1500:] if checks.returncode else "", sep="", flush=True)
+                    failures += checks.returncode != 0
+                    arrived = stored_records(tmp) - before
+                    ok = arrived == 16
+                    print(f"{'PASS' if ok else 'FAIL'} collector on the host stored {arrived} of the 16 records "
+                          f"shipped from emulated {cpu}", flush=True)
+                    failures += not ok
+        finally:
+            collector.terminate()
+            collector.wait(10)
+    log(f"{'FAILED' if failures else 'passed'} in {time.monotonic() - start:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
