@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from ..devices.profile import Profile
 
-ASSUMPTION = ("estimate: the candidate's host latency scaled by target/host latency of the per-op roofline "
+ASSUMPTION = ("estimate: where the target profile has a fitted device model (edgekit.profile.fitted), that "
+              "model's latency for the candidate's compute precision, scaled among candidates of one precision "
+              "by their host timings; otherwise the candidate's host latency scaled by target/host latency of the "
+              "per-op roofline "
               "(edgekit profile: FLOPs and bytes per op against each device's peaks and bandwidth, divided "
               "by this host's measured efficiency per op class); without an ONNX graph, by the ratio of peak "
               "rates for the compute precision, floored by the time to stream the weights")
