@@ -91,3 +91,25 @@ def collector(db_url: str, *extra: str):
     finally:
         proc.terminate()
         proc.wait()
+
+
+@contextlib.contextmanager
+def agent(token_file, storage):
+    """`edgekit agent serve` in its own process on a free loopback port, with a new token: yields its URL."""
+    subprocess.run([sys.executable, "-m", "edgekit", "agent", "token", str(token_file)], check=True,
+                   stdout=subprocess.DEVNULL)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "agent", "serve", "--port", str(port), "--token-file",
+                             str(token_file), "--storage", str(storage)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(400):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the agent exited with {proc.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()

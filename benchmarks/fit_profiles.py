@@ -25,19 +25,21 @@ from _common import print_table  # noqa: E402
 MARKER = "# ---- fitted by benchmarks/fit_profiles.py: do not edit by hand below this line ----"
 
 # What each device's fit may move (the rest keeps DeviceFit's defaults or the start values): a
-# device with few rows gets few free parameters; accelerators tie their kernel kinds together.
-CPU_FREE = ("conv", "depthwise", "gemm", "half_mflops", "overhead_us", "parallel")
+# device with few rows gets few free parameters; tied parameters follow the first free one (the
+# published CNNs have too little element-wise work to fit its efficiency apart from conv's;
+# accelerators run every kernel kind on one engine).
+CPU_FREE = ("conv", "depthwise", "gemm", "memory", "half_mflops", "overhead_us", "parallel")
 PLANS = {
-    "raspberrypi4": {"free": CPU_FREE + ("int8_speedup",), "start": {}},
+    "raspberrypi4": {"free": CPU_FREE + ("int8_speedup",), "tie": ("elementwise",), "start": {}},
     # No trustworthy int8 rows (see latencies.EXCLUDED): int8 at half the sdot peak, i.e. 2x fp32.
-    "raspberrypi5": {"free": CPU_FREE, "start": {"int8_speedup": 0.5},
+    "raspberrypi5": {"free": CPU_FREE, "tie": ("elementwise",), "start": {"int8_speedup": 0.5},
                      "note": "int8_speedup 0.5 is a prior, not fitted (no trustworthy int8 rows)"},
-    "android-arm64": {"free": CPU_FREE, "start": {"best_threads": 4}},
+    "android-arm64": {"free": CPU_FREE, "tie": ("elementwise",), "start": {"best_threads": 4}},
     # The Dev Board's Edge TPU hangs off one PCIe Gen2 lane: parameters beyond its 8 MB stream at
     # ~0.5 GB/s (a spec, not fitted: no fit row exceeds 8 MB).
-    "coral-edgetpu": {"free": ("conv", "overhead_us"), "tie": ("depthwise", "gemm"),
+    "coral-edgetpu": {"free": ("conv", "overhead_us"), "tie": ("depthwise", "gemm", "elementwise"),
                       "start": {"threads_apply": False, "onchip_mb": 8.0, "offchip_gbs": 0.5}},
-    "jetson-nano": {"free": ("conv", "overhead_us"), "tie": ("depthwise", "gemm"),
+    "jetson-nano": {"free": ("conv", "overhead_us"), "tie": ("depthwise", "gemm", "elementwise"),
                     "start": {"threads_apply": False}},
 }
 

@@ -106,6 +106,20 @@ def test_survives_a_client_that_disconnects_mid_run(agent, tiny_onnx):
     assert result["results"][0]["label"] == "tiny.onnx"
 
 
+def test_a_thread_sweep_names_every_row_by_its_own_file(agent, tiny_onnx, tmp_path):
+    from tests.conftest import make_tiny_onnx
+
+    url, token_file, _ = agent
+    other = make_tiny_onnx(tmp_path / "other.onnx", batch=1)  # other content, other sha
+    result = remote_bench(url, token_file, [str(tiny_onnx), str(other)], BenchOptions(threads=[1, 2], **FAST))
+    shas = {"tiny.onnx": hashlib.sha256(tiny_onnx.read_bytes()).hexdigest(),
+            "other.onnx": hashlib.sha256(other.read_bytes()).hexdigest()}
+    rows = {(r["label"], r["threads"]): r for r in result["results"]}
+    assert set(rows) == {("tiny.onnx [t1]", 1), ("tiny.onnx [t2]", 2), ("other.onnx [t1]", 1), ("other.onnx [t2]", 2)}
+    for (label, _), row in rows.items():
+        assert row["sha256"] == shas[label.split(" ")[0]] and row["artifact"] == label.split(" ")[0]
+
+
 def test_remote_bench_end_to_end_and_content_addressing(agent, tiny_onnx):
     url, token_file, server = agent
     result = remote_bench(url, token_file, [str(tiny_onnx), str(tiny_onnx)], BenchOptions(**FAST))

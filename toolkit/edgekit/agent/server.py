@@ -257,9 +257,14 @@ class Handler(BaseHTTPRequestHandler):
         options.min_seconds = min(options.min_seconds, cap)
         options.warmup_s = min(options.warmup_s, cap / 10)
         result = run_bench([str(p) for p in paths], options)
-        for row, label in zip(result["results"], labels):
-            row["artifact"] = label or row["artifact"]
-            row["label"] = label or row["label"]
+        # One row per artifact x threads x batch: name each by the client's label for its file
+        # (zipping rows with labels mislabelled every row after the first of a sweep).
+        by_path = {str(p): label for p, label in zip(paths, labels)}
+        for row in result["results"]:
+            label = by_path.get(row["artifact"])
+            if label:
+                suffix = row["label"][len(Path(row["artifact"]).name):]  # " [t2 b8]" of a sweep
+                row["artifact"], row["label"] = label, label + suffix
         result["device"] = f"agent on {result['environment']['hostname']}"
         return result
 

@@ -23,6 +23,18 @@ def _temperature_c() -> float | None:
     return None
 
 
+def last_level_cache_mb() -> float | None:
+    """The largest data cache a core sees (sysfs), in MB: weights beyond it stream from DRAM."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        kind, size = _read(str(index / "type")), _read(str(index / "size"))
+        if kind in ("Unified", "Data") and size and size[:-1].isdigit():
+            scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(size[-1])
+            if scale:
+                sizes.append(int(size[:-1]) * scale)
+    return max(sizes) if sizes else None
+
+
 def environment() -> dict:
     from ..devices.host import _cpuinfo, _flags, _max_ghz, available_cores
 
@@ -38,7 +50,7 @@ def environment() -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "cpu_model": info.get("model name") or info.get("Hardware") or info.get("CPU part") or platform.processor(),
         "cpu_flags": list(_flags(info)), "cores": available_cores(), "logical_cpus": os.cpu_count(),
-        "max_ghz": round(_max_ghz(info), 2),
+        "max_ghz": round(_max_ghz(info), 2), "cache_mb": last_level_cache_mb(),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cur_mhz": (int(_read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq") or 0) // 1000) or None,
         "temperature_c": _temperature_c(),

@@ -10,6 +10,7 @@ from .. import __version__
 from .common import EdgekitGroup
 from .agent_cmd import agent
 from .bench_cmd import bench_cmd
+from .calibrate_cmd import calibrate_cmd
 from .inspect_cmd import inspect_model
 from .loop_cmd import label, loop
 from .monitor_cmd import monitor
@@ -52,6 +53,7 @@ main.add_command(quantize_cmd)
 main.add_command(bench_cmd)
 main.add_command(agent)
 main.add_command(profile_cmd)
+main.add_command(calibrate_cmd)
 main.add_command(package_cmd)
 main.add_command(run_cmd)
 main.add_command(serve_cmd)

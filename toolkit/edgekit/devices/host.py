@@ -117,24 +117,35 @@ def _runtimes() -> tuple[str, ...]:
 
 def host_profile() -> Profile:
     info = _cpuinfo()
-    arch = platform.machine() or "x86_64"
+    return profile_from_environment({
+        "machine": platform.machine(), "cpu_model": info.get("model name") or info.get("CPU part") or "",
+        "cpu_flags": list(_flags(info)), "cores": available_cores(), "max_ghz": _max_ghz(info),
+        "ram_mb": _ram_mb()}, runtimes=_runtimes())
+
+
+def profile_from_environment(env: dict, runtimes: tuple[str, ...] = ("onnxruntime-cpu",), profile_id: str = "host",
+                             where: str = "read at run time") -> Profile:
+    """A profile of a machine from what edgekit's benchmark environment reports about it (this
+    host, or a device through its agent): arch, CPU flags, cores and clock give the peaks."""
+    arch = env.get("machine") or "x86_64"
     arch = {"arm64": "aarch64", "AMD64": "x86_64"}.get(arch, arch)
-    flags = _flags(info)
-    cores, ghz = available_cores(), _max_ghz(info)
+    flags = tuple(env.get("cpu_flags") or ())
+    cores, ghz = int(env.get("cores") or 1), float(env.get("max_ghz") or 1.0)
+    model = env.get("cpu_model") or arch
     return Profile(
-        id="host",
-        name=f"this machine ({info.get('model name') or info.get('CPU part') or arch})",
-        aliases=("local", "this"),
+        id=profile_id,
+        name=f"this machine ({model})" if profile_id == "host" else model,
+        aliases=("local", "this") if profile_id == "host" else (),
         arch=arch if arch in ("aarch64", "armv7l", "x86_64") else "x86_64",
-        cpu=Cpu(core=info.get("model name", arch), cores=cores, max_ghz=round(ghz, 2), isa=flags),
-        memory=Memory(ram_mb=_ram_mb(), bandwidth_gbs=_ASSUMED_BANDWIDTH_GBS.get(arch, 10.0)),
-        runtimes=_runtimes(),
+        cpu=Cpu(core=model, cores=cores, max_ghz=round(ghz, 2), isa=flags),
+        memory=Memory(ram_mb=int(env.get("ram_mb") or 1024), bandwidth_gbs=_ASSUMED_BANDWIDTH_GBS.get(arch, 10.0)),
+        runtimes=runtimes,
         precisions=_precisions(arch, flags),
         constraints=Constraints(),
         estimator=_peaks(arch, flags, cores, ghz),
         sources=(
-            Source("CPU model, flags and clock", "/proc/cpuinfo and cpufreq, read at run time"),
-            Source("cores", "sched_getaffinity (the cores this process may use)"),
+            Source("CPU model, flags and clock", f"/proc/cpuinfo and cpufreq, {where}"),
+            Source("cores", "sched_getaffinity (the cores the process may use)"),
             Source("RAM", "/proc/meminfo"),
         ),
         notes=(

@@ -94,12 +94,17 @@ class DeviceFit:
     conv: float = 0.5  # share of the per-core peak that large dense convolutions reach
     depthwise: float = 0.15
     gemm: float = 0.5
-    memory: float = 0.5  # share of the memory bandwidth that memory-bound kernels reach
+    memory: float = 0.5  # share of the memory bandwidth that memory-bound kernels reach on every core
+    elementwise: float = 0.5  # share of the peak that element-wise and normalisation arithmetic reaches
     half_mflops: float = 1.0  # a kernel with this many MFLOPs per thread reaches half its kind's efficiency
-    overhead_us: float = 10.0  # fixed cost per kernel: dispatch, thread barrier
+    overhead_us: float = 10.0  # fixed cost per kernel: dispatch
+    sync_us: float = 0.0  # extra cost per kernel per additional thread: waking and joining the pool
+    call_us: float = 0.0  # fixed cost per inference: the runtime call, binding inputs, allocating outputs
     parallel: float = 0.9  # Amdahl: share of a kernel's work that scales with threads
     int8_speedup: float = 1.0  # int8 conv/gemm rate over the profile's int8 peak (1 = peak ratio holds)
     fp16_speedup: float = 1.0
+    cache_mb: float = 0.0  # last-level cache: a model whose weights exceed it streams them from DRAM (0: not modelled)
+    dram: float = 0.5  # share of the bandwidth that streaming weights reaches, on every core
     onchip_mb: float = 0.0  # parameters an accelerator keeps on chip (Edge TPU: 8 MB); 0 = none
     offchip_gbs: float = 1.0  # how fast the rest is streamed in, per inference
     threads_apply: bool = True  # False for accelerators: one engine, no CPU threads
@@ -128,7 +133,8 @@ class DeviceFit:
 
 
 def _toml_str(value: str) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,36 @@ class Profile:
     def gpu_onnx(self) -> bool:
         """onnxruntime runs here on CUDA or TensorRT."""
         return any(r in ("onnxruntime-cuda", "onnxruntime-tensorrt") for r in self.runtimes)
+
+    def to_toml(self) -> str:
+        """The profile as a TOML file that load_profile_file reads back to an equal Profile."""
+
+        def value(v) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (int, float)):
+                return repr(v)
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return _toml_str(v)
+
+        def table(obj) -> list[str]:
+            return [f"{k} = {value(v)}" for k, v in asdict(obj).items() if v is not None]
+
+        lines = [f"id = {value(self.id)}", f"name = {value(self.name)}", f"aliases = {value(self.aliases)}",
+                 f"arch = {value(self.arch)}", f"runtimes = {value(self.runtimes)}",
+                 f"precisions = {value(self.precisions)}", f"notes = {value(self.notes)}",
+                 "", "[cpu]", *table(self.cpu), "", "[memory]", *table(self.memory),
+                 "", "[constraints]", *table(self.constraints), "", "[estimator]",
+                 *(f"{k} = {value(getattr(self.estimator, k))}"
+                   for k in ("peak_gflops_fp32", "peak_gflops_fp16", "peak_gops_int8"))]
+        for acc in self.accelerators:
+            lines += ["", "[[accelerators]]", *table(acc)]
+        for src in self.sources:
+            lines += ["", "[[sources]]", *table(src)]
+        if self.estimator.fit is not None:
+            lines += ["", "[estimator.fit]", self.estimator.fit.to_toml()]
+        return "\n".join(lines) + "\n"
 
     @property
     def ridge_point_fp32(self) -> float:

@@ -7,7 +7,8 @@ effects, with a handful of parameters per device fitted to published latencies
 (benchmarks/fit_profiles.py) or to microbenchmarks run on the device itself (`edgekit calibrate`):
 
     kernel time = max(FLOPs / (peak per core x speed-up(threads) x efficiency(kind, size) x precision),
-                      bytes / (bandwidth x memory efficiency)) + overhead
+                      bytes / (bandwidth x memory efficiency)) + overhead + sync x (threads - 1)
+    + per inference: the runtime call's fixed cost
     efficiency(kind, size) = efficiency(kind) x work / (work + half_mflops), work = MFLOPs per thread
     speed-up(n) = 1 / ((1 - parallel) + parallel / n)                      (Amdahl)
     + for an accelerator with on-chip parameter memory: weights beyond it streamed per inference
@@ -29,13 +30,16 @@ from .static import StaticProfile
 KINDS = ("conv", "depthwise", "gemm")  # compute kernels with their own efficiency; the rest is memory
 FUSED_INTO_PRODUCER = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "BatchNormalization",
                        "PRelu", "Identity", "Dropout"}
-PARAMETERS = ("conv", "depthwise", "gemm", "memory", "half_mflops", "overhead_us", "parallel", "int8_speedup",
-              "fp16_speedup", "offchip_gbs")
+PARAMETERS = ("conv", "depthwise", "gemm", "memory", "elementwise", "half_mflops", "overhead_us", "sync_us", "call_us",
+              "parallel",
+              "int8_speedup", "fp16_speedup", "offchip_gbs", "dram")
 # Bounds for fitting: efficiencies are shares of the direct-convolution peak, and may exceed 1 where
-# a runtime computes 3x3 convolutions with Winograd (ncnn, XNNPACK: 2.25-4x fewer multiplies);
-# the rest are physically plausible ranges.
-BOUNDS = {"conv": (0.01, 4.0), "depthwise": (0.002, 4.0), "gemm": (0.01, 4.0), "memory": (0.02, 1.0),
-          "half_mflops": (0.001, 500.0), "overhead_us": (0.05, 2000.0), "parallel": (0.01, 0.999),
+# a runtime computes 3x3 convolutions with Winograd (ncnn's F(6,3): up to 5x fewer multiplies);
+# ``memory`` is a share of the profile's DRAM bandwidth and may exceed 1 where working sets stay in
+# the caches (a 256 KB tensor on a 32 MB L3); the rest are physically plausible ranges.
+BOUNDS = {"conv": (0.01, 6.0), "depthwise": (0.002, 6.0), "gemm": (0.01, 6.0), "memory": (0.02, 20.0),
+          "elementwise": (0.001, 4.0), "dram": (0.01, 4.0),
+          "half_mflops": (0.001, 500.0), "overhead_us": (0.05, 2000.0), "sync_us": (0.01, 500.0), "call_us": (0.01, 5000.0), "parallel": (0.01, 0.999),
           "int8_speedup": (0.1, 4.0), "fp16_speedup": (0.1, 4.0), "offchip_gbs": (0.01, 100.0)}
 
 
@@ -87,7 +91,10 @@ def kernels(static: StaticProfile) -> list[Kernel]:
                 k["members"].append(node.name)
                 owner[node.name] = head
                 continue
-        merged[node.name] = {"kind": _kind(node), "flops": float(node.flops), "weight_bytes": float(node.weight_bytes),
+        weights = float(node.weight_bytes)
+        if node.op_type == "Gather" and not node.macs:  # an embedding lookup reads rows, not the table
+            weights = float(node.bytes_written)
+        merged[node.name] = {"kind": _kind(node), "flops": float(node.flops), "weight_bytes": weights,
                              "activation_bytes": float(max(node.bytes_read + node.bytes_written - node.weight_bytes,
                                                            0)),
                              "members": [node.name]}
@@ -113,7 +120,10 @@ def _peak_gflops(profile: Profile, precision: str, kind: str) -> float:
 
 
 def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str = "fp32",
-              threads: Optional[int] = None) -> float:
+              threads: Optional[int] = None, streamed: bool = False) -> float:
+    """One kernel's time; ``streamed``: the model's weights exceed the cache, so this kernel's
+    come from DRAM on every inference, and that transfer is not hidden behind the arithmetic
+    (a packed GEMM waits for its panels)."""
     n = max(1, threads or default_threads(profile, fit)) if fit.threads_apply else 1
     cores = profile.cpu.cores if fit.threads_apply else 1
     n = min(n, cores)
@@ -126,12 +136,18 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
         weights, activations = weights / 4, activations / 2
     if fit.onchip_mb:  # parameters and activations stay on the accelerator's chip (Edge TPU);
         weights = activations = 0.0  # parameters beyond its memory are charged per model
-    memory_s = (weights + activations) / (profile.memory.bandwidth_gbs * 1e9 * fit.memory)
+    # One thread draws its share of the bandwidth: the full figure takes every core (a single
+    # core cannot saturate the memory system on any of these devices).
+    share = speedup / (1.0 / ((1.0 - fit.parallel) + fit.parallel / cores))
+    bandwidth = profile.memory.bandwidth_gbs * 1e9 * share
+    stream_s = weights / (bandwidth * fit.dram) if streamed else 0.0
+    memory_s = (activations + (0.0 if streamed else weights)) / (bandwidth * fit.memory)
     compute_s = 0.0
     if kernel.flops:
         if kernel.kind == "memory":
-            # element-wise work at the fp32 rate with the conv efficiency, rarely the bound
-            rate = _peak_gflops(profile, "fp32", "memory") / cores * speedup * fit.conv * 1e9
+            # element-wise, normalisation and transcendental arithmetic: scalar-ish code, far
+            # from the matmul peak (LayerNorm, Softmax and Erf are compute-bound on a CPU)
+            rate = _peak_gflops(profile, "fp32", "memory") / cores * speedup * fit.elementwise * 1e9
         else:
             per_thread_mflops = kernel.flops / n / 1e6
             size = per_thread_mflops / (per_thread_mflops + fit.half_mflops)
@@ -139,7 +155,7 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
             rate = _peak_gflops(profile, precision, kernel.kind) / cores * speedup * getattr(fit, kernel.kind) \
                 * size * factor * 1e9
         compute_s = kernel.flops / rate
-    return (max(compute_s, memory_s) + fit.overhead_us * 1e-6) * 1000.0
+    return (max(compute_s, memory_s) + stream_s + (fit.overhead_us + fit.sync_us * (n - 1)) * 1e-6) * 1000.0
 
 
 def offchip_ms(static: StaticProfile, fit: DeviceFit, precision: str) -> float:
@@ -152,9 +168,19 @@ def offchip_ms(static: StaticProfile, fit: DeviceFit, precision: str) -> float:
     return beyond / (fit.offchip_gbs * 1e9) * 1000.0
 
 
+def streams_weights(static: StaticProfile, fit: DeviceFit, precision: str) -> bool:
+    """Whether the model's weights in ``precision`` exceed the device's last-level cache."""
+    if not fit.cache_mb or fit.onchip_mb:
+        return False
+    scale = {"int8": 0.25, "fp16": 0.5}.get(precision, 1.0)
+    return sum(n.weight_bytes for n in static.nodes) * scale > fit.cache_mb * 1e6
+
+
 def total_ms(ks: Iterable[Kernel], static: StaticProfile, profile: Profile, fit: DeviceFit, precision: str,
              threads: Optional[int] = None) -> float:
-    return sum(kernel_ms(k, profile, fit, precision, threads) for k in ks) + offchip_ms(static, fit, precision)
+    streamed = streams_weights(static, fit, precision)
+    return (sum(kernel_ms(k, profile, fit, precision, threads, streamed) for k in ks)
+            + offchip_ms(static, fit, precision) + fit.call_us / 1000.0)
 
 
 def estimate(static: StaticProfile, profile: Profile, fit: DeviceFit) -> dict:
@@ -164,8 +190,9 @@ def estimate(static: StaticProfile, profile: Profile, fit: DeviceFit) -> dict:
     threads = sorted({1, cores}) if fit.threads_apply else [1]
     by_threads = {str(n): {p: total_ms(ks, static, profile, fit, p, n) for p in ("fp32", "fp16", "int8")}
                   for n in threads}
+    streamed = streams_weights(static, fit, "fp32")
     rows = [{"kernel": k.name, "kind": k.kind, "fused": list(k.members[1:]),
-             "estimate_ms": kernel_ms(k, profile, fit, "fp32", cores)} for k in ks]
+             "estimate_ms": kernel_ms(k, profile, fit, "fp32", cores, streamed)} for k in ks]
     return {"total_ms": by_threads[str(cores)], "by_threads": by_threads, "threads": cores, "kernels": rows,
             "basis": basis(fit)}
 
@@ -237,11 +264,18 @@ def fit_device(observations: list[Observation], profile: Profile, start: DeviceF
         fit = unpack(x)
         return np.array([math.log(ratio(o, profile, fit, ks)) for o, ks in cached])
 
-    x0 = [math.log(min(max(getattr(start, n), BOUNDS[n][0] * 1.01), BOUNDS[n][1] * 0.99)) for n in free]
     lower = [math.log(BOUNDS[n][0]) for n in free]
     upper = [math.log(BOUNDS[n][1]) for n in free]
-    result = least_squares(residuals, x0, bounds=(lower, upper), x_scale=1.0, loss="soft_l1", f_scale=0.2)
-    return unpack(result.x)
+    best = None
+    # Several starts (efficiencies as given, three times higher, three times lower): the
+    # parameters trade off against each other, and one start can stop in a poor local minimum.
+    for scale in (1.0, 3.0, 1 / 3):
+        x0 = [math.log(min(max(getattr(start, n) * (scale if n in KINDS + ("memory", "elementwise") else 1.0),
+                               BOUNDS[n][0] * 1.01), BOUNDS[n][1] * 0.99)) for n in free]
+        result = least_squares(residuals, x0, bounds=(lower, upper), x_scale=1.0, loss="soft_l1", f_scale=0.2)
+        if best is None or result.cost < best.cost:
+            best = result
+    return unpack(best.x)
 
 
 def score(observations: list[Observation], profile: Profile, fit: DeviceFit) -> dict:

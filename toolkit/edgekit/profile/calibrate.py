@@ -1,0 +1,320 @@
+"""`edgekit calibrate`: fit a device model to microbenchmarks run on the device through its agent.
+
+The suite is small ONNX graphs built here with onnx.helper (no torch): chains of one kernel kind
+at several sizes (dense 3x3 and 1x1 convolutions, depthwise convolutions, matmuls, element-wise
+and normalisation ops, a chain of tiny ops for the per-kernel cost), in fp32 and, for the
+convolutions and matmuls, int8 (onnxruntime's static QDQ quantisation). They are benchmarked on
+the device with 1 thread and all its cores, interleaved, by the agent `edgekit bench --device`
+uses; edgekit.profile.fitted fits the device model to the medians, and the result is written as a
+profile (the base profile's facts, the device's own fitted model) that `--target ./board.toml`
+uses. Chains, not single ops: a runtime's per-session cost would otherwise dominate small kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..devices.profile import DeviceFit, Profile
+
+CHAIN = 4  # identical kernels per graph
+FREE = ("conv", "depthwise", "gemm", "memory", "elementwise", "half_mflops", "overhead_us", "call_us", "parallel")
+
+
+@dataclass(frozen=True)
+class Micro:
+    label: str
+    kind: str
+    proto: object  # onnx.ModelProto
+    int8: bool = False  # also benchmarked as a QDQ int8 graph
+
+
+def _graph(label, nodes, inits, x_shape, out_name):
+    """Every chain keeps its input's shape (same padding, square matmuls), so the output has it too."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, label, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, x_shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def _conv_chain(c: int, hw: int, k: int, depthwise: bool = False):
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(c * 1000 + hw)
+    nodes, inits, x = [], [], "x"
+    for i in range(CHAIN):
+        shape = (c, 1, k, k) if depthwise else (c, c, k, k)
+        scale = 1.0 / np.sqrt(np.prod(shape[1:]))
+        w = numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), f"w{i}")
+        b = numpy_helper.from_array(np.zeros(c, np.float32), f"b{i}")
+        inits += [w, b]
+        nodes += [helper.make_node("Conv", [x, w.name, b.name], [f"c{i}"], pads=[k // 2] * 4,
+                                   group=c if depthwise else 1),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        if i % 2:  # a residual add every second kernel, as in ResNets and MobileNets: runtimes
+            nodes.append(helper.make_node("Add", [f"r{i}", x], [f"s{i}"]))  # change layout around it
+            x = f"s{i}"
+        else:
+            x = f"r{i}"
+    kind = "depthwise" if depthwise else "conv"
+    return _graph(f"{kind}{k}x{k}_c{c}_hw{hw}", nodes, inits, [1, c, hw, hw], x)
+
+
+def _matmul_chain(m: int, k: int):
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(m * 7 + k)
+    nodes, inits, x = [], [], "x"
+    for i in range(CHAIN):
+        w = numpy_helper.from_array((rng.standard_normal((k, k)) / np.sqrt(k)).astype(np.float32), f"w{i}")
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [x, w.name], [f"m{i}"]))
+        x = f"m{i}"
+    return _graph(f"matmul_m{m}_k{k}", nodes, inits, [1, m, k], x)  # batch 1 first, as benchmarks expect
+
+
+def _elementwise_chain(n: int, op: str = "Add", length: int = CHAIN):
+    from onnx import helper, numpy_helper
+
+    nodes, inits, x = [], [], "x"
+    if op == "LayerNormalization":
+        rows, cols = n // 384, 384
+        inits += [numpy_helper.from_array(np.ones(cols, np.float32), "g"),
+                  numpy_helper.from_array(np.zeros(cols, np.float32), "beta")]
+        for i in range(length):
+            nodes.append(helper.make_node("LayerNormalization", [x, "g", "beta"], [f"e{i}"], axis=-1))
+            x = f"e{i}"
+        return _graph(f"layernorm_{rows}x{cols}", nodes, inits, [1, rows, cols], x)
+    inits.append(numpy_helper.from_array(np.full(n, 1e-3, np.float32), "k"))
+    for i in range(length):
+        nodes.append(helper.make_node(op, [x, "k"], [f"e{i}"]))
+        x = f"e{i}"
+    return _graph(f"{op.lower()}_{n}x{length}", nodes, inits, [1, n], x)
+
+
+def _unary_chain(op: str, shape: list[int], **attrs):
+    """Softmax, Erf...: shape-preserving unary ops."""
+    from onnx import helper
+
+    nodes, x = [], "x"
+    for i in range(CHAIN):
+        nodes.append(helper.make_node(op, [x], [f"u{i}"], **attrs))
+        x = f"u{i}"
+    return _graph(f"{op.lower()}_{'x'.join(map(str, shape))}", nodes, [], shape, x)
+
+
+def _batched_matmul_chain(heads: int, m: int, k: int):
+    """Attention-shaped products: [1, heads, m, k] x [1, heads, k, k] (a per-head weight)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(heads * 31 + m)
+    nodes, inits, x = [], [], "x"
+    for i in range(CHAIN):
+        w = numpy_helper.from_array((rng.standard_normal((1, heads, k, k)) / np.sqrt(k)).astype(np.float32), f"w{i}")
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [x, w.name], [f"m{i}"]))
+        x = f"m{i}"
+    return _graph(f"bmm_h{heads}_m{m}_k{k}", nodes, inits, [1, heads, m, k], x)
+
+
+def suite(quick: bool = False) -> list[Micro]:
+    """Sizes from the tiny kernels of a digits CNN to a ResNet stage's; ``quick``: a few of each."""
+    convs = [(4, 8), (8, 14), (16, 8), (32, 8), (16, 56), (32, 28), (64, 28), (128, 14), (256, 7)]
+    points = [(32, 56), (128, 28), (512, 7)]
+    depthwise = [(32, 56), (144, 28), (384, 14), (960, 7)]
+    matmuls = [(1, 64), (1, 256), (16, 384), (128, 384), (1, 1024), (64, 768)]
+    if quick:
+        convs, points, depthwise, matmuls = [(8, 14), (32, 28)], points[:1], depthwise[:2], matmuls[2:4]
+    micros = [Micro(f"conv3x3 c{c} {hw}x{hw}", "conv", _conv_chain(c, hw, 3), int8=(c, hw) in ((32, 28), (128, 14)))
+              for c, hw in convs]
+    micros += [Micro(f"conv1x1 c{c} {hw}x{hw}", "conv", _conv_chain(c, hw, 1), int8=(c, hw) == (128, 28))
+               for c, hw in points]
+    micros += [Micro(f"depthwise3x3 c{c} {hw}x{hw}", "depthwise", _conv_chain(c, hw, 3, depthwise=True))
+               for c, hw in depthwise]
+    micros += [Micro(f"matmul {m}x{k}x{k}", "gemm", _matmul_chain(m, k), int8=(m, k) == (128, 384))
+               for m, k in matmuls]
+    sizes = [4096, 1 << 20] if quick else [4096, 65536, 1 << 20]
+    micros += [Micro(f"add {n}", "memory", _elementwise_chain(n)) for n in sizes]
+    micros += [Micro("layernorm 128x384", "memory", _elementwise_chain(128 * 384, "LayerNormalization"))]
+    micros += [Micro("batched matmul 12x128x32", "gemm", _batched_matmul_chain(12, 128, 32))]
+    if not quick:
+        micros += [Micro("softmax 12x128x128", "memory", _unary_chain("Softmax", [1, 12, 128, 128], axis=-1)),
+                   Micro("erf 128x1536", "memory", _unary_chain("Erf", [1, 128, 1536]))]
+    # (no Transpose chain: onnxruntime cancels or merges consecutive transposes)
+    micros.append(Micro("32 tiny adds", "overhead", _elementwise_chain(16, length=32)))
+    return micros
+
+
+def _quantize(src: Path, dst: Path, proto) -> None:
+    from onnxruntime import quantization as q
+
+    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    import logging
+
+    from .._quiet import quiet
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's quantiser advises pre-processing on the root logger
+    try:
+        with quiet():
+            q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def build(micros: list[Micro], folder: Path, start: int = 0) -> list[tuple[Micro, str, Path]]:
+    """(micro, precision, file) for every graph to benchmark."""
+    import onnx
+
+    files = []
+    for i, micro in enumerate(micros, start):
+        path = folder / f"{i:02d}.onnx"
+        onnx.save(micro.proto, str(path))
+        files.append((micro, "fp32", path))
+        if micro.int8:
+            qpath = folder / f"{i:02d}-int8.onnx"
+            _quantize(path, qpath, micro.proto)
+            files.append((micro, "int8", qpath))
+    return files
+
+
+def base_profile(base: Optional[str], environment: dict) -> Profile:
+    """The profile whose facts (peaks, cores, memory) the fit starts from: ``base`` when given,
+    else one derived from what the agent reported about its CPU."""
+    from ..devices import resolve
+    from ..devices.host import profile_from_environment
+
+    if base:
+        return resolve(base)
+    return profile_from_environment(environment)
+
+
+def observations(files, results: dict[str, dict]):
+    from .fitted import Observation
+    from .static import analyse
+
+    statics = {}
+    obs = []
+    for micro, precision, path in files:
+        static = statics.setdefault(micro.label, analyse(micro.proto))
+        for threads, ms in results[str(path)].items():
+            obs.append(Observation(f"{micro.label} {precision} {threads}T", static, precision, threads, ms))
+    return obs
+
+
+def measure(url: str, token_file: Path, paths: list[Path], threads: list[int], seconds: float,
+            progress: Callable[[str], None], rounds: int = 2) -> tuple[dict, dict]:
+    """{file: {threads: median ms}} through the agent, and the agent's environment.
+
+    Each (graph, threads) runs alone in one continuous loop, as an app runs its model: absolute
+    times are what is fitted, and interleaving several multi-threaded sessions (which edgekit
+    bench does to compare them fairly) changes them, with the thread pools' spinning off. Every
+    pair is measured in ``rounds`` passes over the whole list and keeps its lowest median: a
+    shared machine's neighbours slow some passes, never speed one up."""
+    from ..agent.client import remote_bench
+    from ..bench import BenchOptions
+
+    results: dict[str, dict] = {}
+    environment: dict = {}
+    total = len(paths) * len(threads) * rounds
+    done = 0
+    for _ in range(rounds):
+        for path in paths:
+            for n in threads:
+                done += 1
+                progress(f"measuring {done} of {total} on {url}")
+                options = BenchOptions(threads=[n], warmup_runs=5, warmup_s=0.1, min_runs=20, min_seconds=seconds,
+                                       max_seconds=max(seconds * 4, 10.0))
+                answer = remote_bench(url, token_file, [str(path)], options)
+                environment = answer.get("environment", environment)
+                ms = answer["results"][0]["steady"]["p50_ms"]
+                row = results.setdefault(str(path), {})
+                row[n] = min(ms, row.get(n, ms))
+    return results, environment
+
+
+@dataclass
+class Plan:
+    """What one calibration measures: the graphs, the device's facts and the thread counts."""
+
+    files: list  # (micro, precision, path)
+    environment: dict
+    profile: Profile
+    threads: list[int]
+    cache_mb: float
+
+
+def plan(url: str, token_file: Path, folder: Path, base: Optional[str] = None, quick: bool = False,
+         seconds: float = 0.5, progress: Callable[[str], None] = lambda m: None) -> Plan:
+    """Build the suite in ``folder``, after one request that tells the device's cores and cache."""
+    micros = suite(quick)
+    progress(f"building {len(micros)} microbenchmark graphs (fp32, and int8 for some)")
+    files = build(micros, folder)
+    _, environment = measure(url, token_file, [files[0][2]], [1], seconds, progress, rounds=1)
+    cache_mb = float(environment.get("cache_mb") or 0.0)
+    if cache_mb:
+        # weights twice the last-level cache: what a model beyond the cache streams per inference
+        k = int(np.ceil(np.sqrt(2 * cache_mb * 1e6 / (CHAIN * 4)) / 64) * 64)
+        dram = Micro(f"matmul 16x{k}x{k} (weights beyond the {cache_mb:g} MB cache)", "gemm", _matmul_chain(16, k))
+        files += build([dram], folder, start=len(micros))
+    profile = base_profile(base, environment)
+    cores = min(int(environment.get("cores") or profile.cpu.cores), profile.cpu.cores)
+    return Plan(files, environment, profile, sorted({1, cores}), cache_mb)
+
+
+def fit(p: Plan, results: dict, url: str, profile_id: Optional[str] = None,
+        progress: Callable[[str], None] = lambda m: None) -> tuple[Profile, dict]:
+    """The calibrated profile and a summary, from the plan's measurements."""
+    from .fitted import fit_device, score
+
+    obs = observations(p.files, results)
+    free = FREE + (("int8_speedup",) if any(o.precision == "int8" for o in obs) else ()) \
+        + (("dram",) if p.cache_mb else ())
+    progress(f"fitting {len(free)} parameters to {len(obs)} measurements")
+    fitted = fit_device(obs, p.profile, DeviceFit(cache_mb=p.cache_mb), free)
+    scored = score(obs, p.profile, fitted)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    graphs = len({m.label for m, _, _ in p.files})
+    fitted = dataclasses.replace(
+        fitted, basis="calibrated",
+        fitted_on=f"{len(obs)} microbenchmarks ({graphs} graphs, threads {p.threads}) through the agent at {url} "
+                  f"on {p.environment.get('cpu_model', 'the device')}",
+        validated_on="the microbenchmarks themselves (validate on your own models with edgekit bench --device)",
+        fitted_at=now, expected_error=round(scored["geomean_error"], 3),
+        within_1_5x=f"{scored['within_1_5x']} of {scored['rows']} microbenchmarks")
+    estimator = dataclasses.replace(p.profile.estimator, fit=fitted)
+    calibrated = dataclasses.replace(p.profile, id=profile_id or f"{p.profile.id}-calibrated",
+                                     name=f"{p.profile.name}, calibrated {now[:10]}", aliases=(), estimator=estimator,
+                                     path="")
+    summary = {"device": url, "environment": p.environment, "threads": p.threads, "fit": dataclasses.asdict(fitted),
+               "microbenchmarks": [{"label": o.label, "measured_ms": o.ms, "estimate_ms": o.ms * r}
+                                   for o, r in zip(obs, scored["ratios"])]}
+    return calibrated, summary
+
+
+def calibrate(url: str, token_file: Path, base: Optional[str] = None, profile_id: Optional[str] = None,
+              quick: bool = False, seconds: float = 0.5,
+              progress: Callable[[str], None] = lambda m: None) -> tuple[Profile, dict]:
+    """(the calibrated profile, a summary with the microbenchmark fit) for the agent at ``url``."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-calibrate-") as tmp:
+        p = plan(url, token_file, Path(tmp), base, quick, seconds, progress)
+        results, _ = measure(url, token_file, [path for _, _, path in p.files], p.threads, seconds, progress)
+    return fit(p, results, url, profile_id, progress)
