@@ -61,6 +61,10 @@ def _summary(report: dict) -> None:
 @click.option("--eval-samples", default=512, show_default=True, help="Evaluation samples used at most.")
 @click.option("--time-budget", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
 @click.option("--package", "package", is_flag=True, help="Also write the deployable bundle OUT.ekb.")
+@click.option("--verify-arm64", "verify_arm64", is_flag=True,
+              help="Re-run the passing candidates on ARM64 kernels under QEMU (root, x86_64 Debian) and reject "
+                   "those whose numerics fail there.")
+@click.option("--arm64-samples", default=32, show_default=True, help="Evaluation samples run under emulation.")
 @click.option("--sign-key", type=click.Path(path_type=Path), help="With --package: sign the bundle (ed25519 PEM).")
 @click.option("--processing", "processing_file", type=click.Path(path_type=Path),
               help="TOML with the bundle's [image] or [text] input processing and [[outputs]] (see README).")
@@ -69,8 +73,8 @@ def _summary(report: dict) -> None:
 @input_option
 @json_option
 def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_only,
-                 allow_synthetic_calibration, eval_samples, time_budget, package, sign_key, processing_file,
-                 labels_file, inputs, as_json):
+                 allow_synthetic_calibration, eval_samples, time_budget, package, verify_arm64, arm64_samples,
+                 sign_key, processing_file, labels_file, inputs, as_json):
     """Convert and quantise MODEL for a target device, guard accuracy, and pick the best variant.
 
     MODEL defaults to the demo model edgekit:digits-cnn. The result directory holds every
@@ -82,6 +86,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
       edgekit optimize edgekit:minilm --target host --json
       edgekit optimize net.py:build --data calib.npz --target coral-edgetpu --plan
       edgekit optimize --target raspberrypi --package
+      edgekit optimize --target raspberrypi4 --verify-arm64      # int8 numerics on ARM kernels, no device
       edgekit optimize net.py:build --data val.npz --labels classes.txt --processing pictures.toml --package
     """
     from ..optimizer import NoCandidatePassed, optimize
@@ -95,7 +100,8 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
         result = optimize(model, target=target, data=data, out=out, formats=_split(formats),
                           precisions=_split(precisions), tolerance=tolerance, plan_only=plan_only,
                           allow_synthetic_calibration=allow_synthetic_calibration, eval_samples=eval_samples,
-                          time_budget_s=time_budget, progress=say, inputs=inputs, processing=processing)
+                          time_budget_s=time_budget, progress=say, inputs=inputs, processing=processing,
+                          verify_arm64=arm64_samples if verify_arm64 else 0)
     except NoCandidatePassed as exc:
         stop()
         if as_json:

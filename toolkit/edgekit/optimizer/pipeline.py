@@ -278,20 +278,23 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
              precisions: Optional[set[str]] = None, tolerance: Tolerance | str | None = None,
              allow_synthetic_calibration: bool = False, eval_samples: int = EVAL_SAMPLES,
              time_budget_s: float = 20.0, progress: Callable[[str], None] = lambda msg: None,
-             inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None) -> OptimizeResult:
+             inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None,
+             verify_arm64: int = 0) -> OptimizeResult:
     """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result.
-    ``processing`` declares the bundle's pre/post-processing (built-in models carry theirs)."""
+    ``processing`` declares the bundle's pre/post-processing (built-in models carry theirs).
+    ``verify_arm64``: re-run the passing candidates on that many samples on ARM64 kernels under
+    QEMU (edgekit.emulation.verify) and reject those whose numerics fail there."""
     with InterruptGuard() as guard:
         def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
             guard.check()
             progress(msg)
 
         return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
-                         eval_samples, time_budget_s, step, inputs, plan_only, processing)
+                         eval_samples, time_budget_s, step, inputs, plan_only, processing, verify_arm64)
 
 
 def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
-              time_budget_s, progress, inputs, plan_only, processing=None) -> OptimizeResult:
+              time_budget_s, progress, inputs, plan_only, processing=None, verify_arm64=0) -> OptimizeResult:
     started = time.time()
     model = model if isinstance(model, Model) else load_model(model, inputs)
     if processing is not None:
@@ -299,6 +302,9 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
             post["output"] = post.get("output") or model.outputs[0].name
         model.meta["processing"] = processing
     profile = target if isinstance(target, Profile) else resolve(target)
+    if verify_arm64 and profile.arch != "aarch64":
+        raise EdgekitError(f"--verify-arm64 runs ARM64 kernels; {profile.id} is {profile.arch}",
+                           "use it with an ARM64 target such as raspberrypi, or drop it")
     tolerance = tolerance if isinstance(tolerance, Tolerance) else Tolerance.parse(tolerance)
     plan = make_plan(model, profile, formats, precisions)
     if plan_only:
@@ -322,6 +328,16 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         progress(f"reference outputs on {eval_data.describe()}")
         opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, time_budget_s)
         outcomes = [opt.run_candidate(c) for c in plan.candidates]
+        arm64 = None
+        if verify_arm64:
+            from ..emulation.verify import verify
+
+            arm64 = verify(opt, outcomes, verify_arm64, progress)
+            failed = [v for v, row in arm64["variants"].items() if not row["passed"]]
+            notes.append(f"ARM64 check: {len(arm64['variants'])} passing variants re-run on an emulated "
+                         f"{arm64['cpu']} over {arm64['samples']} samples"
+                         + (f"; rejected there: {', '.join(failed)}" if failed else "; all held")
+                         + " (latency under emulation means nothing and is not reported)")
         opt.time(outcomes)
         winner = opt.choose(outcomes)
         closest = None
@@ -332,6 +348,8 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
             notes.append(f"target latency is an {ASSUMPTION}; host: {opt.host.name}")
         report = report_mod.build_report(model, profile, opt, outcomes, winner, closest, eval_data,
                                          calibration, tolerance, plan, notes, time.time() - started)
+        if arm64 is not None:
+            report["arm64"] = arm64
         progress(f"writing {out_dir}")
         with atomic_directory(out_dir) as staging:
             report_mod.write(staging, report, outcomes, winner, model, profile,
