@@ -36,6 +36,7 @@ def test_targets_list_and_show(cli):
     shown = json.loads(cli("targets", "show", "raspberrypi", "--json").output)
     assert shown["id"] == "raspberrypi5" and shown["cpu"]["cores"] == 4
     assert "Cortex-A76" in cli("targets", "show", "pi5").output
+    assert "validated on" in cli("targets", "show", "pi4").output  # the latency model's basis
 
 
 def test_unknown_target_is_one_line_exit_1(cli):

@@ -76,6 +76,10 @@ def show_target(name: str, as_json: bool) -> None:
                   f"int8 {est.peak_gops_int8:g} GOP/s"],
         ["ridge point", f"{profile.ridge_point_fp32:.1f} FLOP/byte (fp32)"],
     ]
+    if est.fit is not None:
+        from ..profile.fitted import basis, describe
+
+        rows.append(["latency model", describe(basis(est.fit))])
     out.print(table(None, ["field", "value"], rows))
     out.print(table("Sources", ["what", "reference"], [[s.what, s.ref] for s in profile.sources]))
     if profile.notes:
