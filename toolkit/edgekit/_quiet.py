@@ -55,3 +55,14 @@ def native_quiet():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def load_onnxruntime():
+    """onnxruntime with its native log off unless EDGEKIT_DEBUG: on a bad input it prints error
+    lines to fd 2 beside the exception it raises, and edgekit reports that exception as one line.
+    The logger is process-wide, so every edgekit module takes onnxruntime from here."""
+    import onnxruntime
+
+    debug = os.environ.get("EDGEKIT_DEBUG", "") not in ("", "0")
+    onnxruntime.set_default_logger_severity(2 if debug else 4)  # 2: its own default; 4: fatal only
+    return onnxruntime

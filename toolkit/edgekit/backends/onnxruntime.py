@@ -33,8 +33,9 @@ class OrtSession(Session):
     format = "onnx"
 
     def __init__(self, path: Path, options: SessionOptions):
-        import onnxruntime as ort
+        from .._quiet import load_onnxruntime
 
+        ort = load_onnxruntime()
         if options.provider not in PROVIDERS:
             raise EdgekitError(f"unknown onnxruntime provider {options.provider!r}",
                                f"use one of {', '.join(PROVIDERS)}")

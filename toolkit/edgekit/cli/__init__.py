@@ -37,7 +37,9 @@ def main(ctx: click.Context, debug: bool) -> None:
       edgekit inspect edgekit:digits-cnn
     """
     ctx.ensure_object(dict)["debug"] = debug
-    if not debug:
+    if debug:
+        os.environ["EDGEKIT_DEBUG"] = "1"  # native logs (onnxruntime, LiteRT) speak up too
+    else:
         # LiteRT and the TF-derived converters log from C++ straight to stderr; keep the
         # terminal for edgekit's own output unless debugging.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

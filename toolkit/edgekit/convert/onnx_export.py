@@ -124,7 +124,9 @@ def _rename_outputs(path: Path, names: list[str]) -> None:
 def _verify(model: Model, path: Path) -> float:
     """Max abs difference between onnxruntime and torch on the example inputs."""
     import onnx
-    import onnxruntime as ort
+    from .._quiet import load_onnxruntime
+
+    ort = load_onnxruntime()
     torch = require("torch", "torch", "convert", "ONNX export")
 
     onnx.checker.check_model(str(path))

@@ -38,8 +38,9 @@ def _float_values(proto) -> set[str]:
 
 
 def _run(proto, data: Dataset, names: list[str]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    from .._quiet import load_onnxruntime
 
+    ort = load_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])

@@ -46,8 +46,9 @@ def aggregate_trace(events: list[dict], runs: int) -> dict:
 def profile_onnx(path: Path, feeds: dict[str, np.ndarray], runs: int = 20, warmup: int = 5,
                  threads: int | None = None, optimized: bool = True) -> dict:
     """Per-op times of ``runs`` runs after ``warmup`` unprofiled-in-the-result runs."""
-    import onnxruntime as ort
+    from .._quiet import load_onnxruntime
 
+    ort = load_onnxruntime()
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
