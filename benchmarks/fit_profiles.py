@@ -62,7 +62,8 @@ def fit_target(target: str, rows) -> tuple:
     models = sorted({r.model for r in fit_rows})
     fitted = dataclasses.replace(
         fitted, basis="published",
-        fitted_on=f"{len(fit_rows)} published rows of {', '.join(models)} ({fit_rows[0].source.split(',')[0]})"
+        fitted_on=f"{len(fit_rows)} published rows of {', '.join(models)} "
+                  f"({'; '.join(sorted({r.source.split(',')[0] for r in fit_rows}))})"
                   + (f"; {plan['note']}" if plan.get("note") else ""),
         validated_on=f"{len(held)} held-out rows of {', '.join(sorted({r.model for r in held}))}",
         fitted_at=datetime.date.today().isoformat(), expected_error=round(on_held["geomean_error"], 3),

@@ -130,6 +130,13 @@ ROWS: list[Row] = [
         resnet18 6.63
         alexnet 8.21
         resnet50 18.94"""),
+    # XNNPACK's README: the runtime behind LiteRT on the Pi, Raspberry Pi 4 ARM64, as many threads
+    # as cores (end2end_bench, Feb 2022; int8 per-channel).
+    *[Row(m, "raspberrypi4", precision, 4, ms, "google/XNNPACK README.md, Raspberry Pi 4 (BCM2711, ARM64), "
+          "multi-threaded")
+      for m, precision, ms in (("mobilenetv1", "fp32", 77.0), ("mobilenetv2", "fp32", 46.0),
+                               ("mobilenetv3", "fp32", 40.0), ("mobilenetv1", "int8", 24.0),
+                               ("mobilenetv2", "int8", 17.0))],
     # Coral's benchmark page, Dev Board with Edge TPU, full-integer TFLite models.
     *[Row(m, "coral-edgetpu", "int8", 1, ms, "coral.ai/docs/edgetpu/benchmarks, table 1, Dev Board with Edge TPU")
       for m, ms in (("mobilenetv1", 2.4), ("mobilenetv2", 2.6), ("googlenet", 4.1), ("resnet50_299", 56.0),
