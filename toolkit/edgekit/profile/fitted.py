@@ -25,22 +25,22 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from ..devices.profile import DeviceFit, Profile
+from .roofline import peak
 from .static import StaticProfile
 
 KINDS = ("conv", "depthwise", "gemm")  # compute kernels with their own efficiency; the rest is memory
 FUSED_INTO_PRODUCER = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "BatchNormalization",
                        "PRelu", "Identity", "Dropout"}
-PARAMETERS = ("conv", "depthwise", "gemm", "memory", "elementwise", "half_mflops", "overhead_us", "sync_us", "call_us",
-              "parallel",
-              "int8_speedup", "fp16_speedup", "offchip_gbs", "dram")
 # Bounds for fitting: efficiencies are shares of the direct-convolution peak, and may exceed 1 where
 # a runtime computes 3x3 convolutions with Winograd (ncnn's F(6,3): up to 5x fewer multiplies);
 # ``memory`` is a share of the profile's DRAM bandwidth and may exceed 1 where working sets stay in
 # the caches (a 256 KB tensor on a 32 MB L3); the rest are physically plausible ranges.
 BOUNDS = {"conv": (0.01, 6.0), "depthwise": (0.002, 6.0), "gemm": (0.01, 6.0), "memory": (0.02, 20.0),
-          "elementwise": (0.001, 4.0), "dram": (0.01, 4.0),
-          "half_mflops": (0.001, 500.0), "overhead_us": (0.05, 2000.0), "sync_us": (0.01, 500.0), "call_us": (0.01, 5000.0), "parallel": (0.01, 0.999),
-          "int8_speedup": (0.1, 4.0), "fp16_speedup": (0.1, 4.0), "offchip_gbs": (0.01, 100.0)}
+          "elementwise": (0.001, 4.0), "dram": (0.01, 4.0), "half_mflops": (0.001, 500.0),
+          "overhead_us": (0.05, 2000.0), "sync_us": (0.01, 500.0), "call_us": (0.01, 5000.0),
+          "parallel": (0.01, 0.999), "int8_speedup": (0.1, 4.0), "fp16_speedup": (0.1, 4.0),
+          "offchip_gbs": (0.01, 100.0)}
+WEIGHT_SCALE = {"int8": 0.25, "fp16": 0.5}  # bytes per fp32 weight byte in each precision
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,7 @@ def kernels(static: StaticProfile) -> list[Kernel]:
             head = owner.get(producer_of[data_inputs[0]].name)
             if head and merged[head]["kind"] != "memory" and consumers.get(data_inputs[0], 0) == 1:
                 k = merged[head]
-                k["flops"] += node.flops
-                k["activation_bytes"] += 0  # stays in registers: no extra traffic
+                k["flops"] += node.flops  # its activations stay in registers: no extra traffic
                 k["members"].append(node.name)
                 owner[node.name] = head
                 continue
@@ -110,13 +109,8 @@ def default_threads(profile: Profile, fit: DeviceFit) -> int:
     return min(fit.best_threads or profile.cpu.cores, profile.cpu.cores)
 
 
-def _peak_gflops(profile: Profile, precision: str, kind: str) -> float:
-    est = profile.estimator
-    if precision == "int8" and kind != "memory":
-        return est.peak_gops_int8
-    if precision == "fp16":
-        return est.peak_gflops_fp16
-    return est.peak_gflops_fp32
+def _amdahl(parallel: float, n: int) -> float:
+    return 1.0 / ((1.0 - parallel) + parallel / n)
 
 
 def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str = "fp32",
@@ -127,7 +121,7 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
     n = max(1, threads or default_threads(profile, fit)) if fit.threads_apply else 1
     cores = profile.cpu.cores if fit.threads_apply else 1
     n = min(n, cores)
-    speedup = 1.0 / ((1.0 - fit.parallel) + fit.parallel / n)
+    speedup = _amdahl(fit.parallel, n)
     weights = kernel.weight_bytes
     activations = kernel.activation_bytes
     if precision == "fp16":
@@ -138,7 +132,7 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
         weights = activations = 0.0  # parameters beyond its memory are charged per model
     # One thread draws its share of the bandwidth: the full figure takes every core (a single
     # core cannot saturate the memory system on any of these devices).
-    share = speedup / (1.0 / ((1.0 - fit.parallel) + fit.parallel / cores))
+    share = speedup / _amdahl(fit.parallel, cores)
     bandwidth = profile.memory.bandwidth_gbs * 1e9 * share
     stream_s = weights / (bandwidth * fit.dram) if streamed else 0.0
     memory_s = (activations + (0.0 if streamed else weights)) / (bandwidth * fit.memory)
@@ -147,24 +141,26 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
         if kernel.kind == "memory":
             # element-wise, normalisation and transcendental arithmetic: scalar-ish code, far
             # from the matmul peak (LayerNorm, Softmax and Erf are compute-bound on a CPU)
-            rate = _peak_gflops(profile, "fp32", "memory") / cores * speedup * fit.elementwise * 1e9
+            rate = profile.estimator.peak_gflops_fp32 / cores * speedup * fit.elementwise * 1e9
         else:
             per_thread_mflops = kernel.flops / n / 1e6
             size = per_thread_mflops / (per_thread_mflops + fit.half_mflops)
             factor = fit.int8_speedup if precision == "int8" else fit.fp16_speedup if precision == "fp16" else 1.0
-            rate = _peak_gflops(profile, precision, kernel.kind) / cores * speedup * getattr(fit, kernel.kind) \
+            rate = peak(profile, precision, "matmul/conv") / cores * speedup * getattr(fit, kernel.kind) \
                 * size * factor * 1e9
         compute_s = kernel.flops / rate
     return (max(compute_s, memory_s) + stream_s + (fit.overhead_us + fit.sync_us * (n - 1)) * 1e-6) * 1000.0
+
+
+def _model_weight_bytes(static: StaticProfile, precision: str) -> float:
+    return sum(n.weight_bytes for n in static.nodes) * WEIGHT_SCALE.get(precision, 1.0)
 
 
 def offchip_ms(static: StaticProfile, fit: DeviceFit, precision: str) -> float:
     """Per inference: parameters beyond the accelerator's on-chip memory, streamed in."""
     if not fit.onchip_mb:
         return 0.0
-    scale = {"int8": 0.25, "fp16": 0.5}.get(precision, 1.0)
-    weights = sum(n.weight_bytes for n in static.nodes) * scale
-    beyond = max(0.0, weights - fit.onchip_mb * 1e6)
+    beyond = max(0.0, _model_weight_bytes(static, precision) - fit.onchip_mb * 1e6)
     return beyond / (fit.offchip_gbs * 1e9) * 1000.0
 
 
@@ -172,8 +168,7 @@ def streams_weights(static: StaticProfile, fit: DeviceFit, precision: str) -> bo
     """Whether the model's weights in ``precision`` exceed the device's last-level cache."""
     if not fit.cache_mb or fit.onchip_mb:
         return False
-    scale = {"int8": 0.25, "fp16": 0.5}.get(precision, 1.0)
-    return sum(n.weight_bytes for n in static.nodes) * scale > fit.cache_mb * 1e6
+    return _model_weight_bytes(static, precision) > fit.cache_mb * 1e6
 
 
 def total_ms(ks: Iterable[Kernel], static: StaticProfile, profile: Profile, fit: DeviceFit, precision: str,

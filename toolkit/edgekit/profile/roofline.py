@@ -22,7 +22,8 @@ ASSUMPTIONS = [
 MIN_EFFICIENCY, MAX_EFFICIENCY = 0.01, 1.0
 
 
-def _peak(profile: Profile, precision: str, op_class: str) -> float:
+def peak(profile: Profile, precision: str, op_class: str) -> float:
+    """The profile's peak rate for ``precision``: int8 only for matmul/conv, the rest stays float."""
     est = profile.estimator
     if precision == "int8" and op_class == "matmul/conv":
         return est.peak_gops_int8
@@ -41,13 +42,13 @@ def _bytes(node, precision: str) -> float:
 
 
 def roofline_ms(node, profile: Profile, precision: str = "fp32") -> float:
-    compute = node.flops / (_peak(profile, precision, node.op_class) * 1e9)
+    compute = node.flops / (peak(profile, precision, node.op_class) * 1e9)
     memory = _bytes(node, precision) / (profile.memory.bandwidth_gbs * 1e9)
     return max(compute, memory) * 1000
 
 
 def bound(node, profile: Profile, precision: str = "fp32") -> str:
-    ridge = _peak(profile, precision, node.op_class) / profile.memory.bandwidth_gbs
+    ridge = peak(profile, precision, node.op_class) / profile.memory.bandwidth_gbs
     traffic = _bytes(node, precision)
     intensity = node.flops / traffic if traffic else 0.0
     return "compute" if intensity >= ridge else "memory"
