@@ -4,8 +4,8 @@ The suite is small ONNX graphs built here with onnx.helper (no torch): chains of
 at several sizes (dense 3x3 and 1x1 convolutions, depthwise convolutions, matmuls, element-wise
 and normalisation ops, a chain of tiny ops for the per-kernel cost), in fp32 and, for the
 convolutions and matmuls, int8 (onnxruntime's static QDQ quantisation). They are benchmarked on
-the device with 1 thread and all its cores, interleaved, by the agent `edgekit bench --device`
-uses; edgekit.profile.fitted fits the device model to the medians, and the result is written as a
+the device with 1 thread and all its cores, each alone in a continuous loop, by the agent
+`edgekit bench --device` uses; edgekit.profile.fitted fits the device model to the medians, and the result is written as a
 profile (the base profile's facts, the device's own fitted model) that `--target ./board.toml`
 uses. Chains, not single ops: a runtime's per-session cost would otherwise dominate small kernels.
 """
@@ -30,7 +30,6 @@ FREE = ("conv", "depthwise", "gemm", "memory", "elementwise", "half_mflops", "ov
 @dataclass(frozen=True)
 class Micro:
     label: str
-    kind: str
     proto: object  # onnx.ModelProto
     int8: bool = False  # also benchmarked as a QDQ int8 graph
 
@@ -132,52 +131,35 @@ def suite(quick: bool = False) -> list[Micro]:
     matmuls = [(1, 64), (1, 256), (16, 384), (128, 384), (1, 1024), (64, 768)]
     if quick:
         convs, points, depthwise, matmuls = [(8, 14), (32, 28)], points[:1], depthwise[:2], matmuls[2:4]
-    micros = [Micro(f"conv3x3 c{c} {hw}x{hw}", "conv", _conv_chain(c, hw, 3), int8=(c, hw) in ((32, 28), (128, 14)))
+    micros = [Micro(f"conv3x3 c{c} {hw}x{hw}", _conv_chain(c, hw, 3), int8=(c, hw) in ((32, 28), (128, 14)))
               for c, hw in convs]
-    micros += [Micro(f"conv1x1 c{c} {hw}x{hw}", "conv", _conv_chain(c, hw, 1), int8=(c, hw) == (128, 28))
+    micros += [Micro(f"conv1x1 c{c} {hw}x{hw}", _conv_chain(c, hw, 1), int8=(c, hw) == (128, 28))
                for c, hw in points]
-    micros += [Micro(f"depthwise3x3 c{c} {hw}x{hw}", "depthwise", _conv_chain(c, hw, 3, depthwise=True))
+    micros += [Micro(f"depthwise3x3 c{c} {hw}x{hw}", _conv_chain(c, hw, 3, depthwise=True))
                for c, hw in depthwise]
-    micros += [Micro(f"matmul {m}x{k}x{k}", "gemm", _matmul_chain(m, k), int8=(m, k) == (128, 384))
+    micros += [Micro(f"matmul {m}x{k}x{k}", _matmul_chain(m, k), int8=(m, k) == (128, 384))
                for m, k in matmuls]
     sizes = [4096, 1 << 20] if quick else [4096, 65536, 1 << 20]
-    micros += [Micro(f"add {n}", "memory", _elementwise_chain(n)) for n in sizes]
-    micros += [Micro("layernorm 128x384", "memory", _elementwise_chain(128 * 384, "LayerNormalization"))]
-    micros += [Micro("batched matmul 12x128x32", "gemm", _batched_matmul_chain(12, 128, 32))]
+    micros += [Micro(f"add {n}", _elementwise_chain(n)) for n in sizes]
+    micros += [Micro("layernorm 128x384", _elementwise_chain(128 * 384, "LayerNormalization"))]
+    micros += [Micro("batched matmul 12x128x32", _batched_matmul_chain(12, 128, 32))]
     if not quick:
-        micros += [Micro("softmax 12x128x128", "memory", _unary_chain("Softmax", [1, 12, 128, 128], axis=-1)),
-                   Micro("erf 128x1536", "memory", _unary_chain("Erf", [1, 128, 1536]))]
+        micros += [Micro("softmax 12x128x128", _unary_chain("Softmax", [1, 12, 128, 128], axis=-1)),
+                   Micro("erf 128x1536", _unary_chain("Erf", [1, 128, 1536]))]
     # (no Transpose chain: onnxruntime cancels or merges consecutive transposes)
-    micros.append(Micro("32 tiny adds", "overhead", _elementwise_chain(16, length=32)))
+    micros.append(Micro("32 tiny adds", _elementwise_chain(16, length=32)))
     return micros
 
 
 def _quantize(src: Path, dst: Path, proto) -> None:
-    from onnxruntime import quantization as q
+    """Static QDQ int8 (per-channel S8 weights, U8 activations) with edgekit's own quantiser, on
+    one random sample: the scales do not change the time."""
+    from ..data import Dataset
+    from ..quantize.onnx_int8 import OnnxInt8Settings, quantize_onnx_int8
 
     shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    rng = np.random.default_rng(0)
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    import logging
-
-    from .._quiet import quiet
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # onnxruntime's quantiser advises pre-processing on the root logger
-    try:
-        with quiet():
-            q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
-                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
-    finally:
-        root.setLevel(level)
+    sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    quantize_onnx_int8(src, dst, OnnxInt8Settings(mode="static"), Dataset({"x": sample}, source="random"))
 
 
 def build(micros: list[Micro], folder: Path, start: int = 0) -> list[tuple[Micro, str, Path]]:
@@ -273,7 +255,7 @@ def plan(url: str, token_file: Path, folder: Path, base: Optional[str] = None, q
     if cache_mb:
         # weights twice the last-level cache: what a model beyond the cache streams per inference
         k = int(np.ceil(np.sqrt(2 * cache_mb * 1e6 / (CHAIN * 4)) / 64) * 64)
-        dram = Micro(f"matmul 16x{k}x{k} (weights beyond the {cache_mb:g} MB cache)", "gemm", _matmul_chain(16, k))
+        dram = Micro(f"matmul 16x{k}x{k} (weights beyond the {cache_mb:g} MB cache)", _matmul_chain(16, k))
         files += build([dram], folder, start=len(micros))
     profile = base_profile(base, environment)
     cores = min(int(environment.get("cores") or profile.cpu.cores), profile.cpu.cores)
