@@ -18,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration._services import Collector  # noqa: E402
 VENV_IN_ROOT = "/opt/edgekit-venv"
 SRC_IN_ROOT = "/opt/edgekit-src"
 WORK_IN_ROOT = "/opt/edgekit-work"
@@ -58,33 +60,15 @@ def build_bundle(out_dir: Path) -> Path:
     return out.with_suffix(".ekb")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_collector(workdir: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_collector(workdir: Path):
+    """The host's collector on loopback, with a token for the emulated Pi: (Collector, token file)."""
     db = f"sqlite:///{workdir / 'collector.db'}"
     token = workdir / "collector.token"
     added = subprocess.run([host_edgekit(), "collector", "add-device", "arm64-pi", "--db", db], capture_output=True,
                            text=True, check=True)
     token.write_text(added.stdout.strip().splitlines()[-1] + "\n")
-    port = free_port()
-    proc = subprocess.Popen([host_edgekit(), "collector", "serve", "--db", db, "--port", str(port),
-                             "--store", str(workdir / "bundles"), "--decide-every", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/v1/health", timeout=1)
-            return proc, url, token
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the collector on loopback did not start")
+    collector = Collector(db, extra=("--store", str(workdir / "bundles"), "--decide-every", "0")).start()
+    return collector, token
 
 
 def stored_records(workdir: Path) -> int:
@@ -106,7 +90,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgekit-arm64-") as tmp:
         tmp = Path(tmp)
         bundle = args.bundle or build_bundle(tmp)
-        collector, url, token = start_collector(tmp)
+        collector, token = start_collector(tmp)
+        url = collector.url
         try:
             with entered(log=log) as root:
                 src, work = root.path(SRC_IN_ROOT), root.path(WORK_IN_ROOT)
@@ -149,8 +134,7 @@ def main() -> int:
                           f"shipped from emulated {cpu}", flush=True)
                     failures += not ok
         finally:
-            collector.terminate()
-            collector.wait(10)
+            collector.stop()
     log(f"{'FAILED' if failures else 'passed'} in {time.monotonic() - start:.0f} s")
     return 1 if failures else 0
 
