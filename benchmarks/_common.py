@@ -73,24 +73,31 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def collector(db_url: str, *extra: str):
-    """`edgekit collector serve` in its own process on a free loopback port: yields (url, process)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "collector", "serve", "--db", db_url, "--port", str(port),
-                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _service(name: str, argv: list[str], ready):
+    """`python -m edgekit ARGV` in its own process until ``ready()``; stopped on the way out."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         for _ in range(400):
             if proc.poll() is not None:
-                raise RuntimeError(f"the collector exited with {proc.returncode}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", proc
+                raise RuntimeError(f"the {name} exited with {proc.returncode}")
+            with contextlib.suppress(OSError):
+                if ready():
+                    break
+            time.sleep(0.05)
+        yield proc
     finally:
         proc.terminate()
         proc.wait()
+
+
+@contextlib.contextmanager
+def collector(db_url: str, *extra: str):
+    """`edgekit collector serve` in its own process on a free loopback port: yields (url, process)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    argv = ["collector", "serve", "--db", db_url, "--port", url.rsplit(":", 1)[1], *extra]
+    with _service("collector", argv, lambda: urllib.request.urlopen(f"{url}/v1/health", timeout=1)) as proc:
+        yield url, proc
 
 
 @contextlib.contextmanager
@@ -99,17 +106,7 @@ def agent(token_file, storage):
     subprocess.run([sys.executable, "-m", "edgekit", "agent", "token", str(token_file)], check=True,
                    stdout=subprocess.DEVNULL)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "agent", "serve", "--port", str(port), "--token-file",
-                             str(token_file), "--storage", str(storage)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(400):
-            if proc.poll() is not None:
-                raise RuntimeError(f"the agent exited with {proc.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            time.sleep(0.05)
+    argv = ["agent", "serve", "--port", str(port), "--token-file", str(token_file), "--storage", str(storage)]
+    # the agent answers only authorised requests: an accepted connection says it is up
+    with _service("agent", argv, lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait()
