@@ -12,10 +12,12 @@ INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt toolkit/edgekit/convert/tool_env.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check --upgrade pip
 	$(INSTALL) -e ".[all,dev]"
+	# ONNX -> TFLite's converter (onnx2tf, TensorFlow) in its own environment: its pins clash with ours
+	$(PY) -m edgekit.convert.tool_env install onnx2tf
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -32,7 +32,7 @@ def _bundles(folder: Path) -> tuple[Path, Path]:
     from edgekit.bundle import make_bundle
 
     optimize("edgekit:digits-cnn", target="host", out=folder / "digits", formats={"onnx"}, precisions={"fp32"},
-             time_budget_s=0.5)
+             timing_s=0.5)
     make_bundle(folder / "digits", folder / "d1.ekb", version="1")
     make_bundle(folder / "digits", folder / "d2.ekb", version="2")
     return folder / "d1.ekb", folder / "d2.ekb"

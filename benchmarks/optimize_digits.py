@@ -33,7 +33,7 @@ def main() -> int:
     model = load_model("edgekit:digits-cnn")
     data = model.builtin_data("eval")
     out = Path(tempfile.mkdtemp(prefix="bench-digits-")) / "out"
-    result = optimize(model, target=args.target, out=out, time_budget_s=2)
+    result = optimize(model, target=args.target, out=out, timing_s=2)
     shipped = {v["id"] for v in json.loads((out / "manifest.json").read_text())["variants"]}
     built = {c["id"]: c for c in result.report["candidates"] if c["file"]}  # passed and rejected alike
     sessions = {cid: open_session(out / c["file"], SessionOptions(threads=2), model) for cid, c in built.items()}

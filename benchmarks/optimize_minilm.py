@@ -46,7 +46,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
     print("optimizing for host ...", flush=True)
-    chosen = optimize(model, target="host", out=work / "host", time_budget_s=10)
+    chosen = optimize(model, target="host", out=work / "host", timing_s=10)
     best = chosen.best_path
     print(f"edgekit chose {chosen.winner} ({best.name})")
     fp32 = export_onnx(model, work / "fp32.onnx").path
@@ -95,7 +95,7 @@ def main() -> int:
 
     print("\noptimizing for raspberrypi (TFLite int8 only) ...", flush=True)
     pi = optimize(model, target="raspberrypi", out=work / "pi", formats={"tflite"}, precisions={"int8-dynamic"},
-                  time_budget_s=2)
+                  timing_s=2)
     row = pi.report["candidates"][0]
     pi_ok = row["status"] == "passed" and row["metrics"]["cosine_mean"] >= 0.99 and row["metrics"]["cosine_min"] >= 0.98
     goals.check(f"raspberrypi {row['id']} cosine mean >= 0.99, min >= 0.98",

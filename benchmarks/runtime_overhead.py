@@ -23,7 +23,7 @@ def bundle_for(model_ref: str, precision: str, work: Path) -> Path:
     from edgekit.bundle import make_bundle
 
     out = work / model_ref.split(":")[1]
-    optimize(model_ref, target="host", out=out, formats={"onnx"}, precisions={precision}, time_budget_s=1)
+    optimize(model_ref, target="host", out=out, formats={"onnx"}, precisions={precision}, timing_s=1)
     make_bundle(out, out.with_suffix(".ekb"))
     return out.with_suffix(".ekb")
 

@@ -107,7 +107,7 @@ def build_bundles(work: Path) -> dict[str, Path]:
     out = {}
     for name, ref, precision in (("digits", "edgekit:digits-cnn", "fp32"), ("minilm", "edgekit:minilm", "int8-dynamic")):
         print(f"building {name} ...", flush=True)
-        optimize(ref, target="host", out=work / name, formats={"onnx"}, precisions={precision}, time_budget_s=0.5)
+        optimize(ref, target="host", out=work / name, formats={"onnx"}, precisions={precision}, timing_s=0.5)
         make_bundle(work / name, work / f"{name}.ekb", version="1")
         out[name] = work / f"{name}.ekb"
     src = work / "cnn224.py"
@@ -119,7 +119,7 @@ def build_bundles(work: Path) -> dict[str, Path]:
                    "    return m, (torch.randn(1, 3, 224, 224),)\n")
     print("building cnn224 ...", flush=True)
     optimize(f"{src}:build", target="host", out=work / "cnn224", formats={"onnx"}, precisions={"fp32"},
-             inputs=("input:batchx3x224x224",), time_budget_s=0.5)
+             inputs=("input:batchx3x224x224",), timing_s=0.5)
     make_bundle(work / "cnn224", work / "cnn224.ekb", version="1")
     out["cnn224"] = work / "cnn224.ekb"
     del torch

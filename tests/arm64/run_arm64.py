@@ -56,7 +56,7 @@ def build_bundle(out_dir: Path) -> Path:
     log("building the digits bundle on this host (edgekit optimize --target raspberrypi --package)")
     out = out_dir / "digits"
     subprocess.run([host_edgekit(), "optimize", "--target", "raspberrypi", "--out", str(out), "--package",
-                    "--time-budget", "1"], check=True, capture_output=True, text=True)
+                    "--timing-seconds", "1"], check=True, capture_output=True, text=True)
     return out.with_suffix(".ekb")
 
 

@@ -21,10 +21,10 @@ def bundles(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bundles")
     optimize("edgekit:digits-cnn", target="host", out=out / "digits", formats={"onnx"},
-             precisions={"fp32", "int8-static"}, time_budget_s=0.5)
+             precisions={"fp32", "int8-static"}, timing_s=0.5)
     make_bundle(out / "digits", out / "digits.ekb", version="1")
     optimize("edgekit:minilm", target="host", out=out / "minilm", formats={"onnx"}, precisions={"int8-dynamic"},
-             time_budget_s=0.5)
+             timing_s=0.5)
     make_bundle(out / "minilm", out / "minilm.ekb", version="3")
     return out / "digits.ekb", out / "minilm.ekb"
 

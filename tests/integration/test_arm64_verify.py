@@ -28,7 +28,7 @@ def test_verify_arm64_reruns_every_passing_variant_on_the_a72(tmp_path):
     _require_emulation()
     from edgekit import optimize
 
-    result = optimize("edgekit:digits-cnn", target="raspberrypi4", out=tmp_path / "o", time_budget_s=0.5,
+    result = optimize("edgekit:digits-cnn", target="raspberrypi4", out=tmp_path / "o", timing_s=0.5,
                       verify_arm64=16)
     arm = result.report["arm64"]
     assert arm["cpu"] == "cortex-a72" and arm["samples"] == 16  # the Pi 4's core: no sdot, no fp16

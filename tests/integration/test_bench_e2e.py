@@ -19,7 +19,7 @@ def digits_dir(tmp_path_factory):
     from edgekit import optimize
 
     out = tmp_path_factory.mktemp("bench") / "digits"
-    optimize("edgekit:digits-cnn", target="host", out=out, formats={"onnx"}, time_budget_s=0.5)
+    optimize("edgekit:digits-cnn", target="host", out=out, formats={"onnx"}, timing_s=0.5)
     return out
 
 

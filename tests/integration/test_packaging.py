@@ -45,7 +45,7 @@ def digits_bundle(tmp_path_factory):
     from edgekit.bundle import make_bundle
 
     out = tmp_path_factory.mktemp("digits")
-    optimize("edgekit:digits-cnn", target="raspberrypi", out=out / "opt", time_budget_s=0.5)
+    optimize("edgekit:digits-cnn", target="raspberrypi", out=out / "opt", timing_s=0.5)
     make_bundle(out / "opt", out / "digits.ekb")
     return out / "digits.ekb"
 

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 
 def test_optimize_package_and_run(cli, tmp_path):
     out = tmp_path / "digits"
-    result = cli("optimize", "--target", "raspberrypi", "--out", out, "--package", "--time-budget", "1")
+    result = cli("optimize", "--target", "raspberrypi", "--out", out, "--package", "--timing-seconds", "1")
     assert result.exit_code == 0, result.output
     bundle = out.with_suffix(".ekb")
     assert bundle.exists()
@@ -33,7 +33,7 @@ def test_package_cli_signs_and_run_verifies(cli, tmp_path):
     pytest.importorskip("cryptography")
     from edgekit import optimize
 
-    optimize("edgekit:digits-cnn", target="host", out=tmp_path / "o", formats={"onnx"}, time_budget_s=0.5)
+    optimize("edgekit:digits-cnn", target="host", out=tmp_path / "o", formats={"onnx"}, timing_s=0.5)
     key = tmp_path / "release.key"
     assert cli("package", "--new-key", key).exit_code == 0
     signed = tmp_path / "d.ekb"

@@ -92,7 +92,7 @@ def test_bad_inputs_are_clear(tiny_onnx, tmp_path):
         run_bench([str(bad)], BenchOptions(**FAST))
     data = tmp_path / "x.npz"
     np.savez(data, x=np.ones((3, 5), np.float32))
-    with pytest.raises(EdgekitError, match="data input 'x' has samples of shape \\(5,\\), the model expects batchx4"):
+    with pytest.raises(EdgekitError, match="data input 'x' has samples of shape \\(5,\\), the model expects 4 per sample"):
         run_bench([str(tiny_onnx)], BenchOptions(input_data=str(data), **FAST))
     with pytest.raises(ModelLoadError, match="does not exist"):
         expand([str(tmp_path / "none.onnx")])

@@ -129,7 +129,7 @@ def test_synthetic_ids_stay_inside_the_embedding(embedding_net, tmp_path):
     assert data.arrays["ids"].min() >= 0 and data.arrays["ids"].max() <= 29 and data.arrays["ids"].max() >= 25
     assert "ids integers in [0, 30) from an embedding of 30 rows" in data.describe()
     result = optimize(model, target="host", formats={"onnx"}, precisions={"fp32"}, out=tmp_path / "o",
-                      time_budget_s=0.2)  # crashed with IndexError when ids were drawn from [0, 100)
+                      timing_s=0.2)  # crashed with IndexError when ids were drawn from [0, 100)
     assert "an embedding of 30 rows" in result.report["data"]["eval"]
 
 

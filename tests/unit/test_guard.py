@@ -44,7 +44,7 @@ def damaged(tmp_path, monkeypatch):
 
 def test_damaged_candidate_is_repaired(damaged, tmp_path):
     result = optimize(f"{damaged}:build", target="host", data=f"{damaged}:data", out=tmp_path / "out",
-                      formats={"onnx"}, precisions={"int8-dynamic"}, inputs=("input:batchx32",), time_budget_s=0.5)
+                      formats={"onnx"}, precisions={"int8-dynamic"}, inputs=("input:batchx32",), timing_s=0.5)
     row = result.report["candidates"][0]
     first, last = row["repairs"][0], row["repairs"][-1]
     assert first["repair"] == "per-channel weights" and not first["passed"]  # tried first, in vain
@@ -61,7 +61,7 @@ def test_unmeetable_tolerance_keeps_the_report_and_names_the_closest(damaged, tm
     with pytest.raises(NoCandidatePassed) as info:
         optimize(f"{damaged}:build", target="host", data=f"{damaged}:data", out=out, formats={"onnx"},
                  precisions={"int8-dynamic"}, tolerance="cosine=0.99999999", inputs=("input:batchx32",),
-                 time_budget_s=0.5)
+                 timing_s=0.5)
     assert "closest: onnx-int8-dynamic" in str(info.value)
     report = json.loads((out / "report.json").read_text())
     assert report["winner"] is None and report["closest"] == "onnx-int8-dynamic"
@@ -101,7 +101,7 @@ def test_a_failed_conversion_is_reported_and_the_plan_goes_on(tmp_path):
     path = tmp_path / "branchy.py"
     path.write_text(BRANCHY)
     result = optimize(f"{path}:build", target="raspberrypi", data=f"{path}:data", out=tmp_path / "o",
-                      precisions={"fp32"}, time_budget_s=0.5)
+                      precisions={"fp32"}, timing_s=0.5)
     rows = {c["id"]: c for c in result.report["candidates"]}
     assert rows["tflite-fp32"]["status"] == "failed"
     assert rows["tflite-fp32"]["build"]["exporter"] == "litert-torch"

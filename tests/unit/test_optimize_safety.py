@@ -13,7 +13,7 @@ import pytest
 from edgekit import optimize
 from edgekit.errors import DataError, EdgekitError
 
-FAST = dict(target="host", formats={"onnx"}, precisions={"fp32"}, time_budget_s=0.2)
+FAST = dict(target="host", formats={"onnx"}, precisions={"fp32"}, timing_s=0.2)
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_out_that_holds_user_files_is_refused_untouched(tiny_onnx, data, tmp_pat
     user.mkdir()
     (user / "thesis.txt").write_text("x")
     result = cli("optimize", tiny_onnx, "--data", data, "--target", "host", "--formats", "onnx",
-                 "--precisions", "fp32", "--time-budget", "0.2", "--out", user)
+                 "--precisions", "fp32", "--timing-seconds", "0.2", "--out", user)
     assert result.exit_code == 1 and "did not write, and it is not empty" in result.output
     assert (user / "thesis.txt").read_text() == "x" and sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
     assert not list(tmp_path.glob(".userdir*"))
@@ -129,7 +129,7 @@ def test_a_user_model_declares_its_processing_and_labels(tmp_path, cli):
                                             'mean = [0.5]\nstd = [0.25]\n')
     (tmp_path / "classes.txt").write_text("cat\ndog\nbird\nfish\n")
     result = cli("optimize", model, "--data", tmp_path / "data.npz", "--formats", "onnx", "--precisions", "fp32",
-                 "--time-budget", "0.2", "--processing", tmp_path / "pictures.toml", "--labels",
+                 "--timing-seconds", "0.2", "--processing", tmp_path / "pictures.toml", "--labels",
                  tmp_path / "classes.txt", "--out", tmp_path / "out", "--package")
     assert result.exit_code == 0, result.output
     bundle = load(tmp_path / "out.ekb")

@@ -1,8 +1,11 @@
 """Calibration and evaluation data: one small protocol for npz files, factories and built-ins.
 
-A :class:`Dataset` holds arrays whose first axis is the sample axis (it maps onto the model's
-batch dimension) plus optional ``labels``. It is iterable in batches and also offers
+A :class:`Dataset` holds arrays whose first axis is the sample axis plus optional ``labels``.
+The sample axis maps onto each input's batch axis (``TensorSpec.batch_axis``: 0 for most, 1 for an
+RNN state); inputs with a fixed value or a fed-back state are not data and are added by
+:meth:`Dataset.feeds`, which gives what the model takes. It is iterable in batches and also offers
 ``get_next()``, the protocol onnxruntime's calibrators use, so it can feed them directly.
+``sequences`` (one id per sample, consecutive) marks the streams a stateful model runs through.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .errors import DataError
 from .models.spec import Model, TensorSpec
 
 LABELS = "labels"
+SEQUENCE = "sequence"  # an optional array in a data file: the stream each sample belongs to
 
 
 @dataclass
@@ -26,6 +30,10 @@ class Dataset:
     labels: Optional[np.ndarray] = None
     source: str = ""
     synthetic: bool = False
+    # the model's input specs once checked against it (check_against): how samples are fed
+    layout: Optional[list[TensorSpec]] = field(default=None, repr=False, compare=False)
+    sequences: Optional[np.ndarray] = None
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)  # 0-d arrays of a data file: fixed inputs
     _cursor: Iterator = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -49,16 +57,45 @@ class Dataset:
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
 
+    def feeds(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Samples ``start:stop`` as the model takes them: each on its batch axis, fixed values as
+        they are, states at zero (the start of a sequence)."""
+        if self.layout is None:
+            return {k: v[start:stop] for k, v in self.arrays.items()}
+        count = min(stop, len(self)) - start
+        feeds = {}
+        for spec in self.layout:
+            if spec.value is not None:
+                feeds[spec.name] = spec.fixed_value()
+            elif spec.state_of is not None:
+                shape = [count if i == spec.batch_axis else (d if isinstance(d, int) else 1)
+                         for i, d in enumerate(spec.shape)]
+                feeds[spec.name] = np.zeros(shape, spec.dtype)
+            elif spec.batch_axis is None:
+                feeds[spec.name] = self.arrays[spec.name][0]
+            else:
+                feeds[spec.name] = np.moveaxis(self.arrays[spec.name][start:stop], 0, spec.batch_axis)
+        return feeds
+
     def batches(self, batch_size: int = 1) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self), batch_size):
-            yield {k: v[start:start + batch_size] for k, v in self.arrays.items()}
+            yield self.feeds(start, start + batch_size)
 
     def __iter__(self):
         return self.batches(1)
 
     def head(self, n: int) -> "Dataset":
         labels = None if self.labels is None else self.labels[:n]
-        return Dataset({k: v[:n] for k, v in self.arrays.items()}, labels, self.source, self.synthetic)
+        sequences = None if self.sequences is None else self.sequences[:n]
+        return Dataset({k: v[:n] for k, v in self.arrays.items()}, labels, self.source, self.synthetic,
+                       self.layout, sequences)
+
+    def subset(self, index) -> "Dataset":
+        """The samples at ``index`` (an index array), in that order."""
+        labels = None if self.labels is None else self.labels[index]
+        sequences = None if self.sequences is None else self.sequences[index]
+        return Dataset({k: v[index] for k, v in self.arrays.items()}, labels, self.source, self.synthetic,
+                       self.layout, sequences)
 
     # onnxruntime.quantization.CalibrationDataReader protocol
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
@@ -76,16 +113,22 @@ class Dataset:
 
 
 def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
-    """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too - or a factory
-    ``module:function``) and check it against ``model``."""
+    """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too -, a folder of
+    pictures or WAV files, a .txt of sentences (edgekit.datafiles), or a factory ``module:function``)
+    and check it against ``model``."""
+    from .datafiles import kind_of, load_files
+
     path = Path(ref)
-    if path.suffix in (".npz", ".parquet", ".pq") or path.exists():
+    if path.exists() and kind_of(path):  # pictures, WAV files or sentences
+        dataset = load_files(path, model, limit)
+    elif path.suffix in (".npz", ".parquet", ".pq") or path.exists():
         dataset = _load_table(path)
     elif ":" in ref:
         dataset = _load_factory(ref, limit)
     else:
         raise DataError(f"data {ref!r} is neither a data file nor a factory",
-                        "pass data.npz, data.parquet, an export folder or module:function")
+                        "pass data.npz, data.parquet, an export folder, a folder of pictures or WAV files, a .txt "
+                        "of sentences, or module:function")
     if limit:
         dataset = dataset.head(limit)
     return check_against(dataset, model)
@@ -99,9 +142,11 @@ def _load_table(path: Path) -> Dataset:
     columns = load_columns(path)
     arrays = model_columns(columns)
     labels = arrays.pop(LABELS, None)
+    fixed = {k: arrays.pop(k) for k in [k for k, v in arrays.items() if np.ndim(v) == 0]}
+    sequences = arrays.pop(SEQUENCE, None)
     if "labelled" in columns:  # an export: feedback labels, as text; a partly labelled one is judged without
         labels = labels_of(columns, origin=str(path)) if labels is not None and columns["labelled"].all() else None
-    return Dataset(arrays, labels, source=str(path))
+    return Dataset(arrays, labels, source=str(path), sequences=sequences, fixed=fixed)
 
 
 def _load_factory(ref: str, limit: Optional[int]) -> Dataset:
@@ -131,17 +176,32 @@ def _load_factory(ref: str, limit: Optional[int]) -> Dataset:
 
 
 def _fits(spec: TensorSpec, sample_shape: tuple[int, ...]) -> bool:
-    expected = spec.shape[1:]
+    expected = spec.sample_shape
     if len(expected) != len(sample_shape):
         return False
     return all(isinstance(e, str) or e == a for e, a in zip(expected, sample_shape))
 
 
+def _constants_from(dataset: Dataset, model: Model) -> list[TensorSpec]:
+    """Inputs without a batch axis given once in the data (a 0-d ``sr`` in an .npz) become fixed
+    values, as ``--input sr:=16000`` would make them."""
+    specs = []
+    for spec in model.inputs:
+        array = dataset.fixed.get(spec.name, dataset.arrays.get(spec.name))
+        if spec.is_data and array is not None and spec.batch_axis is None and np.ndim(array) == len(spec.shape):
+            value = np.asarray(array).astype(spec.dtype)
+            spec = spec.with_(value=tuple(value.reshape(-1).tolist()), shape=tuple(value.shape))
+        specs.append(spec)
+    return specs
+
+
 def check_against(dataset: Dataset, model: Model) -> Dataset:
     """Names, shapes and dtypes must match the model; safe casts within a kind are applied."""
-    wanted = {s.name: s for s in model.inputs}
+    layout = _constants_from(dataset, model)
+    wanted = {s.name: s for s in layout if s.is_data}
+    fixed = {s.name for s in layout if not s.is_data}
     missing = [n for n in wanted if n not in dataset.arrays]
-    extra = [n for n in dataset.arrays if n not in wanted]
+    extra = [n for n in list(dataset.arrays) + list(dataset.fixed) if n not in wanted and n not in fixed]
     if missing or extra:
         problem = []
         if missing:
@@ -150,7 +210,8 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
             problem.append(f"unknown array {', '.join(extra)}")
         raise DataError(
             f"data from {dataset.source} does not match the model: {'; '.join(problem)}",
-            f"the model's inputs are {', '.join(wanted)} (plus optional 'labels')",
+            f"the model's inputs are {', '.join(wanted)} (plus optional 'labels')"
+            + (f"; {', '.join(sorted(fixed))} are fixed or fed back, not data" if fixed else ""),
         )
     if len(dataset) == 0:
         raise DataError(f"data from {dataset.source} holds 0 samples", "give at least one sample per input")
@@ -162,17 +223,63 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
             raise DataError(f"data input {name!r} from {dataset.source} holds NaN or infinite values in {bad} of "
                             f"{len(array)} samples", "clean or drop those samples; accuracy cannot be judged on them")
         if not _fits(spec, array.shape[1:]):
+            where = ("the first axis is the sample axis" if spec.batch_axis == 0 else
+                     f"the first axis is the sample axis; it goes to {name}'s batch axis {spec.batch_axis}")
             raise DataError(
                 f"data input {name!r} has samples of shape {tuple(array.shape[1:])}, the model "
-                f"expects {spec.shape_str()} (the first axis is the sample axis)",
-                f"reshape the data to N x {'x'.join(str(d) for d in spec.shape[1:])}",
+                f"expects {'x'.join(str(d) for d in spec.sample_shape) or 'scalar'} per sample ({where})",
+                f"reshape the data to N x {'x'.join(str(d) for d in spec.sample_shape)}",
             )
         arrays[name] = _cast(array, spec, name)
     labels = dataset.labels
     if labels is not None and labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise DataError(f"labels from {dataset.source} are not one finite value per sample",
                         "give integer class labels, one per sample")
-    return Dataset(arrays, labels, dataset.source, dataset.synthetic)
+    return Dataset(arrays, labels, dataset.source, dataset.synthetic, layout, dataset.sequences)
+
+
+def _sample_first(value: np.ndarray, axis: Optional[int], count: int) -> np.ndarray:
+    if axis is None or value.ndim <= axis:
+        return np.broadcast_to(value, (count,) + value.shape).copy()
+    return np.moveaxis(value, axis, 0)
+
+
+def run_dataset(session, data: Dataset, model: Model, batch_size: int = 32) -> list[np.ndarray]:
+    """Every sample of ``data`` through ``session``; outputs come back sample-first (one row per
+    sample). Batch-first models run in chunks; others chunk along each input's own batch axis;
+    stateful ones step through each sequence, feeding the state output back."""
+    layout = data.layout or model.inputs
+    if all(s.batch_axis == 0 and s.is_data for s in layout):
+        return session.run_batched(data.feeds(0, len(data)), batch_size)
+    out_axes = [o.batch_axis for o in model.outputs]
+    fixed = any(isinstance(s.shape[s.batch_axis], int) for s in layout if s.is_data and s.batch_axis is not None)
+    states = {s.name: s.state_of for s in layout if s.state_of is not None}
+    names = [o.name for o in model.outputs]
+    if states:
+        return _run_sequences(session, data, states, names, out_axes)
+    step = 1 if fixed else batch_size
+    chunks = []
+    for start in range(0, len(data), step):
+        count = min(step, len(data) - start)
+        got = session.run(data.feeds(start, start + count))
+        chunks.append([_sample_first(g, a, count) for g, a in zip(got, out_axes)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _run_sequences(session, data: Dataset, states: dict[str, str], names: list[str], out_axes) -> list[np.ndarray]:
+    """One step per sample, in order; the state restarts at zero where a new sequence begins."""
+    seq = data.sequences if data.sequences is not None else np.zeros(len(data), np.int64)
+    rows = []
+    carried: dict[str, np.ndarray] = {}
+    for i in range(len(data)):
+        feeds = data.feeds(i, i + 1)
+        if i > 0 and seq[i] == seq[i - 1]:
+            feeds.update(carried)
+        got = session.run(feeds)
+        by_name = dict(zip(names, got))
+        carried = {inp: by_name[out].astype(feeds[inp].dtype) for inp, out in states.items()}
+        rows.append([_sample_first(g, a, 1) for g, a in zip(got, out_axes)])
+    return [np.concatenate(parts) for parts in zip(*rows)]
 
 
 def _cast(array: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:
@@ -231,12 +338,23 @@ def _onnx_gather_tables(proto) -> dict[str, int]:
 
 def synthesize(model: Model, n: int = 32, seed: int = 0) -> Dataset:
     """Inputs made up from the spec, for when no data is given; reports say so (``synthetic``)
-    and give the integer ranges used, and why."""
+    and give the integer ranges used, and why. Dynamic dims other than the batch axis have no
+    size to invent: they are refused with the ``--input`` lines that would size them."""
+    from .models.interface import suggest_input, unsized
+
+    missing = unsized(model.inputs)
+    if missing:
+        listed = "; ".join(f"{s.name} ({s.shape_str()}): dim {', '.join(map(str, dims))}" for s, dims in missing)
+        raise DataError(f"{model.name} has dynamic dims other than the batch that need a size: {listed}",
+                        "give real inputs with --data, or size them: "
+                        + " ".join(suggest_input(s) for s, _ in missing))
     rng = np.random.default_rng(seed)
     ranges = integer_ranges(model)
     arrays = {}
     for spec in model.inputs:
-        shape = (n,) + spec.concrete_shape()[1:]
+        if not spec.is_data:
+            continue
+        shape = (n,) + tuple(d if isinstance(d, int) else 1 for d in spec.sample_shape)
         dtype = np.dtype(spec.dtype)
         if "mask" in spec.name:
             arrays[spec.name] = np.ones(shape, dtype)
@@ -247,5 +365,7 @@ def synthesize(model: Model, n: int = 32, seed: int = 0) -> Dataset:
             arrays[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
             arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
-    notes = "; ".join(f"{name} integers in [{low}, {high}) from {why}" for name, (low, high, why) in ranges.items())
-    return Dataset(arrays, None, source=f"synthetic inputs ({notes})" if notes else "synthetic inputs", synthetic=True)
+    notes = "; ".join(f"{name} integers in [{low}, {high}) from {why}" for name, (low, high, why) in ranges.items()
+                      if model.input(name).is_data)
+    return Dataset(arrays, None, source=f"synthetic inputs ({notes})" if notes else "synthetic inputs", synthetic=True,
+                   layout=list(model.inputs))

@@ -4,7 +4,10 @@ Every field is checked on the way in (``Manifest.parse``), so the runtime never 
 whose paths leave the bundle, whose shapes are not shapes, or whose self-test bar is outside
 [0, 1]. Schema history: 1 had no golden sha256; 2 pins golden.npz and marks inputs that must be
 finite; 3 adds the model's own pre- and post-processing (pictures and text in, labels and scores
-out), with any tokenizer file pinned like every other file.
+out), with any tokenizer file pinned like every other file; 4 adds inputs that are not batch
+first (``batch_axis``: 1 for an RNN state, null for none), fixed values (``value``), recurrent
+states (``state_of``), and per-variant tensor layouts (a TFLite converted by onnx2tf takes NHWC
+where its ONNX source took NCHW).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Literal, Optional, Union
 
 from ._schema import SchemaError, from_dict, to_dict
 from .errors import BundleError
+from .models.spec import elements, interface_fields
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -44,8 +48,16 @@ class IOSpec:
     # Float inputs must be finite unless the model says otherwise: NaN fed to an int8 variant
     # comes back as finite, wrong numbers, so the runtime refuses it at the door.
     finite: Optional[bool] = None
+    batch_axis: Optional[int] = 0
+    value: Optional[tuple[float, ...]] = None
+    state_of: Optional[str] = None
 
     def validate(self) -> None:
+        if self.batch_axis is not None and not 0 <= self.batch_axis < max(1, len(self.shape)):
+            raise ValueError(f"batch_axis {self.batch_axis} of {self.name!r} is outside its {len(self.shape)} dims")
+        if self.value is not None and len(self.value) != elements(self.shape):
+            raise ValueError(f"value of {self.name!r} has {len(self.value)} elements, its shape {list(self.shape)} "
+                             f"holds {elements(self.shape)}")
         if not self.name or len(self.name) > 256:
             raise ValueError(f"tensor name {self.name!r} must be 1-256 characters")
         if self.dtype not in DTYPES:
@@ -62,7 +74,21 @@ class IOSpec:
         data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
         if self.finite is not None:
             data["finite"] = self.finite
-        return data
+        return data | interface_fields(self)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a variant's tensors are laid out against the model's: ``perm`` per tensor name, with
+    variant_tensor = transpose(model_tensor, perm)."""
+
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    outputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name, perm in {**self.inputs, **self.outputs}.items():
+            if sorted(perm) != list(range(len(perm))):
+                raise ValueError(f"layout of {name!r}: {list(perm)} is not a permutation")
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,7 @@ class Variant:
     runtime: str = "onnxruntime"
     provider: str = "cpu"
     target_runtime: Optional[str] = None
+    layout: Optional[Layout] = None
 
     def validate(self) -> None:
         _bundle_path(self.file, "variant file")
@@ -158,6 +185,23 @@ class TextInput:
 
 
 @dataclass(frozen=True)
+class AudioInput:
+    """Sound to frames of the tensor ``input``: mono, resampled to ``rate``, cut into frames of the
+    input's length every ``hop`` samples (0: the frame length, no overlap). Silero VAD takes 576
+    samples every 512: 64 of context from the frame before, then 512 new ones."""
+
+    input: str
+    rate: int = 16000
+    hop: int = 0
+
+    def validate(self) -> None:
+        if not 1000 <= self.rate <= 384000:
+            raise ValueError("rate must be 1000-384000 Hz")
+        if self.hop < 0:
+            raise ValueError("hop must be >= 0")
+
+
+@dataclass(frozen=True)
 class OutputPost:
     """What an output means: class names, softmax, the top k; or an embedding to normalise."""
 
@@ -177,10 +221,11 @@ class Processing:
     image: Optional[ImageInput] = None
     text: Optional[TextInput] = None
     outputs: tuple[OutputPost, ...] = ()
+    audio: Optional[AudioInput] = None
 
     def validate(self) -> None:
-        if self.image and self.text:
-            raise ValueError("a model takes pictures or text, not both")
+        if sum(x is not None for x in (self.image, self.text, self.audio)) > 1:
+            raise ValueError("a model takes pictures, text or sound, one of them")
 
     def files(self) -> list[str]:
         return [self.text.tokenizer] if self.text else []
@@ -217,7 +262,7 @@ class Manifest:
 
     def _check_processing(self, inputs: set[str], outputs: dict) -> None:
         p = self.processing
-        fed = ([p.image.input] if p.image else []) + (
+        fed = ([p.image.input] if p.image else []) + ([p.audio.input] if p.audio else []) + (
             [n for n in (p.text.ids, p.text.mask, p.text.type_ids) if n] if p.text else [])
         unknown = [n for n in fed if n not in inputs]
         if unknown:

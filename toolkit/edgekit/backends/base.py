@@ -36,10 +36,13 @@ class Session:
 
     def run_batched(self, feeds: dict[str, np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
         """Run many samples (first axis) in chunks, concatenating each output."""
-        total = len(next(iter(feeds.values())))
+        sized = [v for v in feeds.values() if np.ndim(v)]
+        total = len(sized[0]) if sized else 1
         fixed = [s.shape[0] for s in self.inputs if s.shape and isinstance(s.shape[0], int)]
         if fixed:  # a model exported with a fixed batch runs in chunks of exactly that size
             batch_size = fixed[0]
+        if total <= batch_size or len(sized) != len(feeds):  # a scalar input (a sample rate): one call
+            return self.run(feeds)
         chunks = [self.run({k: v[i:i + batch_size] for k, v in feeds.items()})
                   for i in range(0, total, batch_size)]
         return [np.concatenate(parts) for parts in zip(*chunks)]

@@ -1,13 +1,17 @@
 """LiteRT (TFLite) interpreters: name mapping, dtype casts and fixed-batch models.
 
-litert-torch names inputs ``serving_default_args_N`` and turns int64 into int32; this backend
-maps the model's own names onto them and casts, so callers feed what the source model takes.
+litert-torch names inputs ``serving_default_args_N`` and turns int64 into int32; onnx2tf lays
+images out NHWC where the ONNX source took NCHW and folds fixed inputs (a sample rate) into the
+graph. This backend maps the model's own names onto the interpreter's (by signature name where
+they match, else by position), transposes by the recorded ``layout`` and casts, so callers feed
+what the source model takes and get its outputs back in its layout.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -21,7 +25,7 @@ _ARG = re.compile(r"args_(\d+)$")
 class LiteRTSession(Session):
     format = "tflite"
 
-    def __init__(self, path: Path, options: SessionOptions, model=None):
+    def __init__(self, path: Path, options: SessionOptions, model=None, layout: Optional[dict] = None):
         if options.provider not in ("cpu", "xnnpack"):
             raise EdgekitError(f"LiteRT has no provider {options.provider!r} here", "use cpu or xnnpack")
         # XNNPACK is LiteRT's default CPU delegate; "cpu" keeps it, as on devices.
@@ -29,11 +33,16 @@ class LiteRTSession(Session):
         details = self.interpreter.get_input_details()
         if all(_ARG.search(d["name"]) for d in details):
             details = sorted(details, key=lambda d: int(_ARG.search(d["name"]).group(1)))
-        self._in = details
         self._out = self.interpreter.get_output_details()
+        details = self._by_signature(details, model)
+        self._in = details
         from ..models.tflite_model import _spec
 
-        names = [s.name for s in model.inputs] if model is not None and len(model.inputs) == len(details) else None
+        fed = [s for s in model.inputs if getattr(s, "is_data", True) or getattr(s, "state_of", None)] \
+            if model is not None else []
+        if model is not None and len(fed) != len(details):
+            fed = list(model.inputs)
+        names = [s.name for s in fed] if model is not None and len(fed) == len(details) else None
         self.inputs = [_spec(d) for d in details]
         if names:
             self.inputs = [type(s)(n, s.shape, s.dtype) for n, s in zip(names, self.inputs)]
@@ -42,15 +51,48 @@ class LiteRTSession(Session):
         if out_names:
             self.outputs = [type(s)(n, s.shape, s.dtype) for n, s in zip(out_names, self.outputs)]
         self._names = [s.name for s in self.inputs]
+        layout = layout or {}
+        self._perm_in = {n: p for n, p in (layout.get("inputs") or {}).items() if n in self._names}
+        self._perm_out = [(layout.get("outputs") or {}).get(s.name) for s in self.outputs]
         self.fixed_batch = all(d["shape_signature"][0] > 0 for d in details if len(d["shape_signature"]))
         self._shapes = {d["index"]: tuple(d["shape"]) for d in details}
         self.requested_provider = options.provider
         ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
         self.active_provider = "xnnpack" if "DELEGATE" in ops else "cpu"
 
+    def _by_signature(self, details: list, model) -> list:
+        """Input details in the source model's order where the signature names its inputs."""
+        if model is None:
+            return details
+        try:
+            signature = next(iter(self.interpreter._get_full_signature_list().values()))["inputs"]
+        except (StopIteration, AttributeError, KeyError):
+            return details
+        names = [s.name for s in model.inputs if s.name in signature]
+        if not names or len(names) != len(details):
+            return details
+        index = {d["index"]: d for d in details}
+        return [index[signature[n]] for n in names]
+
+    def _arrange(self, name: str, value: np.ndarray) -> np.ndarray:
+        perm = self._perm_in.get(name)
+        return np.ascontiguousarray(np.transpose(value, perm)) if perm else value
+
+    def _restore(self, outputs: list) -> list:
+        return [np.transpose(v, np.argsort(p)) if p else v for v, p in zip(outputs, self._perm_out)]
+
+    def prepared(self, feeds) -> list[tuple[dict, np.ndarray]]:
+        """(input detail, array as the interpreter takes it) for each input: for tools that run
+        their own interpreter of this file (sensitivity, calibration)."""
+        rows = []
+        for name, detail in zip(self._names, self._in):
+            value = self._arrange(name, feeds[name])
+            rows.append((detail, value if value.dtype == detail["dtype"] else _to_input(value, detail)))
+        return rows
+
     def _invoke(self, feeds):
         for name, detail in zip(self._names, self._in):
-            value = feeds[name]
+            value = self._arrange(name, feeds[name])
             if value.dtype != detail["dtype"]:
                 value = _to_input(value, detail)
             if self._shapes[detail["index"]] != value.shape:  # a dynamic batch changed size
@@ -59,28 +101,29 @@ class LiteRTSession(Session):
                 self._shapes[detail["index"]] = value.shape
             self.interpreter.set_tensor(detail["index"], value)
         self.interpreter.invoke()
-        return [_from_output(self.interpreter.get_tensor(d["index"]), d) for d in self._out]
+        return self._restore([_from_output(self.interpreter.get_tensor(d["index"]), d) for d in self._out])
 
     def bind(self, feeds):
-        batch = len(next(iter(feeds.values())))
+        batch = len(feeds[self._names[0]]) if self._names else 1
         if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:
             return lambda: self.run(feeds)
         self._invoke(feeds)  # resizes once if needed
         interpreter = self.interpreter
-        pairs = [(d["index"], feeds[n] if feeds[n].dtype == d["dtype"] else _to_input(feeds[n], d))
-                 for n, d in zip(self._names, self._in)]
+        pairs = [(d["index"], value) for d, value in self.prepared(feeds)]
         outputs = [d["index"] for d in self._out]
+        restore = self._restore if any(self._perm_out) else None
 
         def call():
             for index, value in pairs:
                 interpreter.set_tensor(index, value)
             interpreter.invoke()
-            return [interpreter.get_tensor(i) for i in outputs]
+            got = [interpreter.get_tensor(i) for i in outputs]
+            return restore(got) if restore else got
 
         return call
 
     def run(self, feeds):
-        batch = len(next(iter(feeds.values())))
+        batch = len(feeds[self._names[0]]) if self._names else 1
         if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:
             rows = [self._invoke({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
             return [np.concatenate(parts) for parts in zip(*rows)]

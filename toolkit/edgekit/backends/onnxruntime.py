@@ -75,7 +75,10 @@ class OrtSession(Session):
         return lambda: run(None, cast)
 
     def _cast(self, feeds):
-        return {k: (v if v.dtype == self._dtypes[k] else v.astype(self._dtypes[k])) for k, v in feeds.items()}
+        # feeds the graph does not take are left out: a cleaned graph has its fixed inputs
+        # (a sample rate) folded in, and the caller still passes them as the model declares
+        dtypes = self._dtypes
+        return {k: (v if v.dtype == dtypes[k] else v.astype(dtypes[k])) for k, v in feeds.items() if k in dtypes}
 
     def run(self, feeds):
         return self.session.run(None, self._cast(feeds))

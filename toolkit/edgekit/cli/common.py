@@ -61,10 +61,20 @@ def json_option(func):
 
 def input_option(func):
     return click.option(
-        "--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
+        "--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE][:=VALUE]",
         help="Name and shape of a model input, e.g. input_ids:batchx128:int64 (named dims are "
-        "dynamic). Repeat for each input.",
+        "dynamic), or a fixed value fed with every call, e.g. sr:int64:=16000. Repeat for each input.",
     )(func)
+
+
+def interface_options(func):
+    """--batch-axis and --state: inputs that are not batch first, and recurrent state."""
+    func = click.option("--state", "states", multiple=True, metavar="IN=OUT",
+                        help="A recurrent state: output OUT is fed back into input IN along each sequence "
+                             "(found by name, e.g. state=stateN, when not given).")(func)
+    return click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME:AXIS",
+                        help="The batch axis of an input when it is not the model's named batch dim, e.g. "
+                             "state:1, or NAME:none for an input fed as it is.")(func)
 
 
 def _json_safe(value: Any) -> Any:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .common import ReportedError, console, force_option, input_option, json_option, output_file, print_json, table
+from .common import (ReportedError, console, force_option, input_option, interface_options, json_option, output_file,
+                     print_json, table)
 
 
 def _split(value: str | None) -> set[str] | None:
@@ -51,7 +52,8 @@ def _summary(report: dict) -> None:
 @click.command("optimize")
 @click.argument("model", required=False)
 @click.option("--target", "-t", default="host", show_default=True, help="Target profile id, alias or .toml path.")
-@click.option("--data", help="Evaluation/calibration data: .npz or module:function (built-ins carry their own).")
+@click.option("--data", help="Evaluation/calibration data: .npz, .parquet, a collector export, a folder of images or "
+                             "WAV files, a text file of sentences, or module:function (built-ins carry their own).")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output directory [edgekit-out/MODEL-TARGET].")
 @click.option("--formats", help="Comma list to narrow the plan: onnx,tflite.")
 @click.option("--precisions", help="Comma list: fp32,fp16,int8-dynamic,int8-static,int8-weight-only.")
@@ -59,7 +61,9 @@ def _summary(report: dict) -> None:
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and its reasons; build nothing.")
 @click.option("--allow-synthetic-calibration", is_flag=True, help="Calibrate on random inputs when no data is given.")
 @click.option("--eval-samples", default=512, show_default=True, help="Evaluation samples used at most.")
-@click.option("--time-budget", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
+@click.option("--time-budget", type=float, help="Seconds for the whole run, repairs included; what it leaves out "
+                                                 "is listed in the report [no limit].")
+@click.option("--timing-seconds", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
 @click.option("--package", "package", is_flag=True, help="Also write the deployable bundle OUT.ekb.")
 @click.option("--verify-arm64", "verify_arm64", is_flag=True,
               help="Re-run the passing candidates on ARM64 kernels under QEMU (root, x86_64 Debian) and reject "
@@ -71,10 +75,11 @@ def _summary(report: dict) -> None:
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path),
               help="Class names, one per line, for the first output (softmax and top 5 added).")
 @input_option
+@interface_options
 @json_option
 def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_only,
-                 allow_synthetic_calibration, eval_samples, time_budget, package, verify_arm64, arm64_samples,
-                 sign_key, processing_file, labels_file, inputs, as_json):
+                 allow_synthetic_calibration, eval_samples, time_budget, timing_seconds, package, verify_arm64,
+                 arm64_samples, sign_key, processing_file, labels_file, inputs, batch_axes, states, as_json):
     """Convert and quantise MODEL for a target device, guard accuracy, and pick the best variant.
 
     MODEL defaults to the demo model edgekit:digits-cnn. The result directory holds every
@@ -88,6 +93,8 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
       edgekit optimize --target raspberrypi --package
       edgekit optimize --target raspberrypi4 --verify-arm64      # int8 numerics on ARM kernels, no device
       edgekit optimize net.py:build --data val.npz --labels classes.txt --processing pictures.toml --package
+      edgekit optimize det.onnx --input x:1x3x320x320 --data pages/ --processing det.toml --target coral-edgetpu
+      edgekit optimize silero_vad.onnx --input input:1x512 --input sr:int64:=16000 --data speech/ --time-budget 300
     """
     from ..optimizer import NoCandidatePassed, optimize
     from ..processing import declaration
@@ -100,8 +107,9 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, plan_
         result = optimize(model, target=target, data=data, out=out, formats=_split(formats),
                           precisions=_split(precisions), tolerance=tolerance, plan_only=plan_only,
                           allow_synthetic_calibration=allow_synthetic_calibration, eval_samples=eval_samples,
-                          time_budget_s=time_budget, progress=say, inputs=inputs, processing=processing,
-                          verify_arm64=arm64_samples if verify_arm64 else 0)
+                          time_budget_s=time_budget, timing_s=timing_seconds, progress=say, inputs=inputs,
+                          processing=processing, verify_arm64=arm64_samples if verify_arm64 else 0,
+                          batch_axes=batch_axes, states=states)
     except NoCandidatePassed as exc:
         stop()
         if as_json:
@@ -148,37 +156,51 @@ def _print_plan(plan: dict) -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output file [MODEL.onnx|.tflite].")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="ONNX exporter; auto tries dynamo, then TorchScript.")
+@click.option("--data", help="ONNX -> TFLite: samples to size the inputs and check the result on [synthetic].")
 @force_option
 @input_option
+@interface_options
 @json_option
-def convert_cmd(model, to, out, exporter, force, inputs, as_json):
-    """Convert a PyTorch model to ONNX or TFLite, checked against torch on its example inputs.
+def convert_cmd(model, to, out, exporter, data, force, inputs, batch_axes, states, as_json):
+    """Convert a PyTorch model to ONNX or TFLite, or an ONNX model to TFLite (onnx2tf), checked
+    against the source.
 
     \b
     Example:
       edgekit convert edgekit:minilm --to onnx --out minilm.onnx
       edgekit convert net.py:build --to tflite
+      edgekit convert cls.onnx --to tflite --input x:1x3x48x192 --data lines/
     """
     from ..models import load_model
 
-    loaded = load_model(model, inputs)
+    loaded = load_model(model, inputs, batch_axes, states)
     out = out or Path(f"{loaded.name}.{to}")
     with output_file(out, force) as tmp:
         if to == "onnx":
             from ..convert.onnx_export import export_onnx
 
-            result = export_onnx(loaded, tmp, exporter=exporter)
+            info = export_onnx(loaded, tmp, exporter=exporter).to_dict()
+        elif loaded.format == "onnx":
+            from ..convert.onnx_tflite import export_tflite_from_onnx
+            from ..data import load_data, synthesize
+
+            probe = (load_data(data, loaded, limit=8) if data else synthesize(loaded, n=8)).head(8)
+            info = export_tflite_from_onnx(loaded, tmp, probe)
+            info["max_abs_diff"] = info["max_rel_diff"]
         else:
             from ..convert.tflite_export import export_tflite
 
-            result = export_tflite(loaded, tmp)
-    info = result.to_dict() | {"file": str(out), "size_bytes": out.stat().st_size}
+            info = export_tflite(loaded, tmp).to_dict()
+    info |= {"file": str(out), "size_bytes": out.stat().st_size}
     if as_json:
         print_json(info)
     else:
+        source = "onnxruntime (relative)" if "max_rel_diff" in info else "torch"
         console().print(f"wrote {out} ({info['size_bytes'] / 1e6:.2f} MB) with {info['exporter']}; "
-                        f"max |diff| vs torch {info['max_abs_diff']:.2e}"
+                        f"max |diff| vs {source} {info['max_abs_diff']:.2e}"
                         + (f"; fell back because {info['fallback_reason']}" if info.get("fallback_reason") else ""))
+        for name, perm in (info.get("layout") or {}).get("inputs", {}).items():
+            console().print(f"note: input {name} is laid out differently: tflite = numpy.transpose(onnx, {perm})")
 
 
 @click.command("quantize")
@@ -213,7 +235,7 @@ def quantize_cmd(model, precision, fmt, target, data, out, force, inputs, as_jso
 
         try:
             result = optimize(loaded, target=target, data=data, out=Path(tmp) / "out", formats={fmt},
-                              precisions={precision}, tolerance="0", time_budget_s=1.0)
+                              precisions={precision}, tolerance="0", timing_s=1.0)
         except NoCandidatePassed as exc:
             raise ReportedError(f"quantisation failed: {exc}") from None
         row = next(c for c in result.report["candidates"] if c["status"] == "passed")

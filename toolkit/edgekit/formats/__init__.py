@@ -89,15 +89,23 @@ class ArtifactFormat:
     def _converted(self, builder) -> Path:
         """The source converted once per optimize run, or copied when it already is this format."""
         def make():
-            import shutil
-
             dst = builder.workdir / f"base-fp32{self.suffix}"
             if builder.model.format == self.name:
-                shutil.copyfile(builder.model.path, dst)
-                return dst, {"exporter": "source file"}
-            return dst, self.convert(builder.model, dst)
+                return dst, self.from_source(builder, dst)
+            return dst, self.convert_for(builder, dst)
 
         return builder.cached(self.name, make)
+
+    def from_source(self, builder, dst: Path) -> dict:
+        """The base when the source already is this format: a copy, unless the format cleans it."""
+        import shutil
+
+        shutil.copyfile(builder.model.path, dst)
+        return {"exporter": "source file"}
+
+    def convert_for(self, builder, dst: Path) -> dict:
+        """``convert`` with what this optimize run knows (its data, its time left)."""
+        return self.convert(builder.model, dst)
 
     def build(self, builder, candidate, dst: Path) -> dict:
         raise NotImplementedError
@@ -129,7 +137,7 @@ def for_runtime(profile_runtime: str) -> ArtifactFormat:
 
 
 def _load() -> None:
-    if not REGISTRY:
+    if len(REGISTRY) < 2:  # a module imported on its own has registered only itself
         from . import onnx, tflite  # noqa: F401  (each module registers its format)
 
 

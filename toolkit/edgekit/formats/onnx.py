@@ -82,6 +82,31 @@ class Onnx(ArtifactFormat):
 
         return export_onnx(model, dst).to_dict()
 
+    def from_source(self, builder, dst: Path) -> dict:
+        """The ONNX source cleaned (edgekit.convert.onnx_clean), kept only where it computes what
+        the source does on the evaluation samples; else the source as it is, and why."""
+        if builder.probe is None:
+            return super().from_source(builder, dst)
+        import numpy as np
+
+        from ..backends import SessionOptions, open_session
+        from ..convert.onnx_clean import clean
+        from ..data import run_dataset
+
+        model = builder.model
+        try:
+            info = clean(model, dst)
+            want = run_dataset(open_session(model.path, SessionOptions(), model), builder.probe, model)
+            got = run_dataset(open_session(dst, SessionOptions(), model), builder.probe, model)
+            diff = max(float(np.max(np.abs(g - w), initial=0.0)) / max(float(np.max(np.abs(w), initial=0.0)), 1e-6)
+                       for g, w in zip(got, want))
+        except Exception as exc:  # a graph the cleaner breaks is used as it is
+            info, diff = {"cleaner": f"failed: {type(exc).__name__}: {str(exc)[:160]}"}, float("inf")
+        if not diff <= 1e-4:
+            super().from_source(builder, dst)
+            return {"exporter": "source file", "cleaned": info | {"kept": False, "max_rel_diff": diff}}
+        return {"exporter": "source file, cleaned", "cleaned": info | {"kept": True, "max_rel_diff": diff}}
+
     def base(self, builder, fused: bool = False) -> Path:
         exported = self._converted(builder)
         if not fused:

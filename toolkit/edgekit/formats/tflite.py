@@ -1,5 +1,6 @@
-"""TFLite: converted from PyTorch with litert-torch, quantised with ai-edge-quantizer, run by LiteRT
-(ai-edge-litert, or tflite_runtime on older devices) with XNNPACK, or compiled for the Edge TPU."""
+"""TFLite: converted from PyTorch with litert-torch or from ONNX (edgekit.convert.onnx_tflite),
+quantised with ai-edge-quantizer, run by LiteRT (ai-edge-litert, or tflite_runtime on older
+devices) with XNNPACK, or compiled for the Edge TPU."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Iterator
 from . import ArtifactFormat
 
 
+TF_INT8 = "TensorFlow Lite converter, full-integer (from onnx2tf's SavedModel)"
+
+
 class Tflite(ArtifactFormat):
     name = "tflite"
     suffix = ".tflite"
@@ -20,28 +24,30 @@ class Tflite(ArtifactFormat):
     serves = ("litert-xnnpack", "litert-gpu", "edgetpu")
     precisions = ("fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight-only")
     calibrated = frozenset({"int8-static"})
-    sources = ("pytorch", "pt2", "tflite")
+    sources = ("pytorch", "pt2", "tflite", "onnx")
     needs = {"export": ("litert-torch", "tflite"), "quantize": ("ai-edge-quantizer", "tflite"),
              "run": ("ai-edge-litert", "litert")}
-
-    def source_hint(self, model) -> str:
-        return ("a PyTorch source is needed (a factory module:function or a .pt2): edgekit converts "
-                "PyTorch to TFLite with litert-torch, not ONNX to TFLite")
 
     # -- sessions ---------------------------------------------------------------------------------
     def open_session(self, path, options, model=None):
         from ..backends.litert import LiteRTSession
 
-        return LiteRTSession(path, options, model)
+        # a TFLite converted from ONNX by onnx2tf takes NHWC: the conversion recorded its layout
+        layout = getattr(model, "meta", {}).get("tflite_layout") if model is not None and model.format == "onnx" else None
+        return LiteRTSession(path, options, model, layout)
 
     def open_variant(self, path, variant, threads, specs):
         from types import SimpleNamespace
 
         from ..backends.base import SessionOptions
+        from ..backends.litert import LiteRTSession
         from ..models.spec import TensorSpec
 
-        inputs, outputs = ([TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in group] for group in specs)
-        return self.open_session(path, SessionOptions(threads=threads), SimpleNamespace(inputs=inputs, outputs=outputs))
+        inputs, outputs = ([TensorSpec(s["name"], tuple(s["shape"]), s["dtype"], s.get("batch_axis", 0),
+                                       tuple(s["value"]) if s.get("value") is not None else None, s.get("state_of"))
+                            for s in group] for group in specs)
+        return LiteRTSession(path, SessionOptions(threads=threads), SimpleNamespace(inputs=inputs, outputs=outputs),
+                             variant.get("layout"))
 
     # -- planning ---------------------------------------------------------------------------------
     def reason(self, precision, arch, profile, explicit):
@@ -54,13 +60,22 @@ class Tflite(ArtifactFormat):
         return super().reason(precision, arch, profile, explicit)
 
     def settings_label(self, candidate) -> str:
+        if candidate.tflite_quantizer == "tf-converter":
+            return "TensorFlow Lite converter int8"
         return f"{len(candidate.tflite_exclude)} ops in float" if candidate.tflite_exclude else ""
 
     # -- building ---------------------------------------------------------------------------------
-    def convert(self, model, dst: Path) -> dict:
+    def convert(self, model, dst: Path, probe=None, timeout_s: float = 600.0, calibration=None) -> dict:
+        if model.format == "onnx":
+            from ..convert.onnx_tflite import export_tflite_from_onnx
+
+            return export_tflite_from_onnx(model, dst, probe, timeout_s, calibration)
         from ..convert.tflite_export import export_tflite
 
         return export_tflite(model, dst).to_dict()
+
+    def convert_for(self, builder, dst: Path) -> dict:
+        return self.convert(builder.model, dst, builder.probe, builder.seconds_left(), builder.calibration)
 
     def build(self, builder, candidate, dst: Path) -> dict:
         from ..optimizer.build import guard
@@ -71,8 +86,28 @@ class Tflite(ArtifactFormat):
             return {}
         from ..quantize.tflite_quant import quantize_tflite
 
-        return guard("ai-edge-quantizer", lambda: quantize_tflite(
-            base, dst, candidate.precision, builder.calibration, candidate.tflite_exclude))
+        from ..convert.onnx_tflite import int8_path
+        from ..errors import ConversionError
+
+        fallback = int8_path(base)
+        if candidate.tflite_quantizer == "tf-converter":
+            shutil.copyfile(fallback, dst)
+            info = {"recipe": TF_INT8, "why": "the converter's own calibrated full-integer model"}
+        else:
+            try:
+                info = guard("ai-edge-quantizer", lambda: quantize_tflite(
+                    base, dst, candidate.precision, builder.calibration, candidate.tflite_exclude, model=builder.model))
+            except ConversionError as exc:
+                if candidate.precision != "int8-static" or candidate.tflite_exclude or not fallback.exists():
+                    raise
+                # the converter's own full-integer model, calibrated on the same data (onnx2tf's route)
+                shutil.copyfile(fallback, dst)
+                info = {"recipe": TF_INT8, "why": f"{exc} - so the converter's own calibrated int8 model is used"}
+        if candidate.runtime == "edgetpu":  # what edgetpu_compiler would leave on the CPU
+            from .edgetpu import partition
+
+            info["edgetpu"] = partition(dst)
+        return info
 
     def repairs(self, candidate, opt) -> Iterator:
         """The most sensitive ops kept in float, a few more at each try."""
@@ -81,8 +116,16 @@ class Tflite(ArtifactFormat):
         from ..optimizer.repair import exclusion_steps
         from ..optimizer.sensitivity_tflite import op_sensitivity
 
-        probe_path, _ = opt.builder.build(candidate)
-        ranked = op_sensitivity(self.base(opt.builder), probe_path, opt.eval, opt.model)
+        from ..convert.onnx_tflite import int8_path
+
+        base = self.base(opt.builder)
+        if candidate.precision == "int8-static" and candidate.tflite_quantizer != "tf-converter" \
+                and int8_path(base).exists():
+            yield "the TensorFlow Lite converter's full-integer model", replace(candidate, tflite_quantizer="tf-converter")
+        probe_path, info = opt.builder.build(replace(candidate, tflite_quantizer="ai-edge-quantizer"))
+        if info.get("recipe") == TF_INT8:
+            return  # ai-edge-quantizer cannot quantise this graph: it has nothing to exclude ops from
+        ranked = op_sensitivity(base, probe_path, opt.eval, opt.model)
         for k in exclusion_steps(ranked):
             kept = tuple(ranked[:k])
             yield (f"kept the {k} most sensitive op{'s' if k > 1 else ''} in float"), replace(

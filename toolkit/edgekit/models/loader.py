@@ -12,8 +12,11 @@ BUILTIN_PREFIX = "edgekit:"
 DEFAULT_MODEL = "edgekit:digits-cnn"
 
 
-def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = ()) -> Model:
-    """Load ``ref`` (default: the demo model). ``inputs`` are ``--input NAME:SHAPE[:DTYPE]`` specs."""
+def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (),
+               batch_axes: Sequence[str] = (), states: Sequence[str] = ()) -> Model:
+    """Load ``ref`` (default: the demo model). ``inputs`` are ``--input NAME:SHAPE[:DTYPE][:=VALUE]``
+    specs, ``batch_axes`` ``--batch-axis NAME:K`` and ``states`` ``--state IN=OUT`` (see
+    :mod:`edgekit.models.interface`)."""
     ref = ref or DEFAULT_MODEL
     overrides = [s if isinstance(s, TensorSpec) else parse_input_spec(s) for s in inputs]
     names = [o.name for o in overrides]
@@ -34,7 +37,9 @@ def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (
             raise ModelLoadError(f"model file {path} does not exist", "check the path")
         if path.is_dir():
             raise ModelLoadError(f"{path} is a directory, not a model file", "pass the .onnx or .tflite inside it")
-        return _load_file(path, ref, overrides, explicit)
+        from .interface import parse_batch_axes, parse_states
+
+        return _load_file(path, ref, overrides, explicit, parse_batch_axes(batch_axes), parse_states(states))
     if ":" in ref:
         from .torch_model import load_factory
 
@@ -45,7 +50,8 @@ def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (
     )
 
 
-def _load_file(path: Path, ref: str, overrides: list[TensorSpec], explicit: set[str] = frozenset()) -> Model:
+def _load_file(path: Path, ref: str, overrides: list[TensorSpec], explicit: set[str] = frozenset(),
+               batch_axes: Optional[dict] = None, states: Optional[dict] = None) -> Model:
     if path.stat().st_size == 0:
         raise ModelLoadError(f"{path} is empty", "re-export the model")
     suffix = path.suffix.lower()
@@ -64,8 +70,12 @@ def _load_file(path: Path, ref: str, overrides: list[TensorSpec], explicit: set[
         from .torch_model import load_pt2
 
         return load_pt2(path, ref, overrides)
-    if overrides:
-        model.inputs = fit_overrides(model.inputs, overrides, explicit, str(path))
+    from .interface import name_dims, resolve
+
+    graph_in = [s.with_(shape=name_dims(s.name, s.shape)) for s in model.inputs]
+    graph_out = [s.with_(shape=name_dims(s.name, s.shape)) for s in model.outputs]
+    model.inputs, model.outputs, model.meta["batch_axis_why"] = resolve(
+        graph_in, graph_out, overrides, explicit, str(path), batch_axes, states)
     return model
 
 
@@ -89,7 +99,7 @@ def fit_overrides(graph: list[TensorSpec], overrides: list[TensorSpec], explicit
         if o.name in explicit and o.dtype != real.dtype:
             raise ModelLoadError(f"--input {o.name}:{o.dtype} but {origin} takes {real.dtype}",
                                  f"drop the dtype, or write :{real.dtype}")
-        result[o.name] = TensorSpec(o.name, o.shape, real.dtype)
+        result[o.name] = real.with_(shape=o.shape)
     return [result[s.name] for s in graph]
 
 

@@ -12,11 +12,11 @@ from .spec import Model, TensorSpec
 def _dims(value_info) -> tuple:
     shape = value_info.type.tensor_type.shape
     dims = []
-    for i, d in enumerate(shape.dim):
-        if d.HasField("dim_value"):
+    for d in shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:  # Paddle writes -1 for a dynamic dim
             dims.append(int(d.dim_value))
         else:
-            dims.append(d.dim_param or f"d{i}")
+            dims.append(d.dim_param)  # unnamed: the loader names it after its tensor
     return tuple(dims)
 
 

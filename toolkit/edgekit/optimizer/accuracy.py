@@ -17,6 +17,11 @@ class Tolerance:
     min_cosine_floor: Optional[float] = None  # minimum cosine over rows, when asked for
     min_top1: float = 0.99  # top-1 agreement with the reference (classifiers, no labels)
     max_accuracy_drop: float = 1.0  # points of the task metric (classifiers with labels)
+    max_abs: Optional[float] = None  # largest absolute difference from fp32, when asked for (probabilities)
+    # a detector's probability map is judged by what its post-processing keeps: the IoU of the
+    # pixels above ``threshold`` (0.3 binarises a DBNet text map) against fp32's
+    min_iou: Optional[float] = None
+    threshold: float = 0.5
 
     def __post_init__(self):
         for name in ("min_cosine", "min_top1"):
@@ -31,7 +36,8 @@ class Tolerance:
         if not text:
             return cls()
         keys = {"cosine": "min_cosine", "min_cosine": "min_cosine_floor", "top1": "min_top1",
-                "accuracy_drop": "max_accuracy_drop"}
+                "accuracy_drop": "max_accuracy_drop", "max_abs": "max_abs", "iou": "min_iou",
+                "threshold": "threshold"}
         values = {}
         try:
             if "=" not in text:
@@ -45,7 +51,8 @@ class Tolerance:
         except (ValueError, KeyError) as exc:
             raise EdgekitError(
                 f"bad --tolerance {text!r} ({exc})",
-                "use a mean cosine like 0.98, or cosine=0.98,min_cosine=0.95,top1=0.98,accuracy_drop=2",
+                "use a mean cosine like 0.98, or cosine=0.98,min_cosine=0.95,top1=0.98,accuracy_drop=2,max_abs=0.02,"
+                "iou=0.85,threshold=0.3",
             ) from None
 
     def to_dict(self) -> dict:
@@ -53,9 +60,14 @@ class Tolerance:
 
 
 def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Optional[np.ndarray],
-            task: str) -> dict:
-    """Metrics of ``outputs`` against ``reference`` (first axis: samples)."""
+            task: str, threshold: Optional[float] = None) -> dict:
+    """Metrics of ``outputs`` against ``reference`` (first axis: samples); with ``threshold``, also
+    the IoU of the first output's values above it (a detector's kept pixels)."""
     metrics: dict = {}
+    if threshold is not None and reference and np.all(np.isfinite(outputs[0])):
+        ref_on, out_on = reference[0] > threshold, outputs[0] > threshold
+        union = int((ref_on | out_on).sum())
+        metrics["iou"] = float((ref_on & out_on).sum() / union) if union else 1.0
     worst_cos, worst_floor, max_abs, mean_abs = 1.0, 1.0, 0.0, 0.0
     for ref, out in zip(reference, outputs):
         r, o = rows(ref), rows(out)
@@ -66,7 +78,9 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
                     "mean_abs_error": float("inf")}
         diff = np.abs(r - o)
         max_abs, mean_abs = max(max_abs, float(diff.max())), max(mean_abs, float(diff.mean()))
-        cos = cosine_rows(r, o)
+        # one number per sample (a speech probability): a row's cosine is only its sign, so the
+        # samples together are the vector
+        cos = cosine_rows(r.reshape(1, -1), o.reshape(1, -1)) if r.shape[1] == 1 else cosine_rows(r, o)
         worst_cos, worst_floor = min(worst_cos, float(cos.mean())), min(worst_floor, float(cos.min()))
     metrics.update(finite=True, cosine_mean=worst_cos, cosine_min=worst_floor, max_abs_error=max_abs,
                    mean_abs_error=mean_abs)
@@ -88,6 +102,10 @@ def verdict(metrics: dict, tolerance: Tolerance) -> tuple[bool, str]:
     problems = []
     if metrics["cosine_mean"] < tolerance.min_cosine:
         problems.append(f"mean cosine {metrics['cosine_mean']:.4f} < {tolerance.min_cosine}")
+    if tolerance.min_iou is not None and metrics.get("iou", 0.0) < tolerance.min_iou:
+        problems.append(f"IoU above {tolerance.threshold} {metrics.get('iou', 0.0):.4f} < {tolerance.min_iou}")
+    if tolerance.max_abs is not None and metrics["max_abs_error"] > tolerance.max_abs:
+        problems.append(f"max |diff| {metrics['max_abs_error']:.4g} > {tolerance.max_abs}")
     if tolerance.min_cosine_floor is not None and metrics["cosine_min"] < tolerance.min_cosine_floor:
         problems.append(f"min cosine {metrics['cosine_min']:.4f} < {tolerance.min_cosine_floor}")
     if "accuracy_drop_points" in metrics:
@@ -103,6 +121,10 @@ def shortfall(metrics: dict, tolerance: Tolerance) -> float:
     if not metrics.get("finite", True):
         return float("inf")
     gap = max(0.0, tolerance.min_cosine - metrics["cosine_mean"])
+    if tolerance.max_abs is not None:
+        gap += max(0.0, metrics["max_abs_error"] - tolerance.max_abs)
+    if tolerance.min_iou is not None:
+        gap += max(0.0, tolerance.min_iou - metrics.get("iou", 0.0))
     if "accuracy_drop_points" in metrics:
         gap += max(0.0, metrics["accuracy_drop_points"] - tolerance.max_accuracy_drop) / 100
     elif "top1_agreement" in metrics:

@@ -19,8 +19,11 @@ from .plan import Candidate
 class Builder:
     """Builds candidates into ``workdir``; base conversions are made once and reused."""
 
-    def __init__(self, model: Model, workdir: Path, calibration: Optional[Dataset]):
+    def __init__(self, model: Model, workdir: Path, calibration: Optional[Dataset], probe: Optional[Dataset] = None,
+                 deadline: Optional[float] = None):
         self.model, self.workdir, self.calibration = model, workdir, calibration
+        self.probe = probe  # evaluation samples converters check their result on
+        self.deadline = deadline  # time.monotonic() at which the run's --time-budget ends
         self._base: dict[str, tuple[Optional[Path], Optional[ConversionError], dict]] = {}
         self.exports: dict[str, dict] = {}  # what each base conversion did, for the report
 
@@ -37,6 +40,11 @@ class Builder:
         if error is not None:
             raise error
         return path
+
+    def seconds_left(self) -> float:
+        import time
+
+        return 3600.0 if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
 
     def base(self, fmt: str, **kw) -> Path:
         return registry.get(fmt).base(self, **kw)

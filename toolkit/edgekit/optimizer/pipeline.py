@@ -13,13 +13,14 @@ import numpy as np
 
 from .._io import InterruptGuard, atomic_directory, check_replaceable, sweep_stale
 from ..backends import SessionOptions, open_session
-from ..data import Dataset, load_data, synthesize
+from ..data import Dataset, load_data, run_dataset, synthesize
 from ..devices import Profile, host_profile, resolve
 from ..devices.host import available_cores
 from ..errors import ConversionError, DataError, EdgekitError, first_line
 from ..models import Model, load_model
 from . import report as report_mod
 from .accuracy import Tolerance, compare, shortfall, verdict
+from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms
 from .plan import Candidate, Plan, make_plan
@@ -36,7 +37,7 @@ class NoCandidatePassed(EdgekitError):
 @dataclass
 class Outcome:
     candidate: Candidate
-    status: str = "pending"  # passed, rejected (accuracy), failed (conversion), unfit (size)
+    status: str = "pending"  # passed, rejected (accuracy), failed (conversion), unfit (size), skipped (time)
     path: Optional[Path] = None
     build: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -76,7 +77,7 @@ def _reference(model: Model, data: Dataset) -> list[np.ndarray]:
                 outs = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) else list(out)
                 chunks.append([o.numpy() for o in outs])
         return [np.concatenate(parts) for parts in zip(*chunks)]
-    return open_session(model.path, SessionOptions(), model).run_batched(data.arrays)
+    return run_dataset(open_session(model.path, SessionOptions(), model), data, model)
 
 
 def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
@@ -86,6 +87,7 @@ def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
         return _reference(model, data)
     except Exception as exc:
         fed = ", ".join(f"{k}: {v.dtype}{list(v.shape[1:])} in [{v.min()}, {v.max()}]" for k, v in data.arrays.items())
+        fed += "".join(f", {s.name}: fixed at {s.fixed_value().tolist()}" for s in model.inputs if s.value is not None)
         raise DataError(f"{model.name} failed on the {'synthetic ' if data.synthetic else ''}evaluation inputs "
                         f"({fed}): {type(exc).__name__}: {first_line(exc, 200)}",
                         "pass --data with real inputs (an .npz with one array per input)" if data.synthetic else
@@ -95,19 +97,27 @@ def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
 class Optimizer:
     def __init__(self, model: Model, target: Profile, eval_data: Dataset, calibration: Optional[Dataset],
                  tolerance: Tolerance, plan: Plan, workdir: Path, progress: Callable[[str], None],
-                 time_budget_s: float):
+                 timing_s: float, budget: Optional["Budget"] = None):
         self.model, self.target, self.eval, self.calibration = model, target, eval_data, calibration
         self.tolerance, self.plan, self.workdir, self.progress = tolerance, plan, workdir, progress
-        self.builder = Builder(model, workdir, calibration)
+        self.budget = budget or Budget(None)
+        self.builder = Builder(model, workdir, calibration, eval_data.head(8), self.budget.deadline)
         self.host = host_profile()
-        self.time_budget_s = time_budget_s
+        self.timing_s = timing_s
         self.reference = _checked_reference(model, eval_data)
         self.options = SessionOptions(threads=available_cores())
 
     def evaluate(self, path: Path) -> dict:
         session = open_session(path, self.options, self.model)
-        outputs = session.run_batched(self.eval.arrays)
-        return compare(self.reference, outputs, self.eval.labels, self.model.task)
+        outputs = run_dataset(session, self.eval, self.model)
+        threshold = self.tolerance.threshold if self.tolerance.min_iou is not None else None
+        return compare(self.pick(self.reference), self.pick(outputs), self.eval.labels, self.model.task, threshold)
+
+    def pick(self, outputs: list) -> list:
+        """The outputs the guard judges (not a recurrent state: edgekit.models.interface.judged)."""
+        from ..models.interface import judged
+
+        return [outputs[i] for i in judged(self.model.inputs, self.model.outputs)]
 
     def attempt(self, candidate: Candidate) -> tuple[Path, dict, dict]:
         path, info = self.builder.build(candidate)
@@ -115,6 +125,9 @@ class Optimizer:
 
     def run_candidate(self, candidate: Candidate) -> Outcome:
         outcome = Outcome(candidate)
+        if self.budget.spent():
+            outcome.status, outcome.reason = "skipped", self.budget.skip(f"building {candidate.id}")
+            return outcome
         self.progress(f"building {candidate.id}")
         try:
             outcome.path, outcome.build, outcome.metrics = self.attempt(candidate)
@@ -136,9 +149,26 @@ class Optimizer:
 
     def repair(self, outcome: Outcome) -> None:
         """Try what an engineer would, in order; keep the first repaired variant that passes."""
-        from .repair import repairs
+        from .repair import progressing, repairs
 
-        for label, fixed in repairs(outcome.candidate, self):
+        gaps = [shortfall(outcome.metrics, self.tolerance)]
+        steps = repairs(outcome.candidate, self)
+        while True:
+            try:
+                label, fixed = next(steps)
+            except StopIteration:
+                return
+            except Exception as exc:  # finding the next repair (a sensitivity run) failed: say so, go on
+                outcome.repairs.append({"repair": "sensitivity analysis", "error": f"{type(exc).__name__}: "
+                                        f"{first_line(exc, 200)}"})
+                return
+            if self.budget.spent():
+                outcome.repairs.append({"repair": label, "skipped": self.budget.skip(f"repair of {fixed.id}: {label}")})
+                return
+            if not progressing(gaps):
+                outcome.repairs.append({"repair": label, "skipped": "the last repairs closed almost none of the gap "
+                                        "to the tolerance; more of the same would not"})
+                return
             self.progress(f"repairing {outcome.candidate.id}: {label}")
             try:
                 path, info, metrics = self.attempt(fixed)
@@ -146,6 +176,7 @@ class Optimizer:
                 outcome.repairs.append({"repair": label, "error": str(exc)})
                 continue
             ok, why = verdict(metrics, self.tolerance)
+            gaps.append(shortfall(metrics, self.tolerance))
             outcome.repairs.append({"repair": label, "passed": ok, "why": why, "metrics": metrics,
                                     "settings": fixed.settings_label()})
             if ok:
@@ -170,10 +201,10 @@ class Optimizer:
         if not passing:
             return
         self.progress(f"timing {len(passing)} candidates side by side")
-        sample = {k: v[:1] for k, v in self.eval.arrays.items()}
+        sample = self.eval.feeds(0, 1)
         sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
         calls = {cid: s.bind(sample) for cid, s in sessions.items()}
-        samples = interleaved(calls, budget_s=self.time_budget_s, burst_ms=2.0)
+        samples = interleaved(calls, budget_s=self.budget.share(self.timing_s), burst_ms=2.0)
         same = self.target.id == "host"
         fitted = None if same else self.fitted_estimate()
         roofline = None if same or fitted else self.roofline_ratios()
@@ -220,7 +251,7 @@ class Optimizer:
             path = self.builder.base("onnx")
         except ConversionError:
             return None
-        feeds = {k: v[:1] for k, v in self.eval.arrays.items()}
+        feeds = self.eval.feeds(0, 1)
         static = analyse(onnx.load(str(path)), {k: list(v.shape) for k, v in feeds.items()})
         return estimate(static, self.target, self.target.estimator.fit)
 
@@ -238,7 +269,7 @@ class Optimizer:
         except ConversionError:
             return None
         self.progress("calibrating the target estimate (per-op profile on this host)")
-        feeds = {k: v[:1] for k, v in self.eval.arrays.items()}
+        feeds = self.eval.feeds(0, 1)
         static = analyse(onnx.load(str(path)), {k: list(v.shape) for k, v in feeds.items()})
         measured = profile_onnx(path, feeds, runs=10, warmup=3, optimized=False)
         efficiency = host_efficiency(static, {n: r["us_per_run"] for n, r in measured["nodes"].items()}, self.host)
@@ -277,30 +308,39 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
              out: Optional[str | Path] = None, formats: Optional[set[str]] = None,
              precisions: Optional[set[str]] = None, tolerance: Tolerance | str | None = None,
              allow_synthetic_calibration: bool = False, eval_samples: int = EVAL_SAMPLES,
-             time_budget_s: float = 20.0, progress: Callable[[str], None] = lambda msg: None,
+             time_budget_s: Optional[float] = None, progress: Callable[[str], None] = lambda msg: None,
              inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None,
-             verify_arm64: int = 0) -> OptimizeResult:
+             verify_arm64: int = 0, timing_s: float = 20.0, batch_axes: tuple[str, ...] = (),
+             states: tuple[str, ...] = ()) -> OptimizeResult:
     """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result.
-    ``processing`` declares the bundle's pre/post-processing (built-in models carry theirs).
-    ``verify_arm64``: re-run the passing candidates on that many samples on ARM64 kernels under
-    QEMU (edgekit.emulation.verify) and reject those whose numerics fail there."""
+    ``time_budget_s`` bounds the whole run (what it left out is in the report); ``timing_s`` is
+    what the interleaved timing may take of it. ``processing`` declares the bundle's
+    pre/post-processing (built-in models carry theirs). ``verify_arm64``: re-run the passing
+    candidates on that many samples on ARM64 kernels under QEMU (edgekit.emulation.verify) and
+    reject those whose numerics fail there. ``inputs``, ``batch_axes`` and ``states`` are the
+    ``--input``, ``--batch-axis`` and ``--state`` texts (edgekit.models.interface)."""
     with InterruptGuard() as guard:
         def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
             guard.check()
             progress(msg)
 
         return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
-                         eval_samples, time_budget_s, step, inputs, plan_only, processing, verify_arm64)
+                         eval_samples, Budget(time_budget_s), step, inputs, plan_only, processing, verify_arm64,
+                         timing_s, batch_axes, states)
 
 
 def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
-              time_budget_s, progress, inputs, plan_only, processing=None, verify_arm64=0) -> OptimizeResult:
+              budget, progress, inputs, plan_only, processing=None, verify_arm64=0, timing_s=20.0, batch_axes=(),
+              states=()) -> OptimizeResult:
     started = time.time()
-    model = model if isinstance(model, Model) else load_model(model, inputs)
+    model = model if isinstance(model, Model) else load_model(model, inputs, batch_axes, states)
     if processing is not None:
         for post in processing.get("outputs", []):
             post["output"] = post.get("output") or model.outputs[0].name
         model.meta["processing"] = processing
+        first = next(iter(processing.get("outputs", [])), {})
+        if model.task == "generic" and first.get("labels") and first["output"] == model.outputs[0].name:
+            model.task = "classification"  # class names declared: judged by top-1 and accuracy
     profile = target if isinstance(target, Profile) else resolve(target)
     if verify_arm64 and profile.arch != "aarch64":
         raise EdgekitError(f"--verify-arm64 runs ARM64 kernels; {profile.id} is {profile.arch}",
@@ -326,10 +366,17 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
     sweep_stale("edgekit-opt-")  # work directories of runs that were killed
     with tempfile.TemporaryDirectory(prefix=f"edgekit-opt-{os.getpid()}-") as tmp:
         progress(f"reference outputs on {eval_data.describe()}")
-        opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, time_budget_s)
+        opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, timing_s, budget)
         outcomes = [opt.run_candidate(c) for c in plan.candidates]
         arm64 = None
-        if verify_arm64:
+        from ..models.interface import standard
+
+        if verify_arm64 and not standard(model.inputs):
+            notes.append("ARM64 check skipped: it runs batch-first models only, and this one has fixed, "
+                         "recurrent or non-batch-first inputs")
+        elif verify_arm64 and budget.spent():
+            budget.skip("the ARM64 check")
+        elif verify_arm64:
             from ..emulation.verify import verify
 
             arm64 = verify(opt, outcomes, verify_arm64, progress)
@@ -339,6 +386,9 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                          + (f"; rejected there: {', '.join(failed)}" if failed else "; all held")
                          + " (latency under emulation means nothing and is not reported)")
         opt.time(outcomes)
+        from ..formats.edgetpu import describe as edgetpu_text
+
+        notes += [f"{o.candidate.id}: {edgetpu_text(o.build['edgetpu'])}" for o in outcomes if o.build.get("edgetpu")]
         winner = opt.choose(outcomes)
         closest = None
         if winner is None:
@@ -350,10 +400,14 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                                          calibration, tolerance, plan, notes, time.time() - started)
         if arm64 is not None:
             report["arm64"] = arm64
+        report["budget"] = budget.to_dict()
+        if budget.skipped:
+            report["notes"].append(f"the --time-budget of {budget.seconds:g} s ran out; left out: "
+                                   + "; ".join(budget.skipped))
         progress(f"writing {out_dir}")
         with atomic_directory(out_dir) as staging:
             report_mod.write(staging, report, outcomes, winner, model, profile,
-                             golden=(eval_data.arrays, opt.reference))
+                             golden=(eval_data, opt.reference))
             progress(f"writing {out_dir}")  # a Ctrl-C during the write leaves nothing behind
     result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None)
     if winner is None:

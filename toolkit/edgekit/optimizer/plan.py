@@ -28,6 +28,9 @@ class Candidate:
     onnx_int8: Optional["OnnxInt8Settings"] = None  # noqa: F821  (quantize.onnx_int8, imported late)
     fused: bool = False  # built on onnxruntime's transformer-fused graph
     tflite_exclude: tuple[str, ...] = ()
+    # full-integer TFLite from an ONNX source: ai-edge-quantizer on the fp32 TFLite, or the
+    # TensorFlow Lite converter on onnx2tf's SavedModel ("tf-converter")
+    tflite_quantizer: str = "ai-edge-quantizer"
 
     def settings_label(self) -> str:
         return registry.get(self.format).settings_label(self)
@@ -36,7 +39,7 @@ class Candidate:
         return {"id": self.id, "format": self.format, "precision": self.precision, "runtime": self.runtime,
                 "reason": self.reason, "settings": self.settings_label(), "fused": self.fused,
                 "onnx_int8": self.onnx_int8.to_dict() if self.onnx_int8 else None,
-                "tflite_exclude": list(self.tflite_exclude)}
+                "tflite_exclude": list(self.tflite_exclude), "tflite_quantizer": self.tflite_quantizer}
 
 
 @dataclass

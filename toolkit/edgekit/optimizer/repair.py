@@ -24,3 +24,14 @@ def exclusion_steps(ranked: list) -> list[int]:
 
 def repairs(candidate: Candidate, opt) -> Iterator[tuple[str, Candidate]]:
     yield from registry.get(candidate.format).repairs(candidate, opt)
+
+
+def progressing(gaps: list[float], window: int = 3, least: float = 0.1) -> bool:
+    """Whether repairs are still worth trying: the last ``window`` attempts together closed at
+    least ``least`` of the gap to the tolerance that stood before them. A detector whose int8
+    sits at cosine 0.85 does not reach 0.99 by keeping one more node in float, and each try costs
+    a quantisation and an evaluation (minutes on a big model)."""
+    if len(gaps) <= window:
+        return True
+    before, best = gaps[-window - 1], min(gaps[-window:])
+    return before == float("inf") or before - best >= least * before

@@ -46,6 +46,10 @@ def build_report(model, profile, opt, outcomes, winner, closest, eval_data, cali
                      else f", top-1 agreement >= {tol['min_top1']}")
     if tol["min_cosine_floor"] is not None:
         tol_text += f", min cosine >= {tol['min_cosine_floor']}"
+    if tol["max_abs"] is not None:
+        tol_text += f", max |diff| <= {tol['max_abs']}"
+    if tol["min_iou"] is not None:
+        tol_text += f", IoU above {tol['threshold']} >= {tol['min_iou']}"
     return {
         "schema": "edgekit.optimize/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -102,7 +106,8 @@ def markdown(report: dict) -> str:
         for c in repaired:
             lines.append(f"- `{c['id']}`:")
             for r in c["repairs"]:
-                result = "error: " + r["error"] if "error" in r else ("passed" if r["passed"] else f"failed ({r['why']})")
+                result = ("error: " + r["error"] if "error" in r else r["skipped"] if "skipped" in r
+                          else "passed" if r["passed"] else f"failed ({r['why']})")
                 lines.append(f"  - {r['repair']}: {result}")
     lines += ["", "## Plan", "", f"Architecture: {report['plan']['architecture']}.", ""]
     lines += [f"- `{c['id']}` for {c['runtime']}: {c['reason']}" for c in report["plan"]["candidates"]]
@@ -131,6 +136,7 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manif
         "precision": o.candidate.precision, "sha256": sha256_file(out / "artifacts" / o.path.name),
         "runtime": formats.get(o.candidate.format).runtime, "target_runtime": o.candidate.runtime,
         "provider": "cpu" if o.candidate.runtime.endswith(("cpu", "xnnpack")) else o.candidate.runtime.split("-")[-1],
+        "layout": model.meta.get("tflite_layout") if o.candidate.format == "tflite" and model.format == "onnx" else None,
     } for o in order]
     return Manifest.parse({
         "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": url_safe_stamp(report["created"])},
@@ -236,13 +242,20 @@ def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None
     if golden is not None:
         import numpy as np
 
-        inputs, outputs = golden
-        arrays = {f"input:{k}": v[:GOLDEN_SAMPLES] for k, v in inputs.items()}
-        arrays |= {f"output:{spec.name}": o[:GOLDEN_SAMPLES] for spec, o in zip(data.outputs, outputs)}
+        dataset, outputs = golden
+        if all(s.batch_axis == 0 and s.is_data for s in model.inputs):
+            inputs = dataset.feeds(0, GOLDEN_SAMPLES)
+            arrays = {f"input:{k}": v for k, v in inputs.items()}
+            arrays |= {f"output:{spec.name}": o[:GOLDEN_SAMPLES] for spec, o in zip(data.outputs, outputs)}
+        else:  # one call as the model takes it: batch axes where they are, fixed values, zero state
+            inputs = dataset.feeds(0, 1)
+            arrays = {f"input:{k}": v for k, v in inputs.items()}
+            arrays |= {f"output:{spec.name}": o[:1] if spec.batch_axis is None else np.moveaxis(o[:1], 0, spec.batch_axis)
+                       for spec, o in zip(model.outputs, outputs)}
         np.savez(out / "golden.npz", **arrays)
         # The self-test on the device holds each variant to the bar it passed here.
         data = data.replace(golden=Golden(file="golden.npz", min_cosine=report["tolerance"]["min_cosine"],
-                                          samples=int(len(next(iter(inputs.values()))[:GOLDEN_SAMPLES])),
+                                          samples=min(len(dataset), GOLDEN_SAMPLES),
                                           sha256=sha256_file(out / "golden.npz")))
     processing = bundle_processing(model.meta.get("processing"), out)
     if processing is not None:

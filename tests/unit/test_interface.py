@@ -1,0 +1,108 @@
+"""Inputs as models really have them: batch axes, fixed values, recurrent state, unsized dims."""
+
+import numpy as np
+import pytest
+from tests.conftest import ppocr, silero_vad
+
+from edgekit.errors import DataError, ModelLoadError
+from edgekit.models import load_model
+from edgekit.models.spec import parse_input_spec
+
+
+def test_input_spec_takes_a_fixed_value():
+    assert parse_input_spec("sr:int64:=16000").value == (16000.0,)
+    assert parse_input_spec("sr:int64:=16000").dtype == "int64"
+    assert parse_input_spec("sr:=8000").shape == ()
+    table = parse_input_spec("w:3:=1,2,3")
+    assert table.shape == (3,) and table.value == (1.0, 2.0, 3.0)
+    with pytest.raises(ModelLoadError, match="gives 2 values for shape 3"):
+        parse_input_spec("w:3:=1,2")
+    with pytest.raises(ModelLoadError, match="bad value"):
+        parse_input_spec("sr:int64:=fast")
+
+
+def test_silero_state_has_its_batch_on_axis_1_and_sr_is_fixed():
+    model = load_model(str(silero_vad()), ["input:1x576", "sr:int64:=16000"])
+    spec = {s.name: s for s in model.inputs}
+    assert spec["input"].batch_axis == 0
+    assert spec["state"].batch_axis == 1 and spec["state"].state_of == "stateN"
+    assert spec["sr"].batch_axis is None and spec["sr"].value == (16000,)
+    assert {o.name: o.batch_axis for o in model.outputs}["stateN"] == 1
+    # unnamed dims of different tensors are never taken for the same dim
+    assert spec["state"].shape[1] != {o.name: o for o in model.outputs}["output"].shape[0]
+
+
+def test_batch_axis_option_overrides_and_is_checked():
+    model = load_model(str(silero_vad()), ["input:1x576", "sr:=16000"], batch_axes=["state:none"])
+    assert model.input("state").batch_axis is None
+    with pytest.raises(ModelLoadError, match="has 3 dims"):
+        load_model(str(silero_vad()), ["input:1x576"], batch_axes=["state:5"])
+    with pytest.raises(ModelLoadError, match="not an input"):
+        load_model(str(silero_vad()), batch_axes=["nope:1"])
+    with pytest.raises(ModelLoadError, match="bad --batch-axis"):
+        load_model(str(silero_vad()), batch_axes=["state"])
+
+
+def test_feeds_put_samples_on_each_inputs_batch_axis():
+    from edgekit.data import Dataset, check_against
+
+    model = load_model(str(silero_vad()), ["input:1x576", "sr:int64:=16000"])
+    frames = np.random.default_rng(0).standard_normal((5, 576)).astype(np.float32)
+    data = check_against(Dataset({"input": frames}, source="t"), model)
+    feeds = data.feeds(1, 4)
+    assert feeds["input"].shape == (3, 576) and np.array_equal(feeds["input"], frames[1:4])
+    assert feeds["state"].shape == (2, 3, 128) and not feeds["state"].any()  # a sequence starts at zero
+    assert feeds["sr"].shape == () and int(feeds["sr"]) == 16000
+
+
+def test_stateful_runs_feed_the_state_back_and_restart_per_sequence():
+    """run_dataset against a hand-written loop over the real model: state carried within a
+    sequence, zero where a new one begins."""
+    import onnxruntime as ort
+
+    from edgekit.backends import open_session
+    from edgekit.data import Dataset, check_against, run_dataset
+
+    path = silero_vad()
+    model = load_model(str(path), ["input:1x576", "sr:int64:=16000"])
+    t = np.arange(576 * 6) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    frames = np.stack([audio[i * 512:i * 512 + 576] for i in range(6)])
+    seq = np.array([0, 0, 0, 1, 1, 1])
+    data = check_against(Dataset({"input": frames}, source="t", sequences=seq), model)
+    got = run_dataset(open_session(path, model=model), data, model)[0][:, 0]
+    session = ort.InferenceSession(str(path))
+    want = []
+    for i in range(6):
+        if i % 3 == 0:
+            state = np.zeros((2, 1, 128), np.float32)
+        out, state = session.run(None, {"input": frames[i:i + 1], "state": state, "sr": np.array(16000)})
+        want.append(out[0, 0])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    restarted = run_dataset(open_session(path, model=model), data.subset(np.arange(3, 6)), model)[0][:, 0]
+    np.testing.assert_allclose(restarted, want[3:], atol=1e-6)
+
+
+def test_unsized_dims_are_refused_with_the_input_line_to_write():
+    from edgekit.data import synthesize
+
+    model = load_model(str(ppocr("det")))
+    with pytest.raises(DataError) as info:
+        synthesize(model)
+    assert "x (" in str(info.value) and "dim 2, 3" in str(info.value)
+    assert "--input x:1x3xSIZExSIZE" in info.value.hint
+    sized = load_model(str(ppocr("det")), ["x:1x3x64x64"])
+    assert synthesize(sized, n=2).arrays["x"].shape == (2, 3, 64, 64)
+
+
+def test_a_model_failing_on_synthetic_inputs_says_what_was_fed(tmp_path):
+    """Silero without sr fixed gets a random integer for it and fails inside: the error names the
+    inputs and values used and how to give real ones, in one line."""
+    from edgekit import optimize
+
+    with pytest.raises(DataError) as info:
+        optimize(str(silero_vad()), target="host", inputs=("input:1x576",), out=tmp_path / "o", formats={"onnx"},
+                 precisions={"fp32"})
+    text = str(info.value)
+    assert "synthetic" in text and "input: float32[576]" in text and "sr:" in text
+    assert "--data" in info.value.hint and "\n" not in text
