@@ -28,8 +28,10 @@ from _common import Goals, print_table
 CASES = [  # (model, wheel file, target, --input, data kind, processing TOML, tolerance)
     ("pp-ocr cls", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "raspberrypi",
      ("x:1x3x48x192",), "lines", "cls", None),
+    # full-integer int8 moves its two probabilities by a few hundredths; judged by accuracy on the
+    # labelled lines (folders 0/ and 180/) and cosine 0.98
     ("pp-ocr cls", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "coral-edgetpu",
-     ("x:1x3x48x192",), "lines", "cls", None),
+     ("x:1x3x48x192",), "lines", "cls", "cosine=0.98"),
     ("pp-ocrv4 det", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "raspberrypi",
      ("x:1x3x320x320",), "pages", "det", None),
     ("pp-ocrv4 det", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "coral-edgetpu",
@@ -39,7 +41,7 @@ CASES = [  # (model, wheel file, target, --input, data kind, processing TOML, to
 ]
 PROCESSING = {
     "cls": '[image]\ninput = "x"\nheight = 48\nwidth = 192\nscale = 0.00392156862745098\nmean = [0.5, 0.5, 0.5]\n'
-           'std = [0.5, 0.5, 0.5]\n',
+           'std = [0.5, 0.5, 0.5]\n\n[[outputs]]\nlabels = ["0", "180"]\n',
     "det": '[image]\ninput = "x"\nheight = 320\nwidth = 320\nscale = 0.00392156862745098\n'
            'mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n',
     "vad": '[audio]\ninput = "input"\nrate = 16000\nhop = 512\n',
@@ -53,7 +55,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-real-"))
     synthetic.pages(work / "pages", 24, size=(640, 640))
-    synthetic.lines(work / "lines", 48)
+    synthetic.lines(work / "lines", 32)
     synthetic.speech(work / "speech", 6)
     for name, text in PROCESSING.items():
         (work / f"{name}.toml").write_text(text)
