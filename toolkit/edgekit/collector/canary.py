@@ -24,6 +24,9 @@ class Policy:
     accuracy_margin: float = 0.02  # feedback accuracy lower by more than this
     fallback_margin: float = 0.02  # fallback share higher by more than this
     latency_margin: float = 0.2  # median latency higher by more than this share
+    # ... and by more than this many ms: on a 0.08 ms model, 20% is scheduling jitter between
+    # devices, not a slower release, and must not roll a good one back
+    latency_floor_ms: float = 0.5
     min_feedback: int = 30  # labelled feedback on each side to judge accuracy
 
 
@@ -51,10 +54,24 @@ def _counts(tx, model: str, version: str, since: float) -> dict:
             "latency": latency}
 
 
+def latency_signal(canary: list, control: list, policy: Policy) -> Optional[dict]:
+    """Canary latency against control: worse only when significantly higher (Mann-Whitney), by
+    more than the margin and by more than the floor; None below 20 samples a side."""
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    if len(canary) < 20 or len(control) < 20:
+        return None
+    med_c, med_b = float(np.median(canary)), float(np.median(control))
+    p = mannwhitneyu(canary, control, alternative="greater").pvalue
+    worse = p < policy.alpha and med_c > med_b * (1 + policy.latency_margin) and med_c - med_b > policy.latency_floor_ms
+    return {"signal": "latency p50 ms", "canary": med_c, "baseline": med_b, "n": [len(canary), len(control)],
+            "p": float(p), "verdict": "worse" if worse else "pass"}
+
+
 def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdict]:
     """The verdict on the model's canary (None when none runs)."""
-    import numpy as np
-    from scipy.stats import fisher_exact, mannwhitneyu
+    from scipy.stats import fisher_exact
 
     rollout = current_rollout(db, model)
     if rollout is None or rollout.state != "canary":
@@ -86,13 +103,9 @@ def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdi
     if canary["labelled"] >= policy.min_feedback and control["labelled"] >= policy.min_feedback:
         proportion("feedback error rate", canary["labelled"] - canary["correct"], canary["labelled"],
                    control["labelled"] - control["correct"], control["labelled"], policy.accuracy_margin)
-    if len(canary["latency"]) >= 20 and len(control["latency"]) >= 20:
-        med_c, med_b = float(np.median(canary["latency"])), float(np.median(control["latency"]))
-        p = mannwhitneyu(canary["latency"], control["latency"], alternative="greater").pvalue
-        worse = p < policy.alpha and med_c > med_b * (1 + policy.latency_margin)
-        signals.append({"signal": "latency p50 ms", "canary": med_c, "baseline": med_b,
-                        "n": [len(canary["latency"]), len(control["latency"])], "p": float(p),
-                        "verdict": "worse" if worse else "pass"})
+    latency = latency_signal(canary["latency"], control["latency"], policy)
+    if latency is not None:
+        signals.append(latency)
     worse = [s for s in signals if s["verdict"] == "worse"]
     if worse:
         s = worse[0]
