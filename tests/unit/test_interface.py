@@ -106,3 +106,12 @@ def test_a_model_failing_on_synthetic_inputs_says_what_was_fed(tmp_path):
     text = str(info.value)
     assert "synthetic" in text and "input: float32[576]" in text and "sr:" in text
     assert "--data" in info.value.hint and "\n" not in text
+
+
+def test_inspect_shows_how_each_tensor_takes_samples(cli):
+    result = cli("inspect", silero_vad(), "--input", "input:1x576", "--input", "sr:int64:=16000")
+    assert result.exit_code == 0, result.output
+    assert "batch on dim 1; state <- stateN" in result.output and "fixed = 16000" in result.output
+    forced = cli("inspect", silero_vad(), "--batch-axis", "state:none", "--json")
+    state = next(t for t in __import__("json").loads(forced.output)["inputs"] if t["name"] == "state")
+    assert state["batch_axis"] is None

@@ -5,14 +5,16 @@ from __future__ import annotations
 import click
 
 from ..models import describe, load_model
-from .common import console, human_bytes, human_count, input_option, json_option, print_json, table
+from .common import console, human_bytes, human_count, input_option, interface_options, json_option, print_json, table
 
 
 @click.command("inspect")
 @click.argument("model", required=False)
 @input_option
+@interface_options
 @json_option
-def inspect_model(model: str | None, inputs: tuple[str, ...], as_json: bool) -> None:
+def inspect_model(model: str | None, inputs: tuple[str, ...], batch_axes: tuple[str, ...], states: tuple[str, ...],
+                  as_json: bool) -> None:
     """Show a model's format, inputs and outputs, parameters, size, opset and op types.
 
     MODEL is a .onnx, .tflite or .pt2 file, a PyTorch factory (package.module:function or
@@ -23,8 +25,9 @@ def inspect_model(model: str | None, inputs: tuple[str, ...], as_json: bool) -> 
     Example:
       edgekit inspect edgekit:minilm
       edgekit inspect model.onnx --input input:batchx3x224x224 --json
+      edgekit inspect silero_vad.onnx --input input:1x576 --input sr:int64:=16000   # batch axes, state
     """
-    info = describe(load_model(model, inputs))
+    info = describe(load_model(model, inputs, batch_axes, states))
     if as_json:
         print_json(info)
         return
@@ -39,13 +42,20 @@ def inspect_model(model: str | None, inputs: tuple[str, ...], as_json: bool) -> 
         ["task", info["task"]],
     ]
     out.print(table(None, ["", ""], summary))
-    rows = [["input", t["name"], "x".join(map(str, t["shape"])), t["dtype"], ", ".join(t["dynamic"]) or "-"]
-            for t in info["inputs"]]
-    rows += [["output", t["name"], "x".join(map(str, t["shape"])), t["dtype"], ", ".join(t["dynamic"]) or "-"]
-             for t in info["outputs"]]
-    out.print(table("Interface", ["", "name", "shape", "dtype", "dynamic dims"], rows))
+    rows = [[kind, t["name"], "x".join(map(str, t["shape"])) or "scalar", t["dtype"], ", ".join(t["dynamic"]) or "-",
+             _samples(t)] for kind in ("input", "output") for t in info[f"{kind}s"]]
+    out.print(table("Interface", ["", "name", "shape", "dtype", "dynamic dims", "samples"], rows))
     ops = info.get("ops") or {}
     if ops:
         out.print(table(f"Op types ({sum(ops.values())} ops)", ["op", "count"], [[k, v] for k, v in ops.items()]))
     if info.get("ops_error"):
         out.print(f"op histogram unavailable: {info['ops_error']}")
+
+
+def _samples(tensor: dict) -> str:
+    """How the tensor takes samples (edgekit.models.interface): its batch axis, a fixed value, a state."""
+    if tensor.get("value") is not None:
+        return f"fixed = {tensor['value'][0] if len(tensor['value']) == 1 else tensor['value']}"
+    axis = tensor.get("batch_axis", 0)
+    text = "no batch axis (fed as is)" if axis is None else f"batch on dim {axis}"
+    return text + (f"; state <- {tensor['state_of']}" if tensor.get("state_of") else "")
