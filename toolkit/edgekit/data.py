@@ -248,8 +248,10 @@ def run_dataset(session, data: Dataset, model: Model, batch_size: int = 32) -> l
     """Every sample of ``data`` through ``session``; outputs come back sample-first (one row per
     sample). Batch-first models run in chunks; others chunk along each input's own batch axis;
     stateful ones step through each sequence, feeding the state output back."""
+    from .models.interface import standard
+
     layout = data.layout or model.inputs
-    if all(s.batch_axis == 0 and s.is_data for s in layout):
+    if standard(layout):
         return session.run_batched(data.feeds(0, len(data)), batch_size)
     out_axes = [o.batch_axis for o in model.outputs]
     fixed = any(isinstance(s.shape[s.batch_axis], int) for s in layout if s.is_data and s.batch_axis is not None)

@@ -22,6 +22,14 @@ def cosine_rows(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
     return np.where(norms > 0, (r * o).sum(1) / np.maximum(norms, 1e-30), 1.0)
 
 
+def max_relative_error(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """The largest absolute difference over all outputs, each relative to its reference's largest
+    magnitude: how a converted or cleaned graph is held to its source (scale-free, so one bound
+    serves logits and probabilities alike)."""
+    return max(float(np.max(np.abs(np.asarray(o, np.float64) - r), initial=0.0))
+               / max(float(np.max(np.abs(r), initial=0.0)), 1e-6) for r, o in zip(reference, outputs))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)

@@ -38,8 +38,8 @@ class LiteRTSession(Session):
         self._in = details
         from ..models.tflite_model import _spec
 
-        fed = [s for s in model.inputs if getattr(s, "is_data", True) or getattr(s, "state_of", None)] \
-            if model is not None else []
+        # a fixed input the converter folded into the graph is not among the interpreter's
+        fed = [s for s in model.inputs if s.is_data or s.state_of] if model is not None else []
         if model is not None and len(fed) != len(details):
             fed = list(model.inputs)
         names = [s.name for s in fed] if model is not None and len(fed) == len(details) else None

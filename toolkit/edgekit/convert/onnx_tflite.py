@@ -32,6 +32,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import ConversionError, first_line
+from ..metrics import max_relative_error
 from ..models.spec import Model
 from .onnx_clean import clean
 from .tool_env import install_hint, python_for
@@ -197,16 +198,14 @@ def export_tflite_from_onnx(model: Model, dst: Path, probe, timeout_s: float = 6
         reasons = "; ".join(f"{a['converter']}: {a.get('skipped') or a.get('error')}" for a in attempts)
         raise ConversionError(f"no ONNX -> TFLite converter worked ({reasons})", "onnx2tf",
                               hint=install_hint("onnx2tf"), detail=json.dumps(attempts)[:2000])
-    reference = open_session(model.path, SessionOptions(), model).run(example)
+    source = open_session(model.path, SessionOptions(), model)
     perms_in = _input_layout(model, dst, example)
-    perms_out = _output_layout(model, dst, perms_in, example, reference)
+    perms_out = _output_layout(model, dst, perms_in, example, source.run(example))
     layout = {"inputs": {k: list(v) for k, v in perms_in.items()}, "outputs": {k: list(v) for k, v in perms_out.items()}}
     # the guard before anything else happens to it: the probe samples through both runtimes
     model.meta["tflite_layout"] = layout
-    want = run_dataset(open_session(model.path, SessionOptions(), model), probe, model)
-    got = run_dataset(open_session(dst, SessionOptions(), model), probe, model)
-    diff = max(float(np.max(np.abs(g.astype(np.float64) - w))) / max(float(np.max(np.abs(w))), 1e-6)
-               for g, w in zip(got, want))
+    diff = max_relative_error(run_dataset(source, probe, model),
+                              run_dataset(open_session(dst, SessionOptions(), model), probe, model))
     if not np.isfinite(diff) or diff > TOLERANCE:
         model.meta.pop("tflite_layout", None)
         dst.unlink(missing_ok=True)

@@ -87,19 +87,16 @@ class Onnx(ArtifactFormat):
         the source does on the evaluation samples; else the source as it is, and why."""
         if builder.probe is None:
             return super().from_source(builder, dst)
-        import numpy as np
-
         from ..backends import SessionOptions, open_session
         from ..convert.onnx_clean import clean
         from ..data import run_dataset
+        from ..metrics import max_relative_error
 
         model = builder.model
         try:
             info = clean(model, dst)
-            want = run_dataset(open_session(model.path, SessionOptions(), model), builder.probe, model)
-            got = run_dataset(open_session(dst, SessionOptions(), model), builder.probe, model)
-            diff = max(float(np.max(np.abs(g - w), initial=0.0)) / max(float(np.max(np.abs(w), initial=0.0)), 1e-6)
-                       for g, w in zip(got, want))
+            diff = max_relative_error(run_dataset(open_session(model.path, SessionOptions(), model), builder.probe, model),
+                                      run_dataset(open_session(dst, SessionOptions(), model), builder.probe, model))
         except Exception as exc:  # a graph the cleaner breaks is used as it is
             info, diff = {"cleaner": f"failed: {type(exc).__name__}: {str(exc)[:160]}"}, float("inf")
         if not diff <= 1e-4:

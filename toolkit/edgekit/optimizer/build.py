@@ -20,10 +20,10 @@ class Builder:
     """Builds candidates into ``workdir``; base conversions are made once and reused."""
 
     def __init__(self, model: Model, workdir: Path, calibration: Optional[Dataset], probe: Optional[Dataset] = None,
-                 deadline: Optional[float] = None):
+                 budget=None):
         self.model, self.workdir, self.calibration = model, workdir, calibration
         self.probe = probe  # evaluation samples converters check their result on
-        self.deadline = deadline  # time.monotonic() at which the run's --time-budget ends
+        self.budget = budget  # the run's --time-budget (optimizer.budget.Budget), if any
         self._base: dict[str, tuple[Optional[Path], Optional[ConversionError], dict]] = {}
         self.exports: dict[str, dict] = {}  # what each base conversion did, for the report
 
@@ -42,9 +42,8 @@ class Builder:
         return path
 
     def seconds_left(self) -> float:
-        import time
-
-        return 3600.0 if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+        """What a converter subprocess may take: the budget's rest, an hour without one."""
+        return 3600.0 if self.budget is None else max(min(self.budget.left(), 3600.0), 0.0)
 
     def base(self, fmt: str, **kw) -> Path:
         return registry.get(fmt).base(self, **kw)

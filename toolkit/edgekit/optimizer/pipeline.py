@@ -101,7 +101,7 @@ class Optimizer:
         self.model, self.target, self.eval, self.calibration = model, target, eval_data, calibration
         self.tolerance, self.plan, self.workdir, self.progress = tolerance, plan, workdir, progress
         self.budget = budget or Budget(None)
-        self.builder = Builder(model, workdir, calibration, eval_data.head(8), self.budget.deadline)
+        self.builder = Builder(model, workdir, calibration, eval_data.head(8), self.budget)
         self.host = host_profile()
         self.timing_s = timing_s
         self.reference = _checked_reference(model, eval_data)

@@ -243,7 +243,9 @@ def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None
         import numpy as np
 
         dataset, outputs = golden
-        if all(s.batch_axis == 0 and s.is_data for s in model.inputs):
+        from ..models.interface import standard
+
+        if standard(model.inputs):
             inputs = dataset.feeds(0, GOLDEN_SAMPLES)
             arrays = {f"input:{k}": v for k, v in inputs.items()}
             arrays |= {f"output:{spec.name}": o[:GOLDEN_SAMPLES] for spec, o in zip(data.outputs, outputs)}
