@@ -115,3 +115,23 @@ def test_inspect_shows_how_each_tensor_takes_samples(cli):
     forced = cli("inspect", silero_vad(), "--batch-axis", "state:none", "--json")
     state = next(t for t in __import__("json").loads(forced.output)["inputs"] if t["name"] == "state")
     assert state["batch_axis"] is None
+
+
+def test_static_analysis_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference saves sym_shape_infer_temp.onnx and a UUID .data
+    file into the cwd when it cannot finish (Silero's cleaned graph keeps shape-dependent Ifs):
+    a user's folder must not collect them, nor lose a file of that name."""
+    import onnx
+
+    from edgekit.convert.onnx_clean import clean
+    from edgekit.profile.static import analyse
+
+    model = load_model(str(silero_vad()), ["input:1x576", "sr:int64:=16000"])
+    clean(model, tmp_path / "vad.onnx")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sym_shape_infer_temp.onnx").write_text("the user's own file")
+    monkeypatch.chdir(work)
+    analyse(onnx.load(str(tmp_path / "vad.onnx")), {"input": [1, 576], "state": [2, 1, 128]})
+    assert sorted(p.name for p in work.iterdir()) == ["sym_shape_infer_temp.onnx"]
+    assert (work / "sym_shape_infer_temp.onnx").read_text() == "the user's own file"

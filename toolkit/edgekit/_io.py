@@ -96,6 +96,25 @@ def check_replaceable(path: str | os.PathLike, flag: str = "--out") -> Path:
                        "pick a new or empty directory; edgekit only replaces its own output directories")
 
 
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def scratch_cwd():
+    """Run a library call that writes into the working directory from a temporary one, deleted
+    afterwards: onnxruntime's symbolic shape inference saves ``sym_shape_infer_temp.onnx`` and a
+    UUID-named ``.data`` file into the cwd when it cannot finish, which is the user's folder (and
+    may hold a file of that name that edgekit did not create). The working directory is
+    process-wide, so callers take turns."""
+    with _CWD_LOCK, tempfile.TemporaryDirectory(prefix="edgekit-cwd-") as scratch:
+        previous = os.getcwd()
+        os.chdir(scratch)
+        try:
+            yield Path(scratch)
+        finally:
+            os.chdir(previous)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, flag: str = "--out"):
     """Build a directory under a temporary name and move it into place only on success.

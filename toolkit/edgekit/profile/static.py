@@ -129,10 +129,13 @@ def _shapes(proto, input_shapes: dict[str, list[int]]):
         # onnx's inference stops at onnxruntime's contrib ops and at shapes computed in the graph
         # (a channel split as Shape/Gather/Div/Slice: ShuffleNet's chunk); onnxruntime's symbolic
         # inference evaluates those, so convolutions after them keep their multiply-adds.
+        from .._io import scratch_cwd
+
         try:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+            with scratch_cwd():  # an incomplete inference saves its graph into the cwd
+                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
         except Exception:
             pass
     table = {}
