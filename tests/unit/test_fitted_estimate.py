@@ -87,3 +87,75 @@ def test_a_fit_written_as_toml_loads_back_as_the_same_profile_model(tmp_path):
     path = tmp_path / "myboard.toml"
     path.write_text(head + "\n[estimator.fit]\n" + fit.to_toml() + "\n")
     assert resolve(str(path)).estimator.fit == fit
+
+
+def _graph(nodes, inits, x_shape, out):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+    return analyse(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _conv(c_in, c_out, size, k=3):
+    w = numpy_helper.from_array(np.ones((c_out, c_in, k, k), np.float32), "w")
+    return _graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)], [w], [1, c_in, size, size], "y")
+
+
+def _host(flags=("avx512f",)):
+    host = resolve("host")
+    return dataclasses.replace(host, cpu=dataclasses.replace(host.cpu, isa=tuple(flags), cores=4))
+
+
+def _compute_ms(static, profile, fit, threads=1):
+    """The kernels' time without the fixed costs, memory made free: compute alone."""
+    fit = dataclasses.replace(fit, overhead_us=0.0, call_us=0.0, memory=1e9)
+    return total_ms(kernels(static), static, profile, fit, "fp32", threads)
+
+
+def test_reshapes_are_views_and_cost_nothing():
+    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    static = _graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["y"]),
+                     helper.make_node("Flatten", ["y"], ["z"])], [shape], [1, 8, 4, 4], "z")
+    assert [k.op for k in kernels(static)] == ["Relu"]
+
+
+def test_output_channels_are_padded_to_the_simd_width():
+    """8 output channels on AVX-512's 16 lanes cost what 16 do; on NEON's 4 lanes they cost 8."""
+    fit = DeviceFit(half_mflops=1e-9)
+    avx512, neon = _host(("avx512f",)), _host(("asimd",))
+    eight, sixteen = _conv(16, 8, 28), _conv(16, 16, 28)
+    assert _compute_ms(eight, avx512, fit) == pytest.approx(_compute_ms(sixteen, avx512, fit), rel=1e-6)
+    assert _compute_ms(eight, neon, fit) == pytest.approx(_compute_ms(sixteen, neon, fit) / 2, rel=1e-6)
+
+
+def test_a_short_reduction_runs_below_the_kinds_efficiency():
+    """A stem over 3 channels (27 multiply-adds per output) is slower per FLOP than a 3x3 over 32
+    once half_depth is fitted; with it off (published fits) FLOPs alone count."""
+    host = _host()
+    stem, body = _conv(3, 32, 56), _conv(32, 32, 56)
+    per_flop = lambda s, fit: _compute_ms(s, host, fit) / sum(k.flops for k in kernels(s))  # noqa: E731
+    off, on = DeviceFit(half_mflops=1e-9), DeviceFit(half_mflops=1e-9, half_depth=27.0)
+    assert per_flop(stem, off) == pytest.approx(per_flop(body, off), rel=1e-6)
+    assert per_flop(stem, on) == pytest.approx(per_flop(stem, off) * 2, rel=1e-6)  # depth == half_depth
+    assert per_flop(body, on) < per_flop(stem, on) / 1.5
+
+
+def test_a_tiny_kernel_runs_on_one_thread_however_many_there_are():
+    host = _host()
+    fit = DeviceFit(half_mflops=1e-9, parallel=0.95, thread_mflops=1.0)
+    tiny, big = _conv(4, 4, 4), _conv(64, 64, 56)
+    assert _compute_ms(tiny, host, fit, 4) == pytest.approx(_compute_ms(tiny, host, fit, 1), rel=1e-6)
+    assert _compute_ms(big, host, fit, 4) < _compute_ms(big, host, fit, 1) / 3
+    off = dataclasses.replace(fit, thread_mflops=0.0)
+    assert _compute_ms(tiny, host, off, 4) < _compute_ms(tiny, host, off, 1) / 3
+
+
+def test_normalisations_have_their_own_efficiency_where_fitted():
+    g, b = (numpy_helper.from_array(np.full(64, v, np.float32), n) for v, n in ((1.0, "g"), (0.0, "b")))
+    static = _graph([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1),
+                     helper.make_node("Erf", ["y"], ["z"])], [g, b], [1, 128, 64], "z")
+    host = _host()
+    same = _compute_ms(static, host, DeviceFit(elementwise=0.5))
+    slow_norm = _compute_ms(static, host, DeviceFit(elementwise=0.5, normalization=0.05))
+    erf_alone = _compute_ms(_graph([helper.make_node("Erf", ["x"], ["z"])], [], [1, 128, 64], "z"), host,
+                            DeviceFit(elementwise=0.5))
+    assert slow_norm - erf_alone == pytest.approx((same - erf_alone) * 10, rel=1e-6)

@@ -51,6 +51,15 @@ class Cpu:
         return bool(INT8_DOT_PRODUCT_FLAGS.intersection(self.isa))
 
     @property
+    def fp32_lanes(self) -> int:
+        """fp32 values per SIMD register: convolution kernels block output channels by it."""
+        if "avx512f" in self.isa:
+            return 16
+        if "avx2" in self.isa or "avx" in self.isa:
+            return 8
+        return 4  # NEON (asimd), SSE
+
+    @property
     def vnni(self) -> bool:
         return bool(VNNI_FLAGS.intersection(self.isa))
 
@@ -96,7 +105,10 @@ class DeviceFit:
     gemm: float = 0.5
     memory: float = 0.5  # share of the memory bandwidth that memory-bound kernels reach on every core
     elementwise: float = 0.5  # share of the peak that element-wise and normalisation arithmetic reaches
+    normalization: float = 0.0  # the same for normalisations (LayerNorm...) where it differs (0: as elementwise)
     half_mflops: float = 1.0  # a kernel with this many MFLOPs per thread reaches half its kind's efficiency
+    thread_mflops: float = 0.0  # work a runtime gives each extra thread at least: smaller kernels use fewer (0: off)
+    half_depth: float = 0.0  # a conv/GEMM with this many multiply-adds per output reaches half its efficiency (0: off)
     overhead_us: float = 10.0  # fixed cost per kernel: dispatch
     sync_us: float = 0.0  # extra cost per kernel per additional thread: waking and joining the pool
     call_us: float = 0.0  # fixed cost per inference: the runtime call, binding inputs, allocating outputs

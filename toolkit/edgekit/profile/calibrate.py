@@ -24,7 +24,8 @@ import numpy as np
 from ..devices.profile import DeviceFit, Profile
 
 CHAIN = 4  # identical kernels per graph
-FREE = ("conv", "depthwise", "gemm", "memory", "elementwise", "half_mflops", "overhead_us", "call_us", "parallel")
+FREE = ("conv", "depthwise", "gemm", "memory", "elementwise", "normalization", "half_mflops", "half_depth",
+        "overhead_us", "call_us", "parallel", "thread_mflops")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,31 @@ def _conv_chain(c: int, hw: int, k: int, depthwise: bool = False):
     return _graph(f"{kind}{k}x{k}_c{c}_hw{hw}", nodes, inits, [1, c, hw, hw], x)
 
 
+def _branches(c_in: int, c_out: int, hw: int, k: int, stride: int, depthwise: bool = False):
+    """Shapes a chain cannot hold (a stem over 3 channels, a strided or a widening convolution):
+    CHAIN such convolutions side by side on the same input, each its own output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(c_in * 1000 + c_out + hw)
+    out_hw = (hw + 2 * (k // 2) - k) // stride + 1
+    nodes, inits, outputs = [], [], []
+    for i in range(CHAIN):
+        shape = (c_out, 1, k, k) if depthwise else (c_out, c_in, k, k)
+        w = numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32),
+                                    f"w{i}")
+        b = numpy_helper.from_array(np.zeros(c_out, np.float32), f"b{i}")
+        inits += [w, b]
+        nodes += [helper.make_node("Conv", ["x", w.name, b.name], [f"c{i}"], pads=[k // 2] * 4, strides=[stride] * 2,
+                                   group=c_in if depthwise else 1),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        outputs.append(helper.make_tensor_value_info(f"r{i}", TensorProto.FLOAT, [1, c_out, out_hw, out_hw]))
+    kind = "depthwise" if depthwise else "conv"
+    graph = helper.make_graph(nodes, f"{kind}{k}x{k}s{stride}_c{c_in}to{c_out}_hw{hw}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, hw, hw])], outputs,
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
 def _matmul_chain(m: int, k: int):
     from onnx import helper, numpy_helper
 
@@ -84,13 +110,17 @@ def _elementwise_chain(n: int, op: str = "Add", length: int = CHAIN):
 
     nodes, inits, x = [], [], "x"
     if op == "LayerNormalization":
+        # after a residual Add, as in every transformer layer: runtimes fuse the pair (onnxruntime's
+        # SkipLayerNormalization), and the fused kernel is what a transformer's time holds
         rows, cols = n // 384, 384
         inits += [numpy_helper.from_array(np.ones(cols, np.float32), "g"),
-                  numpy_helper.from_array(np.zeros(cols, np.float32), "beta")]
+                  numpy_helper.from_array(np.zeros(cols, np.float32), "beta"),
+                  numpy_helper.from_array(np.full((1, rows, cols), 0.1, np.float32), "residual")]
         for i in range(length):
-            nodes.append(helper.make_node("LayerNormalization", [x, "g", "beta"], [f"e{i}"], axis=-1))
+            nodes += [helper.make_node("Add", [x, "residual"], [f"a{i}"]),
+                      helper.make_node("LayerNormalization", [f"a{i}", "g", "beta"], [f"e{i}"], axis=-1)]
             x = f"e{i}"
-        return _graph(f"layernorm_{rows}x{cols}", nodes, inits, [1, rows, cols], x)
+        return _graph(f"add_layernorm_{rows}x{cols}", nodes, inits, [1, rows, cols], x)
     inits.append(numpy_helper.from_array(np.full(n, 1e-3, np.float32), "k"))
     for i in range(length):
         nodes.append(helper.make_node(op, [x, "k"], [f"e{i}"]))
@@ -139,9 +169,17 @@ def suite(quick: bool = False) -> list[Micro]:
                for c, hw in depthwise]
     micros += [Micro(f"matmul {m}x{k}x{k}", _matmul_chain(m, k), int8=(m, k) == (128, 384))
                for m, k in matmuls]
+    # the shapes real networks have and chains cannot: stems over 1 or 3 channels (a short
+    # reduction), strided depthwise layers, 1x1 convolutions that widen 6x (inverted bottlenecks)
+    branches = [(3, 32, 112, 3, 2, False), (1, 16, 28, 3, 1, False), (96, 96, 56, 3, 2, True),
+                (24, 144, 56, 1, 1, False)]
+    if quick:
+        branches = branches[:1]
+    micros += [Micro(f"{'depthwise' if dw else 'conv'}{k}x{k} stride {st} c{ci}->{co} {hw}x{hw} (x{CHAIN} side by side)",
+                     _branches(ci, co, hw, k, st, dw)) for ci, co, hw, k, st, dw in branches]
     sizes = [4096, 1 << 20] if quick else [4096, 65536, 1 << 20]
     micros += [Micro(f"add {n}", _elementwise_chain(n)) for n in sizes]
-    micros += [Micro("layernorm 128x384", _elementwise_chain(128 * 384, "LayerNormalization"))]
+    micros += [Micro("residual add + layernorm 128x384", _elementwise_chain(128 * 384, "LayerNormalization"))]
     micros += [Micro("batched matmul 12x128x32", _batched_matmul_chain(12, 128, 32))]
     if not quick:
         micros += [Micro("softmax 12x128x128", _unary_chain("Softmax", [1, 12, 128, 128], axis=-1)),
@@ -271,7 +309,7 @@ def fit(p: Plan, results: dict, url: str, profile_id: Optional[str] = None,
     free = FREE + (("int8_speedup",) if any(o.precision == "int8" for o in obs) else ()) \
         + (("dram",) if p.cache_mb else ())
     progress(f"fitting {len(free)} parameters to {len(obs)} measurements")
-    fitted = fit_device(obs, p.profile, DeviceFit(cache_mb=p.cache_mb), free)
+    fitted = fit_device(obs, p.profile, DeviceFit(cache_mb=p.cache_mb, half_depth=16.0, normalization=0.3, thread_mflops=0.1), free)
     scored = score(obs, p.profile, fitted)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     graphs = len({m.label for m, _, _ in p.files})

@@ -10,11 +10,16 @@ effects, with a handful of parameters per device fitted to published latencies
                       bytes / (bandwidth x memory efficiency)) + overhead + sync x (threads - 1)
     + per inference: the runtime call's fixed cost
     efficiency(kind, size) = efficiency(kind) x work / (work + half_mflops), work = MFLOPs per thread
+                             x depth / (depth + half_depth), depth = multiply-adds per output
     speed-up(n) = 1 / ((1 - parallel) + parallel / n)                      (Amdahl)
+    n = threads, or fewer for a kernel with less than thread_mflops of work per thread
+    FLOPs of a dense convolution counted on its output channels rounded up to the SIMD width
     + for an accelerator with on-chip parameter memory: weights beyond it streamed per inference
 
+Normalisations take their own efficiency where one is fitted. half_depth, thread_mflops and
+normalization are 0 (off) unless fitted: `edgekit calibrate` fits them from its microbenchmarks.
 Kernels are the graph's nodes after the fusions every edge runtime does (an activation or a
-batch norm folded into the convolution before it). Everything here is numpy-free arithmetic over
+batch norm folded into the convolution before it); reshapes are views and cost nothing. Everything here is numpy-free arithmetic over
 edgekit.profile.static's node statistics, so it runs on a device too.
 """
 
@@ -28,6 +33,14 @@ from ..devices.profile import DeviceFit, Profile
 from .roofline import peak
 from .static import StaticProfile
 
+# Shape arithmetic, and reshapes that every runtime does as a view of the same buffer (measured:
+# a Reshape in the digits CNN adds nothing to its 13 us on onnxruntime)
+FREE_OPS = frozenset({"Constant", "Shape", "ConstantOfShape", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+# Normalisations have their own efficiency where fitted: onnxruntime 1.32 fuses a residual Add and
+# the LayerNormalization after it into SkipLayerNormalization, which runs ~10x slower per value
+# than the plain LayerNormalization here (0.79 vs 0.08 ms for four at 128x384, one thread)
+NORMALIZATION = frozenset({"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+                           "SkipSimplifiedLayerNormalization", "GroupNormalization", "InstanceNormalization"})
 KINDS = ("conv", "depthwise", "gemm")  # compute kernels with their own efficiency; the rest is memory
 FUSED_INTO_PRODUCER = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "BatchNormalization",
                        "PRelu", "Identity", "Dropout"}
@@ -36,10 +49,10 @@ FUSED_INTO_PRODUCER = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", 
 # ``memory`` is a share of the profile's DRAM bandwidth and may exceed 1 where working sets stay in
 # the caches (a 256 KB tensor on a 32 MB L3); the rest are physically plausible ranges.
 BOUNDS = {"conv": (0.01, 6.0), "depthwise": (0.002, 6.0), "gemm": (0.01, 6.0), "memory": (0.02, 20.0),
-          "elementwise": (0.001, 4.0), "dram": (0.01, 4.0), "half_mflops": (0.001, 500.0),
+          "elementwise": (0.001, 4.0), "normalization": (0.001, 4.0), "dram": (0.01, 4.0), "half_mflops": (0.001, 500.0),
           "overhead_us": (0.05, 2000.0), "sync_us": (0.01, 500.0), "call_us": (0.01, 5000.0),
           "parallel": (0.01, 0.999), "int8_speedup": (0.1, 4.0), "fp16_speedup": (0.1, 4.0),
-          "offchip_gbs": (0.01, 100.0)}
+          "offchip_gbs": (0.01, 100.0), "half_depth": (0.5, 2000.0), "thread_mflops": (0.001, 100.0)}
 WEIGHT_SCALE = {"int8": 0.25, "fp16": 0.5}  # bytes per fp32 weight byte in each precision
 
 
@@ -53,6 +66,14 @@ class Kernel:
     weight_bytes: float
     activation_bytes: float  # read and written, weights excluded
     members: tuple[str, ...] = field(default=())
+    depth: float = 0.0  # multiply-adds per output value (a GEMM's K: c_in x kh x kw for a convolution)
+    channels: int = 0  # a dense convolution's output channels
+    op: str = ""  # the head node's operator
+
+
+def _depth(node) -> float:
+    outputs = math.prod(d for d in node.output_shape if isinstance(d, int) and d > 0) if node.output_shape else 0
+    return node.macs / outputs if node.macs and outputs else 0.0
 
 
 def _kind(node) -> str:
@@ -79,7 +100,7 @@ def kernels(static: StaticProfile) -> list[Kernel]:
     order: list[str] = []
     owner: dict[str, str] = {}  # node name -> the kernel it belongs to
     for node in static.nodes:
-        if node.op_type in ("Constant", "Shape", "ConstantOfShape", "Identity") and not node.flops:
+        if node.op_type in FREE_OPS and not node.flops:
             continue
         data_inputs = [i for i in node.inputs if i in producer_of]
         if node.op_type in FUSED_INTO_PRODUCER and len(data_inputs) == 1:
@@ -96,10 +117,12 @@ def kernels(static: StaticProfile) -> list[Kernel]:
         merged[node.name] = {"kind": _kind(node), "flops": float(node.flops), "weight_bytes": weights,
                              "activation_bytes": float(max(node.bytes_read + node.bytes_written - node.weight_bytes,
                                                            0)),
-                             "members": [node.name]}
+                             "members": [node.name], "depth": _depth(node),
+                             "channels": node.out_channels if _kind(node) == "conv" else 0, "op": node.op_type}
         owner[node.name] = node.name
         order.append(node.name)
-    return [Kernel(name, m["kind"], m["flops"], m["weight_bytes"], m["activation_bytes"], tuple(m["members"]))
+    return [Kernel(name, m["kind"], m["flops"], m["weight_bytes"], m["activation_bytes"], tuple(m["members"]),
+                   m["depth"], m["channels"], m["op"])
             for name, m in ((n, merged[n]) for n in order)]
 
 
@@ -121,6 +144,11 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
     n = max(1, threads or default_threads(profile, fit)) if fit.threads_apply else 1
     cores = profile.cpu.cores if fit.threads_apply else 1
     n = min(n, cores)
+    if fit.thread_mflops and n > 1:
+        # runtimes split a kernel only where each thread gets enough work (MLAS, XNNPACK and ncnn
+        # all do): a tiny kernel runs on one thread however many the session has
+        work = max(kernel.flops, kernel.activation_bytes / 4) / 1e6
+        n = min(n, max(1.0, work / fit.thread_mflops))
     speedup = _amdahl(fit.parallel, n)
     weights = kernel.weight_bytes
     activations = kernel.activation_bytes
@@ -137,18 +165,28 @@ def kernel_ms(kernel: Kernel, profile: Profile, fit: DeviceFit, precision: str =
     stream_s = weights / (bandwidth * fit.dram) if streamed else 0.0
     memory_s = (activations + (0.0 if streamed else weights)) / (bandwidth * fit.memory)
     compute_s = 0.0
+    flops = kernel.flops
+    if kernel.channels:
+        # output channels are computed a SIMD register at a time: 8 channels on 16 lanes cost 16
+        lanes = profile.cpu.fp32_lanes
+        flops *= math.ceil(kernel.channels / lanes) * lanes / kernel.channels
     if kernel.flops:
         if kernel.kind == "memory":
             # element-wise, normalisation and transcendental arithmetic: scalar-ish code, far
             # from the matmul peak (LayerNorm, Softmax and Erf are compute-bound on a CPU)
-            rate = profile.estimator.peak_gflops_fp32 / cores * speedup * fit.elementwise * 1e9
+            efficiency = fit.normalization if fit.normalization and kernel.op in NORMALIZATION else fit.elementwise
+            rate = profile.estimator.peak_gflops_fp32 / cores * speedup * efficiency * 1e9
         else:
-            per_thread_mflops = kernel.flops / n / 1e6
+            per_thread_mflops = flops / n / 1e6
             size = per_thread_mflops / (per_thread_mflops + fit.half_mflops)
+            if fit.half_depth and kernel.depth:
+                # a short reduction (a stem convolution over 3 channels: 27 multiply-adds per output)
+                # leaves the GEMM micro-kernel's accumulators mostly idle, whatever the kernel's size
+                size *= kernel.depth / (kernel.depth + fit.half_depth)
             factor = fit.int8_speedup if precision == "int8" else fit.fp16_speedup if precision == "fp16" else 1.0
             rate = peak(profile, precision, "matmul/conv") / cores * speedup * getattr(fit, kernel.kind) \
                 * size * factor * 1e9
-        compute_s = kernel.flops / rate
+        compute_s = flops / rate
     return (max(compute_s, memory_s) + stream_s + (fit.overhead_us + fit.sync_us * (n - 1)) * 1e-6) * 1000.0
 
 
