@@ -35,7 +35,7 @@ from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals, print_table, side_by_side
+from _common import Goals, print_table
 
 BASELINE = '''
 import os
@@ -325,7 +325,11 @@ def main() -> int:
         print("MiniLM capacity, then 2x capacity offered ...", flush=True)
         unloaded_client, _ = sequential(ports["edgekit-budget"], "/v2/models/minilm/infer", mblob, bin_h, 100)
         unloaded_p99 = float(np.percentile(unloaded_client, 99))
-        capacity = wrk(url(ports["edgekit-budget"], "minilm"), mblob, bin_h, args.seconds, 16)["ok_rps"]
+        # Capacity from the server without a budget (queue of 64 rows, nothing shed at 16 clients):
+        # a closed-loop client against a server that sheds just retries at once, and the flood of
+        # fast 503s takes the CPU from the model (57 answered/s instead of ~100 here).
+        sustained = wrk(url(ports["edgekit"], "minilm"), mblob, bin_h, args.seconds, 16)
+        capacity = sustained["ok_rps"]
         time.sleep(2)  # the queue drains
         overloaded = asyncio.run(open_loop(ports["edgekit-budget"], "/v2/models/minilm/infer", mblob, bin_h,
                                            2 * capacity, args.seconds))
@@ -339,14 +343,36 @@ def main() -> int:
                      f"{sum(v for k, v in base_over.items() if isinstance(k, str) and k != 'n200')} errors"])
         goals.check("overload at 2x capacity: accepted p99 <= 3x unloaded p99, excess shed",
                     f"{accepted_p99:.1f} vs {unloaded_p99:.1f} ms unloaded, {shed} shed",
-                    accepted_p99 <= 3 * unloaded_p99 and shed > 0 and overloaded.get("n200", 0) > 0,
+                    accepted_p99 <= 3 * unloaded_p99 and shed > 0 and overloaded.get("n200", 0) > 0
+                    and sustained["non2xx"] == 0,
                     baseline=f"its own unloaded p99; the FastAPI server's p99 at this load: "
                              f"{base_over.get(200, float('nan')):.0f} ms")
         # 4. MiniLM, one client: the server's overhead over session.run
         print("MiniLM, one client: overhead over session.run ...", flush=True)
         session = minilm.active.session.session
-        direct = side_by_side({"session.run": lambda: session.run(None, feeds)}, budget_s=3.0)["session.run"]["p50_ms"]
-        client_ms, _ = sequential(ports["edgekit"], "/v2/models/minilm/infer", mblob, bin_h, 300)
+        # in alternating bursts (100 direct runs, 100 requests; five pairs after a warm-up pair): drift hits
+        # both, and each burst runs warm. Run by run would measure something else: two processes
+        # each holding the model's weights evict each other's from the cache at every switch.
+        conn = http.client.HTTPConnection("127.0.0.1", ports["edgekit"], timeout=60)
+        direct_ms, client_ms = [], []
+        for burst in range(6):
+            times = []
+            for _ in range(100):
+                t0 = time.perf_counter()
+                session.run(None, feeds)
+                times.append((time.perf_counter() - t0) * 1000)
+            served = []
+            for _ in range(100):
+                t0 = time.perf_counter()
+                conn.request("POST", "/v2/models/minilm/infer", mblob, bin_h)
+                answer = conn.getresponse()
+                answer.read()
+                if answer.status == 200:
+                    served.append((time.perf_counter() - t0) * 1000)
+            if burst:  # the first pair warms both up
+                direct_ms += times[10:]
+                client_ms += served[10:]
+        direct = float(np.median(direct_ms))
         overhead = float(np.median(client_ms)) - direct
         goals.check("MiniLM int8, 1 client: p50 overhead <= 1 ms", f"{overhead:+.2f} ms ({np.median(client_ms):.2f} "
                     f"vs {direct:.2f} ms)", overhead <= 1.0, baseline="a direct session.run on the same model file")
@@ -360,6 +386,7 @@ def main() -> int:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)  # bundles and the baseline server, all ours
     print()
     print_table(["load", "server", "req/s", "p50 ms", "p99 ms", "non-2xx"], rows)
     return goals.exit_code()

@@ -153,6 +153,17 @@ def test_bad_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server,
     assert server.request("GET", "/v2/health/ready")[0] == 200
 
 
+def test_requests_for_unknown_models_add_no_metric_series(server):
+    """A model name from the URL of a 404 is not a label: one series per name sent would let any
+    client grow the server's memory (and the scraper's) without bound."""
+    for i in range(5):
+        assert server.request("POST", f"/v2/models/probe-{i}/infer", b"{}", {"Content-Type": "application/json"})[0] \
+            == 404
+    metrics = server.request("GET", "/metrics")[1].decode()
+    assert "probe-" not in metrics
+    assert 'edgekit_requests_total{model="-",route="infer",status="404"}' in metrics
+
+
 def test_predictions_are_logged_per_request_with_their_id(server):
     from edgekit.sync.store import LogStore
 

@@ -123,13 +123,15 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         data, content_type = metrics.render()
         return Response(data, media_type=content_type)
 
-    routes = [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
-              Route("/metrics", prometheus)]
+    # The router tries routes in order: inference first, so that the hot path matches at once.
+    routes = [Route(f"{prefix}/infer", infer, methods=["POST"])
+              for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")]
+    routes += [Route(f"{prefix}/predict", predict, methods=["POST"])
+               for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}")]
+    routes += [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
+               Route("/metrics", prometheus)]
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        routes += [Route(prefix, model_metadata), Route(f"{prefix}/ready", model_ready),
-                   Route(f"{prefix}/infer", infer, methods=["POST"])]
-    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):
-        routes.append(Route(f"{prefix}/predict", predict, methods=["POST"]))
+        routes += [Route(prefix, model_metadata), Route(f"{prefix}/ready", model_ready)]
     if ui is not None:
         routes.append(Mount("/ui", app=ui))
 
@@ -180,6 +182,10 @@ class _Guard:
         self.app, self.repository, self.metrics, self.http = app, repository, metrics, http
         for model in repository.all():
             model.metrics = metrics
+        # Labels only for the models served: a name from the URL of a 404 would otherwise add a
+        # series per request (unbounded memory); children cached, labels() costs a lock per call.
+        self.known = {m.name for m in repository.all()}
+        self._children: dict[tuple, tuple] = {}
         self.token = http.token.encode() if http.token else None
         self.inflight = 0
 
@@ -196,7 +202,7 @@ class _Guard:
             await send(message)
 
         if self.inflight >= self.http.max_inflight and path not in OPEN:
-            self.metrics.shed.labels(_model(path)).inc()
+            self.metrics.shed.labels(self._model(path)).inc()
             response = _error(503, f"{self.inflight} requests in flight (limit {self.http.max_inflight})",
                               {"Retry-After": "1"})
             await response(scope, receive, send)
@@ -213,15 +219,26 @@ class _Guard:
             self.inflight -= 1
             self.metrics.inflight.dec()
             seconds = time.perf_counter() - start
-            route = _route(path)
-            model = _model(path)
-            self.metrics.requests.labels(model, route, str(status["code"])).inc()
-            if route in ("infer", "predict"):
-                self.metrics.latency.labels(model, route).observe(seconds)
+            self._count(path, status["code"], seconds)
             if access.isEnabledFor(logging.INFO):
                 access.info(json.dumps({"time": round(time.time(), 3), "method": scope.get("method"), "path": path,
                                         "status": status["code"], "ms": round(seconds * 1000, 3),
                                         "client": (scope.get("client") or ["-"])[0]}))
+
+    def _model(self, path: str) -> str:
+        name = _model(path)
+        return name if name in self.known else "-"
+
+    def _count(self, path: str, code: int, seconds: float) -> None:
+        model, route = self._model(path), _route(path)
+        children = self._children.get((model, route, code))
+        if children is None:
+            latency = self.metrics.latency.labels(model, route) if route in ("infer", "predict") else None
+            children = self._children[(model, route, code)] = (
+                self.metrics.requests.labels(model, route, str(code)), latency)
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(seconds)
 
     def _authorised(self, scope) -> bool:
         for name, value in scope.get("headers", []):

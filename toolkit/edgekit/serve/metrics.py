@@ -25,9 +25,13 @@ class ServeMetrics:
                             ["model"], registry=self.registry)
         self.inflight = Gauge("edgekit_inflight_requests", "Requests being handled", registry=self.registry)
         self.registry.register(_RuntimeCollector(models))
+        self._batch_rows: dict = {}
 
     def batch(self, model: str, rows: int) -> None:
-        self.batch_rows.labels(model).observe(rows)
+        child = self._batch_rows.get(model)
+        if child is None:
+            child = self._batch_rows[model] = self.batch_rows.labels(model)
+        child.observe(rows)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -9,8 +9,10 @@ a dynamic batcher where the bundle allows one, and per-request logging to the de
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
+import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 
 from ..errors import EdgekitError, InputError
 from ..runtime.cache import OutputCache, key_of
-from .batching import AsyncBatcher
+from .batching import AsyncBatcher, Overloaded
 from .protocol import ProtocolError, v2_datatype
 
 
@@ -65,6 +67,8 @@ class ServedModel:
         self.lookup = lookup  # precomputed predictions by key (model-in-DB), answered before inference
         self.cache = OutputCache(options.cache_size) if options.cache_size else None
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix=f"serve-{self.name}")
+        # request ids: a random prefix per process and a counter (uuid4 reads os.urandom per request)
+        self._id_prefix, self._id_counter = secrets.token_hex(12), itertools.count()
         self.batch_reason = self._batchable()
         self.batcher = None
         if options.batching and self.batch_reason is None:
@@ -120,8 +124,6 @@ class ServedModel:
         anyway is what makes latency climb for the accepted ones."""
         if self.batcher is None:
             return
-        from .batching import Overloaded
-
         if self.batcher.queued_rows >= self.options.max_queue:
             raise Overloaded(f"{self.batcher.queued_rows} rows already queued (limit {self.options.max_queue})",
                              retry_after_s=1.0)
@@ -144,7 +146,7 @@ class ServedModel:
             feeds = self.runtime.validate(inputs)
         except InputError as exc:
             raise ProtocolError(str(exc)) from None
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or f"{self._id_prefix}{next(self._id_counter):08x}"
         key = key_of(feeds) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)
@@ -155,11 +157,11 @@ class ServedModel:
         timeout = self.options.timeout_ms / 1000
         try:
             if self.batcher is not None:
-                outputs = await asyncio.wait_for(self.batcher.submit(feeds), timeout)
+                outputs = await _within(self.batcher.submit(feeds), timeout)
             else:
                 loop = asyncio.get_running_loop()
-                outputs = await asyncio.wait_for(loop.run_in_executor(self.executor, self.runtime.predict_validated,
-                                                                      feeds), timeout)
+                outputs = await _within(loop.run_in_executor(self.executor, self.runtime.predict_validated, feeds),
+                                        timeout)
         except asyncio.TimeoutError:
             raise ProtocolError(f"no answer within {self.options.timeout_ms:.0f} ms", 504) from None
         variant = outputs.pop("__variant__", None)
@@ -229,3 +231,12 @@ class Repository:
     @property
     def ready(self) -> bool:
         return bool(self.models) and all(m.ready for m in self.all())
+
+
+async def _within(awaitable, seconds: float):
+    """``awaitable`` or asyncio.TimeoutError after ``seconds``. asyncio.timeout (3.11) cancels in
+    place; wait_for wraps the call in one more task, a loop iteration per request."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
