@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 # torch's OpenMP threads spin-wait after each op by default, stealing cores from onnxruntime and
 # LiteRT when they are timed side by side; passive waiting keeps the comparison fair. Set before
@@ -64,6 +65,19 @@ class Goals:
             return 1
         print(f"\n{self.script}: {len(self.results) - len(failed)} of {len(self.results)} goals met")
         return 1 if failed else 0
+
+
+def scratch(prefix: str) -> Path:
+    """A work directory for one script's run, removed when the script exits (set
+    EDGEKIT_BENCH_KEEP=1 to keep it for a look at the artifacts)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    if not os.environ.get("EDGEKIT_BENCH_KEEP"):
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
 
 
 def free_port() -> int:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals
+from _common import Goals, scratch
 
 
 def main() -> int:
@@ -28,7 +26,7 @@ def main() -> int:
     from edgekit.convert.onnx_export import export_onnx
     from edgekit.models import load_model
 
-    work = Path(tempfile.mkdtemp(prefix="bench-interleaving-"))
+    work = scratch("bench-interleaving-")
     src = work / "m.py"
     src.write_text("import torch\n"
                    "def small():\n    return torch.nn.Sequential(torch.nn.Linear(256, 256)).eval(), (torch.randn(1, 256),)\n"

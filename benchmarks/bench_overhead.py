@@ -15,12 +15,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals
+from _common import Goals, scratch
 
 BARE = r"""
 import sys, time, numpy as np, onnxruntime as ort
@@ -46,7 +44,7 @@ def main() -> int:
     from edgekit.convert.onnx_export import export_onnx
     from edgekit.models import load_model
 
-    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    work = scratch("bench-overhead-")
     model = export_onnx(load_model("edgekit:digits-cnn"), work / "digits.onnx").path
     bench, bare = [], []
     for i in range(args.repeats):

@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals, print_table, side_by_side
+from _common import Goals, print_table, side_by_side, scratch
 
 
 def main() -> int:
@@ -32,7 +30,7 @@ def main() -> int:
 
     model = load_model("edgekit:digits-cnn")
     data = model.builtin_data("eval")
-    out = Path(tempfile.mkdtemp(prefix="bench-digits-")) / "out"
+    out = scratch("bench-digits-") / "out"
     result = optimize(model, target=args.target, out=out, timing_s=2)
     shipped = {v["id"] for v in json.loads((out / "manifest.json").read_text())["variants"]}
     built = {c["id"]: c for c in result.report["candidates"] if c["file"]}  # passed and rejected alike

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 import _common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from _common import Goals, cosine_rows, print_table, side_by_side
+from _common import Goals, cosine_rows, print_table, side_by_side, scratch
 
 
 def main() -> int:
@@ -44,7 +42,7 @@ def main() -> int:
     with torch.no_grad():
         reference = model.module(*(torch.from_numpy(data.arrays[s.name]) for s in model.inputs)).numpy()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
+    work = scratch("bench-minilm-")
     print("optimizing for host ...", flush=True)
     chosen = optimize(model, target="host", out=work / "host", timing_s=10)
     best = chosen.best_path

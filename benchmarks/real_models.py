@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals, print_table
+from _common import Goals, print_table, scratch
 
 CASES = [  # (model, wheel file, target, --input, data kind, processing TOML, tolerance)
     ("pp-ocr cls", "rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "raspberrypi",
@@ -53,7 +52,7 @@ def main() -> int:
     from edgekit.processing import declaration
     from edgekit.zoo import synthetic
 
-    work = Path(tempfile.mkdtemp(prefix="bench-real-"))
+    work = scratch("bench-real-")
     synthetic.pages(work / "pages", 24, size=(640, 640))
     synthetic.lines(work / "lines", 32)
     synthetic.speech(work / "speech", 6)

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals, print_table, side_by_side
+from _common import Goals, print_table, side_by_side, scratch
 from runtime_overhead import bundle_for
 
 THREADS = 16
@@ -75,7 +73,7 @@ def main() -> int:
     args = parser.parse_args()
     from edgekit.runtime import load
 
-    work = Path(tempfile.mkdtemp(prefix="runtime-batching-"))
+    work = scratch("runtime-batching-")
     rows, goals = [], Goals(__file__)
     # Batch 4 for the CNN: 90% of batch 8's per-sample saving, filled by half as many callers.
     for ref, precision, threads, batch, delay in (("edgekit:digits-cnn", "fp32", 1, 4, 0.5),

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals, print_table, side_by_side
+from _common import Goals, print_table, side_by_side, scratch
 
 
 def bundle_for(model_ref: str, precision: str, work: Path) -> Path:
@@ -47,7 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=float, default=20.0)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="runtime-overhead-"))
+    work = scratch("runtime-overhead-")
     goals = Goals(__file__)
     rows = []
     for ref, precision in (("edgekit:minilm", "int8-dynamic"), ("edgekit:digits-cnn", "fp32")):

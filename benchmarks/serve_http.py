@@ -35,7 +35,7 @@ from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals, print_table
+from _common import Goals, print_table, scratch
 
 BASELINE = '''
 import os
@@ -249,7 +249,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         goals.check("wrk is installed (the load generator)", "missing: apt-get install wrk", False)
         return goals.exit_code()
-    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    work = scratch("serve-bench-")
     bundles = build_bundles(work)
     procs = []
     try:
@@ -386,7 +386,6 @@ def main() -> int:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
-        shutil.rmtree(work, ignore_errors=True)  # bundles and the baseline server, all ours
     print()
     print_table(["load", "server", "req/s", "p50 ms", "p99 ms", "non-2xx"], rows)
     return goals.exit_code()

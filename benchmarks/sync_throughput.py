@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals, collector
+from _common import Goals, collector, scratch
 
 
 def rss_mb() -> float:
@@ -38,7 +36,7 @@ def main() -> int:
     from edgekit.collector.db import Database, add_device
     from edgekit.sync import LogStore, SyncClient
 
-    work = Path(tempfile.mkdtemp(prefix="sync-bench-"))
+    work = scratch("sync-bench-")
     x = {"input": np.ones((1, 8), np.float32)}
     y = {"logits": np.array([[0.1, 0.7, 0.2]], np.float32)}
 
