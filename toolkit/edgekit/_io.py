@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
+import secrets
 import shutil
 import signal
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import EdgekitError
 
@@ -94,6 +97,14 @@ def check_replaceable(path: str | os.PathLike, flag: str = "--out") -> Path:
         return path
     raise EdgekitError(f"{flag} {path} is a directory that edgekit did not write, and it is not empty",
                        "pick a new or empty directory; edgekit only replaces its own output directories")
+
+
+def unique_ids() -> Callable[[], str]:
+    """A source of 32-hex-digit ids, unique across processes and restarts: a random 80-bit
+    prefix per source and a counter. A uuid4 per id costs a getrandom syscall, slow in many VMs,
+    for no more uniqueness."""
+    prefix, counter = secrets.token_hex(10), itertools.count()
+    return lambda: f"{prefix}{next(counter):012x}"
 
 
 _CWD_LOCK = threading.Lock()

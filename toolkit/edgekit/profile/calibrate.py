@@ -44,20 +44,29 @@ def _graph(label, nodes, inits, x_shape, out_name):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-def _conv_chain(c: int, hw: int, k: int, depthwise: bool = False):
+def _conv(rng, x: str, i: int, c_in: int, c_out: int, k: int, stride: int = 1, depthwise: bool = False):
+    """(nodes, initializers) of convolution ``i`` (same padding) with its ReLU, output ``r{i}``."""
     from onnx import helper, numpy_helper
+
+    shape = (c_out, 1, k, k) if depthwise else (c_out, c_in, k, k)
+    scale = 1.0 / np.sqrt(np.prod(shape[1:]))
+    w = numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), f"w{i}")
+    b = numpy_helper.from_array(np.zeros(c_out, np.float32), f"b{i}")
+    nodes = [helper.make_node("Conv", [x, w.name, b.name], [f"c{i}"], pads=[k // 2] * 4, strides=[stride] * 2,
+                              group=c_in if depthwise else 1),
+             helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+    return nodes, [w, b]
+
+
+def _conv_chain(c: int, hw: int, k: int, depthwise: bool = False):
+    from onnx import helper
 
     rng = np.random.default_rng(c * 1000 + hw)
     nodes, inits, x = [], [], "x"
     for i in range(CHAIN):
-        shape = (c, 1, k, k) if depthwise else (c, c, k, k)
-        scale = 1.0 / np.sqrt(np.prod(shape[1:]))
-        w = numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), f"w{i}")
-        b = numpy_helper.from_array(np.zeros(c, np.float32), f"b{i}")
-        inits += [w, b]
-        nodes += [helper.make_node("Conv", [x, w.name, b.name], [f"c{i}"], pads=[k // 2] * 4,
-                                   group=c if depthwise else 1),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        conv_nodes, conv_inits = _conv(rng, x, i, c, c, k, depthwise=depthwise)
+        nodes += conv_nodes
+        inits += conv_inits
         if i % 2:  # a residual add every second kernel, as in ResNets and MobileNets: runtimes
             nodes.append(helper.make_node("Add", [f"r{i}", x], [f"s{i}"]))  # change layout around it
             x = f"s{i}"
@@ -70,20 +79,15 @@ def _conv_chain(c: int, hw: int, k: int, depthwise: bool = False):
 def _branches(c_in: int, c_out: int, hw: int, k: int, stride: int, depthwise: bool = False):
     """Shapes a chain cannot hold (a stem over 3 channels, a strided or a widening convolution):
     CHAIN such convolutions side by side on the same input, each its own output."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(c_in * 1000 + c_out + hw)
     out_hw = (hw + 2 * (k // 2) - k) // stride + 1
     nodes, inits, outputs = [], [], []
     for i in range(CHAIN):
-        shape = (c_out, 1, k, k) if depthwise else (c_out, c_in, k, k)
-        w = numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32),
-                                    f"w{i}")
-        b = numpy_helper.from_array(np.zeros(c_out, np.float32), f"b{i}")
-        inits += [w, b]
-        nodes += [helper.make_node("Conv", ["x", w.name, b.name], [f"c{i}"], pads=[k // 2] * 4, strides=[stride] * 2,
-                                   group=c_in if depthwise else 1),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        conv_nodes, conv_inits = _conv(rng, "x", i, c_in, c_out, k, stride, depthwise)
+        nodes += conv_nodes
+        inits += conv_inits
         outputs.append(helper.make_tensor_value_info(f"r{i}", TensorProto.FLOAT, [1, c_out, out_hw, out_hw]))
     kind = "depthwise" if depthwise else "conv"
     graph = helper.make_graph(nodes, f"{kind}{k}x{k}s{stride}_c{c_in}to{c_out}_hw{hw}",
@@ -309,7 +313,8 @@ def fit(p: Plan, results: dict, url: str, profile_id: Optional[str] = None,
     free = FREE + (("int8_speedup",) if any(o.precision == "int8" for o in obs) else ()) \
         + (("dram",) if p.cache_mb else ())
     progress(f"fitting {len(free)} parameters to {len(obs)} measurements")
-    fitted = fit_device(obs, p.profile, DeviceFit(cache_mb=p.cache_mb, half_depth=16.0, normalization=0.3, thread_mflops=0.1), free)
+    start = DeviceFit(cache_mb=p.cache_mb, half_depth=16.0, normalization=0.3, thread_mflops=0.1)
+    fitted = fit_device(obs, p.profile, start, free)
     scored = score(obs, p.profile, fitted)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     graphs = len({m.label for m, _, _ in p.files})

@@ -183,9 +183,8 @@ class _Guard:
         for model in repository.all():
             model.metrics = metrics
         # Labels only for the models served: a name from the URL of a 404 would otherwise add a
-        # series per request (unbounded memory); children cached, labels() costs a lock per call.
+        # series per request (unbounded memory).
         self.known = {m.name for m in repository.all()}
-        self._children: dict[tuple, tuple] = {}
         self.token = http.token.encode() if http.token else None
         self.inflight = 0
 
@@ -231,14 +230,9 @@ class _Guard:
 
     def _count(self, path: str, code: int, seconds: float) -> None:
         model, route = self._model(path), _route(path)
-        children = self._children.get((model, route, code))
-        if children is None:
-            latency = self.metrics.latency.labels(model, route) if route in ("infer", "predict") else None
-            children = self._children[(model, route, code)] = (
-                self.metrics.requests.labels(model, route, str(code)), latency)
-        children[0].inc()
-        if children[1] is not None:
-            children[1].observe(seconds)
+        self.metrics.child(self.metrics.requests, model, route, str(code)).inc()
+        if route in ("infer", "predict"):
+            self.metrics.child(self.metrics.latency, model, route).observe(seconds)
 
     def _authorised(self, scope) -> bool:
         for name, value in scope.get("headers", []):

@@ -25,13 +25,19 @@ class ServeMetrics:
                             ["model"], registry=self.registry)
         self.inflight = Gauge("edgekit_inflight_requests", "Requests being handled", registry=self.registry)
         self.registry.register(_RuntimeCollector(models))
-        self._batch_rows: dict = {}
+        self._children: dict = {}
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, cached: labels() takes a lock and builds a key per call,
+        a measurable share of a request's time. The label sets are bounded by the caller."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def batch(self, model: str, rows: int) -> None:
-        child = self._batch_rows.get(model)
-        if child is None:
-            child = self._batch_rows[model] = self.batch_rows.labels(model)
-        child.observe(rows)
+        self.child(self.batch_rows, model).observe(rows)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -9,8 +9,6 @@ a dynamic batcher where the bundle allows one, and per-request logging to the de
 from __future__ import annotations
 
 import asyncio
-import itertools
-import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._io import unique_ids
 from ..errors import EdgekitError, InputError
 from ..runtime.cache import OutputCache, key_of
 from .batching import AsyncBatcher, Overloaded
@@ -67,8 +66,7 @@ class ServedModel:
         self.lookup = lookup  # precomputed predictions by key (model-in-DB), answered before inference
         self.cache = OutputCache(options.cache_size) if options.cache_size else None
         self.executor = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix=f"serve-{self.name}")
-        # request ids: a random prefix per process and a counter (uuid4 reads os.urandom per request)
-        self._id_prefix, self._id_counter = secrets.token_hex(12), itertools.count()
+        self._new_id = unique_ids()
         self.batch_reason = self._batchable()
         self.batcher = None
         if options.batching and self.batch_reason is None:
@@ -146,7 +144,7 @@ class ServedModel:
             feeds = self.runtime.validate(inputs)
         except InputError as exc:
             raise ProtocolError(str(exc)) from None
-        request_id = request_id or f"{self._id_prefix}{next(self._id_counter):08x}"
+        request_id = request_id or self._new_id()
         key = key_of(feeds) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)

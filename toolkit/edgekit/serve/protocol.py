@@ -30,7 +30,6 @@ HEADER = "Inference-Header-Content-Length"
 V2_TO_NP = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
             "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
             "FP32": "float32", "FP64": "float64", "BYTES": "object"}
-NP_TO_V2 = {v: k for k, v in V2_TO_NP.items()}
 # keyed by the dtype itself: numpy computes dtype.name in Python, a measurable share of a request
 _V2_BY_DTYPE = {np.dtype(v): k for k, v in V2_TO_NP.items()}
 MAX_ELEMENTS = 1 << 28

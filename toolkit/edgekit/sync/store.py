@@ -10,13 +10,11 @@ dropped record is counted, and a row the collector will never take waits in a de
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import math
 import os
 import random
-import secrets
 import sqlite3
 import threading
 import time
@@ -28,6 +26,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from .._io import unique_ids
 from ..errors import EdgekitError
 from ..metrics import probabilities
 from ..monitor.features import summarise
@@ -191,7 +190,7 @@ class LogStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = self._open()
         self.store_id = self._store_id()
-        self._id_prefix, self._id_counter = secrets.token_hex(10), itertools.count()
+        self._new_id = unique_ids()  # request ids of the records this store writes
         # Bytes in use are derived from the rows at start-up and kept in memory after that.
         self._used = sum(self.db.execute(f"SELECT COALESCE(SUM(size), 0) FROM {t}").fetchone()[0] for t in _SIZED)
         if flush_ms > 0:
@@ -235,11 +234,6 @@ class LogStore:
                     os.replace(src, f"{aside}{suffix}")
             self.recovered_from = str(aside)
             return self._connect()
-
-    def _new_id(self) -> str:
-        """32 hex digits, unique: a random 80-bit prefix per opened store and a counter. A uuid4
-        per prediction costs a getrandom syscall, slow in many VMs, for no more uniqueness."""
-        return f"{self._id_prefix}{next(self._id_counter):012x}"
 
     def _store_id(self) -> str:
         """This store's identity: row ids restart in a new store, so the collector keys on both."""
