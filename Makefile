@@ -5,25 +5,31 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 EDGEKIT := $(VENV)/bin/edgekit
 STAMP := $(VENV)/.edgekit-installed
+TOOLS := $(VENV)/.edgekit-tools-installed
 # The CPU build of torch lies on this machine's disk; constraints.txt pins it (see the file).
 INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-arm64 bench install clean wheel
+.PHONY: demo test test-arm64 test-haswell bench install clean wheel
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt toolkit/edgekit/convert/tool_env.py
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check --upgrade pip
 	$(INSTALL) -e ".[all,dev]"
-	# ONNX -> TFLite's converter (onnx2tf, TensorFlow) in its own environment: its pins clash with ours
-	$(PY) -m edgekit.convert.tool_env install onnx2tf
 	touch $(STAMP)
+
+# ONNX -> TFLite's converter (onnx2tf, TensorFlow) in its own environment: its pins clash with ours.
+# The tests need it; the demo does not (a run that needs it installs it then, and says so).
+$(TOOLS): $(STAMP) toolkit/edgekit/convert/tool_env.py
+	@echo "installing onnx2tf's own environment (TensorFlow, about 1.5 GB): a few minutes, once"
+	$(PY) -m edgekit.convert.tool_env install onnx2tf
+	touch $(TOOLS)
 
 demo: $(STAMP)
 	$(EDGEKIT) optimize --target raspberrypi
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS)
 	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(PY) -m pytest -q -ra
 
@@ -32,8 +38,13 @@ test: $(STAMP)
 test-arm64: $(STAMP)
 	$(PY) tests/arm64/run_arm64.py
 
+# The CPU-dependent int8 tests on an emulated AVX2-only x86 (Haswell: no AVX-512, no VNNI) under
+# QEMU user mode, whatever this machine's CPU is.
+test-haswell: $(STAMP)
+	$(PY) tests/haswell/run_haswell.py
+
 # Performance goals: every script in benchmarks/ measured side by side, one summary table.
-bench: $(STAMP)
+bench: $(STAMP) $(TOOLS)
 	$(PY) benchmarks/run_all.py
 
 wheel: $(STAMP)

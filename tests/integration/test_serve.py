@@ -285,25 +285,32 @@ register_runtime("flaky", Flaky)
 '''
 
 
-def test_a_faulty_variant_under_load_falls_back_and_no_request_fails(bundles, tmp_path):
+def _with_runtime(bundle, tmp_path, runtime: str, source: str) -> tuple:
+    """``bundle`` repacked with its first variant run by a plugin runtime (``source`` registers
+    ``runtime``); returns the bundle and the environment a server needs to load the plugin."""
     import shutil
     import tarfile
 
     from edgekit.bundle import make_bundle
 
-    unpacked = tmp_path / "digits"
-    with tarfile.open(bundles[0]) as tar:
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(bundle) as tar:
         tar.extractall(unpacked, filter="data")
     manifest = json.loads((unpacked / "manifest.json").read_text())
-    manifest["variants"][0]["runtime"] = "flaky"
+    manifest["variants"][0]["runtime"] = runtime
     (unpacked / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "flaky_runtime.py").write_text(FAULTY)
-    make_bundle(unpacked, tmp_path / "flaky.ekb", version="2")
+    (tmp_path / "plugins").mkdir(exist_ok=True)
+    (tmp_path / "plugins" / f"{runtime}_runtime.py").write_text(source)
+    make_bundle(unpacked, tmp_path / f"{runtime}.ekb", version="2")
     shutil.rmtree(unpacked)
-    s = Server([tmp_path / "flaky.ekb", "--cache-size", "0"],
-               env={"EDGEKIT_RUNTIME_PLUGINS": "flaky_runtime",
-                    "PYTHONPATH": f"{tmp_path / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    return tmp_path / f"{runtime}.ekb", {
+        "EDGEKIT_RUNTIME_PLUGINS": f"{runtime}_runtime",
+        "PYTHONPATH": f"{tmp_path / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def test_a_faulty_variant_under_load_falls_back_and_no_request_fails(bundles, tmp_path):
+    bundle, env = _with_runtime(bundles[0], tmp_path, "flaky", FAULTY)
+    s = Server([bundle, "--cache-size", "0"], env=env)
     try:
         statuses = []
 
@@ -339,22 +346,72 @@ def test_bearer_token_guards_everything_but_the_probes(bundles, tmp_path):
         s.stop()
 
 
-def test_graceful_shutdown_answers_requests_in_flight(bundles):
-    s = Server([bundles[1], "--max-delay-ms", "300", "--max-batch", "64", "--cache-size", "0"])
+GATED = '''
+import os
+import time
+from edgekit.formats import get
+from edgekit.runtime import register_runtime
+
+class Gated:
+    """The real onnxruntime session; once in service, each call waits until the gate file exists."""
+    def __init__(self, path, variant, threads, specs):
+        self.inner = get("onnx").open_variant(path, variant, threads, specs)
+        self.active_provider = "cpu"
+        self.served = 0
+    def run(self, feeds):
+        self.served += 1
+        while self.served > 1 and not os.path.exists(os.environ["EDGEKIT_TEST_GATE"]):  # after the self-test
+            time.sleep(0.01)
+        return self.inner.run(feeds)
+
+register_runtime("gated", Gated)
+'''
+
+
+def _gauge(server, name: str) -> float:
+    text = server.request("GET", "/metrics")[1].decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_graceful_shutdown_answers_requests_in_flight(bundles, tmp_path):
+    """SIGTERM while eight requests are held inside the server (one in the model, seven in the
+    batch queue): the server stops accepting, answers all eight, then exits."""
+    import socket
+
+    bundle, env = _with_runtime(bundles[0], tmp_path, "gated", GATED)
+    gate = tmp_path / "gate"
+    s = Server([bundle, "--max-delay-ms", "300", "--max-batch", "64", "--cache-size", "0", "--timeout-ms", "300000"],
+               env={**env, "EDGEKIT_TEST_GATE": str(gate)})
     results = []
-    body = json.dumps({"inputs": [{"name": n, "shape": [1, 128], "datatype": "INT64", "data": [101] + [0] * 127}
-                                  for n in ("input_ids", "attention_mask")]}).encode()
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                   "data": [0.5] * 64}]}).encode()
 
     def client():
-        results.append(s.request("POST", "/v2/models/minilm/infer", body)[0])
+        results.append(s.request("POST", "/v2/models/digits-cnn/infer", body)[0])
 
     threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    time.sleep(0.15)  # the requests wait in the 300 ms batch window
-    s.proc.send_signal(signal.SIGTERM)
-    for t in threads:
-        t.join()
-    # uvicorn finishes its shutdown, then re-raises SIGTERM so that the exit says why (-15)
-    assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert results == [200] * 8  # every request in flight was answered before the process ended
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        # all eight inside the server (the scrape itself is the ninth request in flight)
+        while _gauge(s, "edgekit_inflight_requests") < 9 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _gauge(s, "edgekit_inflight_requests") == 9
+        s.proc.send_signal(signal.SIGTERM)
+        while time.monotonic() < deadline:  # shutting down: no new connection is accepted
+            try:
+                socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+                time.sleep(0.02)
+            except OSError:
+                break
+        assert results == []  # nothing answered before the gate opens
+        gate.touch()
+        for t in threads:
+            t.join()
+        # uvicorn finishes its shutdown, then re-raises SIGTERM so that the exit says why (-15)
+        assert s.proc.wait(timeout=120) in (0, -signal.SIGTERM)
+        assert results == [200] * 8  # every request in flight was answered before the process ended
+    finally:
+        gate.touch()
+        s.stop()

@@ -18,7 +18,7 @@ def test_cuda_request_without_a_gpu_is_detected(tiny_onnx):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("a GPU is present")
+        pytest.skip("GPU: one is present, and this tests the machine without")
     session = open_session(tiny_onnx, SessionOptions(provider="cuda"))
     assert session.requested_provider == "cuda" and session.active_provider == "cpu" and session.fell_back
     with pytest.raises(EdgekitError, match="unknown onnxruntime provider"):

@@ -70,7 +70,7 @@ def test_cuda_fallback_is_reported_and_strict_fails(tiny_onnx):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("a GPU is present: this tests the fallback")
+        pytest.skip("GPU: one is present, and this tests the fallback without")
     result = run_bench([str(tiny_onnx)], BenchOptions(provider="cuda", **FAST))
     row = result["results"][0]
     assert row["provider_requested"] == "cuda" and row["provider_active"] == "cpu" and row["fell_back"]
@@ -79,7 +79,7 @@ def test_cuda_fallback_is_reported_and_strict_fails(tiny_onnx):
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
-                    reason="needs a GPU with onnxruntime-gpu")
+                    reason="GPU: needs one, with onnxruntime-gpu")
 def test_cuda_provider_runs_where_present(tiny_onnx):  # pragma: no cover - GPU machines only
     row = run_bench([str(tiny_onnx)], BenchOptions(provider="cuda", strict_provider=True, **FAST))["results"][0]
     assert row["provider_active"] == "cuda"

@@ -59,6 +59,30 @@ def _write(tmp_path: Path, text: str, name="board.toml") -> Path:
     return path
 
 
+def test_host_flags_are_the_ones_cpuid_gives_this_process(monkeypatch):
+    """Under QEMU (-cpu Haswell on an AVX-512 host) /proc/cpuinfo still lists the host's flags,
+    while onnxruntime's kernels follow cpuid: a flag cpuid denies is dropped, and with it the
+    flags cpuid cannot be asked about (AVX-VNNI, AMX); where both agree, nothing changes."""
+    from edgekit.devices import host
+
+    info = {"flags": "fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx_vnni amx_int8 avx512_fp16 sha_ni"}
+    haswell = {"AVX": True, "AVX2": True, "FMA3": True, "AVX512F": False, "AVX512BW": False, "AVX512VNNI": False,
+               "AVX512FP16": False}
+    monkeypatch.setattr(host, "_cpuid_features", lambda: haswell)
+    assert host._flags(info) == ("avx", "avx2", "fma", "fpu", "sha_ni", "sse4_2")
+    monkeypatch.setattr(host, "_cpuid_features", lambda: {k: True for k in haswell})
+    assert host._flags(info) == tuple(sorted(info["flags"].split()))
+
+
+def test_the_host_profile_agrees_with_cpuid_on_this_cpu():
+    """Real or emulated, the profile edgekit plans int8 with says what the kernels will see."""
+    from edgekit.devices.host import _CPUID_NAMES, _cpuid_features
+
+    seen, isa = _cpuid_features(), set(host_profile().cpu.isa)
+    for flag in isa & set(_CPUID_NAMES):
+        assert seen.get(_CPUID_NAMES[flag], True), f"{flag} is in the profile, cpuid says no"
+
+
 def test_bad_profile_names_file_and_key(tmp_path):
     text = (ROOT / "profiles" / "raspberrypi4.toml").read_text().replace("cores = 4", 'cores = "four"')
     path = _write(tmp_path, text)

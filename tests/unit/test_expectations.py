@@ -90,6 +90,25 @@ def test_duplicated_rows_fail_uniqueness_only(digits_files, digits_suite, tmp_pa
     assert _failed(run_suite(digits_suite, tmp_path / "dup.npz")) == [("unique", "input")]
 
 
+def test_recent_fails_the_rows_older_than_its_age_and_only_those(digits_files):
+    """The reference's timestamps are a day old, the new file's an hour: a 2 h window passes the
+    new file and fails every reference row; 'mostly' tolerates a share of stale rows."""
+    _, ref, new = digits_files
+    suite = Suite.parse({"name": "fresh", "expect": [{"kind": "recent", "column": "time", "max_age_s": 7200}]})
+    assert run_suite(suite, new).success
+    stale = run_suite(suite, ref)
+    assert [(o.kind, o.failing_rows, o.rows) for o in stale.failed()] == [("recent", stale.rows, stale.rows)]
+    with np.load(new) as npz:
+        data = {k: npz[k].copy() for k in npz.files}
+    data["time"][:10] -= 86400  # ten rows a day late
+    np.savez(digits_files[0] / "late.npz", **data)
+    late = run_suite(suite, digits_files[0] / "late.npz")
+    assert [(o.kind, o.failing_rows) for o in late.failed()] == [("recent", 10)]
+    lenient = Suite.parse({"name": "f", "expect": [{"kind": "recent", "column": "time", "max_age_s": 7200,
+                                                    "mostly": 0.9}]})
+    assert run_suite(lenient, digits_files[0] / "late.npz").success
+
+
 def test_tokens_out_of_vocabulary_and_bad_masks(tmp_path):
     pytest.importorskip("tokenizers")
     from edgekit.zoo import minilm

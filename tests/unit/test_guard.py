@@ -6,7 +6,6 @@ import pytest
 
 from edgekit import optimize
 from edgekit.optimizer import NoCandidatePassed
-from edgekit.quantize.onnx_int8 import OnnxInt8Settings
 
 torch = pytest.importorskip("torch")
 
@@ -34,11 +33,16 @@ def data():
 def damaged(tmp_path, monkeypatch):
     path = tmp_path / "outlier.py"
     path.write_text(OUTLIER)
-    # The plan would choose per-channel weights; force per-tensor to damage the candidate.
+    # The plan would choose per-channel weights; force per-tensor to damage the candidate, and keep
+    # the rest of what it chooses for this CPU (reduce_range on AVX2 without VNNI): otherwise the
+    # int8 kernels themselves saturate there and no repair can close the gap.
+    from dataclasses import replace
+
     import edgekit.formats.onnx as onnx_format
 
+    chosen = onnx_format.int8_preset
     monkeypatch.setattr(onnx_format, "int8_preset", lambda profile, mode: (
-        OnnxInt8Settings(mode=mode, per_channel=False), "forced per-tensor for the test"))
+        replace(chosen(profile, mode)[0], per_channel=False), "forced per-tensor for the test"))
     return path
 
 

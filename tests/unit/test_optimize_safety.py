@@ -89,10 +89,16 @@ def test_a_swallowed_ctrl_c_still_stops_the_run(tiny_onnx, data, tmp_path, monke
             raise RuntimeError(f"conversion failed: {exc!r}") from None
 
     monkeypatch.setattr(build.Builder, "build", swallowing)
-    with pytest.raises(KeyboardInterrupt):
-        optimize(str(tiny_onnx), data=str(data), out=tmp_path / "o", **FAST)
+    # A run started in the background (nohup, a service, CI) inherits SIGINT ignored; this test is
+    # about a terminal's Ctrl-C, so it sets Python's default handler itself.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            optimize(str(tiny_onnx), data=str(data), out=tmp_path / "o", **FAST)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert not (tmp_path / "o").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
 def test_work_directories_of_killed_runs_are_swept(tiny_onnx, data, tmp_path):

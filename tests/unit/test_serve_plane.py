@@ -37,6 +37,9 @@ def test_json_and_binary_inputs_decode_to_the_same_tensors():
     assert InferRequest.parse(head + blob, str(len(head))).inputs["t"].tolist() == words
 
 
+BINARY_X = _json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]})
+
+
 @pytest.mark.parametrize("body, header, message", [
     (b"[1, 2]", None, "must be a JSON object"),
     (_json({"inputs": []}), None, "non-empty list"),
@@ -46,9 +49,10 @@ def test_json_and_binary_inputs_decode_to_the_same_tensors():
     (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "INT32", "data": ["a", "b"]}]}), None, "is not INT32"),
     (_json({"inputs": [{"name": "x", "shape": [1 << 20, 1 << 20], "datatype": "FP32", "data": []}]}), None,
      "too many"),
-    (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}),
-     "999", "is not a length within the body"),
+    (BINARY_X, "999", "is not a length within the body"),
     (b"{}" + b"\0" * 4, "2", "non-empty list"),
+    # binary data past every input's block: a client that miscounts must not have it ignored
+    (BINARY_X + b"\0" * 12, str(len(BINARY_X)), "4 bytes of binary data follow that no input claims"),
 ])
 def test_protocol_errors_say_what_is_wrong(body, header, message):
     with pytest.raises(ProtocolError, match=message.replace("[", "\\[").replace("]", "\\]")) as info:
@@ -178,3 +182,56 @@ def test_requests_given_up_while_queued_leave_the_queue():
 
     queued, later = _run(main())
     assert queued == 0 and later["y"].item() == 3
+
+
+def test_admit_sheds_on_a_full_queue_and_on_a_wait_beyond_the_budget(opt_dir):  # noqa: F811
+    """Before a request's body is read: refused when max_queue rows wait, or when the rows ahead
+    times the measured cost per row exceed max_wait_ms; admitted otherwise."""
+    from dataclasses import replace
+
+    from edgekit.serve.plane import ServedModel, ServeOptions
+
+    gate = threading.Event()
+    x = np.ones((1, 4), np.float32)
+
+    async def main():
+        model = ServedModel(opt_dir, ServeOptions(max_batch=1, max_queue=2, max_delay_ms=0, cache_size=0,
+                                                  max_wait_ms=100))
+        real = model.batcher.run
+
+        def held(feeds):  # the forward pass waits at the gate
+            gate.wait(30)
+            return real(feeds)
+
+        model.batcher.run = held
+        try:
+            model.admit()  # idle
+            first = asyncio.create_task(model.infer({"x": x}))
+            while model.batcher.batches == 0:
+                await asyncio.sleep(0.005)
+            model.admit()  # one request running, its cost not measured yet
+            queued = [asyncio.create_task(model.infer({"x": x})) for _ in range(2)]
+            while model.batcher.queued_rows < 2:
+                await asyncio.sleep(0.005)
+            with pytest.raises(Overloaded, match="2 rows already queued"):
+                model.admit()
+            await asyncio.sleep(0.3)  # the running request has now cost at least 300 ms
+            gate.set()
+            await asyncio.gather(first, *queued)
+            model.admit()  # idle again
+            gate.clear()
+            running = asyncio.create_task(model.infer({"x": x}))
+            while model.batcher.batches < 4:
+                await asyncio.sleep(0.005)
+            # one row ahead at the measured cost per row (a moving average of 300 ms and two fast rows)
+            with pytest.raises(Overloaded, match="expected wait of .* exceeds the budget of 100 ms"):
+                model.admit()
+            model.options = replace(model.options, max_wait_ms=None)
+            model.admit()  # without a budget only the queue limit sheds
+            gate.set()
+            await running
+        finally:
+            gate.set()
+            model.close()
+
+    _run(main())

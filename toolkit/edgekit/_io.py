@@ -194,7 +194,9 @@ class InterruptGuard:
         self._old = None
 
     def __enter__(self) -> "InterruptGuard":
-        if threading.current_thread() is threading.main_thread():
+        # A process started with SIGINT ignored (nohup, a shell's '&', a service) keeps ignoring it.
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._old = signal.getsignal(signal.SIGINT)
 
             def handler(signum, frame):

@@ -42,3 +42,16 @@ def probabilities(outputs: np.ndarray) -> np.ndarray:
     if (outputs >= 0).all() and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
         return outputs
     return softmax(outputs)
+
+
+def mcnemar_p(regressed: int, fixed: int) -> float:
+    """One-sided exact McNemar test on paired predictions: the chance of at least ``regressed``
+    rows that only the baseline got right, out of the ``regressed + fixed`` rows the two models
+    disagree on, if neither model were better (a binomial test at one half). 1.0 when they never
+    disagree. Small slices need it: one row of 22 is 4.5 points, and it is chance."""
+    from math import comb
+
+    n = regressed + fixed
+    if n == 0:
+        return 1.0
+    return float(sum(comb(n, k) for k in range(regressed, n + 1)) / 2 ** n)

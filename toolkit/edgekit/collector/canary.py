@@ -71,8 +71,6 @@ def latency_signal(canary: list, control: list, policy: Policy) -> Optional[dict
 
 def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdict]:
     """The verdict on the model's canary (None when none runs)."""
-    from scipy.stats import fisher_exact
-
     rollout = current_rollout(db, model)
     if rollout is None or rollout.state != "canary":
         return None
@@ -84,33 +82,42 @@ def judge(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verdi
     if failed:
         return Verdict("rollback", f"{rollout.version} failed on {len(failed)} device(s): {failed[0][0]}: {failed[0][1]}")
     if rollout.shadow:
-        return _judge_shadow(db, model, rollout, policy)
+        return shadow_verdict(rollout.version, rollout.baseline, *_shadow_counts(db, model, rollout), policy)
     if control is None:
         return Verdict("wait", "no baseline version to compare with")
-    signals = []
+    return verdict(rollout.version, rollout.baseline, canary, control, policy)
 
-    def proportion(name, bad_c, n_c, bad_b, n_b, margin):
-        if n_c == 0 or n_b == 0:
-            return
-        share_c, share_b = bad_c / n_c, bad_b / n_b
-        p = fisher_exact([[bad_c, n_c - bad_c], [bad_b, n_b - bad_b]], alternative="greater")[1]
-        worse = p < policy.alpha and share_c - share_b > margin
-        signals.append({"signal": name, "canary": share_c, "baseline": share_b, "n": [n_c, n_b], "p": float(p),
-                        "verdict": "worse" if worse else "pass"})
 
-    proportion("fallback share", canary["fallbacks"], canary["predictions"], control["fallbacks"],
-               control["predictions"], policy.fallback_margin)
+def _proportion(name: str, bad_c: int, n_c: int, bad_b: int, n_b: int, margin: float, policy: Policy) -> Optional[dict]:
+    """A share of bad outcomes, canary against control: worse when Fisher's exact test says so at
+    ``alpha`` and the share is higher by more than ``margin``."""
+    from scipy.stats import fisher_exact
+
+    if n_c == 0 or n_b == 0:
+        return None
+    share_c, share_b = bad_c / n_c, bad_b / n_b
+    p = fisher_exact([[bad_c, n_c - bad_c], [bad_b, n_b - bad_b]], alternative="greater")[1]
+    worse = p < policy.alpha and share_c - share_b > margin
+    return {"signal": name, "canary": share_c, "baseline": share_b, "n": [n_c, n_b], "p": float(p),
+            "verdict": "worse" if worse else "pass"}
+
+
+def verdict(version: str, baseline: str, canary: dict, control: dict, policy: Policy = Policy()) -> Verdict:
+    """Promote, roll back or wait, from each side's counts (``_counts``: predictions, fallbacks,
+    labelled, correct, latency): every signal is judged, the first worse one rolls back."""
+    signals = [_proportion("fallback share", canary["fallbacks"], canary["predictions"], control["fallbacks"],
+                           control["predictions"], policy.fallback_margin, policy)]
     if canary["labelled"] >= policy.min_feedback and control["labelled"] >= policy.min_feedback:
-        proportion("feedback error rate", canary["labelled"] - canary["correct"], canary["labelled"],
-                   control["labelled"] - control["correct"], control["labelled"], policy.accuracy_margin)
-    latency = latency_signal(canary["latency"], control["latency"], policy)
-    if latency is not None:
-        signals.append(latency)
+        signals.append(_proportion("feedback error rate", canary["labelled"] - canary["correct"], canary["labelled"],
+                                   control["labelled"] - control["correct"], control["labelled"],
+                                   policy.accuracy_margin, policy))
+    signals.append(latency_signal(canary["latency"], control["latency"], policy))
+    signals = [s for s in signals if s is not None]
     worse = [s for s in signals if s["verdict"] == "worse"]
     if worse:
         s = worse[0]
-        return Verdict("rollback", f"{s['signal']}: {s['canary']:.4g} on {rollout.version} vs {s['baseline']:.4g} on "
-                       f"{rollout.baseline} (p = {s['p']:.2g})", signals)
+        return Verdict("rollback", f"{s['signal']}: {s['canary']:.4g} on {version} vs {s['baseline']:.4g} on "
+                       f"{baseline} (p = {s['p']:.2g})", signals)
     short = min(canary["predictions"], control["predictions"])
     if short < policy.min_predictions:
         return Verdict("wait", f"{canary['predictions']} canary and {control['predictions']} baseline predictions "
@@ -124,12 +131,8 @@ _PAIRS = ("FROM records s JOIN records p ON p.device = s.device "
           "WHERE s.model = ? AND s.version = ? AND s.variant = 'shadow' AND s.time >= ?")
 
 
-def _judge_shadow(db: Database, model: str, rollout, policy: Policy) -> Verdict:
-    """Shadow: the new version answered the very requests the baseline served. Disagreement is
-    reported; users' labels on those requests decide, paired (an exact McNemar test: the binomial
-    test on the requests only one of the two got right)."""
-    from scipy.stats import binomtest
-
+def _shadow_counts(db: Database, model: str, rollout) -> tuple[int, int, int, int]:
+    """(pairs, pairs that differ, labelled pairs only the baseline got right, only the new one)."""
     params = (model, rollout.version, rollout.started)
     with db.read() as tx:
         pairs, differ = tx.one(f"SELECT COUNT(*), SUM(CASE WHEN s.top_class <> p.top_class THEN 1 ELSE 0 END) {_PAIRS}",
@@ -140,18 +143,27 @@ def _judge_shadow(db: Database, model: str, rollout, policy: Policy) -> Verdict:
             "TEXT) AND CAST(f.label AS TEXT) = CAST(s.top_class AS TEXT) THEN 1 ELSE 0 END) "
             f"{_PAIRS.replace('WHERE', 'JOIN feedback f ON f.device = p.device AND f.request_id = p.request_id WHERE')}"
             " AND f.store <> ? AND f.label IS NOT NULL AND f.label <> 'null'", (*params, LABEL_STORE))
-    pairs, differ, only_base, only_new = pairs or 0, differ or 0, only_base or 0, only_new or 0
+    return pairs or 0, differ or 0, only_base or 0, only_new or 0
+
+
+def shadow_verdict(version: str, baseline: str, pairs: int, differ: int, only_base: int, only_new: int,
+                   policy: Policy = Policy()) -> Verdict:
+    """Shadow: the new version answered the very requests the baseline served. Disagreement is
+    reported; users' labels on those requests decide, paired (an exact McNemar test on the
+    requests only one of the two got right)."""
+    from ..metrics import mcnemar_p
+
     signals = [{"signal": "disagreement with the served version", "canary": differ / pairs if pairs else 0.0,
                 "baseline": 0.0, "n": [pairs, pairs], "p": 1.0, "verdict": "pass"}]
     if only_base + only_new:
-        p = binomtest(only_base, only_base + only_new, 0.5, alternative="greater").pvalue
+        p = mcnemar_p(only_base, only_new)
         worse = p < policy.alpha and (only_base - only_new) / pairs > policy.accuracy_margin
         signals.append({"signal": "labelled requests only the baseline got right", "canary": only_base,
                         "baseline": only_new, "n": [only_base + only_new, pairs], "p": float(p),
                         "verdict": "worse" if worse else "pass"})
         if worse:
-            return Verdict("rollback", f"in shadow, {rollout.version} got {only_base} labelled requests wrong that "
-                           f"{rollout.baseline} got right, and {only_new} the other way (p = {p:.2g})", signals)
+            return Verdict("rollback", f"in shadow, {version} got {only_base} labelled requests wrong that "
+                           f"{baseline} got right, and {only_new} the other way (p = {p:.2g})", signals)
     if pairs < policy.min_predictions:
         return Verdict("wait", f"{pairs} shadow predictions (promotion needs {policy.min_predictions})", signals)
     return Verdict("promote", f"in shadow on {pairs} requests, not worse ({100 * differ / pairs:.1f}% disagreement)",

@@ -35,7 +35,7 @@ from ..errors import ConversionError, first_line
 from ..metrics import max_relative_error
 from ..models.spec import Model
 from .onnx_clean import clean
-from .tool_env import install_hint, python_for
+from .tool_env import ensure, install_hint, missing_reason, python_for
 
 TOLERANCE = 1e-3  # relative to the largest output value: a conversion, not a quantisation
 
@@ -77,7 +77,7 @@ def _via_onnx2torch(src: Path, dst: Path, timeout_s: float, calib: Optional[Path
 
 
 def _onnx2tf_missing() -> Optional[str]:
-    return None if python_for("onnx2tf") else f"onnx2tf is not installed; {install_hint('onnx2tf')}"
+    return None if ensure("onnx2tf") else missing_reason("onnx2tf")
 
 
 def _via_onnx2tf(src: Path, dst: Path, timeout_s: float, calib: Optional[Path] = None) -> dict:

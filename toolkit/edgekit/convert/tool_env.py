@@ -8,6 +8,9 @@ puts it), or edgekit's interpreter itself when it happens to import onnx2tf and 
 a workstation tool: devices never need it.
 
     python -m edgekit.convert.tool_env install onnx2tf     # creates <venv>/tools/onnx2tf
+
+``make test`` installs it; anything else installs it when a run first needs it (``ensure``), with
+a line that says so, unless ``EDGEKIT_NO_TOOL_INSTALL=1`` (then the converter is skipped, and why).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 
 @dataclass(frozen=True)
@@ -65,26 +69,74 @@ def install_hint(tool: str) -> str:
             f"or point {TOOLS[tool].env_var} at a Python that has it")
 
 
+class ToolInstallError(RuntimeError):
+    """The tool's environment could not be created (no registry, no disk space...)."""
+
+
 def install(tool: str, prefix: Optional[Path] = None, quiet: bool = True) -> Path:
-    """Create the tool's environment at ``prefix`` (idempotent: a complete one is left as it is)."""
+    """Create the tool's environment at ``prefix`` (idempotent: a complete one is left as it is;
+    one process at a time, so two runs that need it at once install it once)."""
+    import fcntl
+
     spec = TOOLS[tool]
     prefix = Path(prefix or default_prefix(tool))
     python = prefix / "bin" / "python"
     stamp = prefix / ".edgekit-tool"
     wanted = "\n".join(spec.requirements + spec.no_deps)
-    if stamp.exists() and stamp.read_text() == wanted:
-        return python
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(prefix)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"] + (["--quiet"] if quiet else [])
-    subprocess.run(pip + list(spec.requirements), check=True)
-    if spec.no_deps:
-        subprocess.run(pip + ["--no-deps"] + list(spec.no_deps), check=True)
-    check = subprocess.run([str(python), "-c", "import " + ", ".join(spec.modules)], capture_output=True, text=True)
-    if check.returncode != 0:
-        raise SystemExit(f"the {tool} environment at {prefix} does not import: {check.stderr.strip().splitlines()[-1:]}")
-    stamp.write_text(wanted)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with open(prefix.parent / f".{prefix.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text() == wanted:
+            return python
+        if not python.exists():
+            _run([sys.executable, "-m", "venv", str(prefix)], tool)
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"] + (["--quiet"] if quiet else [])
+        _run(pip + list(spec.requirements), tool)
+        if spec.no_deps:
+            _run(pip + ["--no-deps"] + list(spec.no_deps), tool)
+        check = subprocess.run([str(python), "-c", "import " + ", ".join(spec.modules)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise ToolInstallError(f"the {tool} environment at {prefix} does not import: "
+                                   f"{check.stderr.strip().splitlines()[-1:]}")
+        stamp.write_text(wanted)
     return python
+
+
+def _run(cmd: list[str], tool: str) -> None:
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise ToolInstallError(f"installing the {tool} environment failed ({' '.join(cmd[:4])}...): {tail}")
+
+
+def ensure(tool: str, log: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+    """The tool's interpreter, installing its environment the first time a run needs it (one line
+    says so: it takes minutes). None, with the reason in ``missing_reason``, where it cannot be."""
+    found = python_for(tool)
+    if found is not None or os.environ.get("EDGEKIT_NO_TOOL_INSTALL", "") in ("1", "true", "yes"):
+        return found
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    log(f"installing {tool}'s own environment into {default_prefix(tool)} (TensorFlow and its pins, about "
+        "1.5 GB from PyPI): a few minutes, once")
+    try:
+        python = install(tool)
+    except (ToolInstallError, OSError) as exc:
+        _failures[tool] = str(exc)
+        log(f"{tool} could not be installed: {exc}")
+        return None
+    log(f"{tool} installed in {time.monotonic() - started:.0f} s")
+    return python
+
+
+_failures: dict[str, str] = {}
+
+
+def missing_reason(tool: str) -> str:
+    why = _failures.get(tool)
+    if why:
+        return f"{tool} could not be installed ({why[:300]}); {install_hint(tool)}"
+    return f"{tool} is not installed (EDGEKIT_NO_TOOL_INSTALL is set); {install_hint(tool)}"
 
 
 def main(argv=None) -> None:
@@ -98,7 +150,10 @@ def main(argv=None) -> None:
     where.add_argument("tool", choices=sorted(TOOLS))
     args = parser.parse_args(argv)
     if args.command == "install":
-        print(install(args.tool, args.prefix))
+        try:
+            print(install(args.tool, args.prefix))
+        except ToolInstallError as exc:
+            raise SystemExit(str(exc)) from None
     else:
         found = python_for(args.tool)
         print(found if found else f"not installed; {install_hint(args.tool)}")

@@ -32,9 +32,40 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
+# /proc/cpuinfo flag -> the name numpy gives the same feature when it asks cpuid itself.
+_CPUID_NAMES = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA3", "f16c": "F16C", "avx512f": "AVX512F",
+                "avx512bw": "AVX512BW", "avx512vl": "AVX512VL", "avx512dq": "AVX512DQ", "avx512cd": "AVX512CD",
+                "avx512_vnni": "AVX512VNNI", "avx512_bf16": "AVX512BF16", "avx512_fp16": "AVX512FP16",
+                "asimd": "ASIMD", "asimddp": "ASIMDDP", "asimdhp": "ASIMDHP", "asimdfhm": "ASIMDFHM", "sve": "SVE"}
+# SIMD flags numpy does not check (AVX-VNNI, AMX, the rarer AVX-512 and SVE/SME sets): trusted only
+# where cpuid agrees with the kernel on every flag it can check.
+_UNCHECKED_SIMD = ("avx512", "avx_", "amx", "sve", "sme")
+
+
+def _cpuid_features() -> dict[str, bool]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return {}
+    return dict(__cpu_features__)
+
+
 def _flags(info: dict[str, str]) -> tuple[str, ...]:
-    raw = info.get("flags") or info.get("Features") or ""
-    return tuple(sorted(set(raw.split())))
+    """The SIMD flags this process's code really runs with. /proc/cpuinfo is the kernel's view of
+    the physical CPU; under an emulator (qemu-x86_64 -cpu Haswell on an AVX-512 host) or a masked
+    virtual CPU, onnxruntime picks its kernels from cpuid instead, and int8 settings chosen for
+    VNNI would saturate on AVX2 kernels. So a flag that cpuid (as numpy reads it) denies is dropped,
+    and where any is, the flags cpuid cannot vouch for go too."""
+    raw = set((info.get("flags") or info.get("Features") or "").split())
+    seen = _cpuid_features()
+    denied = {flag for flag, name in _CPUID_NAMES.items() if flag in raw and seen.get(name) is False}
+    if denied:
+        raw -= denied
+        raw = {f for f in raw if f in _CPUID_NAMES or not f.startswith(_UNCHECKED_SIMD)}
+    return tuple(sorted(raw))
 
 
 def _max_ghz(info: dict[str, str]) -> float:

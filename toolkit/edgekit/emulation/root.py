@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -112,8 +113,51 @@ def _stamp(root: Path) -> Path:
     return root / "etc" / "edgekit-arm64-root"
 
 
+def _unescape(field: str) -> str:
+    """A mount point as /proc/self/mountinfo writes it (space, tab, newline and backslash octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Mount points at or below ``path``, deepest first (the order they must be unmounted in)."""
+    base = os.path.realpath(path)
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return []
+    points = {_unescape(line.split()[4]) for line in lines if len(line.split()) > 4}
+    return sorted((p for p in points if p == base or p.startswith(base + "/")), key=len, reverse=True)
+
+
+def unmount_under(path: Path, log: Callable[[str], None] = print) -> list[str]:
+    """Unmount whatever is mounted inside ``path``: debootstrap mounts /proc and /sys in its
+    target and a killed run leaves them there, where no rmtree can remove them."""
+    done = []
+    for point in mounts_under(path):
+        if subprocess.run(["umount", point], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", point], capture_output=True)  # busy: detach it now, free it later
+        done.append(point)
+    if done:
+        log(f"unmounted {len(done)} file system(s) an interrupted run left under {path}: {', '.join(done)}")
+    return done
+
+
+def _clear_partials(root: Path, log: Callable[[str], None]) -> None:
+    """Remove the half-built roots of earlier, interrupted builds (their mounts first). One that
+    still cannot be removed is left, said, and built around: every build starts in a fresh folder."""
+    for partial in sorted(root.parent.glob(f"{root.name}.partial*")):
+        unmount_under(partial, log)
+        try:
+            shutil.rmtree(partial)
+            log(f"removed {partial}, left by an interrupted build")
+        except OSError as exc:
+            log(f"could not remove {partial} ({exc}); building in a fresh folder beside it")
+
+
 def build_root(root: Optional[Path] = None, log: Callable[[str], None] = print) -> Path:
-    """The cached ARM64 root, built with debootstrap when missing or of an older format."""
+    """The cached ARM64 root, built with debootstrap when missing or of an older format. Safe to
+    interrupt: a build runs in a fresh partial folder, unmounts what it mounted on the way out,
+    and the next build clears what a killed one left."""
     root = Path(root or default_root())
     ensure_tools(log)
     suite, mirror = apt_source()
@@ -122,13 +166,16 @@ def build_root(root: Optional[Path] = None, log: Callable[[str], None] = print) 
         stamp = _stamp(root)
         if stamp.exists() and stamp.read_text().strip() == want:
             return root
-        partial = root.with_name(root.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        _clear_partials(root, log)
+        partial = root.with_name(f"{root.name}.partial-{os.getpid()}-{time.time_ns()}")
         log(f"building an ARM64 {suite} root in {root} from {mirror} (debootstrap, a few minutes, once)")
         start = time.monotonic()
         cmd = ["debootstrap", "--arch=arm64", "--variant=minbase", f"--include={','.join(PACKAGES)}",
                suite, str(partial), mirror]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            unmount_under(partial, log)
         if done.returncode:
             tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
             raise EmulationError(f"debootstrap failed: {' | '.join(tail)}", f"see {partial}/debootstrap/debootstrap.log")
@@ -138,6 +185,7 @@ def build_root(root: Optional[Path] = None, log: Callable[[str], None] = print) 
             if not stamp.exists():
                 raise EmulationError(f"{root} exists and was not made by edgekit; not replacing it",
                                      "set EDGEKIT_ARM64_ROOT to another folder")
+            unmount_under(root, log)  # a killed run may have left /proc mounted in it
             shutil.rmtree(root)
         partial.rename(root)
         log(f"ARM64 root ready in {time.monotonic() - start:.0f} s")

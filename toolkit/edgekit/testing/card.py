@@ -33,6 +33,10 @@ class Thresholds:
     max_overall_drop_points: float = 0.5  # accuracy may not fall by more than this
     max_slice_drop_points: float = 2.0  # nor on any slice with at least min_slice_rows rows
     min_slice_rows: int = 20
+    # ... where the drop is more than chance: a one-sided exact McNemar test on the paired
+    # predictions (rows only the baseline got right against rows only the candidate got right)
+    # below this p-value. One row on a 22-row slice is 4.5 points and proves nothing.
+    significance: float = 0.05
     max_ece_increase: float = 0.03  # calibration may not get much worse
     max_hard_regressions: int = 0  # hard cases the baseline got right that the candidate gets wrong
     min_cosine: float = 0.99  # embeddings: agreement with the baseline's outputs
@@ -129,20 +133,24 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
         pc, pb = probabilities(out_c), probabilities(out_b)
         mc, mb = classification_metrics(pc, labels), classification_metrics(pb, labels)
         card.overall = {"candidate": mc, "baseline": mb}
-        drop = 100 * (mb["accuracy"] - mc["accuracy"])
-        card.checks.append(Check("overall accuracy", drop <= thresholds.max_overall_drop_points,
-                                 f"{100 * mc['accuracy']:.2f}% vs {100 * mb['accuracy']:.2f}% ({-drop:+.2f} points; "
-                                 f"at most {thresholds.max_overall_drop_points} lost)"))
+        right_c, right_b = pc.argmax(1) == labels, pb.argmax(1) == labels
+        whole = _paired("all", right_c, right_b, thresholds.max_overall_drop_points, thresholds)
+        card.overall["paired"] = whole
+        card.checks.append(Check("overall accuracy", not whole["worse"],
+                                 f"{100 * mc['accuracy']:.2f}% vs {100 * mb['accuracy']:.2f}% "
+                                 f"({-whole['drop_points']:+.2f} points{_evidence(whole)}; at most "
+                                 f"{thresholds.max_overall_drop_points} lost beyond chance)"))
         card.checks.append(Check("calibration (ECE)", mc["ece"] - mb["ece"] <= thresholds.max_ece_increase,
                                  f"{mc['ece']:.3f} vs {mb['ece']:.3f} (at most +{thresholds.max_ece_increase})"))
-        card.slices = _slices(columns, labels, pc.argmax(1) == labels, pb.argmax(1) == labels, slices, thresholds)
+        card.slices = _slices(columns, labels, right_c, right_b, slices, thresholds)
         judged = [s for s in card.slices if s["judged"]]
-        worst = judged[0] if judged else None
+        worst = next((s for s in judged if s["worse"]), judged[0] if judged else None)
         card.checks.append(Check(
-            "worst slice", worst is None or worst["drop_points"] <= thresholds.max_slice_drop_points,
+            "worst slice", worst is None or not worst["worse"],
             "no slice to judge" if worst is None else
             f"{worst['slice']}: {100 * worst['candidate']:.1f}% vs {100 * worst['baseline']:.1f}% "
-            f"({-worst['drop_points']:+.1f} points on {worst['rows']} rows; at most {thresholds.max_slice_drop_points})"))
+            f"({-worst['drop_points']:+.1f} points on {worst['rows']} rows{_evidence(worst)}; at most "
+            f"{thresholds.max_slice_drop_points} lost beyond chance)"))
     else:
         from ..metrics import cosine_rows
 
@@ -194,10 +202,29 @@ def _slices(columns, labels, right_c, right_b, names, thresholds) -> list[dict]:
                                f"slice by 'class' or one of {', '.join(c for c in columns if columns[c].ndim == 1)}")
         for value in np.unique(key):
             mask = key == value
-            c, b = float(right_c[mask].mean()), float(right_b[mask].mean())
-            rows.append({"slice": f"{name}={value}", "rows": int(mask.sum()), "candidate": c, "baseline": b,
-                         "drop_points": round(100 * (b - c), 3), "judged": int(mask.sum()) >= thresholds.min_slice_rows})
+            row = _paired(f"{name}={value}", right_c[mask], right_b[mask], thresholds.max_slice_drop_points, thresholds)
+            row["judged"] = row["rows"] >= thresholds.min_slice_rows
+            row["worse"] = row["worse"] and row["judged"]
+            rows.append(row)
     return sorted(rows, key=lambda r: (-r["drop_points"], r["slice"]))
+
+
+def _paired(name: str, right_c: np.ndarray, right_b: np.ndarray, max_drop: float, t: Thresholds) -> dict:
+    """Candidate against baseline on the same rows: accuracies, the rows each alone got right, the
+    McNemar p-value, and whether that is a drop beyond ``max_drop`` points and beyond chance."""
+    from ..metrics import mcnemar_p
+
+    regressed, fixed = int((right_b & ~right_c).sum()), int((right_c & ~right_b).sum())
+    n = len(right_c)
+    drop = round(100 * (regressed - fixed) / max(n, 1), 3)
+    p = mcnemar_p(regressed, fixed)
+    return {"slice": name, "rows": n, "candidate": float(right_c.mean()) if n else 0.0,
+            "baseline": float(right_b.mean()) if n else 0.0, "drop_points": drop, "regressed": regressed,
+            "fixed": fixed, "p": p, "worse": drop > max_drop and p < t.significance}
+
+
+def _evidence(row: dict) -> str:
+    return f"; {row['regressed']} rows regressed, {row['fixed']} fixed, McNemar p = {row['p']:.2g}"
 
 
 def _latency(cand: Predictor, base: Predictor) -> Optional[dict]:
@@ -317,10 +344,11 @@ def markdown(card: Card) -> str:
         lines += ["", f"Agreement with the baseline: mean cosine {card.overall['cosine_mean']:.4f}, "
                       f"min {card.overall['cosine_min']:.4f}."]
     if card.slices:
-        lines += ["", "## Slices (worst first)", "", "| slice | rows | candidate | baseline | change (points) |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "## Slices (worst first)", "", "| slice | rows | candidate | baseline | change (points) | "
+                  "regressed / fixed | McNemar p |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {s['slice']} | {s['rows']}{'' if s['judged'] else ' (too few to judge)'} | "
-                  f"{100 * s['candidate']:.1f}% | {100 * s['baseline']:.1f}% | {-s['drop_points']:+.1f} |"
+                  f"{100 * s['candidate']:.1f}% | {100 * s['baseline']:.1f}% | {-s['drop_points']:+.1f} | "
+                  f"{s['regressed']} / {s['fixed']} | {s['p']:.2g}{' **worse**' if s['worse'] else ''} |"
                   for s in card.slices]
     if card.hard_cases:
         regs = card.hard_cases["regressions"]
