@@ -7,7 +7,9 @@ EDGEKIT := $(VENV)/bin/edgekit
 STAMP := $(VENV)/.edgekit-installed
 TOOLS := $(VENV)/.edgekit-tools-installed
 # The CPU build of torch lies on this machine's disk; constraints.txt pins it (see the file).
-INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+# --no-compile: byte-compiling every module of torch, jax and TensorFlow's converters took over half
+# of a fresh install (2 min on 2 cores); Python compiles the few modules a run imports on first use.
+INSTALL := $(PIP) install --quiet --disable-pip-version-check --no-compile -c constraints.txt
 
 .PHONY: demo test test-arm64 test-haswell bench install clean wheel
 
