@@ -261,33 +261,39 @@ def test_overload_is_shed_with_503_and_retry_after(bundles):
         s.stop()
 
 
-FAULTY = '''
+# A runtime plugin: the real onnxruntime session, doing IN_SERVICE on each call once in service
+# (the first call is the bundle's golden self-test, which must pass).
+PLUGIN = '''
 import itertools
-import numpy as np
+import os
+import time
 from edgekit.formats import get
 from edgekit.runtime import register_runtime
 
 _calls = itertools.count()
 
-class Flaky:
-    """The real onnxruntime session, failing one call in three once in service."""
+class Wrapped:
     def __init__(self, path, variant, threads, specs):
         self.inner = get("onnx").open_variant(path, variant, threads, specs)
         self.active_provider = "cpu"
         self.served = 0
     def run(self, feeds):
         self.served += 1
-        if self.served > 1 and next(_calls) % 3 == 0:  # the first call is the golden self-test
-            raise RuntimeError("injected kernel fault")
+        if self.served > 1:
+            IN_SERVICE
         return self.inner.run(feeds)
 
-register_runtime("flaky", Flaky)
+register_runtime("NAME", Wrapped)
 '''
+FAULTY = """if next(_calls) % 3 == 0:  # one call in three fails
+                raise RuntimeError("injected kernel fault")"""
+GATED = """while not os.path.exists(os.environ["EDGEKIT_TEST_GATE"]):  # each call waits for the gate file
+                time.sleep(0.01)"""
 
 
-def _with_runtime(bundle, tmp_path, runtime: str, source: str) -> tuple:
-    """``bundle`` repacked with its first variant run by a plugin runtime (``source`` registers
-    ``runtime``); returns the bundle and the environment a server needs to load the plugin."""
+def _with_runtime(bundle, tmp_path, runtime: str, in_service: str) -> tuple:
+    """``bundle`` repacked with its first variant run by the plugin runtime ``runtime`` (PLUGIN
+    doing ``in_service``); returns the bundle and the environment a server needs to load it."""
     import shutil
     import tarfile
 
@@ -300,7 +306,8 @@ def _with_runtime(bundle, tmp_path, runtime: str, source: str) -> tuple:
     manifest["variants"][0]["runtime"] = runtime
     (unpacked / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "plugins").mkdir(exist_ok=True)
-    (tmp_path / "plugins" / f"{runtime}_runtime.py").write_text(source)
+    (tmp_path / "plugins" / f"{runtime}_runtime.py").write_text(
+        PLUGIN.replace("IN_SERVICE", in_service).replace("NAME", runtime))
     make_bundle(unpacked, tmp_path / f"{runtime}.ekb", version="2")
     shutil.rmtree(unpacked)
     return tmp_path / f"{runtime}.ekb", {
@@ -344,28 +351,6 @@ def test_bearer_token_guards_everything_but_the_probes(bundles, tmp_path):
         assert s.request("GET", "/v2/models/digits-cnn", headers={"Authorization": f"Bearer {token}"})[0] == 200
     finally:
         s.stop()
-
-
-GATED = '''
-import os
-import time
-from edgekit.formats import get
-from edgekit.runtime import register_runtime
-
-class Gated:
-    """The real onnxruntime session; once in service, each call waits until the gate file exists."""
-    def __init__(self, path, variant, threads, specs):
-        self.inner = get("onnx").open_variant(path, variant, threads, specs)
-        self.active_provider = "cpu"
-        self.served = 0
-    def run(self, feeds):
-        self.served += 1
-        while self.served > 1 and not os.path.exists(os.environ["EDGEKIT_TEST_GATE"]):  # after the self-test
-            time.sleep(0.01)
-        return self.inner.run(feeds)
-
-register_runtime("gated", Gated)
-'''
 
 
 def _gauge(server, name: str) -> float:
