@@ -73,6 +73,9 @@ class ToolInstallError(RuntimeError):
     """The tool's environment could not be created (no registry, no disk space...)."""
 
 
+_failures: dict[str, str] = {}  # tool -> why this process could not install it (said once, not retried)
+
+
 def install(tool: str, prefix: Optional[Path] = None, quiet: bool = True) -> Path:
     """Create the tool's environment at ``prefix`` (idempotent: a complete one is left as it is;
     one process at a time, so two runs that need it at once install it once)."""
@@ -127,9 +130,6 @@ def ensure(tool: str, log: Optional[Callable[[str], None]] = None) -> Optional[P
         return None
     log(f"{tool} installed in {time.monotonic() - started:.0f} s")
     return python
-
-
-_failures: dict[str, str] = {}
 
 
 def missing_reason(tool: str) -> str:
