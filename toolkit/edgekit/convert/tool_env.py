@@ -65,7 +65,7 @@ def python_for(tool: str) -> Optional[Path]:
 
 
 def install_hint(tool: str) -> str:
-    return (f"install its environment: python -m edgekit.convert.tool_env install {tool} (make install does), "
+    return (f"install its environment: python -m edgekit.convert.tool_env install {tool} (make test does), "
             f"or point {TOOLS[tool].env_var} at a Python that has it")
 
 
