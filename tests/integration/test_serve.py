@@ -111,6 +111,26 @@ def test_raw_pictures_and_sentences(server, references):
     assert status == 200 and np.allclose(served, direct, atol=1e-5)
 
 
+def test_a_picture_is_its_bytes_never_a_path_on_the_server(server, tmp_path):
+    """A string where a picture belongs is refused, whatever it names: a PNG on the server's disk
+    (it was read and predicted), a missing file or a directory (the errors told them apart), or
+    /dev/zero (it blocked the event loop until memory ran out). One message for all of them."""
+    from edgekit.zoo import digits as zoo_digits
+
+    on_disk = tmp_path / "secret.png"
+    on_disk.write_bytes(_png(zoo_digits._split()[1][0]))
+    errors = set()
+    for name in (str(on_disk), str(tmp_path / "missing.png"), str(tmp_path), "/dev/zero"):
+        for body, kind in ((json.dumps({"instances": [name]}).encode(), "application/json"),
+                           (name.encode(), "text/plain")):
+            status, reply, _ = server.request("POST", "/v1/models/digits-cnn/predict", body, {"Content-Type": kind})
+            assert status == 400, reply[:300]
+            errors.add(json.loads(reply)["error"])
+    assert errors == {'item 0 is str; model digits-cnn takes pictures as bytes: a binary body, a multipart file, '
+                      'or {"b64": "..."} in JSON instances'}  # no oracle: the same answer for every path
+    assert server.request("GET", "/v2/health/ready")[0] == 200
+
+
 def _binary(values: np.ndarray) -> tuple[bytes, str]:
     head = json.dumps({"inputs": [{"name": "input", "shape": list(values.shape), "datatype": "FP32",
                                    "parameters": {"binary_data_size": values.nbytes}}]}).encode()

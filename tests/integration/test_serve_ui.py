@@ -18,20 +18,23 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
 
 
 @pytest.fixture(scope="module")
-def page(bundles):
+def server(bundles):
+    s = Server([*bundles, "--ui"])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server):
     chromium = require_browser()
     from playwright.sync_api import sync_playwright
 
-    server = Server([*bundles, "--ui"])
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(f"{server.url}/ui/", wait_until="networkidle", timeout=60_000)
-            yield page
-            browser.close()
-    finally:
-        server.stop()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(f"{server.url}/ui/", wait_until="networkidle", timeout=60_000)
+        yield page
+        browser.close()
 
 
 def test_upload_a_digit_and_see_its_label(page, tmp_path):
@@ -72,3 +75,21 @@ def test_a_wrong_input_is_said_in_the_page_and_the_server_keeps_serving(page):
     page.locator("#input-minilm textarea").fill("   ")
     page.click("#predict-minilm")
     page.get_by_text("type some text first").first.wait_for(timeout=30_000)
+
+
+def test_the_ui_api_reads_no_file_a_client_names(server, tmp_path):
+    """Gradio's API takes {"path": ...} for a picture; only a file a user uploaded may be used,
+    never one that merely lies on the server's disk (it was predicted on before)."""
+    import json
+
+    from PIL import Image
+
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.eye(32, dtype=np.uint8) * 255).save(secret)
+    info = json.loads(server.request("GET", "/ui/gradio_api/info")[1])
+    name = next(n for n, e in info["named_endpoints"].items() if e["parameters"][0]["label"] == "picture")
+    body = json.dumps({"data": [{"path": str(secret), "meta": {"_type": "gradio.FileData"}}]}).encode()
+    status, reply, _ = server.request("POST", f"/ui/gradio_api/call{name}", body, {"Content-Type": "application/json"})
+    assert status == 200, reply
+    events = server.request("GET", f"/ui/gradio_api/call{name}/{json.loads(reply)['event_id']}")[1].decode()
+    assert events.startswith("event: error") and "not uploaded by a user" in events, events[:300]

@@ -187,6 +187,13 @@ class ServedModel:
         pre = self.runtime.preprocess
         if pre is None:
             raise ProtocolError(f"model {self.name} declares no input processing; use the infer route with tensors")
+        if pre.kind == "image":
+            # A remote picture is its bytes. The device runtime also opens a picture by path, which
+            # here would read the server's own disk for a client (and /dev/zero until memory ends).
+            bad = next((i for i, item in enumerate(items) if not isinstance(item, (bytes, bytearray, np.ndarray))), None)
+            if bad is not None:
+                raise ProtocolError(f"item {bad} is {type(items[bad]).__name__}; model {self.name} takes pictures as "
+                                    'bytes: a binary body, a multipart file, or {"b64": "..."} in JSON instances')
         try:
             feeds = pre(items)
         except InputError as exc:

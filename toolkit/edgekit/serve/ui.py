@@ -24,7 +24,12 @@ def gradio_app(repository):
         for model in repository.all():
             with gr.Tab(f"{model.name} ({model.version})"):
                 _model_tab(gr, repository, model)
-    return gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[])
+    app = gr.mount_gradio_app(FastAPI(), demo, path="/", footer_links=[])
+    # Gradio checks that a file a request names ({"path": ...}) was uploaded to its own cache only
+    # once the Blocks "has launched", which mount_gradio_app never marks: without this, the API
+    # reads any file on the server's disk for a client.
+    demo.has_launched = True
+    return app
 
 
 def _run(repository, coroutine):
