@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HERE = Path(__file__).parent
 
 
-def _names(count_canary: int, count_control: int, share: float = 50.0) -> list[str]:
+def _names(count_canary: int, count_control: int, share: float = 50.0, model: str = "digits-cnn") -> list[str]:
     """Device names whose stable hash puts the first ones in a ``share`` canary, the rest out."""
     from edgekit.collector.releases import bucket
 
     canary, control = [], []
     for i in range(1000):
         name = f"dev-{i}"
-        (canary if bucket(name, "digits-cnn") < share else control).append(name)
+        (canary if bucket(name, model) < share else control).append(name)
         if len(canary) >= count_canary and len(control) >= count_control:
             break
     return canary[:count_canary] + control[:count_control]
@@ -367,7 +367,7 @@ def test_canary_membership_is_stable_as_it_grows_and_respects_groups(fleet, db_u
     set_state(db, "digits-cnn", "promoted", "test")
 
     def on(version):
-        return {n for n in names if assignment(db, n, "digits-cnn")["version"] == version}
+        return {n for n in names if assignment(db, n, "digits-cnn").version == version}
 
     start_rollout(db, "digits-cnn", "2", 10, groups=("north",))
     small = on("2")
@@ -413,5 +413,55 @@ def test_an_updater_without_an_app_checks_signatures_itself(opt_dir, tmp_path): 
         with db.read() as tx:
             assert tx.one("SELECT version, state FROM device_models WHERE device = 'pi-1'") == ("2", "failed")
         assert updater.poll_once()["event"] == "none"  # not fetched again
+    finally:
+        collector.stop()
+
+
+def test_only_a_device_given_a_version_may_report_on_it(opt_dir, tmp_path):  # noqa: F811
+    """A device outside the canary that posts 'failed' for the canary's version is refused (409)
+    and rolls nothing back; the canary device's own report does. Reports are typed and bounded."""
+    import urllib.error
+    import urllib.request
+
+    from edgekit.bundle import make_bundle
+    from edgekit.collector.canary import judge
+    from edgekit.collector.db import Database, add_device
+    from edgekit.collector.releases import publish, set_state, start_rollout
+
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    db = Database(url)
+    inside, outside = _names(1, 1, share=50.0, model="tiny")
+    tokens = {name: add_device(db, name) for name in (inside, outside)}
+    for version in ("1", "2"):
+        make_bundle(opt_dir, tmp_path / f"tiny-{version}.ekb", version=version)
+        publish(db, tmp_path / "store", tmp_path / f"tiny-{version}.ekb", "tiny", version)
+    start_rollout(db, "tiny", "1", 100)
+    set_state(db, "tiny", "promoted", "test")
+    start_rollout(db, "tiny", "2", 50)
+    collector = Collector(url, extra=("--store", str(tmp_path / "store"), "--decide-every", "0")).start()
+
+    def post(name, body: bytes):
+        request = urllib.request.Request(f"{collector.url}/v1/device-state", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {tokens[name]}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def report(name, version, state="failed"):
+        return post(name, json.dumps({"model": "tiny", "version": version, "state": state,
+                                      "reason": "self-test failed"}).encode())
+
+    try:
+        status, reply = report(outside, "2")
+        assert status == 409 and "was not assigned tiny 2" in reply["error"], reply
+        assert judge(db, "tiny").decision != "rollback"
+        assert report(outside, "9", "running")[0] == 400  # not a published version
+        assert post(outside, b'{"model": "tiny", "version": ' + b"[" * 10_000)[0] == 400  # nested deeper than the parser goes
+        assert post(outside, b"x" * (300 << 10))[0] == 413
+        assert post(outside, json.dumps({"model": "tiny", "version": ["2"], "state": "failed"}).encode())[0] == 400
+        assert report(inside, "2") == (200, {"ok": True})
+        assert judge(db, "tiny").decision == "rollback"
     finally:
         collector.stop()

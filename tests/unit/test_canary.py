@@ -96,7 +96,7 @@ def registry(opt_dir, tmp_path):  # noqa: F811
         publish(db, tmp_path / "store", tmp_path / f"tiny-{version}.ekb", "tiny", version)
     start_rollout(db, "tiny", "1", 100)
     set_state(db, "tiny", "promoted", "the fleet's first version")
-    start_rollout(db, "tiny", "2", 50)
+    start_rollout(db, "tiny", "2", 100)  # every device may report on 2; judge() compares logged versions
     return db
 
 

@@ -82,7 +82,7 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
         if not model:
             return error(400, "name the model: /v1/assignment?model=NAME")
         found = await run_in_threadpool(assign, db, device, model)
-        return JSONResponse(found or {"model": model, "version": None, "shadow": None, "rollout": None})
+        return JSONResponse(found.to_dict())
 
     async def bundle(request: Request):
         """GET /v1/bundles/{sha256}: a published bundle, with HTTP range requests (resumable)."""
@@ -99,21 +99,24 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
         return FileResponse(path, media_type="application/octet-stream")
 
     async def device_state(request: Request):
-        """POST /v1/device-state {model, version, state: running|failed, reason}."""
-        import json as _json
-
+        """POST /v1/device-state {model, version, state: running|failed|shadow, reason}."""
         from ..errors import EdgekitError
-        from .releases import report_device
+        from ..sync.fleet import MAX_STATE_BODY, DeviceState, WireError
+        from .releases import NotAssigned, report_device
 
         device = await authenticated(request)
         if device is None:
             return error(401, "unknown or revoked device token")
         try:
-            body = _json.loads(await request.body() or b"{}")
-            await run_in_threadpool(report_device, db, device, str(body["model"]), str(body["version"]),
-                                    str(body.get("state", "")), str(body.get("reason", "")))
-        except (ValueError, KeyError, TypeError) as exc:
+            report = DeviceState.parse(await read_body(request, MAX_STATE_BODY))
+            await run_in_threadpool(report_device, db, device, report.model, report.version, report.state,
+                                    report.reason)
+        except BodyError as exc:
+            return error(exc.status, f"device state refused: {exc.message}")
+        except WireError as exc:
             return error(400, f"bad device state: {exc}; send {{model, version, state, reason}}")
+        except NotAssigned as exc:
+            return error(409, str(exc))
         except EdgekitError as exc:
             return error(400, str(exc))
         return JSONResponse({"ok": True})

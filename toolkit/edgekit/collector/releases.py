@@ -20,6 +20,7 @@ from typing import Optional
 
 from .._io import sha256_file
 from ..errors import EdgekitError
+from ..sync.fleet import DEVICE_STATES, Assignment, Release, WireError, check_version
 from .db import Database
 
 STATES = ("canary", "promoted", "paused", "rolled_back")
@@ -54,6 +55,10 @@ def publish(db: Database, store: Path, bundle: Path, model: str, version: str,
     version are refused (a version names one artefact forever)."""
     from ..bundle import read_manifest
 
+    try:
+        check_version(version)
+    except WireError as exc:
+        raise EdgekitError(str(exc), "give --version a name like 3 or 1.2.0") from None
     bundle = Path(bundle)
     if not bundle.is_file():
         raise EdgekitError(f"bundle {bundle} does not exist", "give the .ekb that edgekit optimize --package wrote")
@@ -80,11 +85,11 @@ def publish(db: Database, store: Path, bundle: Path, model: str, version: str,
     return {"model": model, "version": version, "sha256": sha, "size": size, "file": str(target)}
 
 
-def _release(model: str, version: str, row) -> dict:
-    return {"model": model, "version": version, "sha256": row[0], "size": row[1], "created": row[2]}
+def _release(model: str, version: str, row) -> Release:
+    return Release(model, version, row[0], int(row[1]), float(row[2]))
 
 
-def release(db: Database, model: str, version: str) -> dict:
+def release(db: Database, model: str, version: str) -> Release:
     with db.read() as tx:
         row = tx.one("SELECT sha256, size, created FROM releases WHERE model = ? AND version = ?", (model, version))
     if row is None:
@@ -161,13 +166,13 @@ def set_state(db: Database, model: str, state: str, reason: str, detail: Optiona
     return current_rollout(db, model)
 
 
-def assignment(db: Database, device: str, model: str) -> Optional[dict]:
-    """What ``device`` should run of ``model`` now: {version, sha256, size, shadow, rollout}."""
+def assignment(db: Database, device: str, model: str) -> Assignment:
+    """What ``device`` should run of ``model`` now (no version where nothing is assigned)."""
     with db.read() as tx:  # one read transaction: a fleet polls this all the time
         row = tx.one(f"SELECT {_ROLLOUT}, d.grp FROM rollouts r LEFT JOIN devices d ON d.name = ? WHERE r.model = ?",
                      (device, model))
         if row is None:
-            return None
+            return Assignment(model)
         rollout, group = _rollout(row), row[9] or ""
         versions = {r[0]: _release(model, r[0], r[1:]) for r in tx.all(
             "SELECT version, sha256, size, created FROM releases WHERE model = ? AND version IN (?, ?)",
@@ -180,14 +185,29 @@ def assignment(db: Database, device: str, model: str) -> Optional[dict]:
     if rollout.shadow and rollout.state in ("canary", "paused") and in_canary:
         chosen, shadow = rollout.baseline, rollout.version
     if chosen is None or chosen not in versions:
-        return {"model": model, "version": None, "shadow": None, "rollout": rollout.state}
-    return {**versions[chosen], "rollout": rollout.state, "canary": in_canary, "shadow": versions.get(shadow)}
+        return Assignment(model, rollout=rollout.state)
+    picked = versions[chosen]
+    return Assignment(model, picked.version, picked.sha256, picked.size, picked.created, rollout.state, in_canary,
+                      versions.get(shadow))
+
+
+class NotAssigned(EdgekitError):
+    """A device reported on a version it was never given (HTTP 409)."""
 
 
 def report_device(db: Database, device: str, model: str, version: str, state: str, reason: str = "") -> None:
-    """A device says what it runs (or that a version failed on it: a failed self-test or crash)."""
-    if state not in ("running", "failed", "shadow"):
+    """A device says what it runs (or that a version failed on it: a failed self-test or crash).
+    A failure or a shadow counts only for a version this device is assigned: any enrolled device
+    could otherwise roll back a release it never ran; "running" only for a published version."""
+    if state not in DEVICE_STATES:
         raise EdgekitError(f"unknown device state {state!r}", "running, shadow or failed")
+    if state == "running":
+        release(db, model, version)
+    else:
+        given = assignment(db, device, model)
+        if version not in (given.version, given.shadow.version if given.shadow else None):
+            raise NotAssigned(f"{device} was not assigned {model} {version}; it may report only on the version it "
+                              f"was given ({given.version or 'none'})")
     with db.connect() as tx:
         if state != "shadow":  # a shadow runs beside the served version, which stays the device's
             tx.execute("DELETE FROM device_models WHERE device = ? AND model = ?", (device, model))

@@ -29,9 +29,11 @@ from typing import Callable, Optional
 
 from .._io import sha256_file
 from ..errors import EdgekitError
+from .fleet import Assignment, DeviceState, Release, WireError
 
 log = logging.getLogger("edgekit.updates")
 CHUNK = 1 << 16
+MAX_ASSIGNMENT_BYTES = 64 * 1024
 
 
 class Updater:
@@ -89,23 +91,33 @@ class Updater:
         return urllib.request.urlopen(request, timeout=self.timeout_s, context=self._ssl)
 
     def _report(self, version: str, state: str, reason: str = "") -> None:
-        body = json.dumps({"model": self.model, "version": version, "state": state, "reason": reason}).encode()
+        body = DeviceState(self.model, version, state, reason[:2000]).dumps()
         try:
             with self._request("/v1/device-state", body, {"Content-Type": "application/json"}) as r:
                 r.read()
         except (urllib.error.URLError, OSError) as exc:  # reported again with the next change
             log.warning("could not report %s %s: %s", version, state, exc)
 
-    def assignment(self) -> dict:
+    def assignment(self) -> Assignment:
+        """What the collector assigns, every field checked (a sha256 becomes a file name here)."""
         from urllib.parse import quote
 
         try:
             with self._request(f"/v1/assignment?model={quote(self.model)}") as r:
-                return json.loads(r.read())
+                body = r.read(MAX_ASSIGNMENT_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raise EdgekitError(f"the collector refused the assignment request: HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise EdgekitError(f"cannot reach the collector at {self.url}: {getattr(exc, 'reason', exc)}") from None
+        try:
+            if len(body) > MAX_ASSIGNMENT_BYTES:
+                raise WireError(f"the assignment is longer than {MAX_ASSIGNMENT_BYTES} bytes")
+            found = Assignment.parse(body)
+        except WireError as exc:
+            raise EdgekitError(f"ignored a malformed assignment from {self.url}: {exc}") from None
+        if found.model != self.model:
+            raise EdgekitError(f"ignored an assignment for model {found.model!r} (this updater runs {self.model!r})")
+        return found
 
     def _download(self, sha: str, size: int) -> Path:
         """The bundle into bundles/<sha>.part, resuming what an earlier try left; renamed to
@@ -129,9 +141,14 @@ class Updater:
             try:
                 with self._request(f"/v1/bundles/{sha}", headers=headers) as r:
                     mode = "ab" if r.status == 206 else "wb"  # 200: the server sent it all
+                    expected = size - have if r.status == 206 else size
                     with open(part, mode) as f:
                         started, got = time.monotonic(), 0
                         while block := r.read(CHUNK):
+                            if got + len(block) > expected:  # never more than announced: a full disk is worse
+                                f.close()
+                                part.unlink()
+                                raise EdgekitError(f"bundle {sha[:12]} runs past its announced {size:,} bytes: refused")
                             f.write(block)
                             got += len(block)
                             self.fetched += len(block)
@@ -157,16 +174,16 @@ class Updater:
     def poll_once(self) -> dict:
         """One poll: returns what happened ({"event": "none" | "switched" | "refused", ...})."""
         wanted = self.assignment()
-        version, sha = wanted.get("version"), wanted.get("sha256")
+        version, sha = wanted.version, wanted.sha256
         state = self.state()
         current = state.get("current") or {}
-        self._follow_shadow(wanted.get("shadow"), state)
+        self._follow_shadow(wanted.shadow, state)
         if not version or sha == current.get("sha256"):
             return {"event": "none", "version": current.get("version")}
         if sha in state.get("failed", []):
             return {"event": "none", "version": current.get("version"), "note": f"{version} failed here before"}
         try:
-            path = self._download(sha, int(wanted["size"]))
+            path = self._download(sha, wanted.size)
         except EdgekitError as exc:
             if "refused" in str(exc):  # the collector serves other bytes than it published
                 self._report(version, "failed", str(exc))
@@ -191,13 +208,13 @@ class Updater:
         log.info("%s switched to %s", self.model, version)
         return {"event": "switched", "version": version, "previous": (previous or {}).get("version")}
 
-    def _follow_shadow(self, shadow: Optional[dict], state: dict) -> None:
+    def _follow_shadow(self, shadow: Optional[Release], state: dict) -> None:
         """Start, change or stop the shadow version the rollout asks for (an app that gave no
         ``on_shadow`` runs none). A shadow that does not verify is reported like a canary."""
         if self.on_shadow is None:
             return
         running = (state.get("shadow") or {}).get("sha256")
-        wanted = (shadow or {}).get("sha256")
+        wanted = shadow.sha256 if shadow else None
         if running == wanted:
             return
         if not wanted:
@@ -208,17 +225,17 @@ class Updater:
         if wanted in state.get("failed", []):
             return
         try:
-            path = self._download(wanted, int(shadow["size"]))
+            path = self._download(wanted, shadow.size)
             self._verify(path)
             self.on_shadow(path)
         except Exception as exc:  # noqa: BLE001 - the served model is untouched either way
             state.setdefault("failed", []).append(wanted)
             self._save(state)
-            self._report(shadow["version"], "failed", f"shadow: {str(exc).splitlines()[0][:300]}")
+            self._report(shadow.version, "failed", f"shadow: {str(exc).splitlines()[0][:300]}")
             return
-        state["shadow"] = {"version": shadow["version"], "sha256": wanted}
+        state["shadow"] = {"version": shadow.version, "sha256": wanted}
         self._save(state)
-        self._report(shadow["version"], "shadow")
+        self._report(shadow.version, "shadow")
 
     def _verify(self, path: Path) -> None:
         """Signature against the pinned key, then a full load with the golden self-test (when no
@@ -245,6 +262,8 @@ class Updater:
                 self.poll_once()
             except EdgekitError as exc:
                 log.warning("update poll: %s", exc)
+            except Exception:  # noqa: BLE001 - a device that stops polling never updates again
+                log.exception("update poll failed; polling again in %.0f s", interval_s)
             self._stop.wait(interval_s)
 
     def start(self, interval_s: float = 60.0) -> "Updater":
