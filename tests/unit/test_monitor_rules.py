@@ -15,9 +15,64 @@ def test_a_rule_waits_for_its_minimum_sample_in_each_scope(db_url):
     rule = Rule("fallbacks", "proxy.fallback_share", above=0.2, min_samples=50, by="device", window="1d")
     ingest_predictions(db, "pi-1", "tiny", "1", 30, fallback_every=1)  # every request fell back, 30 of them
     ingest_predictions(db, "pi-2", "tiny", "1", 40, fallback_every=1)
-    assert evaluate(db, "tiny", (rule,), record=False) == []  # share 1.0, but too few to say so
+    assert evaluate(db, "tiny", (rule,)) == []  # share 1.0, but too few to say so
     ingest_predictions(db, "pi-1", "tiny", "1", 30, fallback_every=1, start_id=31)
-    alerts = evaluate(db, "tiny", (rule,), record=False)
+    alerts = evaluate(db, "tiny", (rule,))
     assert [(a.scope, a.samples, a.value) for a in alerts] == [("device=pi-1", 60, 1.0)]  # pi-2 still has 40
     looser = Rule("fallbacks", "proxy.fallback_share", above=0.2, min_samples=40, by="device", window="1d")
-    assert sorted(a.scope for a in evaluate(db, "tiny", (looser,), record=False)) == ["device=pi-1", "device=pi-2"]
+    assert sorted(a.scope for a in evaluate(db, "tiny", (looser,))) == ["device=pi-1", "device=pi-2"]
+
+
+RULES = ('[[rule]]\nname = "fallbacks"\nsignal = "proxy.fallback_share"\nabove = 0.2\nmin_samples = 10\n'
+         'by = "device"\nwindow = "1d"\ncooldown = "1h"\n')
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "not a url", "ftp://example.org/x", "http://"])
+def test_a_webhook_is_an_http_url(tmp_path, cli, url):
+    (tmp_path / "rules.toml").write_text(RULES)
+    result = cli("monitor", "check", "--model", "tiny", "--rules", tmp_path / "rules.toml", "--webhook", url,
+                 "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.exit_code == 1 and "is not an http(s) URL" in result.output, result.output
+
+
+def test_only_a_delivered_alert_cools_down(tmp_path, cli):
+    """The receiver is down at the first check: the alert is printed, the delivery fails (exit 1
+    with the reason), and the next check notifies it again instead of calling it cooling down."""
+    import http.server
+    import json
+    import threading
+
+    from tests.integration._services import free_port
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    ingest_predictions(Database(url), "pi-1", "tiny", "1", 20, fallback_every=1)
+    (tmp_path / "rules.toml").write_text(RULES)
+    port = free_port()
+    hook = f"http://127.0.0.1:{port}/hook"
+
+    def check():
+        return cli("monitor", "check", "--model", "tiny", "--rules", tmp_path / "rules.toml", "--webhook", hook,
+                   "--db", url)
+
+    down = check()
+    assert down.exit_code == 1 and "the webhook" in down.output and "failed" in down.output, down.output
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        up = check()
+        again = check()
+    finally:
+        server.shutdown()
+    assert "cooling down" not in up.output and len(received) == 1  # delivered now
+    assert "cooling down" in again.output and len(received) == 1  # and only now the cool-down runs

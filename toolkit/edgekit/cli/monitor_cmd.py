@@ -121,7 +121,7 @@ def report_cmd(model, window, by, rules, out, db, as_json):
     from ..monitor.rules import evaluate, load_rules
 
     database, snap = _snapshot(db, model, window, by)
-    alerts = evaluate(database, model, load_rules(rules), now=snap.end, record=False)
+    alerts = evaluate(database, model, load_rules(rules), now=snap.end)
     path = write_report(snap, alerts, out, window, command=f"edgekit monitor report --model {model} --window {window}")
     if as_json:
         print_json({"report": str(path), "alerts": [a.to_dict() for a in alerts], "records": snap.total.signals["records"]})
@@ -148,8 +148,10 @@ def check_cmd(model, rules, webhook, db, as_json):
       edgekit monitor check --model digits-cnn --rules rules.toml --webhook https://hooks.example/edgekit
     """
     from ..collector.db import Database
-    from ..monitor.rules import evaluate, load_rules, post_webhook
+    from ..monitor.rules import check_webhook, evaluate, load_rules, notified, post_webhook
 
+    if webhook:
+        check_webhook(webhook)
     database = Database(db)
     alerts = evaluate(database, model, load_rules(rules))
     if as_json:
@@ -160,7 +162,8 @@ def check_cmd(model, rules, webhook, db, as_json):
         if not alerts:
             console().print(f"{model}: no alerts")
     if webhook and any(a.notify for a in alerts):
-        post_webhook(webhook, alerts)
+        post_webhook(webhook, alerts)  # raises when undelivered: no cool-down starts
+    notified(database, alerts)
     if alerts:
         raise click.exceptions.Exit(1)
 

@@ -66,7 +66,7 @@ def _alert(config: LoopConfig, db, now: float, since: float):
     rules = [r for r in load_rules(config.path(config.trigger.rules)) if r.name in config.trigger.alerts]
     if not rules:
         return False, f"none of the alert rules {list(config.trigger.alerts)} exists", {}
-    alerts = evaluate(db, config.model, tuple(rules), now=now, record=False)
+    alerts = evaluate(db, config.model, tuple(rules), now=now)
     fired = [f"{a.rule} on {a.scope} ({a.signal} = {a.value:.3g} {a.threshold}, {a.samples} samples)" for a in alerts]
     return bool(fired), ("; ".join(fired) if fired else "no alert fires"), \
         {"alerts": [a.to_dict() for a in alerts]}

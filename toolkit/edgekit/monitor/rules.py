@@ -148,11 +148,10 @@ class Alert:
         return asdict(self)
 
 
-def evaluate(db, model: str, rules: tuple[Rule, ...], now: Optional[float] = None, snapshots=None,
-             record: bool = True) -> list[Alert]:
-    """Every rule over its own window and grouping; cool-downs from the collector database
-    (``record=False``: look, as a report does, without starting a cool-down).
-    ``snapshots``: a cache (window, by) -> Snapshot shared between rules."""
+def evaluate(db, model: str, rules: tuple[Rule, ...], now: Optional[float] = None, snapshots=None) -> list[Alert]:
+    """Every rule over its own window and grouping; an alert whose rule's cool-down for its scope
+    runs (it was notified recently: ``notified``) is marked notify=False. Looks only: nothing is
+    recorded until the alerts are delivered. ``snapshots``: a cache (window, by) -> Snapshot."""
     from .signals import snapshot
 
     now = time.time() if now is None else now
@@ -176,23 +175,43 @@ def evaluate(db, model: str, rules: tuple[Rule, ...], now: Optional[float] = Non
                 alerts.append(Alert(rule.name, rule.severity, model, scope.name if by else "all", rule.signal,
                                     float(value), rule.threshold, int(samples), rule.window, rule.why, True,
                                     dict(scope.key) if by else {}))
-    return _cooldown(db, alerts, {r.name: parse_duration(r.cooldown) for r in rules}, now, record)
+    return _cooling(db, alerts, {r.name: parse_duration(r.cooldown) for r in rules}, now)
 
 
-def _cooldown(db, alerts: list[Alert], cooldowns: dict[str, float], now: float, record: bool) -> list[Alert]:
+def _cooling(db, alerts: list[Alert], cooldowns: dict[str, float], now: float) -> list[Alert]:
     out = []
-    with (db.connect() if record else db.read()) as tx:
+    with db.read() as tx:
         for a in alerts:
-            key = f"{a.model}|{a.scope}"
-            row = tx.one("SELECT fired FROM monitor_alerts WHERE rule = ? AND scope = ?", (a.rule, key))
-            if row is not None and now - row[0] < cooldowns[a.rule]:
-                out.append(Alert(**{**a.to_dict(), "notify": False}))
-                continue
-            if record:
-                tx.execute("DELETE FROM monitor_alerts WHERE rule = ? AND scope = ?", (a.rule, key))
-                tx.execute("INSERT INTO monitor_alerts (rule, scope, fired) VALUES (?, ?, ?)", (a.rule, key, now))
-            out.append(a)
+            row = tx.one("SELECT fired FROM monitor_alerts WHERE rule = ? AND scope = ?", (a.rule, _scope_key(a)))
+            cooling = row is not None and now - row[0] < cooldowns[a.rule]
+            out.append(Alert(**{**a.to_dict(), "notify": False}) if cooling else a)
     return out
+
+
+def _scope_key(alert: Alert) -> str:
+    return f"{alert.model}|{alert.scope}"
+
+
+def notified(db, alerts: list[Alert], now: Optional[float] = None) -> None:
+    """Start the cool-down of each alert that was delivered (printed, or posted to a webhook that
+    answered): one that failed to reach anybody must be tried again next time."""
+    now = time.time() if now is None else now
+    with db.connect() as tx:
+        for a in alerts:
+            if a.notify:
+                tx.execute("DELETE FROM monitor_alerts WHERE rule = ? AND scope = ?", (a.rule, _scope_key(a)))
+                tx.execute("INSERT INTO monitor_alerts (rule, scope, fired) VALUES (?, ?, ?)",
+                           (a.rule, _scope_key(a), now))
+
+
+def check_webhook(url: str) -> str:
+    """An http(s) URL with a host, or an error that says so (urllib would open file:// too)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EdgekitError(f"--webhook {url[:200]!r} is not an http(s) URL", "e.g. https://hooks.example/edgekit")
+    return url
 
 
 def post_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> None:
@@ -200,6 +219,7 @@ def post_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> None
     import urllib.error
     import urllib.request
 
+    check_webhook(url)
     body = json.dumps({"alerts": [a.to_dict() | {"text": a.line()} for a in alerts if a.notify]}).encode()
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
@@ -207,4 +227,4 @@ def post_webhook(url: str, alerts: list[Alert], timeout_s: float = 10.0) -> None
             response.read()
     except (urllib.error.URLError, OSError) as exc:
         raise EdgekitError(f"the webhook {url} failed: {getattr(exc, 'reason', exc)}",
-                           "check the URL; the alerts were still printed") from None
+                           "check the URL; the alerts were printed, and the next check notifies them again") from None
