@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -134,3 +135,21 @@ def test_profile_that_is_not_a_toml_file(tmp_path, kind):
         path.mkdir()
         with pytest.raises(ProfileError, match="is not a file"):
             resolve(str(path))
+
+
+@pytest.mark.parametrize("bad", ["../../evil", "", "a/b", " pi", "pi\n5"])
+def test_a_profile_id_is_a_name_not_a_path(tmp_path, bad):
+    """It names output folders (edgekit-out/MODEL-ID): '../../evil' wrote outside edgekit-out."""
+    source = (ROOT / "profiles" / "raspberrypi4.toml").read_text()
+    path = tmp_path / "board.toml"
+    path.write_text(source.replace('id = "raspberrypi4"', f"id = {json.dumps(bad)}"))
+    with pytest.raises(ProfileError, match="is not a name"):
+        load_profile_file(path)
+
+
+def test_calibrate_refuses_an_id_that_is_not_a_name_before_measuring(tmp_path):
+    from edgekit.errors import EdgekitError
+    from edgekit.profile.calibrate import calibrate
+
+    with pytest.raises(EdgekitError, match="--id '../../evil' is not a name"):
+        calibrate("http://127.0.0.1:9", tmp_path / "no-token", profile_id="../../evil")

@@ -26,9 +26,9 @@ GOOD = {**RELEASE, "rollout": "canary", "canary": True, "shadow": None}
     ({"size": -1}, "size must be a positive byte count"),
     ({"size": "abc"}, "assignment.size: expected an integer"),
     ({"size": None}, "size must be a positive byte count"),
-    ({"version": ""}, "is not a version name"),
-    ({"version": "1\n2"}, "is not a version name"),
-    ({"version": "../v"}, "is not a version name"),
+    ({"version": ""}, "is not a name"),
+    ({"version": "1\n2"}, "is not a name"),
+    ({"version": "../v"}, "is not a name"),
 ])
 def test_a_malformed_assignment_is_refused_with_the_field(change, message):
     with pytest.raises(WireError, match=message.replace(".", r"\.")):
@@ -128,5 +128,5 @@ def test_a_release_version_is_a_name(opt_dir, tmp_path, version):  # noqa: F811
     from edgekit.collector.releases import publish
 
     make_bundle(opt_dir, tmp_path / "tiny.ekb", version="1")
-    with pytest.raises(EdgekitError, match="is not a version name"):
+    with pytest.raises(EdgekitError, match="is not a name"):
         publish(Database(f"sqlite:///{tmp_path / 'c.db'}"), tmp_path / "store", tmp_path / "tiny.ekb", "tiny", version)

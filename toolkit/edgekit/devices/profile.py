@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Optional
 
+from ..names import check_name
+
 # Runtimes edgekit knows how to produce artifacts for and run, in the vocabulary of profiles.
 RUNTIMES = (
     "litert-xnnpack",  # LiteRT (TFLite) with the XNNPACK CPU delegate
@@ -188,6 +190,7 @@ class Profile:
     path: str = ""  # where the profile was read from; filled by the registry, not the file
 
     def validate(self) -> None:
+        check_name(self.id, "id", "raspberrypi5, pi5-lab")  # it names output folders: never a path
         for runtime in self.runtimes:
             if runtime not in RUNTIMES:
                 raise ValueError(f"runtimes: unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")

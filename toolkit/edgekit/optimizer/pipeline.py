@@ -18,6 +18,7 @@ from ..devices import Profile, host_profile, resolve
 from ..devices.host import available_cores
 from ..errors import ConversionError, DataError, EdgekitError, first_line
 from ..models import Model, load_model
+from ..names import as_file_name
 from . import report as report_mod
 from .accuracy import Tolerance, compare, shortfall, verdict
 from .budget import Budget
@@ -362,7 +363,7 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
     eval_data = eval_data.head(eval_samples)
     calibration = _calibration_for(model, data, profile, plan, allow_synthetic_calibration, notes)
 
-    out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / f"{model.name}-{profile.id}")
+    out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / as_file_name(f"{model.name}-{profile.id}"))
     sweep_stale("edgekit-opt-")  # work directories of runs that were killed
     with tempfile.TemporaryDirectory(prefix=f"edgekit-opt-{os.getpid()}-") as tmp:
         progress(f"reference outputs on {eval_data.describe()}")

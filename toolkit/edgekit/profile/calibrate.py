@@ -22,6 +22,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..devices.profile import DeviceFit, Profile
+from ..errors import EdgekitError
+from ..names import BadName, check_name
 
 CHAIN = 4  # identical kernels per graph
 FREE = ("conv", "depthwise", "gemm", "memory", "elementwise", "normalization", "half_mflops", "half_depth",
@@ -339,6 +341,11 @@ def calibrate(url: str, token_file: Path, base: Optional[str] = None, profile_id
               quick: bool = False, seconds: float = 0.5,
               progress: Callable[[str], None] = lambda m: None) -> tuple[Profile, dict]:
     """(the calibrated profile, a summary with the microbenchmark fit) for the agent at ``url``."""
+    if profile_id is not None:
+        try:
+            check_name(profile_id, "--id", "pi5-lab")  # checked before minutes of measuring, not after
+        except BadName as exc:
+            raise EdgekitError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="edgekit-calibrate-") as tmp:
         p = plan(url, token_file, Path(tmp), base, quick, seconds, progress)
         results, _ = measure(url, token_file, [path for _, _, path in p.files], p.threads, seconds, progress)

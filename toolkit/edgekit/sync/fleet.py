@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from .._schema import SchemaError, from_dict
+from ..names import BadName, check_name
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# A version is a name: letters and digits, then also . _ + - (1.2.0, 2026-12-03, v3+fix); never a
-# path, never empty or blank, never a line break.
-VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 MAX_BUNDLE_BYTES = 1 << 40
 DEVICE_STATES = ("running", "failed", "shadow")
 MAX_STATE_BODY = 16 * 1024
@@ -31,10 +29,11 @@ class WireError(ValueError):
 
 
 def check_version(version: str, what: str = "version") -> str:
-    if not isinstance(version, str) or not VERSION.match(version):
-        raise WireError(f"{what} {str(version)[:80]!r} is not a version name: 1-64 letters, digits and . _ + - "
-                        "starting with a letter or digit (e.g. 3, 1.2.0, 2026-12-03)")
-    return version
+    """A version is a name (edgekit.names): never a path, never blank, never a line break."""
+    try:
+        return check_name(version, what, "3, 1.2.0, 2026-12-03")
+    except BadName as exc:
+        raise WireError(str(exc)) from None
 
 
 @dataclass(frozen=True)
