@@ -184,22 +184,44 @@ def test_requests_for_unknown_models_add_no_metric_series(server):
     assert 'edgekit_requests_total{model="-",route="infer",status="404"}' in metrics
 
 
+def _logged(server, request_ids: set) -> set:
+    """The ones of ``request_ids`` in the server's log store, once they are there (or a minute on)."""
+    from edgekit.sync.store import LogStore
+
+    store = LogStore(server.log_db)
+    deadline = time.monotonic() + 60
+    while True:
+        found = {r[0] for r in store.db.execute("SELECT request_id FROM records")} & request_ids
+        if found == request_ids or time.monotonic() > deadline:
+            store.close()
+            return found
+
+
 def test_predictions_are_logged_per_request_with_their_id(server):
     from edgekit.sync.store import LogStore
 
     body = json.dumps({"id": "logged-1", "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
                                                      "data": [0.25] * 64}]}).encode()
     status, reply, headers = server.request("POST", "/v2/models/digits-cnn/infer", body)
-    assert status == 200 and headers.get("X-Request-Id") == "logged-1"
+    served = headers.get("X-Request-Id")
+    assert status == 200 and json.loads(reply)["id"] == "logged-1" and served and served != "logged-1"
+    assert _logged(server, {served}) == {served}
     store = LogStore(server.log_db)
-    for _ in range(100):
-        ids = {r[0] for r in store.db.execute("SELECT request_id FROM records")}
-        if "logged-1" in ids:
-            break
-        time.sleep(0.05)
-    row = store.db.execute("SELECT model, version, variant FROM records WHERE request_id = 'logged-1'").fetchone()
+    row = store.db.execute("SELECT model, version, variant FROM records WHERE request_id = ?", (served,)).fetchone()
     active = json.loads(server.request("GET", "/v2/models/digits-cnn")[1])["parameters"]["active_variant"]
     assert row == ("digits-cnn", "1", active)
+
+
+def test_every_answered_prediction_is_logged_whatever_id_the_client_reuses(server):
+    """Clients reuse ids ("same", "0"): 11 different requests, 11 answers, 11 records."""
+    served = set()
+    for i, rid in enumerate(["same"] * 5 + ["0"] * 3 + ["1"] * 3):
+        body = json.dumps({"id": rid, "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                                  "data": [i / 11] * 64}]}).encode()
+        status, reply, headers = server.request("POST", "/v2/models/digits-cnn/infer", body)
+        assert status == 200 and json.loads(reply)["id"] == rid  # the client's id comes back as it sent it
+        served.add(headers["X-Request-Id"])
+    assert len(served) == 11 and _logged(server, served) == served
 
 
 def _rss_mb(pid: int) -> float:

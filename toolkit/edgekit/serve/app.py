@@ -93,9 +93,9 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         parsed = InferRequest.parse(body, request.headers.get(HEADER.lower()))
         known = await model.lookup_key(parsed.parameters.get("key"))
         if known is not None:  # precomputed (edgekit predict): no inference at all
-            outputs, info = known[1], {"source": "lookup", "request_id": parsed.id or parsed.parameters["key"]}
-        else:
-            outputs, info = await model.infer(parsed.inputs, parsed.id)
+            outputs, info = known[1], {"source": "lookup", "request_id": model.new_request_id()}
+        else:  # logged under the server's own id: clients reuse theirs ("0", "same"), records must not merge
+            outputs, info = await model.infer(parsed.inputs)
         data, headers = encode_response(model.name, model.version, parsed, outputs)
         headers["X-Request-Id"] = info["request_id"]
         headers["X-Edgekit-Source"] = info["source"]
@@ -110,12 +110,12 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         known = await model.lookup_key(request.query_params.get("key"))
         if known is not None:  # precomputed (edgekit predict): answered from the table
             rid = request.query_params["key"]
-            results, info = [known[0]], {"source": "lookup", "request_id": rid}
+            results, info = [known[0]], {"source": "lookup", "request_id": model.new_request_id()}
         else:
             items, rid = await _raw_items(request, model, http.max_body_bytes)
-            results, info = await model.predict_raw(items, rid)
-        return JSONResponse({"model_name": model.name, "model_version": model.version, "id": info["request_id"],
-                             "source": info["source"], "predictions": results},
+            results, info = await model.predict_raw(items)
+        return JSONResponse({"model_name": model.name, "model_version": model.version, "id": rid or info["request_id"],
+                             "request_id": info["request_id"], "source": info["source"], "predictions": results},
                             headers={"X-Request-Id": info["request_id"], "X-Edgekit-Source": info["source"],
                                      "Server-Timing": f"edgekit;dur={(time.perf_counter() - start) * 1000:.3f}"})
 

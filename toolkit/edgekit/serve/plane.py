@@ -136,9 +136,13 @@ class ServedModel:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.lookup.get, self.name, self.version, key)
 
+    def new_request_id(self) -> str:
+        """A server-made id, unique across the store's records (never the client's, which repeat)."""
+        return self._new_id()
+
     async def infer(self, inputs: dict[str, np.ndarray], request_id: Optional[str] = None) -> tuple[dict, dict]:
         """(outputs, info) for decoded input tensors; info says the source (model, cache) and
-        the request id."""
+        the request id (``request_id``, or a new server-made one)."""
         start = time.perf_counter()
         try:
             feeds = self.runtime.validate(inputs)
