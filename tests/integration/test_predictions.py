@@ -132,5 +132,66 @@ def test_serve_answers_known_keys_from_the_table(bundles, digits_data, tmp_path,
         request["parameters"]["key"] = "never-scored"
         status, _, headers = s.request("POST", "/v2/models/digits-cnn/infer", json.dumps(request).encode())
         assert status == 200 and headers.get("X-Edgekit-Source") == "model"  # unknown key: live inference
+        # a key names one stored row: four rows with one key are refused, not answered with one row
+        four = {"parameters": {"key": str(keys[5])},
+                "inputs": [{"name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 256}]}
+        status, body, _ = s.request("POST", "/v2/models/digits-cnn/infer", json.dumps(four).encode())
+        assert status == 400 and "this request has 4 rows" in json.loads(body)["error"]
+        for key in (["a"], {"k": 1}, 7):  # not strings: a 400, never a database error
+            request["parameters"]["key"] = key
+            status, body, _ = s.request("POST", "/v2/models/digits-cnn/infer", json.dumps(request).encode())
+            assert status == 400 and "parameters.key must be a string" in json.loads(body)["error"]
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("few-keys.npz", lambda p, x: np.savez(p, input=x[:10], key=np.asarray(["a", "b", "c"])), "holds 3 keys for 10 rows"),
+    ("same-key.npz", lambda p, x: np.savez(p, input=x[:10], key=np.asarray(["same"] * 10)), "9 rows repeat a 'key'"),
+    ("keys.csv", lambda p, x: p.write_text("key," + ",".join(f"px{i}" for i in range(64)) + "\n" + "".join(
+        f"{k}," + ",".join(["0.5"] * 64) + "\n" for k in ["a", "", "", "", "a"])), "3 rows have no 'key'"),
+])
+def test_keys_are_one_per_row_and_unique_or_nothing_is_written(bundles, tmp_path, cli, name, write, message):
+    """10 rows and 3 keys wrote 3 rows; 10 rows keyed 'same' wrote 1; blank keys merged: each
+    now refuses before scoring anything, saying which rows."""
+    from edgekit.zoo import digits
+
+    write(tmp_path / name, digits._split()[1])
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    result = cli("predict", bundles[0], "--input", tmp_path / name, "--db", db)
+    assert result.exit_code == 1 and message in result.output and "unexpected" not in result.output, result.output
+    from edgekit._sql import SqlDatabase
+
+    with SqlDatabase(db).connect() as tx:
+        assert not tx.table_exists("predictions") or tx.one("SELECT COUNT(*) FROM predictions")[0] == 0
+
+
+def test_a_bad_row_mid_run_says_where_and_what_was_kept(bundles, tmp_path, cli):
+    from edgekit.zoo import digits
+
+    x = digits._split()[1][:100].copy()
+    x[57] = np.nan
+    np.savez(tmp_path / "nan.npz", input=x, key=np.asarray([f"k{i:03d}" for i in range(100)]))
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    result = cli("predict", bundles[0], "--input", tmp_path / "nan.npz", "--db", db, "--chunk", "10",
+                 "--batch-size", "1")
+    assert result.exit_code == 1 and "'k057'" in result.output and "50 rows were written" in result.output, \
+        result.output
+    assert "run the same command again" in result.output
+    x[57] = 0.0
+    np.savez(tmp_path / "nan.npz", input=x, key=np.asarray([f"k{i:03d}" for i in range(100)]))
+    done = json.loads(cli("predict", bundles[0], "--input", tmp_path / "nan.npz", "--db", db, "--json").output)
+    assert done["written"] == 50 and done["skipped_existing"] == 50
+
+
+def test_a_numeric_key_column_is_not_a_feature(bundles, tmp_path, cli):
+    from edgekit.zoo import digits
+
+    x = digits._split()[1][:5]
+    lines = ["id," + ",".join(f"px{i}" for i in range(64))] + [
+        f"{100 + i}," + ",".join(f"{v:.5f}" for v in row.ravel()) for i, row in enumerate(x)]
+    (tmp_path / "ids.csv").write_text("\n".join(lines) + "\n")
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    result = cli("predict", bundles[0], "--input", tmp_path / "ids.csv", "--db", db, "--key-column", "id", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r[0] for r in _rows(db)] == ["100", "101", "102", "103", "104"]

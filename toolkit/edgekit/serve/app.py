@@ -91,7 +91,7 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         model.admit()
         body = await read_body(request, http.max_body_bytes)
         parsed = InferRequest.parse(body, request.headers.get(HEADER.lower()))
-        known = await model.lookup_key(parsed.parameters.get("key"))
+        known = await model.lookup_key(parsed.parameters.get("key"), _rows(parsed.inputs))
         if known is not None:  # precomputed (edgekit predict): no inference at all
             outputs, info = known[1], {"source": "lookup", "request_id": model.new_request_id()}
         else:  # logged under the server's own id: clients reuse theirs ("0", "same"), records must not merge
@@ -249,6 +249,12 @@ def _route(path: str) -> str:
 def _model(path: str) -> str:
     parts = path.split("/")
     return parts[3] if len(parts) > 3 and parts[2] == "models" else "-"
+
+
+def _rows(inputs: dict) -> int:
+    """The batch a request carries: the first dimension of its first input (1 for a scalar)."""
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
 
 
 async def _raw_items(request, model, limit: int) -> tuple[list, Optional[str]]:

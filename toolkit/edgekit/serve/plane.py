@@ -129,10 +129,16 @@ class ServedModel:
             raise Overloaded(f"the expected wait of {self.batcher.expected_wait_ms():.0f} ms exceeds the budget of "
                              f"{self.options.max_wait_ms:.0f} ms", retry_after_s=1.0)
 
-    async def lookup_key(self, key: Optional[str]) -> Optional[tuple[dict, dict]]:
-        """(result, output tensors) precomputed for ``key`` (model-in-DB), or None."""
-        if self.lookup is None or not key:
+    async def lookup_key(self, key, rows: int = 1) -> Optional[tuple[dict, dict]]:
+        """(result, output tensors) precomputed for ``key`` (model-in-DB), or None. A key names one
+        stored row: a request of ``rows`` > 1 with a key is refused rather than answered with one."""
+        if self.lookup is None or key is None or key == "":
             return None
+        if not isinstance(key, str) or len(key) > 512:
+            raise ProtocolError("parameters.key must be a string of at most 512 characters")
+        if rows != 1:
+            raise ProtocolError(f"parameters.key names one stored prediction and this request has {rows} rows; "
+                                "send one row per key, or no key to run the model")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.lookup.get, self.name, self.version, key)
 

@@ -69,7 +69,14 @@ def _npz(path, model, key_column, chunk):
     if missing:
         raise DataError(f"{path} lacks input {', '.join(missing)}", f"the model takes {', '.join(names)}")
     total = len(npz[names[0]])
-    keys = [str(k) for k in npz[key_column]] if key_column in npz.files else None
+    keys = None
+    if key_column in npz.files:
+        column = npz[key_column]
+        if column.ndim != 1 or len(column) != total:
+            raise DataError(f"{path}: {key_column!r} holds {column.size} keys for {total} rows",
+                            f"give one key per row (or no {key_column!r}: rows are keyed row-N)")
+        keys = [str(k) for k in column]
+        _check_keys(keys, str(path), key_column)
 
     def chunks():
         with npz:
@@ -93,14 +100,39 @@ def _arrow(path, model, key_column, chunk, suffix):
             reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22))
         except Exception as exc:  # pyarrow raises its own error types for broken files
             raise DataError(f"{path} is not a readable CSV file ({str(exc)[:200]})") from None
+        if key_column in reader.schema.names:
+            keys = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=[key_column], column_types={key_column: pa.string()},
+                strings_can_be_null=True)).column(key_column)
+            _check_keys(keys.to_pylist(), str(path), key_column)
         batches = _until_stop(reader)
     else:
         try:
             file = open_parquet(path)
         except Exception as exc:
             raise DataError(f"{path} is not a readable Parquet file ({str(exc)[:200]})") from None
+        if key_column in file.schema_arrow.names:
+            _check_keys(file.read(columns=[key_column]).column(key_column).to_pylist(), str(path), key_column)
         total, batches = file.metadata.num_rows, file.iter_batches(batch_size=chunk)
     return total, _rows_from_batches(batches, model, key_column, chunk)
+
+
+def _check_keys(keys: list, origin: str, key_column: str) -> None:
+    """One key per row, present and unique: a table keyed by them would otherwise merge rows or
+    drop them without a word. Read before anything is scored (the key column alone)."""
+    missing = [i for i, k in enumerate(keys) if k is None or str(k).strip() == ""]
+    if missing:
+        raise DataError(f"{origin}: {len(missing)} rows have no {key_column!r} (first: row {missing[0]})",
+                        f"give every row a key, or drop the {key_column!r} column to key rows row-N")
+    seen, repeated = set(), []
+    for key in map(str, keys):
+        if key in seen:
+            repeated.append(key)
+        seen.add(key)
+    if repeated:
+        shown = ", ".join(repr(k) for k in list(dict.fromkeys(repeated))[:3])
+        raise DataError(f"{origin}: {len(repeated)} rows repeat a {key_column!r} ({shown}); each row needs its own",
+                        "make the keys unique, or drop the column to key rows row-N")
 
 
 def _data_lines(path: Path) -> int:
@@ -131,10 +163,10 @@ def _rows_from_batches(batches, model, key_column, chunk) -> Iterator[Chunk]:
             keys = ([str(k) for k in columns[key_column].to_pylist()] if key_column in columns
                     else [f"row-{i}" for i in range(seen, seen + part.num_rows)])
             seen += part.num_rows
-            yield _chunk_of(columns, keys, names, kind, model)
+            yield _chunk_of(columns, keys, names, kind, model, key_column)
 
 
-def _chunk_of(columns: dict, keys: list[str], names: list[str], kind: str, model) -> Chunk:
+def _chunk_of(columns: dict, keys: list[str], names: list[str], kind: str, model, key_column: str = "key") -> Chunk:
     if all(n in columns for n in names):  # one (list-valued or scalar) column per input
         tensors = {}
         for spec in model.inputs:
@@ -146,7 +178,7 @@ def _chunk_of(columns: dict, keys: list[str], names: list[str], kind: str, model
         return Chunk(keys, raw=[str(v) for v in columns["text"].to_pylist()])
     if kind == "image" and ("image" in columns or "path" in columns):
         return Chunk(keys, raw=columns["image" if "image" in columns else "path"].to_pylist())
-    numeric = [n for n, c in columns.items() if n != "key" and _numeric(c)]
+    numeric = [n for n, c in columns.items() if n != key_column and _numeric(c)]  # the key is never a feature
     if len(names) == 1 and numeric:  # feature columns in order make the one input's values
         spec = model.inputs[0]
         values = np.stack([np.asarray(columns[n].to_pylist(), dtype=np.float64) for n in numeric], axis=1)
@@ -200,7 +232,12 @@ def predict_to_db(bundle: str | Path, source: Path, db_url: str, table: str = "p
         rows = []
         for i in range(0, len(todo), batch_size):
             index = todo[i:i + batch_size]
-            rows += _score(model, part, index, name, version)
+            try:
+                rows += _score(model, part, index, name, version)
+            except EdgekitError as exc:  # a bad row (NaN, an undecodable picture): say where, and what is kept
+                raise DataError(f"{str(exc).splitlines()[0]} (in the rows keyed {part.keys[index[0]]!r} to "
+                                f"{part.keys[index[-1]]!r}); {written} rows were written to {table} before it",
+                                "fix those rows and run the same command again: written keys are skipped") from None
         with db.connect() as tx:  # one transaction per chunk: an interruption loses at most this chunk
             written += tx.executemany(f"INSERT INTO {table} (key, model, version, label, score, result, outputs, "
                                       "created) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
