@@ -165,6 +165,15 @@ NAN_BINARY = _binary(np.full((1, 1, 8, 8), np.nan, np.float32))
      "NaN or infinite"),
     ("/v2/models/digits-cnn/infer", NAN_BINARY[0][:-4], {"Inference-Header-Content-Length": NAN_BINARY[1]}, 400,
      "runs past the body"),
+    # each of these was a 500 (or a 504 after 10 s, or a 503 to retry forever)
+    ("/v2/models/digits-cnn/infer", NAN_BINARY[0], {"Inference-Header-Content-Length": "²"}, 400, "is not a length"),
+    ("/v2/models/digits-cnn/infer", ('{"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES", "data": '
+                                     + "[" * 900 + '"x"' + "]" * 900 + "}]}").encode(), {}, 400, "nested too deeply"),
+    ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "input", "shape": [0, 1, 8, 8], "datatype": "FP32",
+                                                            "data": []}]}).encode(), {}, 400, "holds no rows"),
+    ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "input", "shape": [257, 1, 8, 8],
+                                                            "datatype": "FP32", "data": [0.5] * 257 * 64}]}).encode(),
+     {}, 413, "more than the server queues at once (256)"),
 ])
 def test_bad_requests_get_4xx_with_a_reason_and_the_server_keeps_serving(server, path, body, headers, status,
                                                                           message):
@@ -210,6 +219,16 @@ def test_predictions_are_logged_per_request_with_their_id(server):
     row = store.db.execute("SELECT model, version, variant FROM records WHERE request_id = ?", (served,)).fetchone()
     active = json.loads(server.request("GET", "/v2/models/digits-cnn")[1])["parameters"]["active_variant"]
     assert row == ("digits-cnn", "1", active)
+
+
+def test_client_ids_never_reach_a_header(server):
+    """An id with non-Latin-1 characters or a line break was written into X-Request-Id (a 500,
+    or a dropped connection); it comes back in the body only."""
+    for rid in ("café ✓", "a\r\nSet-Cookie: x=1"):
+        body = json.dumps({"id": rid, "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                                  "data": [0.5] * 64}]}).encode()
+        status, reply, headers = server.request("POST", "/v2/models/digits-cnn/infer", body)
+        assert status == 200 and json.loads(reply)["id"] == rid and "Set-Cookie" not in headers
 
 
 def test_every_answered_prediction_is_logged_whatever_id_the_client_reuses(server):

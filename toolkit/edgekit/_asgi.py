@@ -32,7 +32,7 @@ async def read_body(request, limit: int, inflated_limit: int | None = None) -> b
     """The body, at most ``limit`` bytes as sent; a gzip body inflates to at most
     ``inflated_limit`` (``limit`` when not given: a gzip bomb stops there)."""
     declared = request.headers.get("content-length")
-    if declared is not None and not declared.strip().isdigit():
+    if declared is not None and not (declared.strip().isascii() and declared.strip().isdigit()):
         raise BodyError(f"Content-Length {declared[:30]!r} is not a byte count", 400)
     if declared is not None and int(declared) > limit:
         await _discard(request, 8 * limit)

@@ -154,6 +154,13 @@ class ServedModel:
             feeds = self.runtime.validate(inputs)
         except InputError as exc:
             raise ProtocolError(str(exc)) from None
+        rows = len(next(iter(feeds.values()))) if feeds else 0
+        if rows == 0:
+            raise ProtocolError("the request holds no rows; send at least one")
+        if self.batcher is not None and rows > self.options.max_queue:
+            # never admitted however long the client waits: not a 503 to retry, a 413 to split
+            raise ProtocolError(f"the request holds {rows} rows, more than the server queues at once "
+                                f"({self.options.max_queue}); split it", 413)
         request_id = request_id or self._new_id()
         key = key_of(feeds) if self.cache is not None else None
         if key is not None:

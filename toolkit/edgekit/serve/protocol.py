@@ -60,7 +60,7 @@ class InferRequest:
     def parse(cls, body: bytes, header_length: Optional[str] = None) -> "InferRequest":
         """Decode and check an infer request; ProtocolError (400) says what is wrong."""
         if header_length is not None:
-            if not header_length.isdigit() or int(header_length) > len(body):
+            if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
                 raise ProtocolError(f"{HEADER} {header_length!r} is not a length within the body")
             head, blob = body[:int(header_length)], memoryview(body)[int(header_length):]
         else:
@@ -148,6 +148,8 @@ def _decode_input(spec: Any, index: int, blob: memoryview, offset: int) -> tuple
             array = np.array(_flatten(data), dtype=object)
         else:
             array = np.asarray(data, dtype=V2_TO_NP[datatype])
+    except RecursionError:
+        raise ProtocolError(f"input {name!r}: data is nested too deeply; send it flat with its shape") from None
     except (ValueError, TypeError, OverflowError) as exc:
         raise ProtocolError(f"input {name!r}: data is not {datatype} ({str(exc)[:120]})") from None
     if array.size != count:
