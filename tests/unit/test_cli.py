@@ -113,3 +113,16 @@ def test_import_edgekit_is_light(python):
     code = "import sys, edgekit; assert 'torch' not in sys.modules; print(edgekit.__version__)"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("option", [("--port", "99999"), ("--port", "0"), ("--max-body-mb", "-1"),
+                                    ("--max-inflight", "0"), ("--workers", "0"), ("--timeout-ms", "0"),
+                                    ("--max-queue", "0")])
+def test_serve_refuses_options_that_would_serve_nothing(tiny_onnx, option):
+    """--port 99999 printed 'serving' and listened on nothing; --max-inflight 0 refused everything."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    result = CliRunner().invoke(main, ["serve", str(tiny_onnx), *option])
+    assert result.exit_code == 2 and option[0] in result.output and "serving" not in result.output

@@ -12,24 +12,31 @@ from .common import console, json_option, print_json
 @click.command("serve")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
-@click.option("--port", default=8000, show_default=True)
-@click.option("--max-batch", default=16, show_default=True, help="Rows per forward pass at most (dynamic batching).")
-@click.option("--max-delay-ms", default=2.0, show_default=True, help="How long a partial batch waits for more.")
-@click.option("--max-queue", default=256, show_default=True, help="Rows queued per model; beyond it: 503.")
-@click.option("--max-wait-ms", type=float,
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Rows per forward pass at most (dynamic batching).")
+@click.option("--max-delay-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long a partial batch waits for more.")
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Rows queued per model; beyond it: 503.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0, min_open=True),
               help="Latency budget: shed (503) a request whose expected queue wait is longer.")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own.")
-@click.option("--batch-workers", default=1, show_default=True, help="Forward passes in flight per model.")
-@click.option("--cache-size", default=1024, show_default=True, help="Responses cached per model (0: off).")
-@click.option("--timeout-ms", default=10_000.0, show_default=True, help="Per request, queueing included (504).")
-@click.option("--threads", type=int, help="Intra-op threads per session (default: the runtime's).")
+@click.option("--batch-workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Forward passes in flight per model.")
+@click.option("--cache-size", default=1024, show_default=True, type=click.IntRange(min=0),
+              help="Responses cached per model (0: off).")
+@click.option("--timeout-ms", default=10_000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Per request, queueing included (504).")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads per session (default: the runtime's).")
 @click.option("--token-file", type=click.Path(path_type=Path), help="Require this bearer token (probes excepted).")
 @click.option("--public-key", type=click.Path(path_type=Path), help="Serve only bundles signed for this key.")
 @click.option("--log-db", type=click.Path(path_type=Path), help="Log every prediction to this device log store.")
-@click.option("--max-body-mb", default=64, show_default=True, help="Largest request body.")
-@click.option("--max-inflight", default=1024, show_default=True,
+@click.option("--max-body-mb", default=64, show_default=True, type=click.IntRange(min=1), help="Largest request body.")
+@click.option("--max-inflight", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Requests handled at once; beyond it: 503 before the body is read.")
-@click.option("--workers", default=1, show_default=True, help="Server processes (each loads every bundle).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Server processes (each loads every bundle).")
 @click.option("--ui", is_flag=True, help="Mount a browser UI at /ui (needs the 'ui' extra: gradio).")
 @click.option("--lookup-db", help="Answer known keys from a predictions table (see 'edgekit predict').")
 @click.option("--lookup-table", default="predictions", show_default=True)
