@@ -395,7 +395,7 @@ def test_a_faulty_variant_under_load_falls_back_and_no_request_fails(bundles, tm
             t.join()
         assert statuses == [200] * 240
         metrics = s.request("GET", "/metrics")[1].decode()
-        assert 'edgekit_fallbacks_total{model="digits-cnn",reason="RuntimeError"}' in metrics
+        assert 'edgekit_fallbacks_total{model="digits-cnn",reason="RuntimeError",version="2"}' in metrics
     finally:
         s.stop()
 
@@ -461,3 +461,21 @@ def test_graceful_shutdown_answers_requests_in_flight(bundles, tmp_path):
     finally:
         gate.touch()
         s.stop()
+
+
+def test_two_versions_of_a_model_give_distinct_metric_series(bundles, tmp_path):
+    """Two versions served side by side emitted the same label sets twice, which Prometheus rejects."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edgekit.bundle import make_bundle
+
+    make_bundle(bundles[0].parent / "digits", tmp_path / "digits-2.ekb", version="2")
+    s = Server([bundles[0], tmp_path / "digits-2.ekb"])
+    try:
+        text = s.request("GET", "/metrics")[1].decode()
+    finally:
+        s.stop()
+    series = [(sample.name, tuple(sorted(sample.labels.items())))
+              for family in text_string_to_metric_families(text) for sample in family.samples]
+    assert len(series) == len(set(series))
+    assert {dict(labels).get("version") for name, labels in series if name == "edgekit_queue_rows"} == {"1", "2"}

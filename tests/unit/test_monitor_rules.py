@@ -76,3 +76,22 @@ def test_only_a_delivered_alert_cools_down(tmp_path, cli):
         server.shutdown()
     assert "cooling down" not in up.output and len(received) == 1  # delivered now
     assert "cooling down" in again.output and len(received) == 1  # and only now the cool-down runs
+
+
+def test_collector_metrics_are_bounded_whatever_versions_devices_send(tmp_path):
+    """One device posting thousands of version strings grew /metrics to 63,083 series: versions
+    get series up to a bound (published ones first), and the rest are counted, not listed."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edgekit.monitor.metrics import MAX_VERSIONS, SignalCollector
+
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    for i in range(30):
+        ingest_predictions(db, "pi-1", "tiny", f"junk-{i}", 2 + i, start_id=1000 * i + 1)
+    registry = CollectorRegistry()
+    registry.register(SignalCollector(db))
+    text = generate_latest(registry).decode()
+    versions = {part.split('"')[1] for line in text.splitlines() if line.startswith("edgekit_monitor_records{")
+                for part in line.split(",") if part.startswith("version=")}
+    assert len(versions) == MAX_VERSIONS and "junk-29" in versions  # the busiest ones
+    assert 'edgekit_monitor_versions_not_shown{model="tiny"} 20.0' in text

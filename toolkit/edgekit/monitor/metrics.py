@@ -22,6 +22,10 @@ EXPORTED = (
 )
 
 
+MAX_MODELS = 50  # series for at most this many models (the busiest) ...
+MAX_VERSIONS = 10  # ... and this many versions of each (published ones first, then the busiest)
+
+
 def metric_name(signal: str) -> str:
     return "edgekit_monitor_" + signal.replace(".", "_")
 
@@ -36,8 +40,21 @@ class SignalCollector:
 
     def _models(self, now: float) -> list[str]:
         with self.db.read() as tx:
-            rows = tx.all("SELECT DISTINCT model FROM sketches WHERE hour >= ?", (int((now - self.window_s) // 3600) * 3600,))
+            rows = tx.all("SELECT model, SUM(n) FROM sketches WHERE hour >= ? GROUP BY model ORDER BY 2 DESC LIMIT ?",
+                          (int((now - self.window_s) // 3600) * 3600, MAX_MODELS))
         return sorted(r[0] for r in rows)
+
+    def _versions(self, model: str, scopes) -> set[str]:
+        """The versions that get series: published ones, then the busiest, at most MAX_VERSIONS.
+        Devices send version strings; one series per string sent would let one device grow
+        /metrics (and Prometheus) without bound."""
+        with self.db.read() as tx:
+            published = {r[0] for r in tx.all("SELECT version FROM releases WHERE model = ?", (model,))}
+        busiest = sorted({str(s.key.get("version", "")): s.signals.get("records") or 0 for s in scopes}.items(),
+                         key=lambda kv: -kv[1])
+        shown = [v for v, _ in busiest if v in published][:MAX_VERSIONS]
+        shown += [v for v, _ in busiest if v not in published][:MAX_VERSIONS - len(shown)]
+        return set(shown)
 
     def _compute(self) -> list:
         from prometheus_client.core import GaugeMetricFamily
@@ -48,16 +65,22 @@ class SignalCollector:
         families = {s: GaugeMetricFamily(metric_name(s), f"edgekit monitoring signal {s} over the last "
                                          f"{self.window_s / 3600:g} h", labels=["model", "version", "group"])
                     for s in EXPORTED}
+        hidden = GaugeMetricFamily("edgekit_monitor_versions_not_shown", "Versions logged in the window that get no "
+                                   f"series (beyond the {MAX_VERSIONS} shown per model)", labels=["model"])
         for model in self._models(now):
             snap = snapshot(self.db, model, now - self.window_s, now, by=("version", "group"), raw_suite=False,
                             series=False, now=now)
+            shown = self._versions(model, snap.scopes)
+            hidden.add_metric([model], len({str(s.key.get("version", "")) for s in snap.scopes} - shown))
             for scope in snap.scopes:
+                if str(scope.key.get("version", "")) not in shown:
+                    continue
                 labels = [model, str(scope.key.get("version", "")), str(scope.key.get("group", ""))]
                 for signal in EXPORTED:
                     value = scope.signals.get(signal)
                     if isinstance(value, (int, float)):
                         families[signal].add_metric(labels, float(value))
-        return list(families.values())
+        return [*families.values(), hidden]
 
     def collect(self):
         with self._lock:

@@ -55,17 +55,22 @@ class _RuntimeCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        cache = CounterMetricFamily("edgekit_cache_lookups", "Response cache lookups", labels=["model", "result"])
-        fallbacks = CounterMetricFamily("edgekit_fallbacks", "Variant fallbacks by reason", labels=["model", "reason"])
-        queue = GaugeMetricFamily("edgekit_queue_rows", "Rows waiting for a batch", labels=["model"])
-        active = GaugeMetricFamily("edgekit_active_variant", "The variant answering (1)", labels=["model", "variant"])
+        # Labelled by version too: two versions of one model are served side by side, and the
+        # same label set twice is a scrape Prometheus rejects.
+        cache = CounterMetricFamily("edgekit_cache_lookups", "Response cache lookups",
+                                    labels=["model", "version", "result"])
+        fallbacks = CounterMetricFamily("edgekit_fallbacks", "Variant fallbacks by reason",
+                                        labels=["model", "version", "reason"])
+        queue = GaugeMetricFamily("edgekit_queue_rows", "Rows waiting for a batch", labels=["model", "version"])
+        active = GaugeMetricFamily("edgekit_active_variant", "The variant answering (1)",
+                                   labels=["model", "version", "variant"])
         for m in self.models():
             if m.cache is not None:
-                cache.add_metric([m.name, "hit"], m.cache.hits)
-                cache.add_metric([m.name, "miss"], m.cache.misses)
+                cache.add_metric([m.name, m.version, "hit"], m.cache.hits)
+                cache.add_metric([m.name, m.version, "miss"], m.cache.misses)
             for reason, count in m.runtime.stats()["fallbacks_by_reason"].items():
-                fallbacks.add_metric([m.name, reason], count)
-            queue.add_metric([m.name], m.batcher.queued_rows if m.batcher else 0)
+                fallbacks.add_metric([m.name, m.version, reason], count)
+            queue.add_metric([m.name, m.version], m.batcher.queued_rows if m.batcher else 0)
             if m.runtime.active is not None:
-                active.add_metric([m.name, m.runtime.active.id], 1)
+                active.add_metric([m.name, m.version, m.runtime.active.id], 1)
         yield from (cache, fallbacks, queue, active)
