@@ -367,3 +367,25 @@ def test_the_keep_set_goes_into_every_data_set_and_budgets_hold_runs_back(world,
     name = json.loads(added.output)[0]["file"]
     assert cli("loop", "keep", "--config", config, "--remove", name).exit_code == 0
     assert json.loads(cli("loop", "keep", "--config", config, "--json").output) == []
+
+
+def test_a_hook_that_returns_a_broken_model_fails_training_and_a_fixed_one_resumes(world, tmp_path, cli):
+    """A hook returned a file that is no model: the train step was recorded done and every later
+    pass failed at the gate on that file, however the hook was fixed. Now training fails, says
+    why, and the next pass trains again."""
+    url = _copy_db(world, tmp_path)
+    (tmp_path / "hooks.py").write_text(
+        "from pathlib import Path\n"
+        "def garbage(dataset, current, out):\n"
+        "    path = Path(out) / 'model.onnx'\n"
+        "    path.write_bytes(b'not a model')\n"
+        "    return path\n")
+    config = _config(tmp_path, url, world["bundle"], world["fleet"])
+    config.write_text(config.read_text().replace("edgekit.zoo.digits:fit", f"{tmp_path / 'hooks.py'}:garbage"))
+    failed = cli("loop", "run", "--config", config, "--once", "--now")
+    assert failed.exit_code == 1 and "does not run on the validation data" in failed.output, failed.output
+    status = json.loads(cli("loop", "status", "--config", config, "--json").output)
+    assert status["run"]["status"] == "failed" and status["run"]["step"] == "dataset"  # train is not done
+    config.write_text(config.read_text().replace(f"{tmp_path / 'hooks.py'}:garbage", "edgekit.zoo.digits:fit"))
+    fixed = json.loads(cli("loop", "run", "--config", config, "--once", "--json").output)["run"]
+    assert fixed["status"] == "released" and fixed["run_id"] == status["run"]["run_id"], fixed["reason"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -92,26 +93,32 @@ def write_queue(pool: str | Path, selection, out: str | Path) -> dict:
 
 def read_labels(path: str | Path) -> list[tuple[str, str, int, str]]:
     """(device, request_id, row, label) from a CSV with those columns (row optional, default 0);
-    rows with an empty label are skipped (not labelled yet)."""
+    rows with an empty label are skipped (not labelled yet). UTF-8 (with or without a BOM) or
+    UTF-16 with its BOM, as spreadsheet programs save them."""
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"labels file {path} does not exist", "give the queue.csv you filled in")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("device", "request_id", "label") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise EdgekitError(f"{path} has no {', '.join(missing)} column",
-                               "keep the header of the queue.csv: device,request_id,row,label,...")
-        out = []
-        for line, item in enumerate(reader, start=2):
-            label = (item.get("label") or "").strip()
-            if not label:
-                continue
-            try:
-                row = int(item.get("row") or 0)
-            except ValueError:
-                raise EdgekitError(f"{path}:{line}: row {item.get('row')!r} is not a number") from None
-            out.append((item["device"].strip(), item["request_id"].strip(), row, label))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise EdgekitError(f"{path} is not a text CSV (UTF-8 or UTF-16)",
+                           "save the filled-in queue.csv as CSV, not as a spreadsheet or Parquet file") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in ("device", "request_id", "label") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise EdgekitError(f"{path} has no {', '.join(missing)} column",
+                           "keep the header of the queue.csv: device,request_id,row,label,...")
+    out = []
+    for line, item in enumerate(reader, start=2):
+        label = (item.get("label") or "").strip()
+        if not label:
+            continue
+        try:
+            row = int(item.get("row") or 0)
+        except ValueError:
+            raise EdgekitError(f"{path}:{line}: row {item.get('row')!r} is not a number") from None
+        out.append((item["device"].strip(), item["request_id"].strip(), row, label))
     return out
 
 
@@ -126,19 +133,27 @@ def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
     labels = read_labels(path)
     now = time.time() if now is None else now
     with db.connect() as tx:
-        unknown, sizes = [], {}
-        for device, request_id, row, _ in labels:
-            found = tx.one("SELECT rows FROM records WHERE device = ? AND request_id = ? LIMIT 1", (device, request_id))
+        unknown, bad, sizes, values = [], [], {}, []
+        for device, request_id, row, label in labels:
+            found = tx.one("SELECT rows, outputs, top_class FROM records WHERE device = ? AND request_id = ? LIMIT 1",
+                           (device, request_id))
             sizes[(device, request_id)] = size = (found[0] or 1) if found else 0
             if row >= size:
                 unknown.append(f"{device}/{request_id}" + (f" row {row}" if row else ""))
+                continue
+            value, why = _parse_label(label, _classes(found))
+            values.append(value)
+            if why:
+                bad.append(f"{device}/{request_id}: {why}")
         if unknown:
             raise EdgekitError(f"{len(unknown)} labels name predictions the collector does not hold "
                                f"(e.g. {unknown[0]}); nothing was imported",
                                "label the queue.csv that 'edgekit loop curate' wrote for this collector")
-        for device, request_id, row, label in labels:
+        if bad:
+            raise EdgekitError(f"{len(bad)} labels are not classes of the model (e.g. {bad[0]}); nothing was imported",
+                               "give each label as the class number the model predicts (0, 1, 2, ...)")
+        for (device, request_id, row, _), value in zip(labels, values):
             key = _feedback_id(device, request_id, 0)
-            value = _parse_label(label)
             size = sizes[(device, request_id)]  # a batch prediction's label is a list, one per row
             stored = json.dumps(value if size == 1 else _row_list(tx, device, key, size, row, value))
             tx.execute("DELETE FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?", (device, LABEL_STORE, key))
@@ -147,11 +162,34 @@ def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
     return {"imported": len(labels), "file": str(path)}
 
 
-def _parse_label(text: str):
+MAX_LABEL_CHARS = 200
+
+
+def _classes(record) -> Optional[int]:
+    """How many classes the logged prediction chose among (its output's last axis), or None when
+    the model is not a classifier (no top class was derived on ingest)."""
+    rows, outputs, top_class = record
+    if top_class is None:
+        return None
     try:
-        return int(text)
-    except ValueError:
-        return text
+        first = next(iter(json.loads(outputs).values()))
+        return int(first["shape"][-1]) if first["shape"] else None
+    except (ValueError, StopIteration, KeyError, TypeError, IndexError):
+        return None
+
+
+def _parse_label(text: str, classes: Optional[int]) -> tuple[object, Optional[str]]:
+    """(the label, why it is refused or None). A classifier's label is a class number in range
+    ('3', not '3.0', 'nan', 'seven' or '99' of 10); other models' labels are short text."""
+    if len(text) > MAX_LABEL_CHARS:
+        return text, f"a label of {len(text)} characters (at most {MAX_LABEL_CHARS})"
+    if classes is None:
+        return (int(text) if text.isascii() and text.isdigit() else text), None
+    if not (text.isascii() and text.isdigit()):
+        return text, f"{text[:40]!r} is not a class number"
+    if int(text) >= classes:
+        return int(text), f"class {int(text)} is out of range (the model has {classes} classes: 0-{classes - 1})"
+    return int(text), None
 
 
 def _row_list(tx, device, key: int, size: int, row: int, value) -> list:
@@ -183,8 +221,6 @@ def label_with_hook(hook_ref: str, queue: Path, out: Path) -> dict:
     if len(labels) != len(lines):
         raise EdgekitError(f"the labeler {hook_ref} returned {len(labels)} labels for {len(lines)} queued examples",
                            "return one label (or None) per line of queue.csv")
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_FIELDS)
     writer.writeheader()

@@ -92,8 +92,7 @@ def step_label(ctx: Context, run: Run) -> dict:
 
 
 def step_dataset(ctx: Context, run: Run) -> dict:
-    from .dataset import form_dataset, new_data_export
-    from .gate import grow_hard_cases
+    from .dataset import new_data_export
 
     c = ctx.config
     folder = Path(run.directory)
@@ -103,9 +102,22 @@ def step_dataset(ctx: Context, run: Run) -> dict:
     new = folder / "new.npz"
     if not new.exists() and new_data_export(ctx.db, c.model, since, run.started, as_of, new) is None:
         raise Stop("no labelled predictions in the window: nothing new to learn from")
+    try:
+        return _form(ctx, run, new, since, as_of)
+    except (EdgekitError, OSError, ValueError):
+        # A retry must see the labels as they are then (corrected ones included), not this export.
+        new.unlink(missing_ok=True)
+        run.outputs.pop("dataset_as_of", None)
+        raise
+
+
+def _form(ctx: Context, run: Run, new: Path, since: float, as_of: float) -> dict:
     from ..bundle import read_manifest
     from ..tables import open_table
+    from .dataset import form_dataset
+    from .gate import grow_hard_cases
 
+    c = ctx.config
     rows = open_table(new).rows
     if rows < c.min_new_labels:
         raise Stop(f"only {rows} new labelled examples (min_new_labels = {c.min_new_labels})")

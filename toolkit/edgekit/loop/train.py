@@ -55,9 +55,35 @@ def run_training(hook: str, dataset: Path, current: str, out: Path, timeout_s: f
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise EdgekitError(f"training failed (exit {code}): {tail[0][:300]}", f"see the whole log in {log}")
     result = json.loads(result_file.read_text())
+    result_file.unlink()  # a retried step trains again, never takes a model this check refused
+    check_trained(result["model"], dataset, log)
+    result_file.write_text(json.dumps(result))
     result["seconds"] = round(time.time() - start, 2)
     result["log"] = str(log)
     return result
+
+
+def check_trained(model: str, dataset: Path, log: Path) -> None:
+    """The trained model loads and answers a few validation rows with finite outputs of the
+    current model's shape, before the step counts as done: a hook that returns a broken file would
+    otherwise stop every later run at the gate, on the same file, however the hook is fixed."""
+    import numpy as np
+
+    from ..testing.models import Predictor
+    from ..tables import load_columns
+
+    try:
+        predictor = Predictor(model)
+        columns = load_columns(dataset / "val.npz")
+        rows = {k: v[:8] for k, v in columns.items()}
+        outputs = predictor.outputs(predictor.feeds(rows))
+    except Exception as exc:  # noqa: BLE001 - whatever the hook produced, the step failed
+        raise EdgekitError(f"the trained model {model} does not run on the validation data: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                           f"fix the training hook (its log: {log}); the next loop run trains again") from None
+    if not np.all(np.isfinite(outputs)):
+        raise EdgekitError(f"the trained model {model} answers NaN or infinity on the validation data",
+                           f"fix the training hook (its log: {log}); the next loop run trains again")
 
 
 def _interface(current: str):
