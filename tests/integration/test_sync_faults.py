@@ -103,6 +103,9 @@ def test_statuses_for_bad_requests(collector, db_url, tmp_path):
     assert status == 400 and "records[0].id must be an integer" in error["error"]
     assert _post(port, token, b"{not json", key="k3")[0] == 400
     assert _post(port, token, b"\x1f\x8b garbage", key="k4", gzipped=True)[0] == 400
+    huge = json.dumps({"records": [dict(RECORD, time=10**400)]}).encode()  # no float holds it: it was a 500
+    status, error, _ = _post(port, token, huge, key="k6")
+    assert status == 400 and "records[0].time must be a finite number" in error["error"]
     assert _count(db_url) == (1, 1)  # nothing stored from the bad ones
     revoke_device(Database(db_url), "pi-1")
     assert _post(port, token, other, key="k5")[0] == 401

@@ -21,6 +21,13 @@ def test_input_spec_takes_a_fixed_value():
         parse_input_spec("sr:int64:=fast")
 
 
+@pytest.mark.parametrize("text", ["input:0x1x8x8", "input:99999999999999999999x1x8x8", "input:1x²x8"])
+def test_a_fixed_dimension_is_a_real_size(text):
+    """0 rows or a 20-digit batch built a bundle that failed every call."""
+    with pytest.raises(ModelLoadError, match="is not a size from 1 to|bad dimension"):
+        parse_input_spec(text)
+
+
 def test_silero_state_has_its_batch_on_axis_1_and_sr_is_fixed():
     model = load_model(str(silero_vad()), ["input:1x576", "sr:int64:=16000"])
     spec = {s.name: s for s in model.inputs}

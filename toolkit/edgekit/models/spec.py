@@ -100,6 +100,7 @@ def elements(shape) -> int:
     return size
 
 
+MAX_DIM = 1 << 24  # a fixed dimension larger than this is a typo, not a model
 # NAME:SHAPE[:DTYPE][:=VALUE], or NAME:DTYPE:=VALUE and NAME:=VALUE for a scalar
 _INPUT_RE = re.compile(r"^(?P<name>[^:=]+):(?P<shape>[^:=]*)(?::(?P<dtype>[A-Za-z0-9]+))?(?::=(?P<value>.+))?$")
 _VALUE_RE = re.compile(r"^(?P<name>[^:=]+):(?:(?P<dtype>[A-Za-z][A-Za-z0-9]*):)?=(?P<value>.+)$")
@@ -132,7 +133,10 @@ def parse_input_spec(text: str) -> TensorSpec:
     dims: list[Dim] = []
     for part in match["shape"].split("x") if match["shape"] else []:
         part = part.strip()
-        if part.isdigit():
+        if part.isascii() and part.isdigit():
+            if not 1 <= int(part) <= MAX_DIM:  # 0 rows, or 20 digits: a bundle that fails every call
+                raise ModelLoadError(f"dimension {part} in --input {text!r} is not a size from 1 to {MAX_DIM:,}",
+                                     "give the size the model takes, or a name (e.g. batch) for a dynamic one")
             dims.append(int(part))
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
             dims.append(part)

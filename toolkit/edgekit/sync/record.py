@@ -75,7 +75,8 @@ def _int(value, where: str) -> int:
 
 
 def _number(value, where: str, low: float = 0.0, high: float = 1e15) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+    # bounds first: an int like 10**400 has no float, and math.isfinite would raise on it
+    if type(value) not in (int, float) or not low <= value <= high or not math.isfinite(value):
         _fail(where, f"must be a finite number in [{low:g}, {high:g}], got {str(value)[:40]}")
     return float(value)
 
