@@ -159,62 +159,88 @@ def _check_member(m: tarfile.TarInfo, origin: str) -> None:
         raise BundleError(f"{origin}: entry {name!r} points outside the bundle", "refusing path traversal")
 
 
+MAX_UNLISTED_BYTES = 16 * 1024 * 1024  # an unsigned bundle may carry small extras, not a payload
+
+
 def _read_tar(path: Path, signed: bool, limits: Limits) -> tuple[Path, Manifest, bytes, Optional[bytes], tempfile.TemporaryDirectory]:
-    """Unpack only what the manifest lists, within ``limits``; a signed bundle holds nothing else."""
+    """Unpack only what the manifest lists, within ``limits``; a signed bundle holds nothing else.
+
+    One pass over the gzip stream, in order (the manifest comes first, as ``make_bundle`` writes
+    it), stopping once every listed file is out: listing the members first meant inflating all of
+    them, and an unlisted 1 GiB member cost 45 s of CPU to open a 2 MB download. Each member's
+    declared size is checked against the limits before it is written."""
     origin = str(path)
-    with tarfile.open(path, "r:gz") as tar:
-        members = tar.getmembers()
-        if len(members) > limits.max_files:
-            raise BundleError(f"{origin} holds {len(members)} entries, more than the limit of {limits.max_files}",
-                              "raise EDGEKIT_BUNDLE_MAX_FILES if this bundle is trusted")
-        by_name: dict[str, tarfile.TarInfo] = {}
-        for m in members:
-            _check_member(m, origin)
-            name = os.path.normpath(m.name)
-            if m.isfile():
-                if name in by_name:
+    sweep_stale("edgekit-bundle-")  # unpacked copies left by processes that were killed
+    holder = tempfile.TemporaryDirectory(prefix=f"edgekit-bundle-{os.getpid()}-")
+    root = Path(holder.name)
+    try:
+        with tarfile.open(path, "r|gz") as tar:
+            body, signature, manifest, wanted = None, None, None, set()
+            seen, total, count = set(), 0, 0
+            for m in tar:
+                count += 1
+                if count > limits.max_files:
+                    raise BundleError(f"{origin} holds more than {limits.max_files} entries, the limit",
+                                      "raise EDGEKIT_BUNDLE_MAX_FILES if this bundle is trusted")
+                _check_member(m, origin)
+                if not m.isfile():
+                    continue
+                name = os.path.normpath(m.name)
+                if name in seen:
                     raise BundleError(f"{origin}: entry {name!r} appears twice", "rebuild the bundle with edgekit package")
-                by_name[name] = m
-        head = by_name.get("manifest.json")
-        if head is None:
+                seen.add(name)
+                if manifest is None:
+                    if name != "manifest.json":
+                        raise BundleError(f"{origin}: the first entry is {name!r}, not manifest.json",
+                                          "build it with edgekit package (it writes the manifest first)")
+                    if m.size > 16 * 1024 * 1024:
+                        raise BundleError(f"{origin}: manifest.json is {m.size} bytes", "rebuild the bundle with edgekit package")
+                    body = tar.extractfile(m).read()
+                    manifest = Manifest.loads(body, f"{origin}: manifest.json")
+                    wanted = {os.path.normpath(f) for f in manifest.files()}
+                    total = len(body)
+                    (root / "manifest.json").write_bytes(body)
+                    continue
+                if name == SIGNATURE:
+                    signature = tar.extractfile(m).read(4096)
+                    continue
+                if name not in wanted:
+                    if signed:
+                        raise BundleError(f"{origin} holds files its signed manifest does not list: {name}",
+                                          "a signed bundle carries nothing else; rebuild it with edgekit package")
+                    if m.size > MAX_UNLISTED_BYTES:
+                        raise BundleError(f"{origin} holds {name}, {m.size / 2**20:.0f} MiB that its manifest does not "
+                                          "list", "rebuild the bundle with edgekit package")
+                    continue
+                total += m.size
+                if total > limits.max_bytes:
+                    raise BundleError(f"{origin} would unpack to more than the limit of "
+                                      f"{limits.max_bytes / 2**20:.0f} MiB (at {name}, {total / 2**20:.0f} MiB so far)",
+                                      "raise EDGEKIT_BUNDLE_MAX_MB if this bundle is trusted")
+                if m.size > shutil.disk_usage(root).free:
+                    raise BundleError(f"{origin} needs {m.size / 2**20:.0f} MiB more to unpack {name}; {root.parent} "
+                                      "has less free", "free space or set TMPDIR elsewhere")
+                target = root / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(m) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)  # exactly the declared size: tarfile stops there
+                if wanted <= seen:
+                    # The rest of the stream is never inflated; a signed bundle must have no rest,
+                    # which the next header says without reading its data.
+                    extra = tar.next() if signed else None
+                    if extra is not None:
+                        raise BundleError(f"{origin} holds files its signed manifest does not list: {extra.name}",
+                                          "a signed bundle carries nothing else; rebuild it with edgekit package")
+                    break
+        if manifest is None:
             raise BundleError(f"{path} has no manifest.json", "build it with edgekit package")
-        if head.size > 16 * 1024 * 1024:
-            raise BundleError(f"{origin}: manifest.json is {head.size} bytes", "rebuild the bundle with edgekit package")
-        body = tar.extractfile(head).read()
-        manifest = Manifest.loads(body, f"{origin}: manifest.json")
-        signature = tar.extractfile(by_name[SIGNATURE]).read(4096) if SIGNATURE in by_name else None
-        wanted = [os.path.normpath(f) for f in manifest.files()]
-        extra = sorted(set(by_name) - set(wanted) - {"manifest.json", SIGNATURE})
-        if extra and signed:
-            raise BundleError(f"{origin} holds files its signed manifest does not list: {', '.join(extra[:5])}",
-                              "a signed bundle carries nothing else; rebuild it with edgekit package")
-        missing = [f for f in wanted if f not in by_name]
+        missing = sorted(wanted - seen)
         if missing and signed:
             raise BundleError(f"{origin} lacks {', '.join(missing)}, which its signed manifest lists",
                               "the bundle is incomplete; copy it again")
-        total = sum(by_name[f].size for f in set(wanted) if f in by_name) + len(body)
-        if total > limits.max_bytes:
-            raise BundleError(f"{origin} would unpack to {total / 2**20:.0f} MiB, more than the limit of "
-                              f"{limits.max_bytes / 2**20:.0f} MiB", "raise EDGEKIT_BUNDLE_MAX_MB if this bundle is trusted")
-        sweep_stale("edgekit-bundle-")  # unpacked copies left by processes that were killed
-        holder = tempfile.TemporaryDirectory(prefix=f"edgekit-bundle-{os.getpid()}-")
-        root = Path(holder.name)
-        try:
-            free = shutil.disk_usage(root).free
-            if total > free:
-                raise BundleError(f"{origin} needs {total / 2**20:.0f} MiB to unpack; {root.parent} has "
-                                  f"{free / 2**20:.0f} MiB free", "free space or set TMPDIR elsewhere")
-            (root / "manifest.json").write_bytes(body)
-            for name in set(wanted):
-                if name not in by_name:
-                    continue  # reported per variant (unsigned) as a missing file
-                target = root / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(by_name[name]) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)  # exactly the declared size: tarfile stops there
-        except BaseException:
-            holder.cleanup()
-            raise
+    except BaseException:
+        holder.cleanup()
+        raise
     return root, manifest, body, signature, holder
 
 
