@@ -68,3 +68,15 @@ def test_the_overall_check_is_paired_too(tmp_path):
     many = report_card(str(cand), str(base), _data(tmp_path / "many.npz", {"all": (150, 6)}), latency=False)
     check = next(c for c in many.checks if c.name == "overall accuracy")
     assert not check.passed and "6 rows regressed, 0 fixed" in check.detail
+
+
+@pytest.mark.parametrize("labels, message", [(np.full(30, 7), "30 labels in"), (np.array([], np.int64), "holds no rows")])
+def test_labels_outside_the_classes_and_empty_data_are_errors_not_a_pass(tmp_path, labels, message):
+    """Labels of 7 for a 2-class model made every row wrong for both, and the card passed at 0%."""
+    from edgekit.errors import DataError
+    from edgekit.testing.card import report_card
+
+    base = _classifier(tmp_path / "base.onnx", 0.0)
+    np.savez(tmp_path / "d.npz", x=np.ones((len(labels), 3), np.float32), labels=labels)
+    with pytest.raises(DataError, match=message):
+        report_card(str(base), str(base), tmp_path / "d.npz", latency=False)

@@ -20,7 +20,7 @@ import numpy as np
 from .._io import atomic_directory
 from .._plot import pyplot, save
 from .._schema import SchemaError, from_dict
-from ..errors import EdgekitError
+from ..errors import DataError, EdgekitError
 from ..metrics import probabilities
 from .models import Predictor
 from ..tables import labels_of, load_columns
@@ -125,12 +125,19 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
     cand, base = Predictor(candidate), Predictor(baseline)
     columns = load_columns(data)
     feeds = cand.feeds(columns)
+    if not len(next(iter(feeds.values()))):
+        raise DataError(f"{data} holds no rows", "give the card data to judge on")
     out_c, out_b = cand.outputs(feeds), base.outputs(feeds)
     has_labels = any(c in columns for c in ("labels", "label"))
     card = Card(cand.name, base.name, str(data), len(out_c), "classification" if has_labels else "embedding", {})
     if has_labels:
         labels = labels_of(columns, None, str(data))
         pc, pb = probabilities(out_c), probabilities(out_b)
+        outside = (labels < 0) | (labels >= pc.shape[1])
+        if outside.any():  # every row would count as wrong for both models, and the card would pass
+            raise DataError(f"{int(outside.sum())} labels in {data} are not classes of the model (e.g. "
+                            f"{labels[outside][0]}; it has {pc.shape[1]}: 0-{pc.shape[1] - 1})",
+                            "give labels as the model's class numbers")
         mc, mb = classification_metrics(pc, labels), classification_metrics(pb, labels)
         card.overall = {"candidate": mc, "baseline": mb}
         right_c, right_b = pc.argmax(1) == labels, pb.argmax(1) == labels
