@@ -95,3 +95,12 @@ def test_collector_metrics_are_bounded_whatever_versions_devices_send(tmp_path):
                 for part in line.split(",") if part.startswith("version=")}
     assert len(versions) == MAX_VERSIONS and "junk-29" in versions  # the busiest ones
     assert 'edgekit_monitor_versions_not_shown{model="tiny"} 20.0' in text
+
+
+@pytest.mark.parametrize("command", [("monitor", "show", "--model", "tiny"), ("monitor", "check", "--model", "tiny"),
+                                     ("collector", "stats"), ("release", "status", "tiny")])
+def test_a_mistyped_database_path_is_an_error_not_an_empty_database(tmp_path, cli, command):
+    typo = tmp_path / "colector.db"
+    result = cli(*command, "--db", f"sqlite:///{typo}")
+    assert result.exit_code == 1 and "there is no database at" in result.output, result.output
+    assert not typo.exists()

@@ -20,13 +20,18 @@ from .errors import EdgekitError, first_line
 class SqlDatabase:
     """``sqlite:///path.db`` or ``postgresql://user@host/db``."""
 
-    def __init__(self, url: str, flag: str = "--db"):
+    def __init__(self, url: str, flag: str = "--db", existing: bool = False):
+        """``existing``: the database must be there already (a command that reads one must not
+        create an empty one at a mistyped path and report on nothing)."""
         self.url = url
         if url.startswith("sqlite:///"):
             self.kind = "sqlite"
             self.path = Path(url[len("sqlite:///"):])
             if self.path.is_dir():
                 raise EdgekitError(f"{flag} {url}: {self.path} is a directory", "name a file, e.g. sqlite:///logs.db")
+            if existing and not self.path.is_file():
+                raise EdgekitError(f"{flag} {url}: there is no database at {self.path}",
+                                   "check the path; the collector creates its database when it first starts")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif url.startswith(("postgresql://", "postgres://")):
             self.kind = "postgresql"

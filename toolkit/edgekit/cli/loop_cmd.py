@@ -190,7 +190,7 @@ def rebuild_cmd(manifest, out, db, as_json):
     from ..collector.db import Database
     from ..loop.dataset import rebuild
 
-    again = rebuild(manifest, out, Database(db))
+    again = rebuild(manifest, out, Database(db, existing=True))
     if as_json:
         print_json(again)
     else:
@@ -223,7 +223,7 @@ def import_cmd(labels, db, as_json):
     from ..collector.db import Database
     from ..loop.queue import import_labels
 
-    result = import_labels(Database(db), labels, now=time.time())
+    result = import_labels(Database(db, existing=True), labels, now=time.time())
     if as_json:
         print_json(result)
     else:

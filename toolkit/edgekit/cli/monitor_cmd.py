@@ -53,7 +53,7 @@ def reference_cmd(data, model, predictor, db, as_json):
     from ..collector.db import Database
     from ..monitor.reference import build_reference, save_reference
 
-    database = Database(db)
+    database = Database(db, existing=True)
     ref = build_reference(data, model, predictor)
     save_reference(database, ref)
     info = {"model": model, "rows": ref.rows, "task": ref.task, "accuracy": ref.accuracy,
@@ -73,7 +73,7 @@ def _snapshot(db, model, window, by):
 
     now = time.time()
     dims = tuple(d.strip() for d in by.split(",") if d.strip()) if by else ()
-    database = Database(db)
+    database = Database(db, existing=True)
     return database, snapshot(database, model, now - _window(window), now, by=dims, now=now)
 
 
@@ -152,7 +152,7 @@ def check_cmd(model, rules, webhook, db, as_json):
 
     if webhook:
         check_webhook(webhook)
-    database = Database(db)
+    database = Database(db, existing=True)
     alerts = evaluate(database, model, load_rules(rules))
     if as_json:
         print_json({"alerts": [a.to_dict() for a in alerts]})

@@ -133,7 +133,7 @@ def decide_cmd(model, min_predictions, dry_run, db, as_json):
     from ..collector.canary import Policy, decide, judge
     from ..collector.db import Database
 
-    database = Database(db)
+    database = Database(db, existing=True)
     policy = Policy(min_predictions=min_predictions)
     verdict = judge(database, model, policy) if dry_run else decide(database, model, policy)
     if as_json:
@@ -168,7 +168,7 @@ def status_cmd(model, db, as_json):
     from ..collector.db import Database
     from ..collector.releases import current_rollout, events
 
-    database = Database(db)
+    database = Database(db, existing=True)
     rollout = current_rollout(database, model)
     with database.read() as tx:
         running = tx.all("SELECT version, state, COUNT(*) FROM device_models WHERE model = ? GROUP BY version, state",

@@ -148,7 +148,7 @@ def export_cmd(db, since, model, model_version, fmt, labelled_only, out, as_json
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("exporting", total=None)
-        info = export(Database(db), out, since=since, model=model, version=model_version, fmt=fmt,
+        info = export(Database(db, existing=True), out, since=since, model=model, version=model_version, fmt=fmt,
                       labelled_only=labelled_only,
                       progress=lambda rows: bar.update(task, description=f"exported {rows:,} rows"))
     if as_json:
@@ -176,7 +176,7 @@ def stats_cmd(db, as_json):
     from ..collector.db import Database
     from ..collector.export import stats
 
-    data = stats(Database(db))
+    data = stats(Database(db, existing=True))
     if as_json:
         print_json(data)
         return

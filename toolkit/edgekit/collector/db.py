@@ -118,8 +118,8 @@ def hash_token(token: str) -> str:
 class Database(SqlDatabase):
     """The collector's database: the schema is created or migrated on open."""
 
-    def __init__(self, url: str):
-        super().__init__(url)
+    def __init__(self, url: str, existing: bool = False):
+        super().__init__(url, existing=existing)
         try:
             self._migrate()
         except sqlite3.DatabaseError as exc:
