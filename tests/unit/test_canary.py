@@ -119,3 +119,36 @@ def test_judge_promotes_a_healthy_canary_and_rolls_back_a_failed_one(registry):
     report_device(registry, "canary-0", "tiny", "2", "failed", "self-test failed")
     v = judge(registry, "tiny")
     assert v.decision == "rollback" and "failed on 1 device(s): canary-0: self-test failed" in v.reason
+
+
+def test_a_first_rollout_has_nothing_to_roll_back_to_and_is_paused_instead(opt_dir, tmp_path):  # noqa: F811
+    """'release rollback' on a model's first rollout said rolled back while devices stayed on the
+    version: it is refused, and a failing first canary is paused, which stops it spreading."""
+    from edgekit.bundle import make_bundle
+    from edgekit.collector.canary import decide
+    from edgekit.collector.db import Database, add_device
+    from edgekit.collector.releases import current_rollout, publish, report_device, set_state, start_rollout
+    from edgekit.errors import EdgekitError
+
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    make_bundle(opt_dir, tmp_path / "tiny-1.ekb", version="1")
+    publish(db, tmp_path / "store", tmp_path / "tiny-1.ekb", "tiny", "1")
+    start_rollout(db, "tiny", "1", 100)
+    with pytest.raises(EdgekitError, match="first rollout: there is no earlier version to roll back to"):
+        set_state(db, "tiny", "rolled_back", "by hand")
+    add_device(db, "pi-1")
+    report_device(db, "pi-1", "tiny", "1", "failed", "self-test failed")
+    verdict = decide(db, "tiny")
+    assert verdict.decision == "pause" and "no earlier version to roll back to" in verdict.reason
+    assert current_rollout(db, "tiny").state == "paused"
+
+
+@pytest.mark.parametrize("canary", [150, -5, 0])
+def test_a_loop_canary_is_a_share_of_devices(tmp_path, canary):
+    from edgekit.errors import EdgekitError
+    from edgekit.loop.config import LoopConfig
+
+    (tmp_path / "loop.toml").write_text(f'model = "m"\ncurrent = "m.ekb"\ndb = "sqlite:///c.db"\n'
+                                        f'train = "x:fit"\ncanary = {canary}\n')
+    with pytest.raises(EdgekitError, match="is not a share of devices"):
+        LoopConfig.load(tmp_path / "loop.toml")

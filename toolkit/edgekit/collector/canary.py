@@ -174,6 +174,10 @@ def decide(db: Database, model: str, policy: Policy = Policy()) -> Optional[Verd
     """Judge and act: promote or roll back with the verdict in the rollout's events."""
     verdict = judge(db, model, policy)
     if verdict is not None and verdict.decision in ("promote", "rollback"):
-        set_state(db, model, "promoted" if verdict.decision == "promote" else "rolled_back", verdict.reason,
-                  {"signals": verdict.signals, "automatic": True})
+        state = "promoted" if verdict.decision == "promote" else "rolled_back"
+        if state == "rolled_back" and current_rollout(db, model).baseline is None:
+            # a first rollout has nothing to return to: stop it spreading, and say so
+            state, verdict = "paused", Verdict("pause", f"{verdict.reason}; no earlier version to roll back to, so "
+                                               "the rollout is paused", verdict.signals)
+        set_state(db, model, state, verdict.reason, {"signals": verdict.signals, "automatic": True})
     return verdict

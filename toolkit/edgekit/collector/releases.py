@@ -160,6 +160,10 @@ def set_state(db: Database, model: str, state: str, reason: str, detail: Optiona
     if rollout.state in ("promoted", "rolled_back") and state != rollout.state:
         raise EdgekitError(f"{model} {rollout.version} was already {rollout.state.replace('_', ' ')}",
                            "start a new rollout")
+    if state == "rolled_back" and rollout.baseline is None:
+        # there is nothing to send devices back to: "rolled back" would leave them where they are
+        raise EdgekitError(f"{model} {rollout.version} is the model's first rollout: there is no earlier version to "
+                           "roll back to", f"pause it (edgekit release pause {model}), then publish and roll out a fix")
     with db.connect() as tx:
         tx.execute("UPDATE rollouts SET state = ?, updated = ? WHERE model = ?", (state, time.time(), model))
         _event(tx, model, rollout.version, state, {"reason": reason, **(detail or {})})

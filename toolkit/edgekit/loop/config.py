@@ -127,6 +127,11 @@ class LoopConfig:
     def __post_init__(self):
         parse_duration(self.label_wait, "label_wait")
         parse_duration(self.train_timeout, "train_timeout")
+        if self.canary is not None and not 0 < self.canary <= 100:
+            raise EdgekitError(f"canary = {self.canary:g} is not a share of devices",
+                               "give a percentage above 0 and at most 100, e.g. canary = 10.0")
+        if self.min_new_labels < 1:
+            raise EdgekitError(f"min_new_labels = {self.min_new_labels} must be at least 1")
 
     def path(self, value: Optional[str]) -> Optional[Path]:
         if value is None:
