@@ -31,6 +31,9 @@ class Server(Service):
     name = "serve"
 
     def __init__(self, args, env=None):
+        args = [*map(str, args)]
+        if "--drain-seconds" not in args:  # a stop need not wait for a load balancer here
+            args += ["--drain-seconds", "0"]
         super().__init__(["serve", *args], env=env)
         self.start()
 

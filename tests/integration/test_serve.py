@@ -421,13 +421,14 @@ def _gauge(server, name: str) -> float:
 
 def test_graceful_shutdown_answers_requests_in_flight(bundles, tmp_path):
     """SIGTERM while eight requests are held inside the server (one in the model, seven in the
-    batch queue): the server stops accepting, answers all eight, then exits."""
+    batch queue): the server reports not-ready at once and keeps accepting for its drain period
+    (a request arriving then is answered, not reset), then stops accepting, answers all, exits."""
     import socket
 
     bundle, env = _with_runtime(bundles[0], tmp_path, "gated", GATED)
     gate = tmp_path / "gate"
-    s = Server([bundle, "--max-delay-ms", "300", "--max-batch", "64", "--cache-size", "0", "--timeout-ms", "300000"],
-               env={**env, "EDGEKIT_TEST_GATE": str(gate)})
+    s = Server([bundle, "--max-delay-ms", "300", "--max-batch", "64", "--cache-size", "0", "--timeout-ms", "300000",
+                "--drain-seconds", "3"], env={**env, "EDGEKIT_TEST_GATE": str(gate)})
     results = []
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
                                    "data": [0.5] * 64}]}).encode()
@@ -445,7 +446,15 @@ def test_graceful_shutdown_answers_requests_in_flight(bundles, tmp_path):
             time.sleep(0.02)
         assert _gauge(s, "edgekit_inflight_requests") == 9
         s.proc.send_signal(signal.SIGTERM)
-        while time.monotonic() < deadline:  # shutting down: no new connection is accepted
+        while s.request("GET", "/v2/health/ready")[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert s.request("GET", "/v2/health/ready")[0] == 503  # draining: still answering, not ready
+        late = threading.Thread(target=client)  # a client the load balancer had not moved yet
+        late.start()
+        threads.append(late)
+        while _gauge(s, "edgekit_inflight_requests") < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while time.monotonic() < deadline:  # then shutting down: no new connection is accepted
             try:
                 socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
                 time.sleep(0.02)
@@ -457,7 +466,7 @@ def test_graceful_shutdown_answers_requests_in_flight(bundles, tmp_path):
             t.join()
         # uvicorn finishes its shutdown, then re-raises SIGTERM so that the exit says why (-15)
         assert s.proc.wait(timeout=120) in (0, -signal.SIGTERM)
-        assert results == [200] * 8  # every request in flight was answered before the process ended
+        assert results == [200] * 9  # every request accepted was answered before the process ended
     finally:
         gate.touch()
         s.stop()
@@ -479,3 +488,55 @@ def test_two_versions_of_a_model_give_distinct_metric_series(bundles, tmp_path):
               for family in text_string_to_metric_families(text) for sample in family.samples]
     assert len(series) == len(set(series))
     assert {dict(labels).get("version") for name, labels in series if name == "edgekit_queue_rows"} == {"1", "2"}
+
+
+def test_uploads_and_pictures_are_bounded_before_decoding(server):
+    """Multipart parts were each held to the body limit but not together (10 x 60 MB read with a
+    64 MB limit); a 9000x9000 picture (81 Mpx) passed the 64 Mpx limit; several large pictures in
+    one request had no budget. This server allows 1 MB bodies."""
+    from PIL import Image
+
+    def multipart(parts: list[bytes]) -> tuple[bytes, dict]:
+        boundary = "edgekit-test-boundary"
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"f{i}\"; filename=\"p{i}.png\"\r\n"
+                        f"Content-Type: image/png\r\n\r\n".encode() + part + b"\r\n" for i, part in enumerate(parts))
+        return body + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    body, headers = multipart([b"x" * 600_000] * 3)  # each part under 1 MB, together not
+    status, reply, _ = server.request("POST", "/v1/models/digits-cnn/predict", body, headers)
+    assert status == 413 and "exceeds the limit of 1048576" in json.loads(reply)["error"]
+
+    def png(side: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("L", (side, side)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    status, reply, _ = server.request("POST", "/v1/models/digits-cnn/predict", png(9000), {"Content-Type": "image/png"})
+    assert status == 400 and "a 9000x9000 picture, more than 64 Mpx" in json.loads(reply)["error"]
+    body, headers = multipart([png(6000)] * 2)  # 36 Mpx each, under the picture limit, over the request's
+    status, reply, _ = server.request("POST", "/v1/models/digits-cnn/predict", body, headers)
+    assert status == 400 and "pixel budget" in json.loads(reply)["error"]
+    assert server.request("GET", "/v2/health/ready")[0] == 200
+
+
+def test_stalled_bodies_are_dropped_and_the_server_serves_again(bundles):
+    """Clients that send one byte of a body and stall filled --max-inflight and every other
+    request got 503 for over a minute: each stalled body now gets 408 after the idle limit."""
+    import socket
+
+    s = Server([bundles[0], "--max-inflight", "2"], env={"EDGEKIT_BODY_IDLE_S": "1"})
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                   "data": [0.5] * 64}]}).encode()
+    stalled = []
+    try:
+        for _ in range(2):
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=120)
+            conn.sendall(b"POST /v2/models/digits-cnn/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+            stalled.append(conn)
+        answers = [conn.recv(4096).decode(errors="replace") for conn in stalled]  # waits for the server's verdict
+        assert all(a.startswith("HTTP/1.1 408") and "no byte of the body arrived" in a for a in answers), answers
+        assert s.request("POST", "/v2/models/digits-cnn/infer", body)[0] == 200
+    finally:
+        for conn in stalled:
+            conn.close()
+        s.stop()

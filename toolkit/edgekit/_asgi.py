@@ -3,11 +3,18 @@ optionally gzip-inflated within a bound, and refused without breaking the client
 
 from __future__ import annotations
 
+import asyncio
+import os
 import zlib
+
+# The longest gap between two pieces of a body (EDGEKIT_BODY_IDLE_S): a client that sends one byte
+# and stalls holds a request slot until then, and --max-inflight stalled clients would shut out
+# everybody else. Slow links still get 15 s per piece.
+BODY_IDLE_S = float(os.environ.get("EDGEKIT_BODY_IDLE_S", "15"))
 
 
 class BodyError(Exception):
-    """A body refused: ``status`` 413 (too large) or 400 (malformed), with the reason."""
+    """A body refused: ``status`` 413 (too large), 408 (stalled) or 400 (malformed), with the reason."""
 
     def __init__(self, message: str, status: int):
         super().__init__(message)
@@ -38,7 +45,14 @@ async def read_body(request, limit: int, inflated_limit: int | None = None) -> b
         await _discard(request, 8 * limit)
         raise BodyError(f"the body of {declared} bytes exceeds the limit of {limit}", 413)
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), BODY_IDLE_S)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise BodyError(f"no byte of the body arrived for {BODY_IDLE_S:.0f} s", 408) from None
         body += chunk
         if len(body) > limit:
             await _discard(request, 8 * limit)

@@ -39,18 +39,21 @@ class Preprocessor:
     def kind(self) -> str:
         return "image" if self.image else "text" if self.text else ""
 
-    def __call__(self, items: list) -> dict[str, np.ndarray]:
+    def __call__(self, items: list, max_pixels: Optional[int] = None) -> dict[str, np.ndarray]:
+        """``max_pixels``: a budget for all the pictures of one call together (a server's per
+        request), checked from their headers before any is decoded."""
         if not items:
             raise _input_error("no input items were given", "pass one picture or sentence, or a list of them")
         if self.image:
-            return {self.image.input: np.stack([self._picture(item, i) for i, item in enumerate(items)])}
+            budget = [max_pixels if max_pixels is not None else None]
+            return {self.image.input: np.stack([self._picture(item, i, budget) for i, item in enumerate(items)])}
         return self._tokens(items)
 
     # -- pictures -------------------------------------------------------------------------------
-    def _picture(self, item: Any, index: int) -> np.ndarray:
+    def _picture(self, item: Any, index: int, budget: list) -> np.ndarray:
         spec = self.image
         Image = require("PIL.Image", "pillow", "serve", "pictures as model input")
-        img = self._decode(item, index, Image)
+        img = self._decode(item, index, Image, budget)
         img = img.convert(spec.mode)
         pixels = np.asarray(img, dtype=np.float32)
         if spec.invert == "yes" or (spec.invert == "auto" and _border_mean(pixels) > 127.5):
@@ -66,7 +69,7 @@ class Preprocessor:
             x = x / np.asarray(spec.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1) if spec.layout == "NCHW" else x)
 
-    def _decode(self, item: Any, index: int, Image):
+    def _decode(self, item: Any, index: int, Image, budget: list):
         if hasattr(item, "convert") and hasattr(item, "size"):  # already a PIL image
             return item
         if isinstance(item, np.ndarray):
@@ -82,15 +85,24 @@ class Preprocessor:
         if not isinstance(item, (bytes, bytearray, memoryview)):
             raise _input_error(f"item {index} is {type(item).__name__}; this model takes pictures",
                                "send PNG or JPEG bytes, a file path or a uint8 array")
-        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
-        try:
-            img = Image.open(io.BytesIO(bytes(item)))
+        try:  # Pillow's own bomb check is a process-wide setting: the size is checked here instead
+            img = Image.open(io.BytesIO(bytes(item)))  # reads the header only
+            pixels = img.size[0] * img.size[1]
+            # Pillow only warns between its limit and twice it: refuse here, before decoding
+            if pixels > MAX_PIXELS:
+                raise _input_error(f"item {index} is a {img.size[0]}x{img.size[1]} picture, more than "
+                                   f"{MAX_PIXELS // 1_000_000} Mpx", "send a smaller picture")
+            if budget[0] is not None:
+                if pixels > budget[0]:
+                    raise _input_error(f"item {index}: the pictures of this request hold more than "
+                                       "its pixel budget", "send fewer or smaller pictures per request")
+                budget[0] -= pixels
             img.load()
+        except EdgekitError:
+            raise
         except Exception as exc:  # Pillow raises many types for broken or hostile files
             raise _input_error(f"item {index} is not a picture Pillow can decode ({type(exc).__name__}: "
                                f"{str(exc)[:120]})", "send a PNG or JPEG file") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
         return img
 
     # -- text -------------------------------------------------------------------------------------

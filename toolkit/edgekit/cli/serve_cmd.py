@@ -41,9 +41,12 @@ from .common import console, json_option, print_json
 @click.option("--lookup-db", help="Answer known keys from a predictions table (see 'edgekit predict').")
 @click.option("--lookup-table", default="predictions", show_default=True)
 @click.option("--access-log", is_flag=True, help="One JSON line per request on stderr.")
+@click.option("--drain-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="On SIGTERM: report not ready and keep serving this long (a load balancer moves traffic), "
+                   "then stop accepting and finish what was accepted.")
 def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_ms, no_batching, batch_workers, cache_size,
               timeout_ms, threads, token_file, public_key, log_db, max_body_mb, max_inflight, workers, ui, lookup_db,
-              lookup_table, access_log):
+              lookup_table, access_log, drain_seconds):
     """Serve bundles over the Open Inference Protocol (KServe V2), with dynamic batching, a
     response cache, Prometheus /metrics, and a raw-input route for bundles that carry their
     processing (pictures, text). Several bundles (models and versions) in one server.
@@ -67,7 +70,7 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_
         host=host, port=port, token=read_token(token_file).decode() if token_file else None,
         public_key=str(public_key) if public_key else None, log_db=str(log_db) if log_db else None,
         max_body_bytes=max_body_mb * 1024 * 1024, max_inflight=max_inflight, workers=workers, ui=ui, access_log=access_log,
-        lookup_db=lookup_db, lookup_table=lookup_table)
+        lookup_db=lookup_db, lookup_table=lookup_table, drain_s=drain_seconds)
     if workers == 1:
         from ..serve.server import build_app
 

@@ -262,13 +262,23 @@ async def _raw_items(request, model, limit: int) -> tuple[list, Optional[str]]:
     {"b64": ...}), a multipart upload (every file field), text/plain, or a raw picture body."""
     kind = model.runtime.preprocess.kind if model.runtime.preprocess else ""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, limit)  # the whole body within --max-body-mb, multipart included
     if content_type == "multipart/form-data":
-        form = await request.form(max_part_size=limit)
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        async def stream():
+            yield body
+
+        try:
+            form = await MultiPartParser(request.headers, stream(), max_files=256, max_fields=256,
+                                         max_part_size=limit).parse()
+        except MultiPartException as exc:
+            raise ProtocolError(f"the upload is not valid multipart: {exc.message}") from None
         items = [await f.read() for _, f in form.multi_items() if hasattr(f, "read")]
+        await form.close()
         if not items:
             raise ProtocolError("the upload holds no file")
         return items, None
-    body = await read_body(request, limit)
     if content_type == "application/json":
         try:
             data = json.loads(body)

@@ -38,12 +38,15 @@ class ServeOptions:
     # A latency budget: shed a request whose expected wait (rows ahead x measured time per row)
     # is longer than this. Keeps accepted requests fast under overload; None: only max_queue.
     max_wait_ms: Optional[float] = None
+    max_request_pixels: int = 64_000_000  # all the pictures of one request together, checked before decoding
 
     def validate(self) -> None:
         if self.max_batch < 1 or self.max_queue < self.max_batch or self.workers < 1:
             raise EdgekitError("max_batch and workers must be >= 1 and max_queue >= max_batch")
         if self.max_wait_ms is not None and self.max_wait_ms <= 0:
             raise EdgekitError("max_wait_ms must be positive")
+        if self.max_request_pixels < 1:
+            raise EdgekitError("max_request_pixels must be at least 1")
         if self.max_delay_ms < 0 or self.timeout_ms <= 0 or self.cache_size < 0:
             raise EdgekitError("max_delay_ms and cache_size must be >= 0 and timeout_ms > 0")
 
@@ -211,8 +214,8 @@ class ServedModel:
             if bad is not None:
                 raise ProtocolError(f"item {bad} is {type(items[bad]).__name__}; model {self.name} takes pictures as "
                                     'bytes: a binary body, a multipart file, or {"b64": "..."} in JSON instances')
-        try:
-            feeds = pre(items)
+        try:  # decoding pictures takes CPU: off the event loop, so health checks and other requests go on
+            feeds = await asyncio.get_running_loop().run_in_executor(None, pre, items, self.options.max_request_pixels)
         except InputError as exc:
             raise ProtocolError(str(exc)) from None
         outputs, info = await self.infer(feeds, request_id)
@@ -250,9 +253,11 @@ class Repository:
     def all(self) -> list[ServedModel]:
         return [m for versions in self.models.values() for m in versions.values()]
 
+    draining = False  # set on SIGTERM: not ready, so a load balancer moves traffic away first
+
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(m.ready for m in self.all())
+        return not self.draining and bool(self.models) and all(m.ready for m in self.all())
 
 
 async def _within(awaitable, seconds: float):

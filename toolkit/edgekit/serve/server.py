@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -34,6 +36,7 @@ class ServerConfig:
     access_log: bool = False
     lookup_db: Optional[str] = None
     lookup_table: str = "predictions"
+    drain_s: float = 2.0  # after SIGTERM: not ready, still serving, for this long; then stop accepting
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -94,4 +97,29 @@ def serve(config: ServerConfig, app=None) -> None:
         os.environ[ENV] = config.to_json()
         uvicorn.run("edgekit.serve.server:app_from_env", factory=True, workers=config.workers, **common)
     else:
-        uvicorn.run(app or build_app(config), **common)
+        app = app or build_app(config)
+        _draining_server(uvicorn.Config(app, **common), app.repository, config.drain_s).run()
+
+
+def _draining_server(config, repository, drain_s: float):
+    import uvicorn  # late: the CLI's --help must not import the server stack
+
+    class DrainingServer(uvicorn.Server):
+        """SIGTERM first reports not-ready and keeps serving for ``drain_s`` (a load balancer's
+        probe moves traffic away; connections still arriving are answered, not reset), then
+        stops accepting and finishes what it accepted, as uvicorn does."""
+
+        def __init__(self, config, repository, drain_s: float):
+            super().__init__(config)
+            self.repository, self.drain_s = repository, drain_s
+
+        def handle_exit(self, sig, frame) -> None:
+            if sig != signal.SIGTERM or self.repository.draining or self.drain_s <= 0:
+                return super().handle_exit(sig, frame)
+            self.repository.draining = True
+            logging.getLogger("edgekit.serve").warning("SIGTERM: not ready; draining for %.1f s", self.drain_s)
+            timer = threading.Timer(self.drain_s, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+
+    return DrainingServer(config, repository, drain_s)
