@@ -195,3 +195,22 @@ def test_a_numeric_key_column_is_not_a_feature(bundles, tmp_path, cli):
     result = cli("predict", bundles[0], "--input", tmp_path / "ids.csv", "--db", db, "--key-column", "id", "--json")
     assert result.exit_code == 0, result.output
     assert [r[0] for r in _rows(db)] == ["100", "101", "102", "103", "104"]
+
+
+@pytest.mark.parametrize("table", ["select", "order", "user", "sqlite_master", "pg_class"])
+def test_a_reserved_table_name_is_refused(bundles, digits_data, tmp_path, cli, table):
+    result = cli("predict", bundles[0], "--input", digits_data[0], "--db", f"sqlite:///{tmp_path / 'p.db'}",
+                 "--table", table)
+    assert result.exit_code == 1 and "is reserved by SQL or the database" in result.output, result.output
+
+
+def test_inputs_and_databases_that_are_not_what_they_should_be(bundles, tmp_path, cli):
+    np.savez(tmp_path / "scalar.npz", input=np.float32(1.0))
+    np.savez(tmp_path / "objects.npz", input=np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    for name, message in (("scalar.npz", "is a single value"), ("objects.npz", "holds Python objects, not numbers")):
+        result = cli("predict", bundles[0], "--input", tmp_path / name, "--db", f"sqlite:///{tmp_path / 'p.db'}")
+        assert result.exit_code == 1 and message in result.output and "unexpected" not in result.output, result.output
+    (tmp_path / "notes.txt").write_text("not a database, a text file that is long enough to have a header\n" * 20)
+    np.savez(tmp_path / "ok.npz", input=np.zeros((2, 1, 8, 8), np.float32))
+    result = cli("predict", bundles[0], "--input", tmp_path / "ok.npz", "--db", f"sqlite:///{tmp_path / 'notes.txt'}")
+    assert result.exit_code == 1 and "is not a SQLite database" in result.output, result.output

@@ -48,7 +48,12 @@ class SqlDatabase:
         if conn is None:
             if self.kind == "sqlite":
                 conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-                conn.execute("PRAGMA journal_mode=WAL")
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.DatabaseError as exc:
+                    conn.close()
+                    raise EdgekitError(f"{self.url}: {self.path} is not a SQLite database ({exc})",
+                                       "point the URL at a database file, or a new path") from None
                 conn.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
             else:
                 import psycopg

@@ -32,9 +32,20 @@ def _table_sql(table: str) -> str:
             "PRIMARY KEY (key, model, version))")
 
 
+# Words SQLite or PostgreSQL reserve, and the prefixes of their own catalog tables: a table of that
+# name fails with a syntax error, or names the database's catalog.
+_RESERVED = frozenset("""all alter analyze and as asc between by case cast check collate column constraint create
+cross current_date current_time current_timestamp current_user default deferrable delete desc distinct do drop else
+end except exists false fetch for foreign from full grant group having in index inner insert intersect into is join
+key leading left like limit natural not null offset on or order outer primary references returning right select
+session_user set some table then to trailing true union unique update user using values when where window with""".split())
+
+
 def checked_table(table: str) -> str:
     if not _TABLE.match(table):
         raise EdgekitError(f"table name {table!r} is not a plain SQL identifier", "use letters, digits and _")
+    if table.lower() in _RESERVED or table.lower().startswith(("sqlite_", "pg_")):
+        raise EdgekitError(f"table name {table!r} is reserved by SQL or the database", "e.g. --table predictions")
     return table
 
 
@@ -68,6 +79,15 @@ def _npz(path, model, key_column, chunk):
     missing = [n for n in names if n not in npz.files]
     if missing:
         raise DataError(f"{path} lacks input {', '.join(missing)}", f"the model takes {', '.join(names)}")
+    for name in names:
+        try:
+            shape = npz[name].shape
+        except ValueError:  # object arrays need pickle, which is never loaded
+            raise DataError(f"{path}: input {name!r} holds Python objects, not numbers",
+                            "save one numeric array per input, rows first") from None
+        if not shape:
+            raise DataError(f"{path}: input {name!r} is a single value, not an array of rows",
+                            "save one numeric array per input, rows first")
     total = len(npz[names[0]])
     keys = None
     if key_column in npz.files:
