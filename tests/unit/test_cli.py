@@ -117,7 +117,7 @@ def test_import_edgekit_is_light(python):
 
 @pytest.mark.parametrize("option", [("--port", "99999"), ("--port", "0"), ("--max-body-mb", "-1"),
                                     ("--max-inflight", "0"), ("--workers", "0"), ("--timeout-ms", "0"),
-                                    ("--max-queue", "0")])
+                                    ("--max-queue", "0"), ("--timeout-ms", "nan")])
 def test_serve_refuses_options_that_would_serve_nothing(tiny_onnx, option):
     """--port 99999 printed 'serving' and listened on nothing; --max-inflight 0 refused everything."""
     from click.testing import CliRunner
@@ -126,3 +126,18 @@ def test_serve_refuses_options_that_would_serve_nothing(tiny_onnx, option):
 
     result = CliRunner().invoke(main, ["serve", str(tiny_onnx), *option])
     assert result.exit_code == 2 and option[0] in result.output and "serving" not in result.output
+
+
+@pytest.mark.parametrize("args, option", [
+    (("test", "expect", "run", "suite.toml", "--data", "d.npz", "--chunk", "0"), "--chunk"),
+    (("test", "memorize", "f.py:build", "--data", "d.npz", "--steps", "0"), "--steps"),
+    (("test", "memorize", "f.py:build", "--data", "d.npz", "--lr", "nan"), "--lr"),
+    (("test", "hardcases", "m.onnx", "--data", "d.npz", "--top", "0"), "--top"),
+])
+def test_test_commands_refuse_options_that_cannot_work(args, option):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2 and option in result.output and "unexpected" not in result.output, result.output

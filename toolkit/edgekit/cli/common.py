@@ -55,6 +55,18 @@ class EdgekitGroup(click.Group):
             ) from None
 
 
+class FiniteFloat(click.FloatRange):
+    """click's FloatRange, which lets NaN through every bound (NaN compares false): refused here."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
 

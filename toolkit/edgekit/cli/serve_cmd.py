@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, json_option, print_json
+from .common import FiniteFloat, console, json_option, print_json
 
 
 @click.command("serve")
@@ -15,18 +15,18 @@ from .common import console, json_option, print_json
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1),
               help="Rows per forward pass at most (dynamic batching).")
-@click.option("--max-delay-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--max-delay-ms", default=2.0, show_default=True, type=FiniteFloat(min=0),
               help="How long a partial batch waits for more.")
 @click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
               help="Rows queued per model; beyond it: 503.")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0, min_open=True),
+@click.option("--max-wait-ms", type=FiniteFloat(min=0, min_open=True),
               help="Latency budget: shed (503) a request whose expected queue wait is longer.")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own.")
 @click.option("--batch-workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Forward passes in flight per model.")
 @click.option("--cache-size", default=1024, show_default=True, type=click.IntRange(min=0),
               help="Responses cached per model (0: off).")
-@click.option("--timeout-ms", default=10_000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--timeout-ms", default=10_000.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
               help="Per request, queueing included (504).")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads per session (default: the runtime's).")
 @click.option("--token-file", type=click.Path(path_type=Path), help="Require this bearer token (probes excepted).")
@@ -41,7 +41,7 @@ from .common import console, json_option, print_json
 @click.option("--lookup-db", help="Answer known keys from a predictions table (see 'edgekit predict').")
 @click.option("--lookup-table", default="predictions", show_default=True)
 @click.option("--access-log", is_flag=True, help="One JSON line per request on stderr.")
-@click.option("--drain-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--drain-seconds", default=2.0, show_default=True, type=FiniteFloat(min=0),
               help="On SIGTERM: report not ready and keep serving this long (a load balancer moves traffic), "
                    "then stop accepting and finish what was accepted.")
 def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_ms, no_batching, batch_workers, cache_size,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import ReportedError, console, json_option, print_json, table
+from .common import FiniteFloat, ReportedError, console, json_option, print_json, table
 
 
 @click.group("test")
@@ -53,7 +53,7 @@ def suggest_cmd(data, key, name):
 @click.argument("suite", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Data to check (.npz, Parquet, export).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write result.json and result.md here.")
-@click.option("--chunk", default=65536, show_default=True, help="Rows per pass.")
+@click.option("--chunk", default=65536, show_default=True, type=click.IntRange(min=1), help="Rows per pass.")
 @json_option
 def run_cmd(suite, data, out, chunk, as_json):
     """Check data against a suite: each expectation with its observed value; exit 1 on failures.
@@ -87,8 +87,8 @@ def run_cmd(suite, data, out, chunk, as_json):
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Training data with labels (.npz).")
 @click.option("--loss", default="cross_entropy", show_default=True, help="cross_entropy, mse or module:function.")
 @click.option("--samples", default=16, show_default=True, help="The batch to memorise (8-32).")
-@click.option("--steps", default=300, show_default=True)
-@click.option("--lr", default=1e-2, show_default=True)
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=1e-2, show_default=True, type=FiniteFloat(min=0, min_open=True, max=10))
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the loss curve (memorize_loss.png).")
 @json_option
 def memorize_cmd(factory, data, loss, samples, steps, lr, out, as_json):
@@ -119,7 +119,7 @@ def memorize_cmd(factory, data, loss, samples, steps, lr, out, as_json):
 @click.argument("model")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Labelled evaluation data.")
 @click.option("--labels", "labels_column", help="The labels column (default: labels or label).")
-@click.option("--top", default=200, show_default=True, help="Examples per criterion.")
+@click.option("--top", default=200, show_default=True, type=click.IntRange(min=1), help="Examples per criterion.")
 @click.option("--baseline", help="Another version of the model: adds the largest loss increases.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The suite (.npz).")
 @json_option
