@@ -104,3 +104,21 @@ def test_a_mistyped_database_path_is_an_error_not_an_empty_database(tmp_path, cl
     result = cli(*command, "--db", f"sqlite:///{typo}")
     assert result.exit_code == 1 and "there is no database at" in result.output, result.output
     assert not typo.exists()
+
+
+def test_rules_read_only_signals_that_exist(tmp_path):
+    """A rule on 'nope.nope' loaded and never fired; the list rules check against is what a
+    snapshot really computes."""
+    import time
+
+    from edgekit.errors import EdgekitError
+    from edgekit.monitor.rules import SIGNALS
+    from edgekit.monitor.signals import snapshot
+
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    ingest_predictions(db, "pi-1", "tiny", "1", 20)
+    assert set(snapshot(db, "tiny", time.time() - 3600, time.time() + 1).total.signals) == SIGNALS
+    with pytest.raises(EdgekitError, match="unknown signal 'proxy.fallback_shar'.*did you mean proxy.fallback_share"):
+        Rule("typo", "proxy.fallback_shar", above=0.2)
+    with pytest.raises(EdgekitError, match="unknown signal 'nope.nope'"):
+        Rule("nope", "nope.nope", above=1)

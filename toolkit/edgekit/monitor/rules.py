@@ -18,6 +18,7 @@ a scope with too small a sample: false alarms are a defect too.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import time
@@ -28,6 +29,18 @@ from typing import Literal, Optional
 from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 
+# Every signal a snapshot computes (monitor.signals; a test holds the two together): a rule may
+# read only these, and a typo ("nope.nope") is refused when the rules load instead of never firing.
+SIGNALS = frozenset("""records rows drift.dataset drift.judged drift.rows drift.share feedback.accuracy
+feedback.accuracy_drop feedback.accuracy_drop_certain feedback.accuracy_high feedback.accuracy_low feedback.count
+feedback.labelled feedback.macro_f1 feedback.negative_share feedback.outcomes feedback.rate
+performance.estimated_accuracy performance.estimated_drop performance.estimated_high performance.estimated_low
+performance.reference_accuracy proxy.cached_share proxy.entropy_mean proxy.fallback_share
+proxy.identical_output_share proxy.low_confidence_excess proxy.low_confidence_expected proxy.low_confidence_share
+proxy.nonfinite_share proxy.top_class_share proxy.top_class_share_reference quality.failed_checks
+quality.failing_share quality.rows system.dead_letter system.devices system.devices_reporting system.dropped
+system.lag_max_s system.lag_mean_s system.last_record system.latency_p50_ms system.latency_p95_ms
+system.latency_p99_ms system.pending system.silent_devices""".split())
 # Which count a signal's sample size is.
 SAMPLE_OF = {"feedback.accuracy": "feedback.labelled", "feedback.accuracy_drop": "feedback.labelled",
              "feedback.accuracy_drop_certain": "feedback.labelled",
@@ -62,6 +75,11 @@ class Rule:
     why: str = ""
 
     def __post_init__(self):
+        if self.signal not in SIGNALS:
+            close = difflib.get_close_matches(self.signal, sorted(SIGNALS), n=3)
+            raise EdgekitError(f"rule {self.name!r}: unknown signal {self.signal!r}",
+                               f"did you mean {', '.join(close)}?" if close else
+                               "see the signals in 'edgekit monitor show --json'")
         if (self.above is None) == (self.below is None):
             raise EdgekitError(f"rule {self.name!r}: give exactly one of above or below")
         parse_duration(self.window, f"rule {self.name!r} window")
