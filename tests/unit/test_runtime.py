@@ -547,6 +547,17 @@ def test_new_key_never_overwrites(tmp_path, cli):
     assert key.read_bytes() == before
 
 
+def test_a_key_made_with_a_bundle_signs_it(opt_dir, tmp_path, cli):
+    """package DIR --new-key wrote the keys and an unsigned bundle beside them, without a word."""
+    pytest.importorskip("cryptography")
+    key = tmp_path / "release.key"
+    result = cli("package", opt_dir, "--new-key", key, "--out", tmp_path / "b.ekb", "--json")
+    assert result.exit_code == 0 and json.loads(result.output[result.output.index("{"):])["signed"] is True
+    assert load(tmp_path / "b.ekb", public_key=f"{key}.pub").predict({"x": X})["y"].shape == (2, 3)
+    both = cli("package", opt_dir, "--new-key", tmp_path / "other.key", "--sign-key", key)
+    assert both.exit_code == 2 and "not both" in both.output and not (tmp_path / "other.key").exists()
+
+
 def test_garbage_public_key_is_one_clear_error(opt_dir, tmp_path, keys, cli):
     signed = _packed(opt_dir, tmp_path, key=keys[0])
     junk = tmp_path / "junk.pub"

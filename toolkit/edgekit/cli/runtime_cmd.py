@@ -31,10 +31,14 @@ def package_cmd(source, out, sign_key, new_key, model_version, as_json):
     from ..bundle import generate_keys, make_bundle
 
     if new_key:
+        if sign_key:
+            raise click.UsageError("give --new-key (make a key and sign with it) or --sign-key (an existing key), "
+                                   "not both")
         generate_keys(new_key, Path(f"{new_key}.pub"))
         console().print(f"wrote {new_key} (keep it secret) and {new_key}.pub (configure it on devices)")
         if source is None:
             return
+        sign_key = new_key  # a key made for this bundle signs it: an unsigned one beside it was a surprise
     if source is None:
         raise click.UsageError("give the optimize output directory to package")
     out = out or Path(f"{source.name}.ekb")
