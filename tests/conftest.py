@@ -125,9 +125,11 @@ def db_url(request, tmp_path):
 
 
 def ingest_predictions(db, device: str, model: str, version: str, n: int, fallback_every: int = 0,
-                       latency_ms: float = 4.0, start_id: int = 1, time_s: float | None = None) -> None:
+                       latency_ms: float = 4.0, start_id: int = 1, time_s: float | None = None,
+                       labels: list | None = None) -> None:
     """``n`` predictions of a 3-class model from ``device`` (enrolled if new), stored through the
-    collector's own ingest: a fallback on every ``fallback_every``-th."""
+    collector's own ingest: a fallback on every ``fallback_every``-th; with ``labels``, their
+    inputs too and one feedback label each (None: none)."""
     import time
 
     from edgekit.collector.db import add_device
@@ -144,7 +146,13 @@ def ingest_predictions(db, device: str, model: str, version: str, n: int, fallba
                 "outputs": {"y": encode_array(np.eye(3, dtype=np.float32)[i % 3][None])},
                 "fallbacks": ["RuntimeError: injected"] if fallback_every and i % fallback_every == 0 else []}
                for i in range(n)]
-    ingest(db, device, f"{device}-{start_id}", Batch.dumps(f"store-{device}", records, []))
+    feedback = []
+    if labels is not None:
+        for i, (record, label) in enumerate(zip(records, labels)):
+            record["inputs"] = {"input": encode_array(np.full((1, 4), i, np.float32))}
+            if label is not None:
+                feedback.append({"id": start_id + i, "request_id": record["request_id"], "time": now, "label": label})
+    ingest(db, device, f"{device}-{start_id}", Batch.dumps(f"store-{device}", records, feedback))
 
 
 def make_cnn_onnx(path, channels=3, size=8, classes=4, seed=0):

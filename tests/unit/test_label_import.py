@@ -40,3 +40,18 @@ def test_utf16_from_a_spreadsheet_imports_and_parquet_is_a_clear_error(db, tmp_p
     (tmp_path / "queue.parquet").write_bytes(b"PAR1\x00\x15\x04\xff\xfe\x00" * 20 + b"PAR1")
     refused = cli("label", "import", tmp_path / "queue.parquet", "--db", db.url)
     assert refused.exit_code == 1 and "is not a text CSV" in refused.output and "unexpected" not in refused.output
+
+
+def test_one_label_that_is_no_class_does_not_turn_the_export_into_text(tmp_path):
+    """A device's 'seven' among class numbers made every label of collector export text."""
+    import numpy as np
+
+    from edgekit.collector.export import export
+
+    database = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    ingest_predictions(database, "pi-1", "tiny", "1", 5, labels=[0, "seven", 2, None, 1])
+    info = export(database, tmp_path / "out.npz", since="0", model="tiny")
+    with np.load(tmp_path / "out.npz") as data:
+        assert data["labels"].dtype == np.int64 and data["labels"].tolist() == [0, -1, 2, -1, 1]
+        assert data["labelled"].tolist() == [True, False, True, False, True]
+    assert info["labelled"] == 3 and info["labels_not_classes"] == 1

@@ -302,3 +302,19 @@ def test_sync_urls_must_be_http(tmp_path, url):
         SyncConfig.from_file(path)
     with pytest.raises(EdgekitError, match="must be http:// or https://"):
         SyncClient(LogStore(tmp_path / "log.db"), url, "token")
+
+
+def test_a_batch_prediction_takes_one_label_per_row(tmp_path):
+    """One label on a batch of 4 was stored, then dropped by every export that had to place it."""
+    store = LogStore(tmp_path / "log.db")
+    batch = store.append({"input": np.ones((4, 8), np.float32)}, {"logits": np.ones((4, 3), np.float32)}, "m")
+    single = store.append({"input": np.ones((1, 8), np.float32)}, {"logits": np.ones((1, 3), np.float32)}, "m")
+    with pytest.raises(EdgekitError, match="holds 4 rows; its label must be a list of 4"):
+        store.feedback(batch, label=2)
+    with pytest.raises(EdgekitError, match="holds one row; give one label"):
+        store.feedback(single, label=[1, 2])
+    store.feedback(batch, label=[0, None, 2, 1])
+    store.feedback(single, label=1)
+    store.feedback(batch, outcome="accepted")  # an outcome alone needs no labels
+    assert store.db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 3
+    store.close()

@@ -116,6 +116,8 @@ class _Part:
 
 
 class _Writer:
+    not_classes = 0  # given labels that were not class numbers, left out of the labelled rows
+
     def add(self, part: _Part) -> None:
         raise NotImplementedError
 
@@ -137,13 +139,22 @@ class _NpzWriter(_Writer):
         for key in self.parts[0].columns:
             data[key] = np.asarray([v for p in self.parts for v in p.columns[key]])
         labels = data["labels"]
-        try:  # class numbers where every given label is one; -1 marks a row without feedback
-            data["labels"] = np.asarray([int(v) if v else -1 for v in labels], dtype=np.int64)
-        except ValueError:
-            pass
+        numbers = np.asarray([_class_number(v) for v in labels], dtype=np.int64)
+        given = np.asarray([bool(v) for v in labels])
+        if (numbers >= 0).any():
+            # Class numbers, -1 where a row has no feedback. A given label that is no class number
+            # (a typo among thousands) counts as no label, said in the result: it used to turn the
+            # whole column into text, which nothing downstream could train on.
+            self.not_classes = int((given & (numbers < 0)).sum())
+            data["labels"] = numbers
+            data["labelled"] = given & (numbers >= 0)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **data)
         atomic_write_bytes(out, buffer.getvalue())
+
+
+def _class_number(label: str) -> int:
+    return int(label) if label.isascii() and label.isdigit() else -1
 
 
 def _tensor_column(arrays: list[np.ndarray]):
@@ -291,7 +302,9 @@ def export(db: Database, out: str | Path, since: Optional[str] = None, model: Op
         if isinstance(writer, _ParquetWriter):
             writer.abort()
         raise
-    return {"records": records, "rows": rows_out, "labelled": labelled, "labels_unplaced": ambiguous,
+    not_classes = getattr(writer, "not_classes", 0)
+    return {"records": records, "rows": rows_out, "labelled": labelled - not_classes, "labels_unplaced": ambiguous,
+            "labels_not_classes": not_classes,
             "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped), "file": str(out), "format": fmt,
             "inputs": sorted(k for k, _, _ in signature if not k.startswith(OUTPUT_PREFIX)),
             "outputs": sorted(k for k, _, _ in signature if k.startswith(OUTPUT_PREFIX))}

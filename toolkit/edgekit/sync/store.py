@@ -405,12 +405,28 @@ class LogStore:
         with self._lock:
             with contextlib.suppress(EdgekitError):  # buffered records stay buffered; feedback still lands
                 self._flush()
+            if label is not None:
+                self._check_label_rows(request_id, label)
             with self._tx():
                 self.db.execute("INSERT INTO feedback (request_id, time, label, outcome, size) VALUES (?,?,?,?,?)",
                                 (request_id, time.time(), label_text, outcome, size))
                 # a record held for feedback keeps its inputs and is released for shipping now
                 self.db.execute("UPDATE records SET hold_until = 0 WHERE request_id = ?", (request_id,))
             self._used += size
+
+    def _check_label_rows(self, request_id: str, label) -> None:
+        """A batch prediction takes one label per row (a list), a single one a single label: one
+        label on a batch of 4 was stored, and dropped later by every export that had to place it."""
+        found = self.db.execute("SELECT outputs FROM records WHERE request_id = ?", (request_id,)).fetchone()
+        if found is None:
+            return  # shipped and pruned, or logged elsewhere: nothing here to hold it to
+        shape = next(iter(json.loads(found[0]).values()), {}).get("shape") or [1]
+        rows = int(shape[0])  # the first axis, as the collector counts a record's rows
+        if rows > 1 and not (isinstance(label, list) and len(label) == rows):
+            raise EdgekitError(f"prediction {request_id} holds {rows} rows; its label must be a list of {rows}, "
+                               f"one per row, got {str(label)[:60]}", "use None for rows without a label")
+        if rows == 1 and isinstance(label, list) and len(label) != 1:
+            raise EdgekitError(f"prediction {request_id} holds one row; give one label, got a list of {len(label)}")
 
     # -- reading for the sync client ----------------------------------------------------------
     def next_batch(self, limit: int) -> tuple[list[dict], list[dict]]:
