@@ -138,6 +138,17 @@ def test_assert_helper_for_pytest_and_a_user_rule(digits_files, tmp_path, monkey
         assert_expectations(suite, ref)
 
 
+def test_a_rule_that_raises_is_one_line_naming_it(digits_files, tmp_path, monkeypatch):
+    from edgekit.errors import EdgekitError
+
+    _, ref, _ = digits_files
+    (tmp_path / "broken_rules.py").write_text("def bad(chunk):\n    return chunk['no_such_column'] > 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = Suite.parse({"name": "r", "expect": [{"kind": "rule", "function": "broken_rules:bad", "column": "input"}]})
+    with pytest.raises(EdgekitError, match="rule broken_rules:bad raised KeyError: 'no_such_column'"):
+        run_suite(suite, ref)
+
+
 def test_parquet_input_streams_in_chunks(digits_files, tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

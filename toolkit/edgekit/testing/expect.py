@@ -289,7 +289,12 @@ class Rule(Check):
     function: str = ""
 
     def failing(self, values, chunk):
-        ok = np.asarray(_import(self.function)(chunk), dtype=bool)
+        rule = _import(self.function)
+        try:
+            ok = np.asarray(rule(chunk), dtype=bool)
+        except Exception as exc:  # noqa: BLE001 - the user's code: say whose and what, in one line
+            raise EdgekitError(f"rule {self.function} raised {type(exc).__name__}: {str(exc)[:200]}",
+                               "fix the rule; it gets the chunk as a dict of column arrays") from None
         if ok.shape != (len(values),):
             raise EdgekitError(f"rule {self.function} returned shape {ok.shape}, not one boolean per row")
         return ~ok
