@@ -86,6 +86,13 @@ def test_memorisation_catches_frozen_layers_cut_graphs_and_shuffled_labels(digit
     assert (digits_data / f"mem-{factory}-{data}" / "memorize_loss.png").is_file()
 
 
+def test_memorisation_refuses_labels_that_are_not_classes(digits_data, cli):
+    with np.load(digits_data / "train.npz") as npz:
+        np.savez(digits_data / "out-of-range.npz", input=npz["input"], labels=npz["labels"] + 10)
+    result = cli("test", "memorize", f"{digits_data / 'nets.py'}:digits", "--data", digits_data / "out-of-range.npz")
+    assert result.exit_code == 1 and "are not classes of" in result.output and "unexpected" not in result.output
+
+
 @pytest.fixture(scope="module")
 def degraded(bundles, tmp_path_factory):
     """The served digits bundle's fp32 ONNX, and a copy whose class-3 output weights are damaged

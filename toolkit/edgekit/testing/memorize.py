@@ -98,6 +98,15 @@ def memorize(factory: str, data: str | Path, loss: str = "cross_entropy", sample
         raise EdgekitError("the model has no trainable parameters", "every parameter has requires_grad=False")
     optimizer = torch.optim.Adam(trainable, lr=lr)
     losses: list[float] = []
+    if classifier:
+        with torch.no_grad():
+            classes = _first(module(*x)).shape[-1]
+        labels_all = np.asarray(dataset.labels)
+        outside = (labels_all < 0) | (labels_all >= classes)
+        if outside.any():  # torch's own error here is an IndexError from inside the loss
+            raise DataError(f"{int(outside.sum())} labels in {data} are not classes of {model.name} (e.g. "
+                            f"{labels_all[outside][0]}; it has {classes}: 0-{classes - 1})",
+                            "give labels as the model's class numbers")
     for _ in range(steps):
         optimizer.zero_grad()
         value = criterion(_first(module(*x)), y)
