@@ -115,6 +115,16 @@ def _measured(shares: dict) -> dict:
     return {"by_op_type": {k: {"share": v, "us_per_run": v * 1000, "nodes": 1} for k, v in shares.items()}}
 
 
+def test_the_memory_bound_share_is_a_share(tiny_onnx):
+    """Per-op roofline times over the fitted model's (smaller) total printed '1674% ... memory-bound'."""
+    p = analyse(onnx.load(str(tiny_onnx)))
+    estimate = {"nodes": [{"op_type": "MatMul", "estimate_ms": 3.0, "bound": "memory"},
+                          {"op_type": "Relu", "estimate_ms": 1.0, "bound": "compute"}],
+                "total_ms": {"fp32": 0.2}}
+    found = [h["finding"] for h in hints(p, None, resolve("raspberrypi5"), estimate) if "memory-bound" in h["finding"]]
+    assert found == ["75% of the estimated time on raspberrypi5 is memory-bound"]
+
+
 def test_hints_follow_the_numbers(tiny_onnx):
     p = analyse(onnx.load(str(tiny_onnx)))
     pi5, pi4 = resolve("raspberrypi5"), resolve("raspberrypi4")

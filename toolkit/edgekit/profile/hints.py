@@ -53,7 +53,9 @@ def hints(static: StaticProfile, measured: dict | None, target: Profile, estimat
                     "action": "a layout problem: try a channels-last export, or fold the transposes"})
     if estimate:
         memory_ms = sum(r["estimate_ms"] for r in estimate["nodes"] if r["bound"] == "memory")
-        total = estimate["total_ms"]["fp32"] or 1e-9
+        # the per-op roofline's own total: the fitted device model's total is on another scale
+        # (fusion, overheads), and dividing one by the other printed shares like 1674%
+        total = sum(r["estimate_ms"] for r in estimate["nodes"]) or 1e-9
         if memory_ms / total > 0.5:
             out.append({"finding": f"{memory_ms / total:.0%} of the estimated time on {target.id} is memory-bound",
                         "action": "lower precision cuts the bytes moved: fp16 halves them, int8 weights quarter them"})
