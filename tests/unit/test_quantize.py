@@ -19,7 +19,7 @@ def cnn():
 '''
 
 
-def make_mlp_onnx(path, seed=0):
+def make_mlp_onnx(path, seed=0, batch="batch"):
     """input[batch,16] -> MatMul+Add -> Relu -> MatMul+Add -> [batch,8], with onnx.helper (no torch)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -29,8 +29,8 @@ def make_mlp_onnx(path, seed=0):
     nodes = [helper.make_node("MatMul", ["input", "W1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["z"]),
              helper.make_node("Relu", ["z"], ["r"]), helper.make_node("MatMul", ["r", "W2"], ["o"]),
              helper.make_node("Add", ["o", "b2"], ["output"])]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 16])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 8])], initializer=inits)
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 16])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 8])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -105,6 +105,19 @@ def test_onnx_static_qdq(models, tmp_path, calibration):
     dtypes, ops = _init_dtypes(tmp_path / "s.onnx")
     assert ops.count("QuantizeLinear") >= 2 and "DequantizeLinear" in ops and "int8" in dtypes
     _close(m["cnn"], data["cnn"], tmp_path / "s.onnx", min_cos=0.98)
+
+
+def test_static_int8_calibrates_a_fixed_batch_of_one(models, tmp_path):
+    """torch.onnx.export's default: input[1,16]. Calibration fed batches of 8 and onnxruntime
+    refused every one ('Got invalid dimensions for input')."""
+    from edgekit.quantize.onnx_int8 import quantize_onnx_int8
+
+    _, _, data = models
+    path = make_mlp_onnx(tmp_path / "mlp-b1.onnx", batch=1)
+    model = load_model(str(path))
+    info = quantize_onnx_int8(path, tmp_path / "s.onnx", host_int8("static"), data["mlp"])
+    assert info["quantized_ops"] >= 2
+    _close(model, data["mlp"], tmp_path / "s.onnx", min_cos=0.98)
 
 
 def test_static_without_data_is_a_clear_error(models, tmp_path):

@@ -48,12 +48,13 @@ class OnnxInt8Settings:
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader over a Dataset, in batches of 8, fed only what the graph
-    takes (a cleaned graph has fixed inputs folded into it)."""
+    """onnxruntime's CalibrationDataReader over a Dataset, in batches of 8 (or of the graph's fixed
+    batch: torch.onnx.export's default is batch 1, and batches of 8 failed every calibration),
+    fed only what the graph takes (a cleaned graph has fixed inputs folded into it)."""
 
-    def __init__(self, data: Dataset, limit: int, names: Optional[set[str]] = None):
+    def __init__(self, data: Dataset, limit: int, names: Optional[set[str]] = None, batch: int = 8):
         self._batches = [{k: v for k, v in b.items() if names is None or k in names}
-                         for b in data.head(limit).batches(8)]
+                         for b in data.head(limit).batches(batch)]
         self._i = 0
 
     def get_next(self):
@@ -66,12 +67,17 @@ class _Reader:
         self._i = 0
 
 
-def _graph_inputs(path: Path) -> set[str]:
+def _graph_inputs(path: Path) -> tuple[set[str], int]:
+    """(the graph's input names, the calibration batch: its fixed first dimension where an input
+    with a rank of 2 or more has one, else 8)."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
     inits = {t.name for t in proto.graph.initializer}
-    return {i.name for i in proto.graph.input if i.name not in inits}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    fixed = [dims[0].dim_value for i in inputs for dims in [i.type.tensor_type.shape.dim]
+             if len(dims) >= 2 and dims[0].HasField("dim_value") and dims[0].dim_value > 0]
+    return {i.name for i in inputs}, min(fixed) if fixed else 8
 
 
 def quantize_onnx_int8(src: Path, dst: Path, settings: OnnxInt8Settings,
@@ -101,7 +107,7 @@ def quantize_onnx_int8(src: Path, dst: Path, settings: OnnxInt8Settings,
                       "percentile": q.CalibrationMethod.Percentile}[settings.calibration]
             extra.update({"ActivationSymmetric": settings.activation_type == "int8", "WeightSymmetric": True})
             q.quantize_static(
-                str(src), str(dst), _Reader(calibration, settings.calibration_samples, _graph_inputs(src)),
+                str(src), str(dst), _Reader(calibration, settings.calibration_samples, *_graph_inputs(src)),
                 quant_format=q.QuantFormat.QDQ, activation_type=qtype[settings.activation_type],
                 weight_type=qtype[settings.weight_type], per_channel=settings.per_channel,
                 reduce_range=settings.reduce_range, calibrate_method=method,
