@@ -98,3 +98,26 @@ def test_tradeoff_plot_labels_never_overlap_and_markers_follow_file_size(tmp_pat
     areas = layout["areas"]
     assert areas["tflite-int8-static"] < areas["tflite-fp16"] < areas["tflite-fp32"]
     assert areas["tflite-fp32"] / areas["tflite-int8-static"] > 3  # visibly different, not clamped alike
+
+
+def test_each_field_of_an_output_is_judged_on_its_own():
+    """A detector's [N, anchors, 4 + classes]: boxes in pixels dominate one cosine, so scores
+    rounded to a single value passed at 0.99999; the scores' own column fails now. A map's empty
+    border (spatial, not a field) rounding to 0 is no failure."""
+    from edgekit.optimizer.accuracy import Tolerance, compare, verdict
+
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 320, (32, 64, 4)), rng.uniform(0, 1, (32, 64, 3))], -1)
+    broken = ref.copy()
+    broken[..., 4:] = 0.69  # every score one value
+    metrics = compare([ref], [broken], None, "generic")
+    assert metrics["cosine_mean"] > 0.9999
+    ok, why = verdict(metrics, Tolerance())
+    assert not ok and "slice 4 of axis 2 collapsed to 1 value(s)" in why
+    noisy = ref + rng.normal(0, 0.01, ref.shape)
+    assert verdict(compare([ref], [noisy], None, "generic"), Tolerance())[0]
+    page = rng.uniform(0, 1, (4, 1, 32, 32))
+    page[..., -1] = rng.uniform(0, 1e-3, (4, 1, 32))  # an empty border column
+    rounded = page.copy()
+    rounded[..., -1] = 0.0
+    assert verdict(compare([page], [rounded], None, "generic"), Tolerance())[0]

@@ -141,7 +141,8 @@ class Onnx(ArtifactFormat):
         return guard("onnxruntime.quantization", lambda: quantize_onnx_int8(source, dst, settings, builder.calibration))
 
     def repairs(self, candidate, opt) -> Iterator:
-        """Per-channel weights, another calibration method, then the most sensitive nodes in float."""
+        """Per-channel weights, another calibration method, the output head in float (static), then
+        the most sensitive nodes in float."""
         if candidate.onnx_int8 is None:
             return
         from ..optimizer.repair import exclusion_steps
@@ -155,11 +156,18 @@ class Onnx(ArtifactFormat):
             for method in ("entropy", "percentile"):
                 if method != settings.calibration:
                     yield f"{method} calibration", replace(candidate, onnx_int8=replace(settings, calibration=method))
+            from ..optimizer.sensitivity import output_head
+
+            head = tuple(output_head(self.base(opt.builder, candidate.fused)))
+            if head:
+                settings = replace(settings, exclude=head)
+                yield (f"kept the output head in float ({', '.join(head[:4])}{'...' if len(head) > 4 else ''})",
+                       replace(candidate, onnx_int8=settings))
         # Sensitivity: measured once on the current settings, then the worst nodes stay in float.
         probe = replace(candidate, id=candidate.id + "-probe", onnx_int8=settings)
         path, _ = opt.builder.build(probe)
         ranked = [name for name, _ in node_sensitivity(self.base(opt.builder, candidate.fused), path, opt.eval)]
         for k in exclusion_steps(ranked):
-            kept = tuple(ranked[:k])
-            yield (f"kept the {k} most sensitive node{'s' if k > 1 else ''} in float ({', '.join(kept[:4])}"
+            kept = tuple(dict.fromkeys(settings.exclude + tuple(ranked[:k])))  # the head stays in float too
+            yield (f"kept the {k} most sensitive node{'s' if k > 1 else ''} in float ({', '.join(ranked[:min(k, 4)])}"
                    f"{'...' if k > 4 else ''})"), replace(candidate, onnx_int8=replace(settings, exclude=kept))

@@ -22,6 +22,11 @@ class Tolerance:
     # pixels above ``threshold`` (0.3 binarises a DBNet text map) against fp32's
     min_iou: Optional[float] = None
     threshold: float = 0.5
+    # Each field of an output (a column of the last axis; a channel of axis 1) that varied in fp32
+    # is judged on its own: RMS error over fp32's spread at most this, and not collapsed to a few
+    # levels. One cosine over a detector's output is its boxes (0-320 px): scores rounded to one
+    # value passed at 0.9999.
+    max_slice_error: float = 0.8
 
     def __post_init__(self):
         for name in ("min_cosine", "min_top1"):
@@ -37,7 +42,7 @@ class Tolerance:
             return cls()
         keys = {"cosine": "min_cosine", "min_cosine": "min_cosine_floor", "top1": "min_top1",
                 "accuracy_drop": "max_accuracy_drop", "max_abs": "max_abs", "iou": "min_iou",
-                "threshold": "threshold"}
+                "threshold": "threshold", "slice_error": "max_slice_error"}
         values = {}
         try:
             if "=" not in text:
@@ -84,6 +89,7 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
         worst_cos, worst_floor = min(worst_cos, float(cos.mean())), min(worst_floor, float(cos.min()))
     metrics.update(finite=True, cosine_mean=worst_cos, cosine_min=worst_floor, max_abs_error=max_abs,
                    mean_abs_error=mean_abs)
+    metrics["worst_slice"] = worst_slice(reference, outputs)
     if task == "classification":
         ref_top, out_top = reference[0].argmax(-1), outputs[0].argmax(-1)
         metrics["top1_agreement"] = float((ref_top == out_top).mean())
@@ -92,6 +98,57 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
             metrics["reference_accuracy"] = float((ref_top == labels).mean())
             metrics["accuracy_drop_points"] = 100 * (metrics["reference_accuracy"] - metrics["accuracy"])
     return metrics
+
+
+def _slices(ref: np.ndarray, out: np.ndarray):
+    """(axis, index, fp32 values, candidate values) for each slice that means something of its own:
+    the fields of the last axis at rank 2 and 3 (a classifier's classes, a detector's box and score
+    columns) and axis 1 from rank 3 (channels first: YOLOv8's [N, 84, anchors], a map's channels).
+    Spatial axes of a map are not fields: an empty border column of a text-probability map holds
+    noise near 0, which int8 rightly rounds away."""
+    axes = ([ref.ndim - 1] if ref.ndim <= 3 else []) + ([1] if ref.ndim >= 3 else [])
+    for axis in dict.fromkeys(axes):
+        if ref.shape[axis] < 2:
+            continue
+        r = np.moveaxis(ref, axis, -1).reshape(-1, ref.shape[axis])
+        o = np.moveaxis(out, axis, -1).reshape(-1, ref.shape[axis])
+        for index in range(ref.shape[axis]):
+            yield axis, index, r[:, index], o[:, index]
+
+
+def worst_slice(reference: list[np.ndarray], outputs: list[np.ndarray]) -> Optional[dict]:
+    """The slice that lost the most of what it carried in fp32: its RMS error over its fp32 spread
+    (1.0 is as bad as a constant), and whether it collapsed to a few levels. Slices that barely
+    vary in fp32 carry nothing and are not judged."""
+    worst = None
+    for n, (ref, out) in enumerate(zip(reference, outputs)):
+        ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+        if ref.ndim < 2 or ref.shape != out.shape or len(ref) < 2:
+            continue
+        scale = float(np.abs(ref).max(initial=0.0)) or 1.0
+        for axis, index, r, o in _slices(ref, out):
+            spread = float(r.std())
+            if len(r) < 8 or spread <= 1e-6 * scale:
+                continue
+            error = float(np.sqrt(np.mean((o - r) ** 2))) / spread
+            levels, fp32_levels = len(np.unique(o)), len(np.unique(r))
+            collapsed = levels <= 3 < fp32_levels // 4
+            if worst is None or (collapsed, error) > (worst["collapsed"], worst["error"]):
+                worst = {"output": n, "axis": axis, "index": index, "error": round(error, 4), "levels": levels,
+                         "fp32_levels": fp32_levels, "collapsed": collapsed}
+    return worst
+
+
+def _slice_problem(metrics: dict, tolerance: Tolerance) -> Optional[str]:
+    w = metrics.get("worst_slice")
+    if not w:
+        return None
+    where = f"output {w['output']} slice {w['index']} of axis {w['axis']}"
+    if w["collapsed"]:
+        return f"{where} collapsed to {w['levels']} value(s) (fp32 has {w['fp32_levels']})"
+    if w["error"] > tolerance.max_slice_error:
+        return f"{where} lost its signal: error {w['error']:.2f} of its fp32 spread > {tolerance.max_slice_error}"
+    return None
 
 
 def verdict(metrics: dict, tolerance: Tolerance) -> tuple[bool, str]:
@@ -108,6 +165,9 @@ def verdict(metrics: dict, tolerance: Tolerance) -> tuple[bool, str]:
         problems.append(f"max |diff| {metrics['max_abs_error']:.4g} > {tolerance.max_abs}")
     if tolerance.min_cosine_floor is not None and metrics["cosine_min"] < tolerance.min_cosine_floor:
         problems.append(f"min cosine {metrics['cosine_min']:.4f} < {tolerance.min_cosine_floor}")
+    sliced = _slice_problem(metrics, tolerance)
+    if sliced:
+        problems.append(sliced)
     if "accuracy_drop_points" in metrics:
         if metrics["accuracy_drop_points"] > tolerance.max_accuracy_drop:
             problems.append(f"accuracy drop {metrics['accuracy_drop_points']:.2f} points > {tolerance.max_accuracy_drop}")
@@ -121,6 +181,9 @@ def shortfall(metrics: dict, tolerance: Tolerance) -> float:
     if not metrics.get("finite", True):
         return float("inf")
     gap = max(0.0, tolerance.min_cosine - metrics["cosine_mean"])
+    if metrics.get("worst_slice"):
+        gap += 1.0 if metrics["worst_slice"]["collapsed"] else \
+            max(0.0, metrics["worst_slice"]["error"] - tolerance.max_slice_error)
     if tolerance.max_abs is not None:
         gap += max(0.0, metrics["max_abs_error"] - tolerance.max_abs)
     if tolerance.min_iou is not None:

@@ -45,9 +45,34 @@ def _run(proto, data: Dataset, names: list[str]) -> dict[str, np.ndarray]:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
     session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     taken = {i.name for i in session.get_inputs()}  # a cleaned graph has fixed inputs folded in
-    feeds = {k: v for k, v in data.feeds(0, len(data)).items() if k in taken}
-    results = session.run(names, feeds)
-    return dict(zip(names, results))
+    # a graph exported with a fixed batch (torch.onnx.export's default of 1) runs in that batch
+    fixed = [i.shape[0] for i in session.get_inputs() if len(i.shape) >= 2 and isinstance(i.shape[0], int)]
+    step = min(fixed) if fixed else len(data)
+    parts = [session.run(names, {k: v for k, v in data.feeds(start, start + step).items() if k in taken})
+             for start in range(0, len(data), step)]
+    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+
+
+def output_head(path: Path) -> list[str]:
+    """The nodes between the last weighted layer and the outputs (Concat, Sigmoid, Mul, Reshape...):
+    where a detector joins boxes in pixels and scores in 0-1 into one tensor, which one int8 scale
+    cannot hold. Kept in float, they cost little time and keep every slice of the output."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    weights = {t.name for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    head, todo, seen = [], [o.name for o in proto.graph.output], set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in QUANTISABLE and weights & set(node.input):
+            continue  # a weighted layer: the head ends here
+        head.append(node.name)
+        todo.extend(node.input)
+    return head
 
 
 def node_sensitivity(fp32_path: Path, quant_path: Path, data: Dataset, samples: int = 16) -> list[tuple[str, float]]:
