@@ -25,10 +25,10 @@ from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms
 from .plan import Candidate, Plan, make_plan
+from .select import TIE, median_ci, pick
 from .timing import interleaved, summary
 
 EVAL_SAMPLES = 512
-TIE = 0.03  # candidates within 3% of the fastest are a tie; the smaller file wins
 
 
 class NoCandidatePassed(EdgekitError):
@@ -211,6 +211,7 @@ class Optimizer:
         roofline = None if same or fitted else self.roofline_ratios()
         for o in passing:
             o.latency = summary(samples[o.candidate.id])
+            o.latency["p50_ci_ms"] = list(median_ci(samples[o.candidate.id]))
         for o in passing:
             if same:
                 o.target_ms, o.latency_source = o.latency["p50_ms"], "measured on this host"
@@ -276,13 +277,9 @@ class Optimizer:
         efficiency = host_efficiency(static, {n: r["us_per_run"] for n, r in measured["nodes"].items()}, self.host)
         return (estimate(static, self.target, efficiency)["total_ms"], estimate(static, self.host, efficiency)["total_ms"])
 
-    def choose(self, outcomes: list[Outcome]) -> Optional[Outcome]:
-        ready = [o for o in outcomes if o.status == "passed" and o.target_ms is not None and self.fits(o)]
-        if not ready:
-            return None
-        fastest = min(o.target_ms for o in ready)
-        tied = [o for o in ready if o.target_ms <= fastest * (1 + TIE)]
-        return min(tied, key=lambda o: (o.size, o.target_ms))
+    def choose(self, outcomes: list[Outcome]) -> tuple[Optional[Outcome], list[Outcome]]:
+        """(the winner, the candidates whose speed it could not be told from: edgekit.optimizer.select)."""
+        return pick([o for o in outcomes if o.status == "passed" and o.target_ms is not None and self.fits(o)])
 
 
 def _calibration_for(model: Model, data_ref: Optional[str], target: Profile, plan: Plan,
@@ -390,7 +387,11 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         from ..formats.edgetpu import describe as edgetpu_text
 
         notes += [f"{o.candidate.id}: {edgetpu_text(o.build['edgetpu'])}" for o in outcomes if o.build.get("edgetpu")]
-        winner = opt.choose(outcomes)
+        winner, tied = opt.choose(outcomes)
+        if tied:
+            notes.append(f"{winner.candidate.id} won on accuracy, then size: its latency cannot be told apart from "
+                         f"{', '.join(o.candidate.id for o in tied)} (95% intervals of the median overlap, or "
+                         f"within {TIE:.0%})")
         closest = None
         if winner is None:
             scored = [o for o in outcomes if o.metrics]
