@@ -365,7 +365,10 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
     with tempfile.TemporaryDirectory(prefix=f"edgekit-opt-{os.getpid()}-") as tmp:
         progress(f"reference outputs on {eval_data.describe()}")
         opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, timing_s, budget)
-        outcomes = [opt.run_candidate(c) for c in plan.candidates]
+        # fp32 first: the safe candidate (an export, or the cleaned source) must not be the one a
+        # short --time-budget leaves out after slow converters; the report keeps the plan's order
+        built = {c.id: opt.run_candidate(c) for c in sorted(plan.candidates, key=lambda c: c.precision != "fp32")}
+        outcomes = [built[c.id] for c in plan.candidates]
         arm64 = None
         from ..models.interface import standard
 
@@ -412,6 +415,11 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                              golden=(eval_data, opt.reference))
             progress(f"writing {out_dir}")  # a Ctrl-C during the write leaves nothing behind
     result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None)
+    if winner is None and not any(o.metrics for o in outcomes) and budget.skipped:
+        error = NoCandidatePassed(f"the --time-budget of {budget.seconds:g} s ran out before any candidate was "
+                                  "evaluated", f"raise --time-budget; the report is in {out_dir}")
+        error.result = result
+        raise error
     if winner is None:
         error = NoCandidatePassed(
             f"no candidate met the tolerance ({report['tolerance_text']}); closest: {closest or 'none'}",
