@@ -51,11 +51,13 @@ def test_optimize_minilm_host_finds_a_fast_accurate_variant(tmp_path):
     result = optimize("edgekit:minilm", target="host", out=tmp_path / "m", timing_s=5)
     report = result.report
     winner = _check_out_dir(tmp_path / "m", report)
-    assert winner["precision"].startswith("int8")
+    # int8 variants pass the guard on any CPU; which one wins (or fp32, when a loaded machine cannot
+    # tell them apart and the more accurate is kept) is a matter of timing, not of this test.
+    assert any(c["precision"].startswith("int8") for c in report["candidates"] if c["status"] == "passed")
     assert winner["metrics"]["cosine_mean"] >= 0.99  # the guard's default tolerance
-    # Which int8 variant wins is a matter of timing, and the ONNX one on AVX2 without VNNI (7-bit
-    # weights) is the least exact (one sentence at cosine 0.97): judge the winner by the task, as a
-    # user would. Sentence similarity, over all 204 shipped sentences, from the bundle that ships.
+    # The ONNX int8 on AVX2 without VNNI (7-bit weights) is the least exact (one sentence at cosine
+    # 0.97): judge the winner by the task, as a user would. Sentence similarity, over all 204
+    # shipped sentences, from the bundle that ships.
     spearman, recall = _similarity_kept(tmp_path / "m")
     assert spearman >= 0.98 and recall >= 0.95, (spearman, recall)
     # How much faster it is belongs to benchmarks/optimize_minilm.py, not to a test.
