@@ -141,3 +141,21 @@ def test_test_commands_refuse_options_that_cannot_work(args, option):
 
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 2 and option in result.output and "unexpected" not in result.output, result.output
+
+
+def test_a_wide_table_keeps_every_word_of_its_last_column():
+    """rich shrank the name column below its min_width, the table came out wider than the console,
+    and the reason column lost words ('--time-budget of 40' cut to '--time-budget')."""
+    from rich.console import Console
+
+    from edgekit.cli.common import table
+
+    reason = "skipped: the --time-budget of 40 s ran out"
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))
+    console.print(table("x", ["candidate", "settings", "status", "MB", "host p50 ms", "target ms", "cosine mean / min",
+                              "top-1", "reason"],
+                        [["tflite-int8-weight-only", "U8S8, per-channel, reduce_range, QDQ, minmax", "skipped", "-", "-",
+                          "-", "1.0000 / 1.0000", "-", reason]]))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert all(word in text.split() for word in reason.split()), text

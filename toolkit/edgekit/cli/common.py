@@ -146,9 +146,12 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]):
         values = [row[i] for row in cells if i < len(row)]
         short = [len(v) for v in values if len(v) <= 14]
         width = max([len(w) for w in col.split()] + short + [1])
+        longest = max((len(v) for v in values), default=1)
         if i == 0:  # the name column: whole names where they fit in a quarter of the width
-            width = max(width, min(max((len(v) for v in values), default=1), 30))
-        t.add_column(col, min_width=width, overflow="fold")
+            width = max(width, min(longest, 30))
+        # A name column that fits is kept out of rich's shrinking: when rich shrank it below its
+        # min_width, the table came out wider than the console and the last column lost words.
+        t.add_column(col, min_width=width, overflow="fold", no_wrap=i == 0 and longest <= 30)
     for row in cells:
         t.add_row(*row)
     return t
