@@ -52,9 +52,10 @@ class Tflite(ArtifactFormat):
     # -- planning ---------------------------------------------------------------------------------
     def reason(self, precision, arch, profile, explicit):
         if precision == "fp16":
-            if profile.cpu.fp16_arithmetic or "litert-gpu" in profile.runtimes:
-                return True, "fp16 arithmetic on this target (XNNPACK fp16 / GPU delegate): up to 2x over fp32"
-            return True, "no fp16 arithmetic here: fp16 only halves the file (computed as fp32)"
+            if "litert-gpu" in profile.runtimes:
+                return True, "fp16 on the GPU delegate: up to 2x over fp32"
+            return True, ("fp16 weights halve the file; XNNPACK unpacks them and computes in fp32 (fp16 compute "
+                          "needs reduced-precision metadata the converters do not write)")
         if precision == "int8-weight-only":
             return True, "int8 weights, float compute: 4x smaller at fp32 accuracy"
         return super().reason(precision, arch, profile, explicit)
@@ -96,7 +97,8 @@ class Tflite(ArtifactFormat):
         else:
             try:
                 info = guard("ai-edge-quantizer", lambda: quantize_tflite(
-                    base, dst, candidate.precision, builder.calibration, candidate.tflite_exclude, model=builder.model))
+                    base, dst, candidate.precision, builder.calibration, candidate.tflite_exclude,
+                    model=builder.model), builder)
             except ConversionError as exc:
                 if candidate.precision != "int8-static" or candidate.tflite_exclude or not fallback.exists():
                     raise

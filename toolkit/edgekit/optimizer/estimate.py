@@ -26,6 +26,12 @@ def compute_precision(precision: str, fmt: str, target: Profile) -> str:
     if precision in ("int8-dynamic", "int8-static"):
         return "int8"
     if precision == "fp16":
+        if fmt == "tflite" and not target.gpu_fp16:
+            # XNNPACK computes in fp16 only when the model carries "reduced_precision_support"
+            # metadata (TFLite's xnnpack/README); fp16-weight files from the converters do not, so
+            # their weights are unpacked to fp32 at load, even on a Cortex-A76 with fp16 units (a
+            # depthwise-heavy CNN on a Pi 5 was estimated 3.3x too fast as fp16 compute)
+            return "fp32"
         return "fp16" if target.cpu.fp16_arithmetic or target.gpu_fp16 else "fp32"
     return "fp32"  # fp32, and int8 weight-only (dequantised to float)
 
