@@ -112,12 +112,56 @@ def main() -> int:
             goals.check(f"{name} -> {target}: winner not estimated slower than fp32",
                         f"{win['latency_target_ms']:.2f} ms vs {fp32} ms" if fp32 else "no fp32 (full-int8 target)",
                         fp32 is None or win["latency_target_ms"] <= fp32 * 1.03, baseline="fastest fp32")
+    for target in ("host", "raspberrypi"):
+        crnn_case(work, target, goals, rows)
     print()
     print_table(["model", "target", "converter", "onnx2tf s", "TF int8 s", "TFLite vs ONNX", "nodes"], conversions)
     print()
-    print_table(["model", "target", "candidate", "status", "host p50 ms", "speed-up vs fp32", "cosine", "max |diff|",
+    print_table(["model", "target", "candidate", "status", "host p50 ms", "speed-up vs fp32", "cosine", "max |diff| / CER",
                  "target ms (est.)"], rows)
     return goals.exit_code()
+
+
+def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
+    """The CRNN/CTC recogniser of tests/zoo (batch 1, dynamic width), judged by its decoded text at
+    the data's width and at two others, through the bundle that ships."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.zoo import crnn
+
+    from edgekit.optimizer import optimize
+    from edgekit.runtime import load
+
+    path = crnn.build(work / "crnn")
+    np.savez(work / "crnn" / "lines.npz", x=crnn.held_out(256, seed=5)[0])
+    out = work / f"crnn-{target}"
+    result = optimize(str(path), target=target, data=str(work / "crnn" / "lines.npz"), task="ctc", out=out,
+                      timing_s=10)
+    cands = {c["id"]: c for c in result.report["candidates"]}
+    for cid, c in cands.items():
+        p50 = c["latency_host"]["p50_ms"] if c["latency_host"] else None
+        fp32 = cands.get(f"{c['format']}-fp32", {}).get("latency_host")
+        m = c["metrics"]
+        rows.append(["crnn ctc", target, ("* " if cid == result.winner else "") + cid, c["status"],
+                     f"{p50:.2f}" if p50 else "-",
+                     f"{fp32['p50_ms'] / p50:.2f}x" if p50 and fp32 and c["precision"] != "fp32" else "-",
+                     f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-", f"CER {m['cer']:.4f}" if "cer" in m else "-",
+                     f"{c['latency_target_ms']:.1f}" if c["latency_target_ms"] else "-"])
+    import onnxruntime as ort
+
+    runtime, source = load(out), ort.InferenceSession(str(path))
+    agree, fallbacks = [], 0
+    for length in (3, 5, 8):
+        x, _ = crnn.held_out(40, length, seed=10 + length)
+        for i in range(len(x)):
+            answer = runtime.predict_validated({"x": x[i:i + 1]})
+            fallbacks += answer["__variant__"] != result.winner
+            ref = source.run(None, {"x": x[i:i + 1]})[0]
+            agree.append(crnn.text_of(answer["logits"]) == crnn.text_of(ref))
+    goals.check(f"crnn ctc -> {target}: shipped text equals fp32's at widths 48/80/128",
+                f"{np.mean(agree):.1%} of 120 lines, {fallbacks} fallbacks (winner {result.winner})",
+                np.mean(agree) >= 0.95 and fallbacks == 0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Keep trained demo models in one cache for the whole run (and out of the user's home in CI).
 os.environ.setdefault("EDGEKIT_CACHE", str(ROOT / ".pytest_cache" / "edgekit-cache"))
+# every test exports for real; tests/unit/test_export_cache.py turns the cache on for itself
+os.environ.setdefault("EDGEKIT_EXPORT_CACHE", "off")
 
 # What a CI machine may lack, so a test may skip there for it: a reason starting with one of these.
 # Every other skip (a missing package, service, browser, tool or permission) fails a CI run: in CI

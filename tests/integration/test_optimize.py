@@ -126,3 +126,62 @@ def test_convert_and_quantize_commands(cli, tmp_path):
     # an exported ONNX file reaches TFLite too (onnx2tf), checked against onnxruntime
     from_onnx = cli("convert", onnx_path, "--to", "tflite", "--out", tmp_path / "x.tflite")
     assert from_onnx.exit_code == 0 and "with onnx2tf" in from_onnx.output and (tmp_path / "x.tflite").exists()
+
+
+SLOW_TFLITE = '''
+import sys
+import time
+
+import torch
+
+
+def _converting_to_tflite() -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if "litert_torch" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        if _converting_to_tflite():
+            time.sleep(3600)  # a converter that never ends
+        return self.fc(x)
+
+
+def build():
+    return Net(), (torch.zeros(1, 8),)
+'''
+
+
+def test_time_budget_stops_a_converter_that_never_ends(tmp_path):
+    """--time-budget 400 ran 937 s: a converter past the deadline went on. Now it is killed at
+    the deadline, the fp32 ONNX (built first) still ships, and the report names what was stopped."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "net.py").write_text(SLOW_TFLITE)
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "edgekit", "optimize", "net.py:build", "--target", "host",
+                          "--time-budget", "60", "--timing-seconds", "1", "--out", "o"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    took = time.monotonic() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    # not a speed assertion: without the stop the run lasts the converter's 3600 s (killed at 900)
+    assert took < 600, took
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    tflite = next(c for c in report["candidates"] if c["id"] == "tflite-fp32")
+    assert tflite["status"] == "failed" and "stopped after" in tflite["reason"]
+    assert report["winner"].startswith("onnx-") and "the tflite conversion (stopped at the deadline)" in \
+        report["budget"]["skipped"]
+    assert "stopped" in run.stdout and "--time-budget" in run.stdout
+    # the killed converter is gone too (a forked child carries its parent's command line)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [line for line in ps.splitlines() if "net.py:build" in line]

@@ -121,3 +121,32 @@ def test_each_field_of_an_output_is_judged_on_its_own():
     rounded = page.copy()
     rounded[..., -1] = 0.0
     assert verdict(compare([page], [rounded], None, "generic"), Tolerance())[0]
+
+
+def test_a_recogniser_is_judged_by_its_decoded_text():
+    """CTC logits where blank and a digit are nearly tied on some steps: a tiny change flips the
+    greedy decode (a character lost) while every cosine stays above 0.999."""
+    from edgekit.optimizer.accuracy import check_task, ctc_decode, edit_distance
+
+    assert ctc_decode(np.eye(4)[[[1, 1, 0, 1, 2, 0, 0, 3]]]) == [(1, 1, 2, 3)]  # repeats merged, blanks split them
+    assert edit_distance((1, 2, 3), (1, 3)) == 1 and edit_distance((), (4, 4)) == 2
+    rng = np.random.default_rng(0)
+    steps = rng.integers(1, 11, size=(64, 12))
+    steps[:, 1::2] = 0  # blank between characters
+    ref = np.log(np.full((64, 12, 11), 1e-3))
+    np.put_along_axis(ref, steps[..., None], 0.0, axis=-1)
+    ref[np.arange(64), 2, steps[:, 2]], ref[:, 2, 0] = -0.70, -0.71  # step 2: its character just ahead of blank
+    out = ref.copy()
+    out[:32, 2, 0] = -0.69  # half the lines lose their second character
+    metrics = compare([ref], [out], None, "ctc")
+    assert metrics["cosine_min"] > 0.999 and metrics["text_agreement"] == 0.5 and 0 < metrics["cer"] < 0.2
+    ok, why = verdict(metrics, Tolerance())
+    assert not ok and "character error rate" in why
+    assert verdict(metrics, Tolerance.parse("cer=0.2"))[0]
+    assert "CTC" in metrics["judged_by"]
+    assert compare([ref], [ref], None, "ctc")["cer"] == 0.0
+    with pytest.raises(EdgekitError, match="unknown --task"):
+        check_task("ocr")
+    assert check_task("ctc:36") == "ctc:36"
+    with pytest.raises(EdgekitError, match=r"\[samples, time, classes\]"):
+        compare([ref[:, 0]], [ref[:, 0]], None, "ctc")

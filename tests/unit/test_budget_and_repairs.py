@@ -49,3 +49,45 @@ def test_max_abs_and_iou_tolerances():
     assert shortfall(metrics, tol) > shortfall(compare([ref], [ref], None, "generic", threshold=0.3), tol) == 0
     with pytest.raises(Exception, match="iou=0.85"):
         Tolerance.parse("iou")
+
+
+def test_a_bounded_step_returns_raises_and_is_stopped_with_what_it_started(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    from edgekit.errors import ConversionError, MissingDependencyError
+    from edgekit.optimizer.child import Stopped, bounded
+
+    assert bounded("sum", lambda: {"pid": os.getpid()}, 30)["pid"] != os.getpid()  # ran in a child
+    assert bounded("sum", lambda: os.getpid(), None) == os.getpid()  # no budget: no fork
+
+    def fails():
+        raise ConversionError("onnx2tf failed: bad op", "onnx2tf", detail="trace", hint="try --formats onnx")
+
+    with pytest.raises(ConversionError) as caught:
+        bounded("convert", fails, 30)
+    assert (caught.value.exporter, caught.value.detail, caught.value.hint) == ("onnx2tf", "trace", "try --formats onnx")
+
+    def missing():
+        raise MissingDependencyError("onnx2tf", "tflite", "TFLite from ONNX")
+
+    with pytest.raises(MissingDependencyError):  # an install hint stays an install hint
+        bounded("convert", missing, 30)
+
+    pid_file = tmp_path / "grandchild"
+
+    def hangs():  # a converter that starts its own process and never ends
+        pid_file.write_text(str(subprocess.Popen(["sleep", "600"]).pid))
+        time.sleep(600)
+
+    started = time.monotonic()
+    with pytest.raises(Stopped, match="stopped after 2 s"):
+        bounded("the tflite conversion", hangs, 2)
+    assert time.monotonic() - started < 60  # not a speed check: unstopped, this takes 600 s
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.2)
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout
+    assert state.strip() in ("", "Z"), state  # killed with its group (a zombie until reaped by init)
+    with pytest.raises(Stopped, match="not started"):
+        bounded("convert", lambda: 1, 0)

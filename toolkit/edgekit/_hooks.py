@@ -23,10 +23,14 @@ def import_callable(ref: str, what: str = "factory"):
         name = f"_edgekit_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        # on record like any import, so that inspect (the export cache's key), pickle and
+        # dataclasses find the file's classes
+        sys.modules[name] = module
         sys.path.insert(0, str(path.parent.resolve()))  # let the file import its neighbours
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
+            sys.modules.pop(name, None)
             raise ModelLoadError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             sys.path.remove(str(path.parent.resolve()))

@@ -92,7 +92,9 @@ class ArtifactFormat:
             dst = builder.workdir / f"base-fp32{self.suffix}"
             if builder.model.format == self.name:
                 return dst, self.from_source(builder, dst)
-            return dst, self.convert_for(builder, dst)
+            from ..convert.export_cache import reuse_or_make
+
+            return dst, reuse_or_make(builder.model, self.name, dst, lambda: self.convert_for(builder, dst))
 
         return builder.cached(self.name, make)
 

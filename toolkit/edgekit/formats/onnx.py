@@ -131,14 +131,16 @@ class Onnx(ArtifactFormat):
         if candidate.precision == "fp16":
             from ..quantize.onnx_fp16 import quantize_onnx_fp16
 
-            return guard("onnxconverter-common", lambda: quantize_onnx_fp16(self.base(builder), dst))
+            base = self.base(builder)  # the export is cached in this process, so made here
+            return guard("onnxconverter-common", lambda: quantize_onnx_fp16(base, dst), builder)
         from ..quantize.onnx_int8 import quantize_onnx_int8
 
         settings = candidate.onnx_int8
         if candidate.fused and not settings.fused_graph:
             settings = replace(settings, fused_graph=True)
         source = self.base(builder, candidate.fused)
-        return guard("onnxruntime.quantization", lambda: quantize_onnx_int8(source, dst, settings, builder.calibration))
+        return guard("onnxruntime.quantization", lambda: quantize_onnx_int8(source, dst, settings, builder.calibration),
+                     builder)
 
     def repairs(self, candidate, opt) -> Iterator:
         """Per-channel weights, another calibration method, the output head in float (static), then

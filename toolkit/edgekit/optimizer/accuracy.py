@@ -27,6 +27,9 @@ class Tolerance:
     # levels. One cosine over a detector's output is its boxes (0-320 px): scores rounded to one
     # value passed at 0.9999.
     max_slice_error: float = 0.8
+    # A CTC recogniser (--task ctc) is judged by its greedy-decoded text: the character error rate
+    # of the candidate's strings against fp32's, over all evaluation samples.
+    max_cer: float = 0.01
 
     def __post_init__(self):
         for name in ("min_cosine", "min_top1"):
@@ -42,7 +45,7 @@ class Tolerance:
             return cls()
         keys = {"cosine": "min_cosine", "min_cosine": "min_cosine_floor", "top1": "min_top1",
                 "accuracy_drop": "max_accuracy_drop", "max_abs": "max_abs", "iou": "min_iou",
-                "threshold": "threshold", "slice_error": "max_slice_error"}
+                "threshold": "threshold", "slice_error": "max_slice_error", "cer": "max_cer"}
         values = {}
         try:
             if "=" not in text:
@@ -57,7 +60,7 @@ class Tolerance:
             raise EdgekitError(
                 f"bad --tolerance {text!r} ({exc})",
                 "use a mean cosine like 0.98, or cosine=0.98,min_cosine=0.95,top1=0.98,accuracy_drop=2,max_abs=0.02,"
-                "iou=0.85,threshold=0.3",
+                "iou=0.85,threshold=0.3,cer=0.01",
             ) from None
 
     def to_dict(self) -> dict:
@@ -90,6 +93,9 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
     metrics.update(finite=True, cosine_mean=worst_cos, cosine_min=worst_floor, max_abs_error=max_abs,
                    mean_abs_error=mean_abs)
     metrics["worst_slice"] = worst_slice(reference, outputs)
+    metrics["judged_by"] = JUDGED_BY.get(task.partition(":")[0], JUDGED_BY["generic"])
+    if task.partition(":")[0] == "ctc":
+        metrics.update(ctc_agreement(reference[0], outputs[0], task))
     if task == "classification":
         ref_top, out_top = reference[0].argmax(-1), outputs[0].argmax(-1)
         metrics["top1_agreement"] = float((ref_top == out_top).mean())
@@ -98,6 +104,57 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
             metrics["reference_accuracy"] = float((ref_top == labels).mean())
             metrics["accuracy_drop_points"] = 100 * (metrics["reference_accuracy"] - metrics["accuracy"])
     return metrics
+
+
+TASKS = ("generic", "classification", "embedding", "ctc")
+JUDGED_BY = {
+    "generic": "cosine per row and each output field against fp32",
+    "classification": "top-1 agreement with fp32 (accuracy with labels), cosine, each class score",
+    "embedding": "cosine per row against fp32, each dimension",
+    "ctc": "greedy CTC decode: character error rate against fp32's text, cosine, each class score",
+}
+
+
+def check_task(task: str) -> str:
+    """``generic``, ``classification``, ``embedding``, or ``ctc`` / ``ctc:BLANK`` (the blank class
+    index, 0 by default)."""
+    name, _, blank = task.partition(":")
+    if name not in TASKS or (blank and (name != "ctc" or not blank.isdigit())):
+        raise EdgekitError(f"unknown --task {task!r}", f"use one of {', '.join(TASKS)}; ctc:BLANK names the blank "
+                           "class index (0 by default)")
+    return task
+
+
+def ctc_decode(logits: np.ndarray, blank: int = 0) -> list[tuple[int, ...]]:
+    """Greedy CTC decoding of [samples, time, classes] scores: best class per step, repeats
+    merged, blanks dropped (what CRNN/PP-OCR recognisers ship with)."""
+    best = np.asarray(logits).argmax(-1)
+    decoded = []
+    for steps in best.reshape(len(best), -1):
+        kept = steps[np.r_[True, steps[1:] != steps[:-1]]]
+        decoded.append(tuple(int(k) for k in kept if k != blank))
+    return decoded
+
+
+def edit_distance(a: tuple, b: tuple) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def ctc_agreement(reference: np.ndarray, output: np.ndarray, task: str) -> dict:
+    """Text agreement and character error rate of the candidate's decoded strings against fp32's."""
+    if np.ndim(reference) != 3:
+        raise EdgekitError(f"--task ctc needs a [samples, time, classes] output, got shape {np.shape(reference)}",
+                           "put the recogniser's score output first, or use --task generic")
+    blank = int(task.partition(":")[2] or 0)
+    ref, out = ctc_decode(reference, blank), ctc_decode(output, blank)
+    errors = sum(edit_distance(r, o) for r, o in zip(ref, out))
+    return {"text_agreement": float(np.mean([r == o for r, o in zip(ref, out)])),
+            "cer": errors / max(1, sum(len(r) for r in ref))}
 
 
 def _slices(ref: np.ndarray, out: np.ndarray):
@@ -165,6 +222,9 @@ def verdict(metrics: dict, tolerance: Tolerance) -> tuple[bool, str]:
         problems.append(f"max |diff| {metrics['max_abs_error']:.4g} > {tolerance.max_abs}")
     if tolerance.min_cosine_floor is not None and metrics["cosine_min"] < tolerance.min_cosine_floor:
         problems.append(f"min cosine {metrics['cosine_min']:.4f} < {tolerance.min_cosine_floor}")
+    if "cer" in metrics and metrics["cer"] > tolerance.max_cer:
+        problems.append(f"decoded text: character error rate {metrics['cer']:.4f} against fp32 > {tolerance.max_cer} "
+                        f"({metrics['text_agreement']:.1%} of strings identical)")
     sliced = _slice_problem(metrics, tolerance)
     if sliced:
         problems.append(sliced)
@@ -188,6 +248,8 @@ def shortfall(metrics: dict, tolerance: Tolerance) -> float:
         gap += max(0.0, metrics["max_abs_error"] - tolerance.max_abs)
     if tolerance.min_iou is not None:
         gap += max(0.0, tolerance.min_iou - metrics.get("iou", 0.0))
+    if "cer" in metrics:
+        gap += max(0.0, metrics["cer"] - tolerance.max_cer)
     if "accuracy_drop_points" in metrics:
         gap += max(0.0, metrics["accuracy_drop_points"] - tolerance.max_accuracy_drop) / 100
     elif "top1_agreement" in metrics:

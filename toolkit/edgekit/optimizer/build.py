@@ -28,10 +28,11 @@ class Builder:
         self.exports: dict[str, dict] = {}  # what each base conversion did, for the report
 
     def cached(self, key: str, make: Callable[[], tuple[Path, dict]]) -> Path:
-        """``make()`` once per key; its ConversionError is remembered and raised again."""
+        """``make()`` once per key, within the time budget; its ConversionError is remembered and
+        raised again."""
         if key not in self._base:
             try:
-                path, info = make()
+                path, info = self.bounded(f"the {key} conversion", make)
                 self._base[key] = (path, None, info)
             except ConversionError as exc:
                 self._base[key] = (None, exc, {})
@@ -45,6 +46,19 @@ class Builder:
         """What a converter subprocess may take: the budget's rest, an hour without one."""
         return 3600.0 if self.budget is None else max(min(self.budget.left(), 3600.0), 0.0)
 
+    def bounded(self, what: str, func: Callable):
+        """``func()`` stopped at the --time-budget's deadline (edgekit.optimizer.child); the step
+        that was stopped is listed in the report with what the budget left out."""
+        from .child import Stopped, bounded
+
+        if self.budget is None or self.budget.seconds is None:
+            return func()
+        try:
+            return bounded(what, func, self.budget.left())
+        except Stopped:
+            self.budget.skip(f"{what} (stopped at the deadline)")
+            raise
+
     def base(self, fmt: str, **kw) -> Path:
         return registry.get(fmt).base(self, **kw)
 
@@ -54,10 +68,11 @@ class Builder:
         return dst, spec.build(self, candidate, dst)
 
 
-def guard(tool: str, func) -> dict:
-    """Quantiser failures become ConversionErrors naming the tool, so the plan goes on."""
+def guard(tool: str, func, builder: Optional[Builder] = None) -> dict:
+    """Quantiser failures become ConversionErrors naming the tool, so the plan goes on; with a
+    builder, the quantiser is stopped at the run's deadline."""
     try:
-        return func()
+        return builder.bounded(tool, func) if builder is not None else func()
     except ConversionError:
         raise
     except Exception as exc:

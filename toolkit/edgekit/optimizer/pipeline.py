@@ -20,12 +20,13 @@ from ..errors import ConversionError, DataError, EdgekitError, first_line
 from ..models import Model, load_model
 from ..names import as_file_name
 from . import report as report_mod
-from .accuracy import Tolerance, compare, shortfall, verdict
+from .accuracy import Tolerance, check_task, compare, shortfall, verdict
 from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms
 from .plan import Candidate, Plan, make_plan
 from .select import TIE, median_ci, pick
+from .sizes import drop_fixed_sizes
 from .timing import interleaved, summary
 
 EVAL_SAMPLES = 512
@@ -309,14 +310,15 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
              time_budget_s: Optional[float] = None, progress: Callable[[str], None] = lambda msg: None,
              inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None,
              verify_arm64: int = 0, timing_s: float = 20.0, batch_axes: tuple[str, ...] = (),
-             states: tuple[str, ...] = ()) -> OptimizeResult:
+             states: tuple[str, ...] = (), task: Optional[str] = None) -> OptimizeResult:
     """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result.
     ``time_budget_s`` bounds the whole run (what it left out is in the report); ``timing_s`` is
     what the interleaved timing may take of it. ``processing`` declares the bundle's
     pre/post-processing (built-in models carry theirs). ``verify_arm64``: re-run the passing
     candidates on that many samples on ARM64 kernels under QEMU (edgekit.emulation.verify) and
     reject those whose numerics fail there. ``inputs``, ``batch_axes`` and ``states`` are the
-    ``--input``, ``--batch-axis`` and ``--state`` texts (edgekit.models.interface)."""
+    ``--input``, ``--batch-axis`` and ``--state`` texts (edgekit.models.interface); ``task`` names
+    how outputs are judged (edgekit.optimizer.accuracy.TASKS), else the model's own."""
     with InterruptGuard() as guard:
         def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
             guard.check()
@@ -324,14 +326,18 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
 
         return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
                          eval_samples, Budget(time_budget_s), step, inputs, plan_only, processing, verify_arm64,
-                         timing_s, batch_axes, states)
+                         timing_s, batch_axes, states, task)
 
 
 def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
               budget, progress, inputs, plan_only, processing=None, verify_arm64=0, timing_s=20.0, batch_axes=(),
-              states=()) -> OptimizeResult:
+              states=(), task=None) -> OptimizeResult:
     started = time.time()
+    if task is not None:
+        check_task(task)
     model = model if isinstance(model, Model) else load_model(model, inputs, batch_axes, states)
+    if task is not None:
+        model.task = task
     if processing is not None:
         for post in processing.get("outputs", []):
             post["output"] = post.get("output") or model.outputs[0].name
@@ -365,9 +371,12 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
     with tempfile.TemporaryDirectory(prefix=f"edgekit-opt-{os.getpid()}-") as tmp:
         progress(f"reference outputs on {eval_data.describe()}")
         opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, timing_s, budget)
-        # fp32 first: the safe candidate (an export, or the cleaned source) must not be the one a
-        # short --time-budget leaves out after slow converters; the report keeps the plan's order
-        built = {c.id: opt.run_candidate(c) for c in sorted(plan.candidates, key=lambda c: c.precision != "fp32")}
+        # The source's own format first, then ONNX (the quickest, surest export), fp32 first within
+        # each: the safe candidate, and the variants its base already allows, must not be what a
+        # short --time-budget leaves out after a slow converter; the report keeps the plan's order
+        first = sorted(plan.candidates, key=lambda c: (c.format != model.format, c.format != "onnx",
+                                                        c.precision != "fp32"))
+        built = {c.id: opt.run_candidate(c) for c in first}
         outcomes = [built[c.id] for c in plan.candidates]
         arm64 = None
         from ..models.interface import standard
@@ -386,6 +395,7 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                          f"{arm64['cpu']} over {arm64['samples']} samples"
                          + (f"; rejected there: {', '.join(failed)}" if failed else "; all held")
                          + " (latency under emulation means nothing and is not reported)")
+        drop_fixed_sizes(opt, outcomes)
         opt.time(outcomes)
         from ..formats.edgetpu import describe as edgetpu_text
 

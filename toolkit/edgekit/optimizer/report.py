@@ -50,6 +50,9 @@ def build_report(model, profile, opt, outcomes, winner, closest, eval_data, cali
         tol_text += f", max |diff| <= {tol['max_abs']}"
     if tol["min_iou"] is not None:
         tol_text += f", IoU above {tol['threshold']} >= {tol['min_iou']}"
+    if model.task.startswith("ctc"):
+        tol_text += f", character error rate of the greedy-decoded text against fp32's <= {tol['max_cer']}"
+    tol_text += f", each output field within {tol['max_slice_error']} of its fp32 spread and not collapsed"
     return {
         "schema": "edgekit.optimize/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -91,11 +94,12 @@ def markdown(report: dict) -> str:
         lines.append(f"Calibration: {report['data']['calibration']}.")
     lines += [""] + [f"> {note}" for note in report["notes"]] + [""]
     lines += ["## Candidates", "",
-              "| candidate | settings | status | size MB | host p50 ms | target ms | cos mean | cos min | top-1 / acc | reason |",
+              "| candidate | settings | status | size MB | host p50 ms | target ms | cos mean | cos min | task metric | reason |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["candidates"]:
         m = c["metrics"]
-        task = (f"{m['accuracy']:.4f}" if "accuracy" in m else _fmt(m.get("top1_agreement")))
+        task = (f"{m['accuracy']:.4f}" if "accuracy" in m else f"CER {m['cer']:.4f}" if "cer" in m
+                else _fmt(m.get("top1_agreement")))
         lines.append(
             f"| {c['id']} | {c['settings'] or '-'} | {c['status']} | {_fmt(c['size_bytes'] and c['size_bytes'] / 1e6, '.2f')} "
             f"| {_fmt(c['latency_host'].get('p50_ms'), '.2f')} | {_fmt(c['latency_target_ms'], '.2f')} "
