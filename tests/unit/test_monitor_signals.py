@@ -44,28 +44,58 @@ def test_unchanged_data_does_not_drift_and_changed_data_does(digits, n):
     assert all(not d.drifted for d in quiet), [d.share for d in quiet]
     if n == 100:  # each feature's test keeps close to its 5% false-positive rate
         assert np.mean([d.share for d in quiet]) <= 0.15
-    else:  # distances, not p-values: a hundred thousand rows do not make sampling noise significant
-        assert all(f.method == "wasserstein" for f in quiet[0].features)
-        assert max(d.share for d in quiet) <= 0.25
-        from scipy.stats import ks_2samp
-
-        fresh = _features(_sample(new_pool, n, seed=1))
-        old = _features(_sample(ref_pool, 900, seed=0))
-        assert min(ks_2samp(old[f], fresh[f]).pvalue for f in names) < 0.05  # ...where a test would cry drift
+    else:  # a test against 900 reference rows: its power is the reference's, not the window's
+        # (the window redraws 897 images that are not the reference's: some features see that real
+        # small shift, fewer than half; a clean window of 120k rows: the test below)
+        assert {f.method for f in quiet[0].features} <= {"ks", "chi2"}  # chi2: features of a few values
     rotated = np.ascontiguousarray(np.rot90(_sample(new_pool, n, seed=9), 1, axes=(2, 3)))
     moved = {f.feature for f in dataset_drift(reference, histograms(_features(rotated)), names).features if f.drifted}
     # a rotation keeps the ink (mean, spread) and moves it between quadrants: that is what drifts
-    assert len(moved & {f"in.input.q{i}" for i in range(4)}) >= 3 and not moved & {"in.input.mean", "in.input.std"}
+    # (beyond what drifted already between the two pools of images)
+    before = {f.feature for d in quiet for f in d.features if f.drifted}
+    assert len(moved & {f"in.input.q{i}" for i in range(4)}) >= 3
+    assert not (moved - before) & {"in.input.mean", "in.input.std"}
+
+
+@pytest.mark.parametrize("reference_rows", [225, 5000])
+def test_a_clean_window_of_100k_rows_raises_no_drift_whatever_the_reference_size(digits, reference_rows):
+    """Chosen by the window's size, a 225-row reference was judged by distances that measure its
+    own sampling noise: 'dataset drift 0.55' on clean days. By the reference's size (Evidently's
+    rule) a small reference gets a test, a large one distances; neither cries drift on clean data,
+    and both see a rotation."""
+    images, _ = digits
+    reference = histograms(_features(_sample(images, reference_rows, seed=0)))
+    names = sorted(reference)
+    labels = np.random.default_rng(3).integers(0, 10, reference_rows)
+    reference |= histograms({"out.class": labels})
+    window = _sample(images, 120_000, seed=1)
+    current = histograms(_features(window)) | histograms({"out.class": np.random.default_rng(4).integers(0, 10, 120_000)})
+    clean = dataset_drift(reference, current, names + ["out.class"])
+    methods = {f.method for f in clean.features}
+    assert methods == ({"ks", "chi2"} if reference_rows <= 1000 else {"wasserstein", "jensenshannon"}), methods
+    assert not clean.drifted and clean.share <= 0.2, [(f.feature, f.score) for f in clean.features if f.drifted]
+    rotated = np.ascontiguousarray(np.rot90(window, 1, axes=(2, 3)))
+    assert dataset_drift(reference, histograms(_features(rotated)), names).share > 0.3
+
+
+def test_a_number_of_few_values_is_judged_as_a_category():
+    rng = np.random.default_rng(0)
+    ref = histograms({"flag": rng.integers(0, 2, 300).astype(float)})["flag"]
+    same = feature_drift(ref, histograms({"flag": rng.integers(0, 2, 50_000).astype(float)})["flag"])
+    assert same.method == "chi2" and not same.drifted
+    moved = feature_drift(ref, histograms({"flag": (rng.random(50_000) < 0.7).astype(float)})["flag"])
+    assert moved.drifted
 
 
 def test_too_few_rows_are_not_judged_and_classes_use_chi2_then_jensen_shannon():
     rng = np.random.default_rng(0)
-    ref = histograms({"out.class": rng.integers(0, 10, 2000)})["out.class"]
-    few = feature_drift(ref, histograms({"out.class": rng.integers(0, 10, 10)})["out.class"])
+    small_ref = histograms({"out.class": rng.integers(0, 10, 800)})["out.class"]
+    few = feature_drift(small_ref, histograms({"out.class": rng.integers(0, 10, 10)})["out.class"])
     assert not few.judged and few.method == "too few"
     skew = rng.choice(10, 500, p=[0.4] + [0.6 / 9] * 9)
-    small = feature_drift(ref, histograms({"out.class": skew})["out.class"])
+    small = feature_drift(small_ref, histograms({"out.class": skew})["out.class"])
     assert small.method == "chi2" and small.drifted and small.psi > 0.1
+    ref = histograms({"out.class": rng.integers(0, 10, 2000)})["out.class"]  # past 1,000 rows: a distance
     same = feature_drift(ref, histograms({"out.class": rng.integers(0, 10, 50_000)})["out.class"])
     assert same.method == "jensenshannon" and not same.drifted and same.psi_band == "none"
 
