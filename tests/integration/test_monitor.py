@@ -182,7 +182,10 @@ def test_report_is_one_self_contained_page_with_the_alerts_on_top(fleet):
     assert "group=drifted" in page and "data:image/png;base64," in page and "<script" not in page
     assert "src=\"http" not in page and "href=\"http" not in page  # nothing fetched from elsewhere
     data = json.loads((out / "report.json").read_text())
-    assert {a["key"]["group"] for a in data["alerts"] if a["key"]} == {"drifted", "camera", "fallback"}
+    assert {a["key"]["group"] for a in data["alerts"] if "group" in a["key"]} == {"drifted", "camera", "fallback"}
+    # the per-device rules name the devices of the broken groups, and no clean one
+    named = {a["key"]["device"].split("-")[0] for a in data["alerts"] if "device" in a["key"]}
+    assert named and named <= {"camera", "fallback"}, named
 
 
 def test_collector_metrics_are_prometheus_gauges_per_group(fleet):

@@ -122,3 +122,16 @@ def test_rules_read_only_signals_that_exist(tmp_path):
         Rule("typo", "proxy.fallback_shar", above=0.2)
     with pytest.raises(EdgekitError, match="unknown signal 'nope.nope'"):
         Rule("nope", "nope.nope", above=1)
+
+
+def test_one_faulty_device_among_many_is_named_by_the_default_rules(db_url):
+    """One device of six falls back on every call: 1/6 of its group, under the group rule's 0.2,
+    so only a device-scope rule sees it, and it says which device."""
+    from edgekit.monitor.rules import DEFAULT_RULES
+
+    db = Database(db_url)
+    for i in range(6):
+        ingest_predictions(db, f"cam-{i}", "tiny", "1", 100, fallback_every=1 if i == 3 else 0)
+    # (these synthetic outputs cycle through three values, which the identical-output rules see too)
+    alerts = [a for a in evaluate(db, "tiny", DEFAULT_RULES) if a.signal == "proxy.fallback_share"]
+    assert [(a.rule, a.scope, a.value) for a in alerts] == [("fallbacks on one device", "device=cam-3", 1.0)]

@@ -109,6 +109,13 @@ DEFAULT_RULES = (
          why="the model returns NaN or infinity"),
     Rule("fallbacks", "proxy.fallback_share", above=0.2, min_samples=50,
          why="the preferred variant fails and the runtime falls back"),
+    # One device's fault is diluted by its group (a frozen camera at 0.99 read 0.33 in a group of
+    # three; one device falling back on every call never reached 0.2 in a group of five), so the
+    # faults that live on one device are watched per device too, and the alert names it.
+    Rule("identical outputs on one device", "proxy.identical_output_share", above=0.5, min_samples=50, by="device",
+         severity="critical", why="this device's camera or pre-processing is stuck; its group's share dilutes it"),
+    Rule("fallbacks on one device", "proxy.fallback_share", above=0.5, min_samples=50, by="device",
+         why="the preferred variant fails on this device (its runtime, its hardware); its group hides it"),
     Rule("data quality", "quality.failing_share", above=0.1, min_samples=50,
          why="inputs break the reference's bounds or expectations"),
     Rule("data drift", "drift.share", above=0.5, min_samples=100,
