@@ -85,16 +85,7 @@ def main() -> int:
         elif export:
             conversions.append([name, target, "failed", "-", "-", "-", export.get("error", "")[:60]])
         cands = {c["id"]: c for c in report["candidates"]}
-        for cid, c in cands.items():
-            p50 = c["latency_host"]["p50_ms"] if c["latency_host"] else None
-            fp32 = cands.get(f"{c['format']}-fp32", {}).get("latency_host")
-            speedup = f"{fp32['p50_ms'] / p50:.2f}x" if p50 and fp32 and c["precision"] != "fp32" else "-"
-            m = c["metrics"]
-            rows.append([name, target, ("* " if cid == result.winner else "") + cid, c["status"],
-                         f"{p50:.2f}" if p50 else "-", speedup,
-                         f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-",
-                         f"{m['max_abs_error']:.3f}" if "max_abs_error" in m else "-",
-                         f"{c['latency_target_ms']:.1f}" if c["latency_target_ms"] else "-"])
+        rows += candidate_rows(name, target, cands, result.winner)
         goals.check(f"{name} -> {target}: a passing variant", f"winner {result.winner} ({seconds:.0f} s run)",
                     result.winner is not None)
         if "det" in name or "cls" in name:
@@ -122,6 +113,22 @@ def main() -> int:
     return goals.exit_code()
 
 
+def candidate_rows(name: str, target: str, cands: dict, winner) -> list:
+    """One table row per candidate: host p50, int8 speed-up against the same format's fp32, and the
+    guard's numbers (the task's own where it has one: CER for a recogniser)."""
+    rows = []
+    for cid, c in cands.items():
+        p50 = c["latency_host"]["p50_ms"] if c["latency_host"] else None
+        fp32 = cands.get(f"{c['format']}-fp32", {}).get("latency_host")
+        m = c["metrics"]
+        error = f"CER {m['cer']:.4f}" if "cer" in m else f"{m['max_abs_error']:.3f}" if "max_abs_error" in m else "-"
+        rows.append([name, target, ("* " if cid == winner else "") + cid, c["status"], f"{p50:.2f}" if p50 else "-",
+                     f"{fp32['p50_ms'] / p50:.2f}x" if p50 and fp32 and c["precision"] != "fp32" else "-",
+                     f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-", error,
+                     f"{c['latency_target_ms']:.1f}" if c["latency_target_ms"] else "-"])
+    return rows
+
+
 def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
     """The CRNN/CTC recogniser of tests/zoo (batch 1, dynamic width), judged by its decoded text at
     the data's width and at two others, through the bundle that ships."""
@@ -138,16 +145,7 @@ def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
     out = work / f"crnn-{target}"
     result = optimize(str(path), target=target, data=str(work / "crnn" / "lines.npz"), task="ctc", out=out,
                       timing_s=10)
-    cands = {c["id"]: c for c in result.report["candidates"]}
-    for cid, c in cands.items():
-        p50 = c["latency_host"]["p50_ms"] if c["latency_host"] else None
-        fp32 = cands.get(f"{c['format']}-fp32", {}).get("latency_host")
-        m = c["metrics"]
-        rows.append(["crnn ctc", target, ("* " if cid == result.winner else "") + cid, c["status"],
-                     f"{p50:.2f}" if p50 else "-",
-                     f"{fp32['p50_ms'] / p50:.2f}x" if p50 and fp32 and c["precision"] != "fp32" else "-",
-                     f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-", f"CER {m['cer']:.4f}" if "cer" in m else "-",
-                     f"{c['latency_target_ms']:.1f}" if c["latency_target_ms"] else "-"])
+    rows += candidate_rows("crnn ctc", target, {c["id"]: c for c in result.report["candidates"]}, result.winner)
     import onnxruntime as ort
 
     runtime, source = load(out), ort.InferenceSession(str(path))
