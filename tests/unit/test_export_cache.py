@@ -87,3 +87,13 @@ def test_the_cache_is_off_when_asked(monkeypatch, tmp_path):
 
     monkeypatch.setenv("EDGEKIT_EXPORT_CACHE", "off")
     assert key(_model(tmp_path / "net.py", NET), "onnx") is None
+
+
+def test_a_cache_that_cannot_be_written_is_no_cache(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("EDGEKIT_EXPORT_CACHE", "on")
+    monkeypatch.setenv("EDGEKIT_CACHE", str(blocked / "cache"))  # under a file: cannot be made
+    made = []
+    info = _export(_model(tmp_path / "net.py", NET), tmp_path / "a.onnx", made)
+    assert made and "cached" not in info and (tmp_path / "a.onnx").exists()

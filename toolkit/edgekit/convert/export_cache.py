@@ -82,9 +82,12 @@ def reuse_or_make(model: Model, fmt: str, dst: Path, make: Callable[[], dict]) -
     """The export at ``dst``: copied from the cache when an identical one was made before, else
     ``make()``d and kept for next time. Returns what the exporter did (``cached`` when reused)."""
     digest = key(model, fmt)
-    if digest is None:
+    try:
+        entry = None if digest is None else _root() / digest
+    except OSError:  # a cache folder that cannot be made (a read-only home): export, keep nothing
+        entry = None
+    if entry is None:
         return make()
-    entry = _root() / digest
     info_file = entry / "info.json"
     if info_file.is_file():
         with contextlib.suppress(OSError, ValueError):
