@@ -165,17 +165,13 @@ def test_time_budget_stops_a_converter_that_never_ends(tmp_path):
     the deadline, the fp32 ONNX (built first) still ships, and the report names what was stopped."""
     import subprocess
     import sys
-    import time
 
     (tmp_path / "net.py").write_text(SLOW_TFLITE)
-    started = time.monotonic()
+    # without the stop the run lasts the converter's 3600 s: the timeout fails it
     run = subprocess.run([sys.executable, "-m", "edgekit", "optimize", "net.py:build", "--target", "host",
                           "--time-budget", "60", "--timing-seconds", "1", "--out", "o"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    took = time.monotonic() - started
     assert run.returncode == 0, run.stdout + run.stderr
-    # not a speed assertion: without the stop the run lasts the converter's 3600 s (killed at 900)
-    assert took < 600, took
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     tflite = next(c for c in report["candidates"] if c["id"] == "tflite-fp32")
     assert tflite["status"] == "failed" and "stopped after" in tflite["reason"]

@@ -29,6 +29,19 @@ def cache_dir() -> Path:
     return path
 
 
+def installed_versions(names) -> dict[str, str]:
+    """The installed version of each distribution in ``names`` that is installed."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

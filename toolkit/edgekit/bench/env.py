@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 
 
@@ -39,12 +38,10 @@ def environment() -> dict:
     from ..devices.host import _cpuinfo, _flags, _max_ghz, available_cores
 
     info = _cpuinfo()
-    versions = {}
-    for name in ("onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tflite-runtime", "torch", "numpy", "edgekit"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    from .._io import installed_versions
+
+    versions = installed_versions(("onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tflite-runtime", "torch",
+                                   "numpy", "edgekit"))
     return {
         "hostname": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",

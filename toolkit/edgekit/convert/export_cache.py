@@ -20,11 +20,10 @@ import inspect
 import json
 import os
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional
 
-from .._io import cache_dir
+from .._io import cache_dir, installed_versions
 from ..models.spec import Model
 
 _EXPORTERS = {"onnx": ("onnx", "onnxscript"), "tflite": ("litert-torch", "ai-edge-litert")}
@@ -57,7 +56,7 @@ def _key(model: Model, fmt: str) -> Optional[str]:
 
     from .. import __version__
 
-    add(fmt, __version__, torch.__version__, *(_version(d) for d in _EXPORTERS.get(fmt, ())))
+    add(fmt, __version__, torch.__version__, sorted(installed_versions(_EXPORTERS.get(fmt, ())).items()))
     add([(s.name, s.shape, s.dtype, s.batch_axis, s.value, s.state_of) for s in model.inputs + model.outputs])
     for name, tensor in sorted(model.module.state_dict(keep_vars=False).items()):
         array = tensor.detach().cpu().contiguous()
@@ -150,9 +149,3 @@ def _source_file(cls) -> Optional[str]:
         return None
     return path if path and os.path.isfile(path) else None
 
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from .. import __version__, formats
@@ -19,13 +18,9 @@ TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "
 
 
 def toolchain() -> dict:
-    versions = {"edgekit": __version__}
-    for name in TOOLS:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
+    from .._io import installed_versions
+
+    return {"edgekit": __version__} | installed_versions(TOOLS)
 
 
 def _candidate_row(o) -> dict:
