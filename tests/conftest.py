@@ -128,10 +128,10 @@ def db_url(request, tmp_path):
 
 def ingest_predictions(db, device: str, model: str, version: str, n: int, fallback_every: int = 0,
                        latency_ms: float = 4.0, start_id: int = 1, time_s: float | None = None,
-                       labels: list | None = None) -> None:
-    """``n`` predictions of a 3-class model from ``device`` (enrolled if new), stored through the
-    collector's own ingest: a fallback on every ``fallback_every``-th; with ``labels``, their
-    inputs too and one feedback label each (None: none)."""
+                       labels: list | None = None, label_delay_s: float = 0.0, group: str = "") -> None:
+    """``n`` predictions of a 3-class model from ``device`` (enrolled in ``group`` if new), stored
+    through the collector's own ingest: a fallback on every ``fallback_every``-th; with ``labels``,
+    their inputs too and one feedback label each (None: none), given ``label_delay_s`` later."""
     import time
 
     from edgekit.collector.db import add_device
@@ -141,7 +141,7 @@ def ingest_predictions(db, device: str, model: str, version: str, n: int, fallba
     with db.read() as tx:
         known = tx.one("SELECT 1 FROM devices WHERE name = ?", (device,))
     if known is None:
-        add_device(db, device)
+        add_device(db, device, group)
     now = time.time() if time_s is None else time_s
     records = [{"id": start_id + i, "request_id": f"{device}-{start_id + i}", "time": now, "model": model,
                 "version": version, "latency_ms": latency_ms,
@@ -153,7 +153,8 @@ def ingest_predictions(db, device: str, model: str, version: str, n: int, fallba
         for i, (record, label) in enumerate(zip(records, labels)):
             record["inputs"] = {"input": encode_array(np.full((1, 4), i, np.float32))}
             if label is not None:
-                feedback.append({"id": start_id + i, "request_id": record["request_id"], "time": now, "label": label})
+                feedback.append({"id": start_id + i, "request_id": record["request_id"], "time": now + label_delay_s,
+                                 "label": label})
     ingest(db, device, f"{device}-{start_id}", Batch.dumps(f"store-{device}", records, feedback))
 
 

@@ -186,6 +186,10 @@ def test_report_is_one_self_contained_page_with_the_alerts_on_top(fleet):
     # the per-device rules name the devices of the broken groups, and no clean one
     named = {a["key"]["device"].split("-")[0] for a in data["alerts"] if "device" in a["key"]}
     assert named and named <= {"camera", "fallback"}, named
+    # JSON types, not their repr: "drifted": "False" is true to every reader
+    scopes = [data["snapshot"]["total"], *data["snapshot"]["scopes"]]
+    verdicts = [f["drifted"] for s in scopes for f in s["details"].get("drift", {}).get("features", [])]
+    assert verdicts and all(isinstance(v, bool) for v in verdicts)
 
 
 def test_collector_metrics_are_prometheus_gauges_per_group(fleet):

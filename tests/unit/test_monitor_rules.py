@@ -4,6 +4,7 @@ of at least its min_samples, per scope, and stays quiet below it."""
 import pytest
 
 from edgekit.collector.db import Database
+from edgekit.errors import EdgekitError
 from edgekit.monitor.rules import Rule, evaluate
 from tests.conftest import ingest_predictions
 
@@ -135,3 +136,81 @@ def test_one_faulty_device_among_many_is_named_by_the_default_rules(db_url):
     # (these synthetic outputs cycle through three values, which the identical-output rules see too)
     alerts = [a for a in evaluate(db, "tiny", DEFAULT_RULES) if a.signal == "proxy.fallback_share"]
     assert [(a.rule, a.scope, a.value) for a in alerts] == [("fallbacks on one device", "device=cam-3", 1.0)]
+
+
+DAY = 86400.0
+
+
+def test_labels_that_arrive_36_hours_late_are_counted_at_their_predictions_time(db_url):
+    """Every prediction is wrong, and its label arrives 36 h later. A 1-day window holds no label
+    yet; the window reaches back to the predictions whose labels are in, and says how far. A past
+    window counts only the labels given before it ended."""
+    import time
+
+    from edgekit.monitor.signals import snapshot
+
+    db = Database(db_url)
+    now = time.time()
+    for day in range(4):  # predictions 3.8, 2.8, 1.8 and 0.8 days ago; labels 2.3, 1.3, 0.3 days ago
+        t = now - (3.8 - day) * DAY
+        ingest_predictions(db, "lab-1", "tiny", "1", 40, time_s=t, start_id=1 + 40 * day,
+                           labels=[(i + 1) % 3 for i in range(40)], label_delay_s=1.5 * DAY)
+    # and the labels of the predictions of 0.8 days ago come 0.7 days from now
+    rule = Rule("wrong", "feedback.accuracy", below=0.5, min_samples=30, by="device", window="1d")
+    alerts = evaluate(db, "tiny", (rule,), now=now)
+    assert [(a.scope, a.value) for a in alerts] == [("device=lab-1", 0.0)], alerts
+    s = snapshot(db, "tiny", now - DAY, now, by=("device",), now=now).scopes[0].signals
+    assert s["feedback.coverage"] == 0.0 and s["feedback.labelled"] == 40 and s["feedback.window_s"] == 2 * DAY
+    assert s["feedback.lag_p90_s"] == 2 * DAY and abs(s["feedback.lag_mean_s"] - 1.5 * DAY) < 1
+    # 3 to 2 days ago: that day's labels came 1.5 days later, after the window ended, so it is
+    # judged on the day before's, which came in time
+    past = snapshot(db, "tiny", now - 3 * DAY, now - 2 * DAY, by=("device",), now=now).scopes[0].signals
+    assert past["records"] == 40 and past["feedback.coverage"] == 0.0, past["feedback.coverage"]
+    assert past["feedback.labelled"] == 40 and past["feedback.window_s"] == 2 * DAY
+
+
+def test_a_device_whose_latency_rose_is_named_against_its_own_past(db_url):
+    """Devices differ (a Pi 4 is slower than a Pi 5), so each is compared with its own week before."""
+    import time
+
+    from edgekit.monitor.rules import DEFAULT_RULES
+
+    db = Database(db_url)
+    now = time.time()
+    for i, base in enumerate((0.2, 0.2, 0.6, 0.2, 0.2)):  # cam-2 is a slower board
+        ingest_predictions(db, f"cam-{i}", "tiny", "1", 100, latency_ms=base, time_s=now - 3 * DAY)
+        ingest_predictions(db, f"cam-{i}", "tiny", "1", 100, latency_ms=0.5 if i == 4 else base,
+                           time_s=now - 3600, start_id=101)
+    alerts = [a for a in evaluate(db, "tiny", DEFAULT_RULES, now=now) if a.signal.startswith("system.latency")]
+    assert [(a.rule, a.scope) for a in alerts] == [("latency rose on one device", "device=cam-4")], alerts
+    assert 2.2 < alerts[0].value < 2.8
+
+
+def test_k_of_n_devices_alerts_once_per_group_and_names_the_devices(db_url):
+    db = Database(db_url)
+    for group, faulty in (("site-a", {"a-0"}), ("site-b", {"b-1", "b-3"})):
+        for i in range(4):
+            name = f"{group[-1]}-{i}"
+            ingest_predictions(db, name, "tiny", "1", 60, fallback_every=1 if name in faulty else 0, group=group)
+    rule = Rule("fallbacks on several devices", "proxy.fallback_share", above=0.5, min_samples=50, by="device",
+                min_devices=2)
+    alerts = evaluate(db, "tiny", (rule,))
+    assert [(a.scope, a.devices) for a in alerts] == [("group=site-b", (("b-1", 1.0), ("b-3", 1.0)))], alerts
+    assert "on 2 devices: b-1 (1), b-3 (1)" in alerts[0].line() and "of 4 devices" in alerts[0].threshold
+    with pytest.raises(EdgekitError, match='min_devices = 2 needs by = "device"'):
+        Rule("bad", "proxy.fallback_share", above=0.5, by="group", min_devices=2)
+
+
+def test_json_output_holds_json_types_not_their_repr():
+    """A numpy bool through json.dumps(default=str) became the string "False": true to every reader."""
+    import json
+
+    import numpy as np
+
+    from edgekit._io import to_json
+
+    data = {"drifted": np.bool_(False), "n": np.int64(3), "x": np.float32(0.5), "nan": float("nan"),
+            "a": np.arange(2), "t": (1, 2)}
+    assert json.loads(to_json(data)) == {"drifted": False, "n": 3, "x": 0.5, "nan": None, "a": [0, 1], "t": [1, 2]}
+    with pytest.raises(TypeError, match="object is not JSON data"):
+        to_json({"x": object()})

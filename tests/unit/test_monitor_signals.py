@@ -136,3 +136,44 @@ def test_output_signals_for_classifiers_embeddings_and_broken_outputs():
     assert s["hash"][0] != s["hash"][1]
     emb = output_signals({"emb": np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32)})
     assert {"out.norm", "out.proj0", "out.proj1"} <= set(emb)
+
+
+def test_a_prior_shift_is_seen_and_a_small_reference_is_not_taken_as_exact():
+    """Classes 1 and 7 at 25% each instead of 10%: the predicted classes moved by 0.3. Against a
+    225-row reference, 100k clean rows do not: a goodness-of-fit test that takes the reference's
+    shares as exact rejects them (p ~ 1e-8 in the field), the two-sample test does not."""
+    from scipy import stats
+
+    from edgekit.monitor.drift import class_shift
+    from edgekit.monitor.signals import CLASS_SHIFT_P
+
+    rng = np.random.default_rng(0)
+    reference = histograms({"out.class": rng.integers(0, 10, 225)})["out.class"]
+    clean = histograms({"out.class": rng.integers(0, 10, 100_000)})["out.class"]
+    shares = np.full(10, 0.5 / 8)
+    shares[[1, 7]] = 0.25
+    shifted = histograms({"out.class": rng.choice(10, 100_000, p=shares)})["out.class"]
+    _, p_clean = class_shift(reference, clean)
+    distance, p_shifted = class_shift(reference, shifted)
+    assert p_clean > CLASS_SHIFT_P and p_shifted < 1e-6 and distance > 0.25, (p_clean, p_shifted, distance)
+    r = np.asarray([reference.counts.get(c, 0) for c in range(10)], float)
+    c = np.asarray([clean.counts.get(c, 0) for c in range(10)], float)
+    assert stats.chisquare(c, r / r.sum() * c.sum()).pvalue < CLASS_SHIFT_P  # the exact-shares test cries wolf
+
+
+def test_a_significant_but_tiny_move_is_not_drift():
+    """A pixel minimum, 0 on half the rows: on 14% of 100k new rows it reads 0.0002 instead of 0.
+    The KS test against 1,000 reference rows rejects, PSI says none, and it moved by a few
+    hundredths of its spread, which pages nobody; a real move of the same feature drifts."""
+    rng = np.random.default_rng(0)
+
+    def pixel_min(n):
+        return np.where(rng.random(n) < 0.55, 0.0, rng.random(n) * 0.002)
+
+    reference = histograms({"in.input.min": pixel_min(1000)})["in.input.min"]
+    current = pixel_min(100_000)
+    nudged = np.where((current == 0) & (rng.random(100_000) < 0.25), 0.0002, current)
+    tiny = feature_drift(reference, histograms({"in.input.min": nudged})["in.input.min"])
+    assert tiny.method == "ks" and tiny.score < 1e-6 and tiny.psi_band == "none" and not tiny.drifted, tiny
+    moved = feature_drift(reference, histograms({"in.input.min": current + 0.002})["in.input.min"])
+    assert moved.drifted

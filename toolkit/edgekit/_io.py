@@ -42,6 +42,35 @@ def installed_versions(names) -> dict[str, str]:
     return versions
 
 
+def plain(value):
+    """``value`` as the types JSON holds. Numpy scalars become numbers and booleans (through
+    ``default=str`` a numpy bool was written as the string "False", which every JSON reader takes
+    as true), arrays become lists, paths text, non-finite floats null (JSON has no NaN). Anything
+    else is a bug and raises TypeError instead of being written as its repr."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(plain(v) for v in value)
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # numpy scalars and arrays, without importing numpy
+        return plain(value.tolist())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def to_json(value, **kwargs) -> str:
+    """json.dumps of plain(value): one encoder for every report, --json and stored detail."""
+    return json.dumps(plain(value), allow_nan=False, **kwargs)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

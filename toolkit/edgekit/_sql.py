@@ -124,6 +124,11 @@ class Tx:
         while rows := cur.fetchmany(size):
             yield rows
 
+    def int_floor(self, expr: str) -> str:
+        """SQL for the whole part of a non-negative ``expr``: PostgreSQL's CAST rounds to the
+        nearest integer, SQLite's truncates (and has FLOOR only when built with math functions)."""
+        return f"CAST(FLOOR({expr}) AS BIGINT)" if self.db.kind == "postgresql" else f"CAST({expr} AS INTEGER)"
+
     def table_exists(self, name: str) -> bool:
         if self.db.kind == "postgresql":
             return self.one("SELECT to_regclass(?) IS NOT NULL", (name,))[0]

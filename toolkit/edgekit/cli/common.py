@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 
 import click
 
+from .._io import to_json
 from ..errors import EdgekitError
 
 
@@ -59,7 +59,6 @@ class FiniteFloat(click.FloatRange):
     """click's FloatRange, which lets NaN through every bound (NaN compares false): refused here."""
 
     def convert(self, value, param, ctx):
-        import math
 
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
@@ -89,17 +88,6 @@ def interface_options(func):
                              "state:1, or NAME:none for an input fed as it is.")(func)
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or Infinity: print null rather than output other tools cannot parse."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def force_option(func):
     return click.option("--force", is_flag=True, help="Replace an existing output file.")(func)
 
@@ -122,7 +110,7 @@ def output_file(out: Path, force: bool):
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(_json_safe(data), indent=2, default=str, allow_nan=False))
+    click.echo(to_json(data, indent=2))
 
 
 def console():

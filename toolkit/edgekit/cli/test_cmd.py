@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from .._io import to_json
 from .common import FiniteFloat, ReportedError, console, json_option, print_json, table
 
 
@@ -68,7 +68,7 @@ def run_cmd(suite, data, out, chunk, as_json):
     result = run_suite(Suite.load(suite), data, chunk)
     if out:
         with atomic_directory(out) as tmp:
-            (tmp / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+            (tmp / "result.json").write_text(to_json(result.to_dict(), indent=2))
             (tmp / "result.md").write_text(result.markdown())
     if as_json:
         print_json(result.to_dict())

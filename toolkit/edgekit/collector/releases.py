@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .._io import sha256_file
+from .._io import sha256_file, to_json
 from ..errors import EdgekitError
 from ..sync.fleet import DEVICE_STATES, Assignment, Release, WireError, check_version
 from .db import Database
@@ -114,7 +114,7 @@ def current_rollout(db: Database, model: str) -> Optional[Rollout]:
 
 def _event(tx, model: str, version: str, event: str, detail: dict) -> None:
     tx.execute("INSERT INTO rollout_events (model, time, version, event, detail) VALUES (?,?,?,?,?)",
-               (model, time.time(), version, event, json.dumps(detail, default=str)))
+               (model, time.time(), version, event, to_json(detail)))
 
 
 def start_rollout(db: Database, model: str, version: str, canary: float, groups: tuple[str, ...] = (),

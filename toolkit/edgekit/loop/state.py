@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .._io import to_json
 from ..errors import EdgekitError
 
 OPEN = ("running", "waiting", "failed")
@@ -81,7 +82,7 @@ def save_run(db, run: Run) -> None:
     run.updated = time.time()
     with db.connect() as tx:
         tx.execute("UPDATE loop_runs SET updated = ?, step = ?, status = ?, reason = ?, outputs = ? WHERE run_id = ?",
-                   (run.updated, run.step, run.status, run.reason, json.dumps(run.outputs, default=str), run.run_id))
+                   (run.updated, run.step, run.status, run.reason, to_json(run.outputs), run.run_id))
 
 
 def record_decision(db, model: str, now: float, retrain: bool, trigger: str, reason: str, numbers: dict,
@@ -89,7 +90,7 @@ def record_decision(db, model: str, now: float, retrain: bool, trigger: str, rea
     with db.connect() as tx:
         tx.execute("INSERT INTO loop_decisions (model, time, retrain, trigger_name, reason, numbers, run_id) "
                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                   (model, now, int(retrain), trigger, reason, json.dumps(numbers, default=str), run_id))
+                   (model, now, int(retrain), trigger, reason, to_json(numbers), run_id))
 
 
 def decisions(db, model: str, limit: int = 50) -> list[dict]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from .._io import atomic_directory
+from .._io import atomic_directory, to_json
 from .._plot import pyplot
 from .rules import Alert
 from .signals import Snapshot
@@ -32,6 +31,7 @@ COLUMNS = (
     ("low confidence", "proxy.low_confidence_share", "{:.1%}", None),
     ("identical outputs", "proxy.identical_output_share", "{:.1%}", None),
     ("fallbacks", "proxy.fallback_share", "{:.1%}", None),
+    ("class shift", "proxy.class_shift", "{:.2f}", None),
     ("data quality (worst check failing)", "quality.failing_share", "{:.1%}", None),
     ("drifted features", "drift.share", "{:.0%}", "drift.judged"),
     ("p95 latency ms", "system.latency_p95_ms", "{:.2f}", None),
@@ -42,7 +42,9 @@ SHOWN_AS = {"feedback.accuracy_drop_certain": "feedback.accuracy", "feedback.acc
             "feedback.macro_f1": "feedback.accuracy", "performance.estimated_drop": "performance.estimated_accuracy",
             "proxy.low_confidence_excess": "proxy.low_confidence_share", "drift.dataset": "drift.share",
             "quality.failed_checks": "quality.failing_share", "system.silent_devices": "system.devices",
-            "system.dropped": "system.devices", "system.latency_p99_ms": "system.latency_p95_ms"}
+            "system.dropped": "system.devices", "system.dead_letter": "system.devices",
+            "system.latency_p99_ms": "system.latency_p95_ms", "system.latency_p50_ratio": "system.latency_p95_ms",
+            "system.latency_p95_ratio": "system.latency_p95_ms"}
 SERIES = (("performance.estimated_accuracy", "estimated accuracy"), ("proxy.low_confidence_share", "low-confidence share"),
           ("drift.share", "share of drifted features"), ("system.latency_p95_ms", "p95 latency (ms)"))
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -105,8 +107,10 @@ def _plots(snap: Snapshot) -> dict[str, str]:
         ax.set_yticks(range(len(judged)), [f["feature"] for f in judged], fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
-        ax.set_xlabel("drift against its threshold: distance / threshold, or log p / log 0.05 (right of 1: drifted)",
-                      fontsize=8)
+        ax.set_xlabel("drift against its threshold: distance / threshold, or log p / log 0.05 (right of 1: drifted;"
+                      " green beyond it: significant, but moved by less than 0.1 standard deviations)", fontsize=8)
+        ax.set_title("every device together (scope 'all'); the tables below break it down by scope", fontsize=9,
+                     loc="left")
         fig.tight_layout()
         out["drift"] = _png(fig)
     return out
@@ -180,8 +184,15 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
         drift = scope.details.get("drift")
         if not drift:
             continue
+        verdict = ""
+        if drift["drifted"]:
+            # the heading must agree with the alerts above: say why a drifted scope has none
+            alerted = any(a.signal.startswith("drift.") and (a.key or {}).items() <= scope.key.items() for a in alerts)
+            verdict = " - dataset drift" + ("" if alerted else
+                                            " over this report's window; no alert, because the rules judge their own "
+                                            "windows and minimum rows (see 'edgekit monitor check')")
         parts.append(f"<h3>{e(scope.name)}: {format_value(drift['share'], '{:.0%}')} of {drift['judged']} features drifted"
-                     f"{' - dataset drift' if drift['drifted'] else ''}</h3><table><tr><th>feature</th><th>method</th>"
+                     f"{e(verdict)}</h3><table><tr><th>feature</th><th>method</th>"
                      "<th>score</th><th>threshold</th><th>drifted</th><th>PSI</th><th>reference mean</th>"
                      "<th>current mean</th><th>rows</th></tr>")
         for f in drift["features"][:40]:
@@ -193,8 +204,9 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
         parts.append("</table>")
     parts.append("<div class='small'>Up to 1,000 rows: Kolmogorov-Smirnov (numbers) or chi-squared (classes), "
                  "drifted at p &lt; 0.05; above: Wasserstein distance in reference standard deviations or "
-                 "Jensen-Shannon distance, drifted above 0.1. PSI bands: &lt; 0.1 none, 0.1-0.25 moderate, "
-                 "&gt; 0.25 major.</div>")
+                 "Jensen-Shannon distance, drifted above 0.1; a number drifts on the KS test only if it also moved by "
+                 "0.1 reference standard deviations (Wasserstein). "
+                 "PSI bands: &lt; 0.1 none, 0.1-0.25 moderate, &gt; 0.25 major.</div>")
     # data quality
     parts.append("<h2>Data quality</h2>")
     for scope in [snap.total] + list(snap.scopes):
@@ -209,21 +221,28 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
         parts.append("<p>Every check holds (more than 99% of rows within bounds).</p>")
     # feedback and system details
     parts.append("<h2>Feedback and system</h2><table><tr><th>scope</th><th>feedback rate</th><th>accuracy (95% CI)"
-                 "</th><th>macro F1</th><th>outcomes</th><th>latency p50/p95/p99 ms</th><th>variants</th>"
+                 "</th><th>macro F1</th><th>label coverage / p90 lag</th><th>outcomes</th><th>latency p50/p95/p99 ms</th><th>variants</th>"
                  "<th>fallback reasons</th><th>silent devices</th><th>dropped / pending logs</th><th>max lag s</th></tr>")
     for scope in list(snap.scopes) + [snap.total]:
         s, d = scope.signals, scope.details
         ci = (f"{format_value(s.get('feedback.accuracy'), '{:.1%}')} ({format_value(s.get('feedback.accuracy_low'), '{:.1%}')}-"
               f"{format_value(s.get('feedback.accuracy_high'), '{:.1%}')})")
+        if s.get("feedback.window_s") and s["feedback.window_s"] > snap.end - snap.start + 1:
+            ci += f" <span class='small'>over predictions of the last {_span(s['feedback.window_s'])}</span>"
         lat = "/".join(format_value(s.get(f"system.latency_p{q}_ms"), "{:.2f}") for q in (50, 95, 99))
         parts.append(
             f"<tr><td>{e(scope.name)}</td><td>{format_value(s.get('feedback.rate'), '{:.1%}')}</td><td>{ci}</td>"
-            f"<td>{format_value(s.get('feedback.macro_f1'), '{:.3f}')}</td><td>{e(_pairs(d.get('outcomes')))}</td>"
+            f"<td>{format_value(s.get('feedback.macro_f1'), '{:.3f}')}</td>"
+            f"<td>{format_value(s.get('feedback.coverage'), '{:.1%}')} / "
+            f"{_span(s['feedback.lag_p90_s']) if s.get('feedback.lag_p90_s') else '-'}</td><td>{e(_pairs(d.get('outcomes')))}</td>"
             f"<td>{lat}</td><td>{e(_pairs(d.get('variants')))}</td><td>{e(_pairs(d.get('fallback_reasons')))}</td>"
             f"<td>{e(', '.join(d.get('silent_devices', [])) or '-')}</td>"
             f"<td>{s.get('system.dropped', 0):,} / {s.get('system.pending', 0):,}</td>"
             f"<td>{format_value(s.get('system.lag_max_s'), '{:.0f}')}</td></tr>")
-    parts.append("</table>")
+    parts.append("</table><div class='small'>Labels count at their prediction's time. Where a scope's window "
+                 "holds fewer than 30 labels (labels arrive late), its accuracy is judged over earlier predictions "
+                 "too, up to a week, and says so. Label coverage: labels so far for this window's predictions; "
+                 "p90 lag: 90% of labels came within it.</div>")
     ref = snap.reference
     if ref:
         parts.append(f"<p class='small'>Reference: {ref['rows']:,} rows from {e(str(ref['source']))}, "
@@ -232,6 +251,10 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
     parts.append(f"<p class='small'>Generated {_when(time.time())} by edgekit{(': ' + e(command)) if command else ''}."
                  "</p></body></html>")
     return "\n".join(parts)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 86400:.3g}d" if seconds >= 86400 else f"{seconds / 3600:.3g}h"
 
 
 def _pairs(counts: Optional[dict]) -> str:
@@ -245,6 +268,6 @@ def write_report(snap: Snapshot, alerts: list[Alert], out: str | Path, window: s
     out = Path(out)
     with atomic_directory(out) as tmp:
         (tmp / "report.html").write_text(render(snap, alerts, window, command), encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps({"snapshot": snap.to_dict(), "window": window,
-                                                     "alerts": [a.to_dict() for a in alerts]}, indent=1, default=str))
+        (tmp / "report.json").write_text(to_json({"snapshot": snap.to_dict(), "window": window,
+                                                     "alerts": [a.to_dict() for a in alerts]}, indent=1))
     return out / "report.html"

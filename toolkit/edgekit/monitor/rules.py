@@ -8,6 +8,8 @@ A rules file (TOML) holds ``[[rule]]`` tables::
     above = 5.0                         # or below = ...
     min_samples = 30                    # of the signal's own sample (labelled feedback here)
     by = "group"                        # version, group, device or model
+    min_devices = 1                     # with by = "device": alert when this many devices of a
+                                        # group fire (k of N), naming them
     window = "1d"
     cooldown = "6h"                     # a firing alert is notified again only after this
     severity = "critical"
@@ -33,7 +35,9 @@ from ..errors import EdgekitError
 # read only these, and a typo ("nope.nope") is refused when the rules load instead of never firing.
 SIGNALS = frozenset("""records rows drift.dataset drift.judged drift.rows drift.share feedback.accuracy
 feedback.accuracy_drop feedback.accuracy_drop_certain feedback.accuracy_high feedback.accuracy_low feedback.count
-feedback.labelled feedback.macro_f1 feedback.negative_share feedback.outcomes feedback.rate
+feedback.labelled feedback.macro_f1 feedback.negative_share feedback.outcomes feedback.rate feedback.window_s
+feedback.coverage feedback.lag_mean_s feedback.lag_p90_s proxy.class_shift proxy.class_shift_p
+system.latency_p50_ratio system.latency_p95_ratio
 performance.estimated_accuracy performance.estimated_drop performance.estimated_high performance.estimated_low
 performance.reference_accuracy proxy.cached_share proxy.entropy_mean proxy.fallback_share
 proxy.identical_output_share proxy.low_confidence_excess proxy.low_confidence_expected proxy.low_confidence_share
@@ -69,6 +73,7 @@ class Rule:
     below: Optional[float] = None
     min_samples: int = 50
     by: Literal["version", "group", "device", "model"] = "group"
+    min_devices: int = 1
     window: str = "1d"
     cooldown: str = "6h"
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -82,6 +87,9 @@ class Rule:
                                "see the signals in 'edgekit monitor show --json'")
         if (self.above is None) == (self.below is None):
             raise EdgekitError(f"rule {self.name!r}: give exactly one of above or below")
+        if self.min_devices < 1 or (self.min_devices > 1 and self.by != "device"):
+            raise EdgekitError(f"rule {self.name!r}: min_devices = {self.min_devices} needs by = \"device\" and a "
+                               "count of at least 1", "e.g. by = \"device\", min_devices = 2 (2 devices of a group)")
         parse_duration(self.window, f"rule {self.name!r} window")
         parse_duration(self.cooldown, f"rule {self.name!r} cooldown")
 
@@ -116,14 +124,25 @@ DEFAULT_RULES = (
          severity="critical", why="this device's camera or pre-processing is stuck; its group's share dilutes it"),
     Rule("fallbacks on one device", "proxy.fallback_share", above=0.5, min_samples=50, by="device",
          why="the preferred variant fails on this device (its runtime, its hardware); its group hides it"),
+    # Latency is judged against the device's own week before (devices differ); 50 records
+    # measure a median to within a few percent.
+    Rule("latency rose on one device", "system.latency_p50_ratio", above=1.5, min_samples=50, by="device",
+         why="this device's median latency is 1.5x its own over the week before (thermal throttling, a "
+             "slower variant, a busy CPU)"),
+    Rule("predicted classes shifted", "proxy.class_shift", above=0.1, min_samples=200,
+         why="the predicted classes moved away from the reference's by more than 10% of predictions, beyond "
+             "what sampling explains (a new site, a season, or a model that started to favour a class)"),
     Rule("data quality", "quality.failing_share", above=0.1, min_samples=50,
          why="inputs break the reference's bounds or expectations"),
-    Rule("data drift", "drift.share", above=0.5, min_samples=100,
+    # drift.dataset is the verdict the report prints ("dataset drift": at least half the features)
+    Rule("data drift", "drift.dataset", above=0, min_samples=100,
          why="half or more of the features moved away from the reference (dataset drift)"),
     Rule("silent devices", "system.silent_devices", above=0, min_samples=0, by="group", window="7d",
          why="devices that sent this model's predictions have not been seen for a day"),
-    Rule("dropped log records", "system.dropped", above=0, min_samples=0, window="7d",
-         why="device log stores are full and drop records"),
+    Rule("dropped log records", "system.dropped", above=0, min_samples=0, by="device", window="7d",
+         why="this device's log store is full and drops records"),
+    Rule("undeliverable log records", "system.dead_letter", above=0, min_samples=0, by="device", window="7d",
+         why="the collector refused records from this device, which keeps them aside (see its sync log)"),
 )
 
 
@@ -162,12 +181,15 @@ class Alert:
     why: str
     notify: bool  # False while the rule's cool-down for this scope runs
     key: dict = None  # the scope as dimension -> value ({} for the whole model)
+    devices: tuple = ()  # a k-of-N rule: the devices that fire, with their values
 
     def line(self) -> str:
         value = f"{self.value:.4g}"
         quiet = "" if self.notify else " (cooling down: not notified again)"
+        named = f" on {len(self.devices)} devices: " + ", ".join(f"{d} ({v:.3g})" for d, v in self.devices) \
+            if self.devices else ""
         return (f"ALERT [{self.severity}] {self.rule}: {self.model} {self.scope}: {self.signal} = {value} "
-                f"{self.threshold} over {self.window} ({self.samples} samples){quiet}")
+                f"{self.threshold} over {self.window} ({self.samples} samples){named}{quiet}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -193,14 +215,37 @@ def evaluate(db, model: str, rules: tuple[Rule, ...], now: Optional[float] = Non
         if snap is None:
             snap = snapshots[(rule.window, by)] = snapshot(db, model, now - window, now, by=by, series=False, now=now,
                                                            signals=needed[(rule.window, by)])
+        found = []
         for scope in (snap.scopes if by else (snap.total,)):
             value = scope.signals.get(rule.signal)
             samples = scope.signals.get(sample_of(rule.signal)) or 0
             if samples >= rule.min_samples and rule.fires(value):
-                alerts.append(Alert(rule.name, rule.severity, model, scope.name if by else "all", rule.signal,
-                                    float(value), rule.threshold, int(samples), rule.window, rule.why, True,
-                                    dict(scope.key) if by else {}))
+                found.append(Alert(rule.name, rule.severity, model, scope.name if by else "all", rule.signal,
+                                   float(value), rule.threshold, int(samples), rule.window, rule.why, True,
+                                   dict(scope.key) if by else {}))
+        alerts += _k_of_n(db, rule, found) if rule.min_devices > 1 else found
     return _cooling(db, alerts, {r.name: parse_duration(r.cooldown) for r in rules}, now)
+
+
+def _k_of_n(db, rule: Rule, found: list[Alert]) -> list[Alert]:
+    """Device alerts of a k-of-N rule as one alert per group where at least k devices fire: one
+    device off is noise for this rule, several in one place are a fault of that place."""
+    with db.read() as tx:
+        groups = dict(tx.all("SELECT name, grp FROM devices"))
+        sizes = dict(tx.all("SELECT grp, COUNT(*) FROM devices WHERE revoked = 0 GROUP BY grp"))
+    by_group: dict = {}
+    for a in found:
+        by_group.setdefault(groups.get(a.key["device"], ""), []).append(a)
+    out = []
+    for group, firing in sorted(by_group.items()):
+        if len(firing) < rule.min_devices:
+            continue
+        firing.sort(key=lambda a: -a.value if rule.above is not None else a.value)
+        out.append(Alert(rule.name, rule.severity, firing[0].model, f"group={group or '-'}", rule.signal,
+                         firing[0].value, f"{rule.threshold} on >= {rule.min_devices} of {sizes.get(group, '?')} devices",
+                         sum(a.samples for a in firing), rule.window, rule.why, True, {"group": group},
+                         tuple((a.key["device"], a.value) for a in firing)))
+    return out
 
 
 def _cooling(db, alerts: list[Alert], cooldowns: dict[str, float], now: float) -> list[Alert]:

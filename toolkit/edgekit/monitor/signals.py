@@ -7,14 +7,19 @@ optional expectation suite over raw logged inputs, which streams a bounded sampl
 
 Signals, most valuable first, in one flat dict per scope (None where there is nothing to say):
   feedback.*    outcomes and labels users sent back: rate, negative share, accuracy with its
-                Wilson interval, macro F1, drop from the reference accuracy
+                Wilson interval, macro F1, drop from the reference accuracy; label coverage and
+                lag. Labels are counted at their prediction's time and only if given before the
+                window's end; a scope with too few in its window is judged over earlier windows'
+                predictions too (up to a week), and feedback.window_s says over how long
   performance.* accuracy estimated from calibrated confidences (no labels needed) with its 95%
                 interval, and its drop from the reference
-  proxy.*       low-confidence share (expected: 5%), entropy, top-class share, identical outputs
-                for different inputs, non-finite outputs, fallbacks, cache hits
+  proxy.*       low-confidence share (expected: 5%), entropy, top-class share, a shift of the
+                predicted classes from the reference's, identical outputs for different inputs,
+                non-finite outputs, fallbacks, cache hits
   quality.*     share of rows breaking the data bounds (summaries) or the expectation suite (raw)
   drift.*       share of features whose distribution moved, dataset drift
-  system.*      latency quantiles, devices (silent ones), dropped and pending log records, lag
+  system.*      latency quantiles and their ratio to the scope's own week before the window,
+                devices (silent ones), dropped and pending log records, lag
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 from ..collector.db import LABEL_STORE
 from ..errors import EdgekitError
 from .derive import HOUR
-from .drift import dataset_drift
+from .drift import class_shift, dataset_drift
 from .reference import Reference, load_reference
 from .sketch import Histogram
 
@@ -41,6 +46,13 @@ NEGATIVE_OUTCOMES = frozenset({"corrected", "rejected", "wrong", "incorrect", "b
                                "dislike", "false_positive", "false_negative"})
 SILENT_AFTER_S = 24 * 3600
 RAW_SUITE_MAX_ROWS = 20000
+FEEDBACK_MIN = 30  # labels a scope needs before its feedback window stops reaching back
+FEEDBACK_MAX_SPAN_S = 7 * 86400
+# Label lag is counted in these bands (SQL CASE, portable): its quantiles are read as band edges.
+LAG_EDGES_S = (3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400)
+LATENCY_BASELINE_S = 7 * 86400  # a scope's latency is compared with its own week before the window
+LATENCY_BASELINE_MIN = 50
+CLASS_SHIFT_P = 0.001  # a predicted-class shift counts only when sampling noise cannot explain it
 
 
 @dataclass(frozen=True)
@@ -139,14 +151,15 @@ def drift_features(reference: Reference) -> list[str]:
     return sorted(inputs) + [f for f in outputs if f in reference.histograms]
 
 
-def _needs(signals: Optional[set]) -> tuple[bool, bool, bool]:
-    """(feedback, sketches, raw suite) for the signals asked for (None: all of them). Alert rules
-    ask for a few; a 7-day window for silent devices should not recompute drift."""
+def _needs(signals: Optional[set]) -> tuple[bool, bool, bool, bool]:
+    """(feedback, sketches, raw suite, latency baseline) for the signals asked for (None: all of
+    them). Alert rules ask for a few; a 7-day window for silent devices should not recompute drift."""
     if signals is None:
-        return True, True, True
+        return True, True, True, True
     sketch = any(s.split(".")[0] in ("performance", "drift", "quality") or s.startswith("system.latency")
-                 or s == "proxy.top_class_share" for s in signals)
-    return any(s.startswith("feedback.") for s in signals), sketch, any(s.startswith("quality.") for s in signals)
+                 or s.startswith(("proxy.top_class_share", "proxy.class_shift")) for s in signals)
+    return (any(s.startswith("feedback.") for s in signals), sketch, any(s.startswith("quality.") for s in signals),
+            any(s.startswith("system.latency") and s.endswith("_ratio") for s in signals))
 
 
 def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("version", "group"),
@@ -158,7 +171,7 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
         raise EdgekitError(f"cannot group by {unknown[0]!r}", f"use {', '.join(DIMENSIONS)}")
     reference = reference or load_reference(db, model)
     now = time.time() if now is None else now
-    need_feedback, need_sketches, need_raw = _needs(signals)
+    need_feedback, need_sketches, need_raw, need_baseline = _needs(signals)
     raw_suite = raw_suite and need_raw
     with db.read() as tx:
         if not tx.one("SELECT 1 FROM sketches WHERE model = ? LIMIT 1", (model,)) and \
@@ -170,6 +183,7 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
         # here: one scan serves every scope and the total, and devices are counted exactly.
         parts = _records(tx, model, start, end, reference)
         feedback = _feedback(tx, model, start, end) if need_feedback else {}
+        baseline = {b: _latency_baseline(tx, model, start, b) for b in {by, ()}} if need_baseline else {(): {}, by: {}}
         fallbacks = _per_device(tx, "SELECT r.version, r.device, r.fallbacks, COUNT(*) FROM records r WHERE r.model = ? "
                                 "AND r.time >= ? AND r.time < ? AND r.has_fallback = 1 GROUP BY r.version, r.device, "
                                 "r.fallbacks", (model, start, end), _reasons)
@@ -185,6 +199,7 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
 
     records = _fold(parts, scope_of)
     keys = set(records) | set(sketches) | {scope_of(*k) for k in feedback}
+    span, steps = _feedback_steps(start, end)
     if by and set(by) <= {"group", "device"}:  # a group whose devices all went silent is still a scope
         keys |= {tuple(d[k] for k in by) for d in devices}
     keys = sorted(keys, key=lambda k: tuple(str(x) for x in k))
@@ -198,11 +213,13 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
             return out
 
         hists = _merge_hours(sketches.get(key, {}))
-        signals_, details = _signals(reference, records.get(key), mine(feedback), hists, mine(fallbacks),
-                                     mine(variants), _device_part(devices, by, key))
+        judged = _judged_feedback([v for k, v in feedback.items() if scope_of(*k) == key], span, steps)
+        signals_, details = _signals(reference, records.get(key), judged, hists, mine(fallbacks),
+                                     mine(variants), _device_part(devices, by, key), baseline[by].get(key))
         scopes.append(Scope(dict(zip(by, key)), signals_, details))
-    total = _total(db, model, start, end, reference, _fold(parts, lambda v, d: ()).get(()), feedback, sketches,
-                   fallbacks, variants, devices, raw_suite)
+    total = _total(db, model, start, end, reference, _fold(parts, lambda v, d: ()).get(()),
+                   _judged_feedback(list(feedback.values()), span, steps), sketches, fallbacks, variants, devices,
+                   raw_suite, baseline[()].get(()))
     if raw_suite and reference is not None and reference.suite:
         for scope in scopes:
             _raw_quality(db, model, start, end, reference, scope)
@@ -283,21 +300,106 @@ LATEST_FEEDBACK = (f"f.store <> '{LABEL_STORE}' AND NOT EXISTS (SELECT 1 FROM fe
                    "AND (g.time > f.time OR (g.time = f.time AND g.feedback_id > f.feedback_id)))")
 
 
+def _feedback_steps(start: float, end: float) -> tuple[float, int]:
+    """(window length, how many windows back feedback may reach)."""
+    span = max(end - start, 1.0)
+    return span, max(1, math.ceil(FEEDBACK_MAX_SPAN_S / span))
+
+
 def _feedback(tx, model, start, end) -> dict:
-    """(version, device) -> Counter of (label, outcome, predicted class). Driven from the feedback
-    given since the window began (feedback comes after its prediction): far fewer rows than the
-    window's predictions."""
+    """(version, device) -> age -> {"pairs": Counter of (label, outcome, predicted class),
+    "lags": Counter of lag band, "lag_sum": seconds}; age: how many windows before this one the
+    prediction was made (0: inside it). A label is counted at its prediction's time and only if
+    given before the window's end (a past window is judged on what was known then). Driven from
+    the feedback given in the span (feedback comes after its prediction): far fewer rows than the
+    span's predictions."""
+    span, steps = _feedback_steps(start, end)
+    first = end - steps * span
+    age = tx.int_floor("(? - r.time) / ?")
+    lag = "CASE " + " ".join(f"WHEN f.time - r.time < {e} THEN {i}" for i, e in enumerate(LAG_EDGES_S)) + \
+        f" ELSE {len(LAG_EDGES_S)} END"
     rows = tx.all(
-        "SELECT r.version, r.device, f.label, f.outcome, r.top_class, COUNT(*) "
+        f"SELECT r.version, r.device, {age}, f.label, f.outcome, r.top_class, {lag}, COUNT(*), SUM(f.time - r.time) "
         # CROSS JOIN: SQLite then keeps this join order (feedback first); PostgreSQL plans it freely
         "FROM feedback f CROSS JOIN records r "
-        "WHERE r.device = f.device AND r.request_id = f.request_id AND f.time >= ? AND r.model = ? AND r.time >= ? "
-        f"AND r.time < ? AND {LATEST_FEEDBACK} "
-        "GROUP BY r.version, r.device, f.label, f.outcome, r.top_class",
-        (start, model, start, end))
-    out: dict = defaultdict(Counter)
-    for version, device, label, outcome, predicted, count in rows:
-        out[(version, device)][(label, outcome, predicted)] += count
+        "WHERE r.device = f.device AND r.request_id = f.request_id AND f.time >= ? AND f.time < ? AND r.model = ? "
+        f"AND r.time >= ? AND r.time < ? AND {LATEST_FEEDBACK} "
+        "GROUP BY r.version, r.device, 3, f.label, f.outcome, r.top_class, 7",
+        (end, span, first, end, model, first, end))
+    out: dict = defaultdict(dict)
+    for version, device, age_, label, outcome, predicted, band, count, lag_sum in rows:
+        part = out[(version, device)].setdefault(min(max(int(age_), 0), steps - 1),
+                                                 {"pairs": Counter(), "lags": Counter(), "lag_sum": 0.0})
+        part["pairs"][(label, outcome, predicted)] += count
+        part["lags"][int(band)] += count
+        part["lag_sum"] += float(lag_sum or 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A scope's feedback as judged: over its window, reaching back while labels are too few."""
+
+    pairs: Counter  # (label, outcome, predicted class) -> count, over the span judged
+    window: Counter  # the same for the window's own predictions
+    lags: Counter  # lag band -> count, over the span judged
+    lag_sum: float
+    span_s: float
+
+
+def _judged_feedback(parts: list[dict], span: float, steps: int) -> Feedback:
+    """Windows are added oldest-last until FEEDBACK_MIN labels (outcomes where nobody labels) are
+    in: with labels arriving 36 h late a 1-day window holds none, and the day before holds them."""
+    ages: dict = defaultdict(lambda: {"pairs": Counter(), "lags": Counter(), "lag_sum": 0.0})
+    for per_age in parts:
+        for age, part in per_age.items():
+            ages[age]["pairs"].update(part["pairs"])
+            ages[age]["lags"].update(part["lags"])
+            ages[age]["lag_sum"] += part["lag_sum"]
+    labels = any(label is not None for part in ages.values() for (label, _, _) in part["pairs"])
+    pairs: Counter = Counter()
+    lags: Counter = Counter()
+    lag_sum, used = 0.0, 1
+    for age in range(steps):
+        part = ages.get(age)
+        if part:
+            pairs.update(part["pairs"])
+            lags.update(part["lags"])
+            lag_sum += part["lag_sum"]
+        used = age + 1
+        counted = sum(n for (label, outcome, _), n in pairs.items() if (label if labels else outcome) is not None)
+        if counted >= FEEDBACK_MIN or not any(a > age for a in ages):
+            break
+    return Feedback(pairs, Counter(ages[0]["pairs"]) if 0 in ages else Counter(), lags, lag_sum, used * span)
+
+
+def _lag_quantile(lags: Counter, q: float) -> Optional[float]:
+    """The upper edge of the lag band holding quantile q (bands past the last edge: that edge)."""
+    total = sum(lags.values())
+    if not total:
+        return None
+    seen = 0
+    for band in sorted(lags):
+        seen += lags[band]
+        if seen >= q * total:
+            return float(LAG_EDGES_S[min(band, len(LAG_EDGES_S) - 1)])
+    return float(LAG_EDGES_S[-1])
+
+
+def _latency_baseline(tx, model, start, by) -> dict:
+    """scope key -> latency Histogram over the LATENCY_BASELINE_S of whole hours before the window:
+    a device's latency is judged against its own past, since devices differ (a Pi 4 is not a Pi 5)."""
+    last = int(start // HOUR) * HOUR
+    n = len(by)
+    out: dict = {}
+    for r in tx.all(f"SELECT {_dims(by, 's')}s.bucket, SUM(s.n) FROM sketches s JOIN devices d ON d.name = s.device "
+                    "WHERE s.model = ? AND s.feature = 'sys.latency_ms' AND s.hour >= ? AND s.hour < ? "
+                    f"GROUP BY {_dims(by, 's')}s.bucket", (model, last - LATENCY_BASELINE_S, last)):
+        key = tuple(r[:n])
+        hist = out.get(key)
+        if hist is None:
+            hist = out[key] = Histogram("sys.latency_ms")
+        hist.add(r[n], r[n + 1])
     return out
 
 
@@ -345,14 +447,15 @@ def _device_part(devices: list[dict], by, key) -> list[dict]:
     return [d for d in devices if all(d[k] == v for k, v in wanted.items())]
 
 
-def _signals(reference, rec, fb: Counter, hists: dict[str, Histogram], fallbacks: Counter, variants: Counter,
-             devices: list[dict]) -> tuple[dict, dict]:
+def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fallbacks: Counter, variants: Counter,
+             devices: list[dict], latency_baseline: Optional[Histogram] = None) -> tuple[dict, dict]:
     s: dict = {}
     details: dict = {}
     records = rec["records"] if rec else 0
     s["records"] = records
     s["rows"] = rec["rows"] if rec else 0
     # 1. outcomes and feedback
+    fb = judged.pairs
     given = sum(fb.values())
     labelled = correct = negative = 0
     pairs: Counter = Counter()
@@ -367,7 +470,12 @@ def _signals(reference, rec, fb: Counter, hists: dict[str, Histogram], fallbacks
             correct += count if truth == predicted else 0
             pairs[(truth, predicted)] += count
     s["feedback.count"] = given
-    s["feedback.rate"] = _ratio(given, records)
+    s["feedback.rate"] = _ratio(sum(judged.window.values()), records)
+    s["feedback.window_s"] = judged.span_s
+    s["feedback.coverage"] = _ratio(sum(n for (label, _, _), n in judged.window.items() if label is not None), records)
+    lagged = sum(judged.lags.values())
+    s["feedback.lag_mean_s"] = judged.lag_sum / lagged if lagged else None
+    s["feedback.lag_p90_s"] = _lag_quantile(judged.lags, 0.9)
     s["feedback.outcomes"] = sum(outcomes.values())
     s["feedback.negative_share"] = _ratio(negative, sum(outcomes.values()))
     s["feedback.labelled"] = labelled
@@ -411,8 +519,14 @@ def _signals(reference, rec, fb: Counter, hists: dict[str, Histogram], fallbacks
         ref_classes = reference.histogram("out.class") if reference else None
         s["proxy.top_class_share_reference"] = (max(ref_classes.counts.values()) / ref_classes.total
                                                 if ref_classes and ref_classes.total else None)
+        # A prior shift (two classes at 25% instead of 10%) moves the dataset-drift share little;
+        # the predicted classes are judged on their own, with the reference as a sample too.
+        shift, p = class_shift(ref_classes, classes) if ref_classes and ref_classes.total else (None, None)
+        s["proxy.class_shift_p"] = p
+        s["proxy.class_shift"] = None if p is None else shift if p < CLASS_SHIFT_P else 0.0
     else:
         s["proxy.top_class_share"] = s["proxy.top_class_share_reference"] = None
+        s["proxy.class_shift"] = s["proxy.class_shift_p"] = None
     s["proxy.identical_output_share"] = (1 - rec["distinct_outputs"] / rec["hashed"]) if rec and rec["hashed"] else None
     s["proxy.nonfinite_share"] = _ratio(rec["nonfinite"], records) if rec else None
     s["proxy.fallback_share"] = _ratio(rec["fallbacks"], records) if rec else None
@@ -447,6 +561,11 @@ def _signals(reference, rec, fb: Counter, hists: dict[str, Histogram], fallbacks
     latency = hists.get("sys.latency_ms")
     for q in (50, 95, 99):
         s[f"system.latency_p{q}_ms"] = latency.quantile(q / 100) if latency is not None and latency.total else None
+    for q in (50, 95):
+        before = latency_baseline.quantile(q / 100) if latency_baseline is not None and \
+            latency_baseline.total >= LATENCY_BASELINE_MIN else None
+        now_ = s[f"system.latency_p{q}_ms"]
+        s[f"system.latency_p{q}_ratio"] = now_ / before if now_ is not None and before else None
     s["system.devices"] = len(devices)
     s["system.devices_reporting"] = rec["devices"] if rec else 0
     s["system.silent_devices"] = sum(d["silent"] for d in devices)
@@ -460,11 +579,9 @@ def _signals(reference, rec, fb: Counter, hists: dict[str, Histogram], fallbacks
     return s, details
 
 
-def _total(db, model, start, end, reference, rec, feedback, sketches, fallbacks, variants, devices, raw_suite) -> Scope:
+def _total(db, model, start, end, reference, rec, judged: Feedback, sketches, fallbacks, variants, devices,
+           raw_suite, latency_baseline) -> Scope:
     """The whole model: the per-device parts added up (histograms and counts add exactly)."""
-    fb: Counter = Counter()
-    for part in feedback.values():
-        fb.update(part)
     hists: dict[str, Histogram] = {}
     for hours in sketches.values():
         for name, hist in _merge_hours(hours).items():
@@ -477,7 +594,7 @@ def _total(db, model, start, end, reference, rec, feedback, sketches, fallbacks,
     var: Counter = Counter()
     for part in variants.values():
         var.update(part)
-    signals, details = _signals(reference, rec, fb, hists, fbk, var, devices)
+    signals, details = _signals(reference, rec, judged, hists, fbk, var, devices, latency_baseline)
     scope = Scope({}, signals, details)
     if raw_suite and reference is not None and reference.suite:
         _raw_quality(db, model, start, end, reference, scope)

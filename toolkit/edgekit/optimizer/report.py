@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__, formats
-from .._io import sha256_file
+from .._io import sha256_file, to_json
 from .._plot import pyplot, save
 from ..manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..manifest import Golden, Manifest
@@ -233,7 +233,7 @@ def write(out: Path, report: dict, outcomes, winner, model, profile, golden=None
         shutil.copyfile(winner.path, out / f"best{winner.path.suffix}")
     if plot(report, out / "tradeoff.png"):
         report["plot"] = "tradeoff.png"
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "report.json").write_text(to_json(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     if not any(o.status == "passed" for o in outcomes):
         return  # nothing a device could run: no manifest, so nothing can be packaged by mistake

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .._io import atomic_directory
+from .._io import atomic_directory, to_json
 from .._plot import pyplot, save
 
 
@@ -99,5 +98,5 @@ def write(r: dict, out: Path, extra_files: dict[str, Path] | None = None) -> Non
         r["charts"] = charts(r, tmp)
         for name, src in (extra_files or {}).items():
             shutil.copyfile(src, tmp / name)
-        (tmp / "report.json").write_text(json.dumps(r, indent=2, default=str))
+        (tmp / "report.json").write_text(to_json(r, indent=2))
         (tmp / "report.md").write_text(markdown(r))

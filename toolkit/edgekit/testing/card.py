@@ -10,14 +10,13 @@ distribution, with the numbers behind each.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_directory
+from .._io import atomic_directory, to_json
 from .._plot import pyplot, save
 from .._schema import SchemaError, from_dict
 from ..errors import DataError, EdgekitError
@@ -192,7 +191,7 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
     if out is not None:
         with atomic_directory(out) as tmp:
             card.plots = _plots(card, tmp, pc if has_labels else None, labels if has_labels else None)
-            (tmp / "report.json").write_text(json.dumps(card.to_dict(), indent=2, default=str))
+            (tmp / "report.json").write_text(to_json(card.to_dict(), indent=2))
             (tmp / "report.md").write_text(markdown(card))
     return card
 
