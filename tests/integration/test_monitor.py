@@ -148,7 +148,8 @@ def test_each_fault_raises_its_alert_and_the_clean_group_none(fleet):
     for a in alerts:
         by_group.setdefault(a["key"].get("group"), set()).add(a["rule"])
     assert "clean" not in by_group, by_group.get("clean")  # no false alarm on healthy devices
-    assert {"data drift", "estimated accuracy dropped", "feedback accuracy dropped"} <= by_group["drifted"]
+    assert {"data drift", "estimated accuracy dropped", "feedback accuracy dropped",
+            "predicted classes shifted"} <= by_group["drifted"]
     assert {"identical outputs for different inputs", "data quality"} <= by_group["camera"]
     assert "fallbacks" in by_group["fallback"]
     assert "data drift" not in by_group["fallback"] and "fallbacks" not in by_group["drifted"]
@@ -262,3 +263,17 @@ def test_parquet_export_is_data_for_pandas_duckdb_and_every_command(fleet, tmp_p
     card = _cli(fleet, "test", "card", fleet["folder"] / "broken.ekb", "--baseline", fleet["folder"] / "broken.ekb",
                 "--data", labelled, "--no-latency", db=False)
     assert card.exit_code == 0, card.output
+
+
+def test_a_report_never_shows_drift_red_beside_no_alerts_without_saying_why(fleet, tmp_path):
+    """Rules judge their own windows: with a rules file that watches only fallbacks, the drifted
+    group's dataset drift is shown with the reason no alert fired, and the chart says its scope."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "fallback share"\nsignal = "proxy.fallback_share"\nabove = 0.2\n'
+                     'min_samples = 50\nby = "group"\nwindow = "1d"\n')
+    out = tmp_path / "report"
+    result = _cli(fleet, "monitor", "report", "--model", fleet["model"], "--window", "1d", "--rules", rules,
+                  "--out", out)
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert "group=drifted" in page and "dataset drift over this report&#x27;s window; no alert" in page, page[:3000]

@@ -153,3 +153,34 @@ def test_a_recogniser_is_judged_by_its_decoded_text():
     assert check_task("ctc:36") == "ctc:36"
     with pytest.raises(EdgekitError, match=r"\[samples, time, classes\]"):
         compare([ref[:, 0]], [ref[:, 0]], None, "ctc")
+
+
+def _yolo_head(rng, samples=16, anchors=64, classes=3):
+    """Raw YOLO rows: box centre and size in pixels (a 320 px picture), then one score per class."""
+    centre = rng.uniform(20, 300, (samples, anchors, 2))
+    size = rng.uniform(20, 80, (samples, anchors, 2))
+    scores = rng.beta(0.3, 2.0, (samples, anchors, classes))  # most anchors see nothing
+    return np.concatenate([centre, size, scores], -1).astype(np.float32)
+
+
+def test_a_detector_is_judged_by_its_decoded_boxes():
+    """Scores rounded away, or boxes moved by half their size, keep a whole-output cosine above
+    0.99 (the pixels dominate); decoded and matched against fp32's boxes, neither finds anything."""
+    rng = np.random.default_rng(0)
+    ref = _yolo_head(rng)
+    close = ref + np.concatenate([rng.normal(0, 0.3, ref[..., :4].shape), rng.normal(0, 0.003, ref[..., 4:].shape)],
+                                 -1).astype(np.float32)
+    no_scores = ref.copy()
+    no_scores[..., 4:] = 0.0
+    moved = ref.copy()
+    moved[..., :2] += moved[..., 2:4] * 0.6
+    tolerance = Tolerance()
+    good = compare([ref], [close], None, "detection")
+    assert good["boxes_fp32"] > 50 and good["map50"] > 0.95 and verdict(good, tolerance)[0], good
+    for broken in (no_scores, moved):
+        m = compare([ref], [broken], None, "detection")
+        ok, why = verdict(m, tolerance)
+        assert m["cosine_mean"] > 0.99 and m["map50"] < 0.2 and not ok and "decoded detections: mAP@0.5" in why, m
+    # YOLOv8's channels-first head reads the same
+    first = compare([ref.transpose(0, 2, 1)], [close.transpose(0, 2, 1)], None, "detection")
+    assert first["map50"] == good["map50"] and first["boxes_fp32"] == good["boxes_fp32"]

@@ -164,8 +164,9 @@ def test_a_detector_whose_int8_scores_collapse_is_never_chosen_broken(tmp_path):
     path = tmp_path / "detector.py"
     path.write_text(DETECTOR)
     result = optimize(f"{path}:build", target="host", data=f"{path}:data", out=tmp_path / "out", formats={"onnx"},
-                      precisions={"int8-static"}, timing_s=0.2)
+                      precisions={"int8-static"}, timing_s=0.2, task="detection")
     row = result.report["candidates"][0]
+    assert row["metrics"]["judged_by"].startswith("decoded boxes") and row["metrics"]["map50"] >= 0.95
     assert "collapsed to" in row["repairs"][0]["why"]  # the whole-output cosine would have passed it
     assert row["status"] == "passed" and row["reason"].startswith("repaired: kept the output head in float")
     source = runpy.run_path(str(path))

@@ -32,7 +32,7 @@ def _summary(report: dict) -> None:
     for c in report["candidates"]:
         m = c["metrics"]
         task = (f"{m['accuracy']:.3f}" if "accuracy" in m else f"{m['top1_agreement']:.3f}" if "top1_agreement" in m
-                else f"{m['cer']:.4f}" if "cer" in m else "-")
+                else f"{m['cer']:.4f}" if "cer" in m else f"{m['map50']:.3f}" if "map50" in m else "-")
         mark = "★ " if c["id"] == report["winner"] else ""
         rows.append([mark + c["id"], c["settings"] or "-", c["status"],
                      f"{c['size_bytes'] / 1e6:.2f}" if c["size_bytes"] else "-",
@@ -43,7 +43,8 @@ def _summary(report: dict) -> None:
     target_col = "target ms" + ("" if report["target"]["is_host"] else " (est.)")
     headers = ["candidate", "settings", "status", "MB", "host p50 ms", target_col, "cosine mean / min",
                "acc" if report["data"]["eval"].endswith("labelled") else
-               "CER" if report["model"]["task"].startswith("ctc") else "top-1", "reason"]
+               "CER" if report["model"]["task"].startswith("ctc") else "mAP@0.5" if report["model"]["task"] == "detection"
+               else "top-1", "reason"]
     if not any(r[-1] for r in rows):  # no reasons to show: keep the table narrow
         headers, rows = headers[:-1], [r[:-1] for r in rows]
     out.print(table(f"{report['model']['name']} -> {report['target']['id']}", headers, rows))
@@ -61,7 +62,8 @@ def _summary(report: dict) -> None:
 @click.option("--precisions", help="Comma list: fp32,fp16,int8-dynamic,int8-static,int8-weight-only.")
 @click.option("--tolerance", help="Mean cosine (0.99) or cosine=0.99,min_cosine=0.98,top1=0.99,accuracy_drop=1.")
 @click.option("--task", help="How outputs are judged: classification, embedding, ctc[:BLANK] (greedy-decoded "
-                              "text, character error rate vs fp32), generic [the model's own].")
+                              "text, character error rate vs fp32), detection (decoded boxes after NMS, mAP@0.5 "
+                              "vs fp32's), generic [the model's own].")
 @click.option("--plan", "plan_only", is_flag=True, help="Print the plan and its reasons; build nothing.")
 @click.option("--allow-synthetic-calibration", is_flag=True, help="Calibrate on random inputs when no data is given.")
 @click.option("--eval-samples", default=512, show_default=True, help="Evaluation samples used at most.")
@@ -99,6 +101,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
       edgekit optimize net.py:build --data val.npz --labels classes.txt --processing pictures.toml --package
       edgekit optimize det.onnx --input x:1x3x320x320 --data pages/ --processing det.toml --target coral-edgetpu
       edgekit optimize crnn.onnx --input x:1x1x32xwidth --data lines.npz --task ctc --tolerance cer=0.02
+      edgekit optimize yolo.onnx --data street.npz --task detection --tolerance map=0.9
       edgekit optimize silero_vad.onnx --input input:1x512 --input sr:int64:=16000 --data speech/ --time-budget 300
     """
     from ..optimizer import NoCandidatePassed, optimize

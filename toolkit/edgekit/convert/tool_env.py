@@ -1,4 +1,5 @@
-"""Converters that cannot share edgekit's environment run in their own, as a subprocess.
+"""Converters (and tools we measure against) that cannot share edgekit's environment run in their
+own, as a subprocess.
 
 onnx2tf pins TensorFlow 2.19, numpy 1.26, onnx 1.19 and protobuf 4 exactly; edgekit's stack
 (onnxruntime, litert-torch, ai-edge-quantizer) needs newer ones. So the ONNX -> TFLite converter
@@ -33,6 +34,7 @@ class Tool:
     modules: tuple[str, ...]  # importable in a working environment
     requirements: tuple[str, ...]  # installed with their dependencies
     no_deps: tuple[str, ...] = ()  # installed without (their own pins would undo the list above)
+    about: str = ""  # what the first install fetches, for the line that says it takes minutes
 
 
 TOOLS = {t.name: t for t in (
@@ -42,7 +44,11 @@ TOOLS = {t.name: t for t in (
           "onnxsim==0.4.36", "onnx-graphsurgeon==0.5.8", "simple-onnx-processing-tools==1.1.32", "psutil==5.9.5",
           "protobuf==4.25.5", "h5py==3.11.0", "ml-dtypes==0.5.1", "flatbuffers==25.12.19", "ai-edge-litert==2.1.0",
           "onnxoptimizer==0.4.2", "requests"),
-         ("onnx2tf==1.29.24",)),
+         ("onnx2tf==1.29.24",), "TensorFlow and its pins, about 1.5 GB"),
+    # benchmarks/fleet_monitoring.py compares drift verdicts with Evidently's DataDriftPreset;
+    # Evidently 0.7 imports a pandas helper that pandas 3 removed
+    Tool("evidently", "EDGEKIT_EVIDENTLY_PYTHON", ("evidently", "pandas"), ("evidently==0.7.23", "pandas==2.3.3"),
+         about="Evidently and pandas, about 800 MB"),
 )}
 
 
@@ -120,8 +126,8 @@ def ensure(tool: str, log: Optional[Callable[[str], None]] = None) -> Optional[P
         return found
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     started = time.monotonic()
-    log(f"installing {tool}'s own environment into {default_prefix(tool)} (TensorFlow and its pins, about "
-        "1.5 GB from PyPI): a few minutes, once")
+    log(f"installing {tool}'s own environment into {default_prefix(tool)} ({TOOLS[tool].about} from PyPI): "
+        "a few minutes, once")
     try:
         python = install(tool)
     except (ToolInstallError, OSError) as exc:

@@ -30,6 +30,9 @@ class Tolerance:
     # A CTC recogniser (--task ctc) is judged by its greedy-decoded text: the character error rate
     # of the candidate's strings against fp32's, over all evaluation samples.
     max_cer: float = 0.01
+    # A detector (--task detection) is judged by its decoded detections: mAP@0.5 of the candidate's
+    # boxes with fp32's kept boxes (score >= 0.25 after NMS) as the ground truth.
+    min_map: float = 0.95
 
     def __post_init__(self):
         for name in ("min_cosine", "min_top1"):
@@ -45,7 +48,7 @@ class Tolerance:
             return cls()
         keys = {"cosine": "min_cosine", "min_cosine": "min_cosine_floor", "top1": "min_top1",
                 "accuracy_drop": "max_accuracy_drop", "max_abs": "max_abs", "iou": "min_iou",
-                "threshold": "threshold", "slice_error": "max_slice_error", "cer": "max_cer"}
+                "threshold": "threshold", "slice_error": "max_slice_error", "cer": "max_cer", "map": "min_map"}
         values = {}
         try:
             if "=" not in text:
@@ -60,7 +63,7 @@ class Tolerance:
             raise EdgekitError(
                 f"bad --tolerance {text!r} ({exc})",
                 "use a mean cosine like 0.98, or cosine=0.98,min_cosine=0.95,top1=0.98,accuracy_drop=2,max_abs=0.02,"
-                "iou=0.85,threshold=0.3,cer=0.01",
+                "iou=0.85,threshold=0.3,cer=0.01,map=0.95",
             ) from None
 
     def to_dict(self) -> dict:
@@ -96,6 +99,10 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
     metrics["judged_by"] = JUDGED_BY.get(task.partition(":")[0], JUDGED_BY["generic"])
     if task.partition(":")[0] == "ctc":
         metrics.update(ctc_agreement(reference[0], outputs[0], task))
+    if task == "detection":
+        from .detection import detection_agreement
+
+        metrics.update(detection_agreement(reference[0], outputs[0]))
     if task == "classification":
         ref_top, out_top = reference[0].argmax(-1), outputs[0].argmax(-1)
         metrics["top1_agreement"] = float((ref_top == out_top).mean())
@@ -106,12 +113,13 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: Opti
     return metrics
 
 
-TASKS = ("generic", "classification", "embedding", "ctc")
+TASKS = ("generic", "classification", "embedding", "ctc", "detection")
 JUDGED_BY = {
     "generic": "cosine per row and each output field against fp32",
     "classification": "top-1 agreement with fp32 (accuracy with labels), cosine, each class score",
     "embedding": "cosine per row against fp32, each dimension",
     "ctc": "greedy CTC decode: character error rate against fp32's text, cosine, each class score",
+    "detection": "decoded boxes (score >= 0.25, NMS at IoU 0.45): mAP@0.5 against fp32's boxes, each output field",
 }
 
 
@@ -222,6 +230,9 @@ def verdict(metrics: dict, tolerance: Tolerance) -> tuple[bool, str]:
         problems.append(f"max |diff| {metrics['max_abs_error']:.4g} > {tolerance.max_abs}")
     if tolerance.min_cosine_floor is not None and metrics["cosine_min"] < tolerance.min_cosine_floor:
         problems.append(f"min cosine {metrics['cosine_min']:.4f} < {tolerance.min_cosine_floor}")
+    if "map50" in metrics and metrics["map50"] < tolerance.min_map:
+        problems.append(f"decoded detections: mAP@0.5 {metrics['map50']:.4f} against fp32's boxes < {tolerance.min_map} "
+                        f"({metrics['boxes_matched']} of {metrics['boxes_fp32']} boxes matched)")
     if "cer" in metrics and metrics["cer"] > tolerance.max_cer:
         problems.append(f"decoded text: character error rate {metrics['cer']:.4f} against fp32 > {tolerance.max_cer} "
                         f"({metrics['text_agreement']:.1%} of strings identical)")
@@ -250,6 +261,8 @@ def shortfall(metrics: dict, tolerance: Tolerance) -> float:
         gap += max(0.0, tolerance.min_iou - metrics.get("iou", 0.0))
     if "cer" in metrics:
         gap += max(0.0, metrics["cer"] - tolerance.max_cer)
+    if "map50" in metrics:
+        gap += max(0.0, tolerance.min_map - metrics["map50"])
     if "accuracy_drop_points" in metrics:
         gap += max(0.0, metrics["accuracy_drop_points"] - tolerance.max_accuracy_drop) / 100
     elif "top1_agreement" in metrics:

@@ -47,6 +47,8 @@ def build_report(model, profile, opt, outcomes, winner, closest, eval_data, cali
         tol_text += f", IoU above {tol['threshold']} >= {tol['min_iou']}"
     if model.task.startswith("ctc"):
         tol_text += f", character error rate of the greedy-decoded text against fp32's <= {tol['max_cer']}"
+    if model.task == "detection":
+        tol_text += f", mAP@0.5 of the decoded boxes against fp32's >= {tol['min_map']}"
     tol_text += f", each output field within {tol['max_slice_error']} of its fp32 spread and not collapsed"
     return {
         "schema": "edgekit.optimize/1",
@@ -94,7 +96,7 @@ def markdown(report: dict) -> str:
     for c in report["candidates"]:
         m = c["metrics"]
         task = (f"{m['accuracy']:.4f}" if "accuracy" in m else f"CER {m['cer']:.4f}" if "cer" in m
-                else _fmt(m.get("top1_agreement")))
+                else f"mAP@0.5 {m['map50']:.4f}" if "map50" in m else _fmt(m.get("top1_agreement")))
         lines.append(
             f"| {c['id']} | {c['settings'] or '-'} | {c['status']} | {_fmt(c['size_bytes'] and c['size_bytes'] / 1e6, '.2f')} "
             f"| {_fmt(c['latency_host'].get('p50_ms'), '.2f')} | {_fmt(c['latency_target_ms'], '.2f')} "
