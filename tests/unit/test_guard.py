@@ -1,6 +1,7 @@
 """The accuracy guard on a deliberately damaged candidate: repaired, or rejected with a report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,31 +116,7 @@ def test_a_failed_conversion_is_reported_and_the_plan_goes_on(tmp_path):
     assert result.report["exports"]["onnx"]["fallback_reason"].startswith("dynamo:")
 
 
-DETECTOR = """
-import torch
-
-class Detector(torch.nn.Module):
-    '''A YOLO-style head: one output mixing box coordinates in pixels (0-320) with class scores (0-1).'''
-    def __init__(self):
-        super().__init__()
-        self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-                                            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU())
-        self.box, self.cls = torch.nn.Conv2d(32, 4, 1), torch.nn.Conv2d(32, 3, 1)
-
-    def forward(self, images):
-        f = self.backbone(images)
-        boxes = torch.sigmoid(self.box(f)) * 320
-        scores = torch.sigmoid(self.cls(f) * 4)
-        return torch.cat([boxes, scores], 1).flatten(2).transpose(1, 2)  # [N, 64 anchors, 4 + 3]
-
-def build():
-    torch.manual_seed(0)
-    return Detector().eval(), (torch.rand(1, 3, 32, 32),)  # exported with a fixed batch of 1
-
-def data():
-    g = torch.Generator().manual_seed(1)
-    yield {"images": torch.rand(64, 3, 32, 32, generator=g).numpy()}
-"""
+DETECTOR = Path(__file__).resolve().parents[1] / "zoo" / "detector.py"
 
 
 def _detections(out, threshold=0.6):
@@ -161,8 +138,7 @@ def test_a_detector_whose_int8_scores_collapse_is_never_chosen_broken(tmp_path):
 
     from edgekit.backends import open_session
 
-    path = tmp_path / "detector.py"
-    path.write_text(DETECTOR)
+    path = DETECTOR
     result = optimize(f"{path}:build", target="host", data=f"{path}:data", out=tmp_path / "out", formats={"onnx"},
                       precisions={"int8-static"}, timing_s=0.2, task="detection")
     row = result.report["candidates"][0]
