@@ -138,11 +138,11 @@ def feature_drift(reference: Histogram, current: Histogram) -> FeatureDrift:
         d = float(jensenshannon(r / r.sum(), c / c.sum()))
         return FeatureDrift(reference.feature, "jensenshannon", d, DISTANCE_THRESHOLD, d > DISTANCE_THRESHOLD, True,
                             n_cur, n_ref, stability, **means)
-    d = _wasserstein(rv, rc, cv, cc)
     if small_reference:
         p = float(stats.ks_2samp(_expand(rv, rc), _expand(cv, cc)).pvalue)
-        return FeatureDrift(reference.feature, "ks", p, P_VALUE, p < P_VALUE and d > DISTANCE_THRESHOLD, True, n_cur,
-                            n_ref, stability, **means)
+        drifted = p < P_VALUE and _wasserstein(rv, rc, cv, cc) > DISTANCE_THRESHOLD
+        return FeatureDrift(reference.feature, "ks", p, P_VALUE, drifted, True, n_cur, n_ref, stability, **means)
+    d = _wasserstein(rv, rc, cv, cc)
     return FeatureDrift(reference.feature, "wasserstein", d, DISTANCE_THRESHOLD, d > DISTANCE_THRESHOLD, True, n_cur,
                         n_ref, stability, **means)
 

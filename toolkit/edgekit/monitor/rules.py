@@ -139,9 +139,10 @@ DEFAULT_RULES = (
          why="half or more of the features moved away from the reference (dataset drift)"),
     Rule("silent devices", "system.silent_devices", above=0, min_samples=0, by="group", window="7d",
          why="devices that sent this model's predictions have not been seen for a day"),
-    Rule("dropped log records", "system.dropped", above=0, min_samples=0, by="device", window="7d",
+    # store health is the device's own count (not windowed): the 1-day device snapshot serves it
+    Rule("dropped log records", "system.dropped", above=0, min_samples=0, by="device",
          why="this device's log store is full and drops records"),
-    Rule("undeliverable log records", "system.dead_letter", above=0, min_samples=0, by="device", window="7d",
+    Rule("undeliverable log records", "system.dead_letter", above=0, min_samples=0, by="device",
          why="the collector refused records from this device, which keeps them aside (see its sync log)"),
 )
 

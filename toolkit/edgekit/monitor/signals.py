@@ -162,6 +162,17 @@ def _needs(signals: Optional[set]) -> tuple[bool, bool, bool, bool]:
             any(s.startswith("system.latency") and s.endswith("_ratio") for s in signals))
 
 
+def _sketch_features(signals: Optional[set]) -> Optional[tuple[str, ...]]:
+    """The sketch features the signals asked for read (None: all of them): a per-device latency
+    rule must not sum every feature of every device, nor judge each device's drift."""
+    if signals is None or any(s.split(".")[0] in ("drift", "quality") for s in signals):
+        return None
+    wanted = {f for s in signals for prefix, f in (("performance.", "out.confidence"), ("system.latency", "sys.latency_ms"),
+                                                   ("proxy.top_class_share", "out.class"),
+                                                   ("proxy.class_shift", "out.class")) if s.startswith(prefix)}
+    return tuple(sorted(wanted))
+
+
 def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("version", "group"),
              reference: Optional[Reference] = None, raw_suite: bool = True, series: bool = True,
              now: Optional[float] = None, signals: Optional[set] = None) -> Snapshot:
@@ -190,7 +201,8 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
         variants = _per_device(tx, "SELECT r.version, r.device, r.variant, COUNT(*) FROM records r WHERE r.model = ? "
                                "AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device, r.variant",
                                (model, start, end), lambda v: [v or "-"])
-        sketches = _sketches(tx, model, start, end, by) if need_sketches else {}
+        features = _sketch_features(signals)
+        sketches = _sketches(tx, model, start, end, by, features) if need_sketches else {}
         devices = _devices(tx, model, now)
 
     def scope_of(version, device) -> tuple:
@@ -215,11 +227,12 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
         hists = _merge_hours(sketches.get(key, {}))
         judged = _judged_feedback([v for k, v in feedback.items() if scope_of(*k) == key], span, steps)
         signals_, details = _signals(reference, records.get(key), judged, hists, mine(fallbacks),
-                                     mine(variants), _device_part(devices, by, key), baseline[by].get(key))
+                                     mine(variants), _device_part(devices, by, key), baseline[by].get(key),
+                                     drift=features is None)
         scopes.append(Scope(dict(zip(by, key)), signals_, details))
     total = _total(db, model, start, end, reference, _fold(parts, lambda v, d: ()).get(()),
                    _judged_feedback(list(feedback.values()), span, steps), sketches, fallbacks, variants, devices,
-                   raw_suite, baseline[()].get(()))
+                   raw_suite, baseline[()].get(()), drift=features is None)
     if raw_suite and reference is not None and reference.suite:
         for scope in scopes:
             _raw_quality(db, model, start, end, reference, scope)
@@ -403,14 +416,18 @@ def _latency_baseline(tx, model, start, by) -> dict:
     return out
 
 
-def _sketches(tx, model, start, end, by) -> dict:
-    """scope key -> hour -> feature -> Histogram."""
+def _sketches(tx, model, start, end, by, features: Optional[tuple[str, ...]] = None) -> dict:
+    """scope key -> hour -> feature -> Histogram (of ``features`` only, when given)."""
     first, last = int(start // HOUR) * HOUR, math.ceil(end / HOUR) * HOUR
     out: dict = defaultdict(lambda: defaultdict(dict))
     n = len(by)
+    only = f"AND s.feature IN ({', '.join('?' * len(features))}) " if features is not None else ""
+    if features == ():
+        return out
     for chunk in tx.stream(f"SELECT {_dims(by, 's')}s.hour, s.feature, s.bucket, SUM(s.n) FROM sketches s "
-                           "JOIN devices d ON d.name = s.device WHERE s.model = ? AND s.hour >= ? AND s.hour < ? "
-                           f"GROUP BY {_dims(by, 's')}s.hour, s.feature, s.bucket", (model, first, last), 20000):
+                           f"JOIN devices d ON d.name = s.device WHERE s.model = ? AND s.hour >= ? AND s.hour < ? {only}"
+                           f"GROUP BY {_dims(by, 's')}s.hour, s.feature, s.bucket",
+                           (model, first, last, *(features or ())), 20000):
         for r in chunk:
             hours = out[tuple(r[:n])]
             feature = r[n + 1]
@@ -448,7 +465,7 @@ def _device_part(devices: list[dict], by, key) -> list[dict]:
 
 
 def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fallbacks: Counter, variants: Counter,
-             devices: list[dict], latency_baseline: Optional[Histogram] = None) -> tuple[dict, dict]:
+             devices: list[dict], latency_baseline: Optional[Histogram] = None, drift: bool = True) -> tuple[dict, dict]:
     s: dict = {}
     details: dict = {}
     records = rec["records"] if rec else 0
@@ -547,8 +564,8 @@ def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fall
     s["quality.rows"] = max((c["rows"] for c in checks), default=0)
     s["quality.failing_share"] = max((c["failing_share"] for c in checks), default=None)
     s["quality.failed_checks"] = sum(c["failing_share"] > 0.01 for c in checks) if checks else None
-    # 5. drift
-    if reference is not None:
+    # 5. drift (not where only some features were read: a share of two features is no dataset drift)
+    if reference is not None and drift:
         ref_h = {f: reference.histogram(f) for f in reference.histograms}
         drift = dataset_drift(ref_h, hists, drift_features(reference))
         details["drift"] = drift.to_dict()
@@ -580,7 +597,7 @@ def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fall
 
 
 def _total(db, model, start, end, reference, rec, judged: Feedback, sketches, fallbacks, variants, devices,
-           raw_suite, latency_baseline) -> Scope:
+           raw_suite, latency_baseline, drift: bool = True) -> Scope:
     """The whole model: the per-device parts added up (histograms and counts add exactly)."""
     hists: dict[str, Histogram] = {}
     for hours in sketches.values():
@@ -594,7 +611,7 @@ def _total(db, model, start, end, reference, rec, judged: Feedback, sketches, fa
     var: Counter = Counter()
     for part in variants.values():
         var.update(part)
-    signals, details = _signals(reference, rec, judged, hists, fbk, var, devices, latency_baseline)
+    signals, details = _signals(reference, rec, judged, hists, fbk, var, devices, latency_baseline, drift)
     scope = Scope({}, signals, details)
     if raw_suite and reference is not None and reference.suite:
         _raw_quality(db, model, start, end, reference, scope)
