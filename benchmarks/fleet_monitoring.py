@@ -122,7 +122,7 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
     features for the comparison with Evidently. Returns (records, rows)."""
     from edgekit.collector.db import Database, add_device
     from edgekit.collector.ingest import ingest
-    from edgekit.monitor.features import input_features, output_signals
+    from edgekit.monitor.features import input_features
     from edgekit.sync.record import Batch, encode_array
 
     db = Database(url)
@@ -146,12 +146,9 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
                     pics = np.repeat(frozen, n, axis=0)
                 logits = world.logits(pics)
                 times = start + (hour + np.sort(rng.random(n))) * HOUR
-                feats = {k: v for k, v in input_features("input", pics).items() if not k.endswith(".nonfinite")}
-                outs = {k: v for k, v in output_signals({"logits": logits}).items()
-                        if k in ("out.class", "out.confidence", "out.entropy")}
-                day = hour // 24
-                table = features.setdefault((group, day), defaultdict(list))
-                for k, v in {**{f"in.{k}": v for k, v in feats.items()}, **outs}.items():
+                stats = input_features("input", pics)  # the device's summaries, and what drift is judged on
+                table = features.setdefault((group, hour // 24), defaultdict(list))
+                for k, v in row_features(stats, logits).items():
                     table[k].append(v)
                 base = 0.50 if "latency 0.21 -> 0.50 ms" in kinds else 0.21
                 latency = base * (1 + 0.08 * rng.standard_normal(n if group != "bulk" else 1))
@@ -163,7 +160,7 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
                     next_id += 1
                     rows_n += n
                     continue
-                summaries = {k.split(".", 1)[1]: v.tolist() for k, v in input_features("input", pics).items()}
+                summaries = {k.split(".", 1)[1]: v.tolist() for k, v in stats.items()}
                 for j in range(n):
                     keep = rng.random() < 0.05
                     summary = {"input": {"shape": [1, 1, 8, 8], **{k: v[j] for k, v in summaries.items()}}}
@@ -187,6 +184,16 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
             records_n += len(records)
         print(f"  {name}: {next_id - 1} records", flush=True) if name.endswith("-9") or group == "bulk" else None
     return records_n, rows_n
+
+
+def row_features(stats: dict, logits: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-row features monitoring judges drift on (monitor.signals.drift_features): the
+    inputs' statistics and the classifier's class, confidence and entropy."""
+    from edgekit.monitor.features import output_signals
+
+    out = {f"in.{k}": v for k, v in stats.items() if not k.endswith(".nonfinite")}
+    return out | {k: v for k, v in output_signals({"logits": logits}).items()
+                  if k in ("out.class", "out.confidence", "out.entropy")}
 
 
 def _record(device, rid, t, latency, fallbacks, outputs, inputs, summary) -> dict:
@@ -271,16 +278,14 @@ print(json.dumps(out))
 def evidently_drift(work: Path, world: World, features: dict) -> dict | None:
     """(group, day) -> (Evidently's dataset drift verdict, share), or None where it cannot run."""
     from edgekit.convert.tool_env import ensure, missing_reason
-    from edgekit.monitor.features import input_features, output_signals
+    from edgekit.monitor.features import input_features
 
     python = ensure("evidently")
     if python is None:
         print(f"Evidently skipped: {missing_reason('evidently')}")
         return None
     ref_pics = world.noisy(world.ref_x)
-    ref = {f"in.{k}": v for k, v in input_features("input", ref_pics).items() if not k.endswith(".nonfinite")}
-    ref |= {k: v for k, v in output_signals({"logits": world.logits(ref_pics)}).items()
-            if k in ("out.class", "out.confidence", "out.entropy")}
+    ref = row_features(input_features("input", ref_pics), world.logits(ref_pics))
     folder = work / "evidently"
     folder.mkdir()
     np.savez(folder / "reference.npz", **ref)

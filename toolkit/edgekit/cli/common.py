@@ -59,7 +59,6 @@ class FiniteFloat(click.FloatRange):
     """click's FloatRange, which lets NaN through every bound (NaN compares false): refused here."""
 
     def convert(self, value, param, ctx):
-
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)

@@ -77,9 +77,7 @@ def psi(reference: Histogram, current: Histogram, bins: int = 10) -> Optional[fl
     if not len(rv) or not len(cv):
         return None
     if reference.categorical or len(np.union1d(rv, cv)) <= FEW_VALUES:
-        cats = np.union1d(rv, cv)
-        r = np.asarray([rc[rv == c].sum() for c in cats])
-        c = np.asarray([cc[cv == c].sum() for c in cats])
+        r, c = _by_category(reference, current)
     else:
         cum = np.cumsum(rc) / rc.sum()
         edges = np.unique([rv[min(np.searchsorted(cum, q), len(rv) - 1)] for q in np.linspace(0, 1, bins + 1)[1:-1]])
@@ -95,19 +93,29 @@ def class_shift(reference: Histogram, current: Histogram) -> tuple[Optional[floa
     """(total variation distance between the two class distributions, p-value of a two-sample
     chi-squared test): the reference is a sample too, so 225 reference rows against 100k current
     ones are not taken as exact shares (a goodness-of-fit test flags clean data at p = 1e-8)."""
-    from scipy import stats
-
     if not reference.total or not current.total:
         return None, None
+    r, c = _by_category(reference, current)
+    return float(0.5 * np.abs(r / r.sum() - c / c.sum()).sum()), _chi2_two_samples(r, c)
+
+
+def _by_category(reference: Histogram, current: Histogram) -> tuple[np.ndarray, np.ndarray]:
+    """Both histograms' counts over the values either holds, in one order."""
     rv, rc = reference.arrays()
     cv, cc = current.arrays()
     cats = np.union1d(rv, cv)
-    r = np.asarray([rc[rv == c].sum() for c in cats], dtype=np.float64)
-    c = np.asarray([cc[cv == c].sum() for c in cats], dtype=np.float64)
-    distance = float(0.5 * np.abs(r / r.sum() - c / c.sum()).sum())
-    if len(cats) < 2:
-        return distance, 1.0
-    return distance, float(stats.chi2_contingency(np.stack([r, c]) + 0.5, correction=False).pvalue)
+    return (np.asarray([rc[rv == v].sum() for v in cats], dtype=np.float64),
+            np.asarray([cc[cv == v].sum() for v in cats], dtype=np.float64))
+
+
+def _chi2_two_samples(r: np.ndarray, c: np.ndarray) -> float:
+    """Two samples, two noises: a contingency test, not a fit to the reference's shares
+    (Evidently's chisquare), which takes a 225-row reference as exact and, against a window of
+    100k rows, rejects on the reference's own sampling noise. A category one side never saw gets
+    half a row on both."""
+    from scipy import stats
+
+    return float(stats.chi2_contingency(np.stack([r, c]) + 0.5, correction=False).pvalue) if len(r) > 1 else 1.0
 
 
 def feature_drift(reference: Histogram, current: Histogram) -> FeatureDrift:
@@ -123,16 +131,9 @@ def feature_drift(reference: Histogram, current: Histogram) -> FeatureDrift:
     cv, cc = current.arrays()
     small_reference = n_ref <= TEST_MAX_ROWS
     if reference.categorical or len(np.union1d(rv, cv)) <= FEW_VALUES:
-        cats = np.union1d(rv, cv)
-        r = np.asarray([rc[rv == c].sum() for c in cats], dtype=np.float64)
-        c = np.asarray([cc[cv == c].sum() for c in cats], dtype=np.float64)
+        r, c = _by_category(reference, current)
         if small_reference:
-            # Two samples, two noises: a contingency test, not a fit to the reference's shares
-            # (Evidently's chisquare), which takes a 225-row reference as exact and, against a
-            # window of 100k rows, rejects on the reference's own sampling noise. A category one
-            # side never saw gets half a row on both.
-            p = float(stats.chi2_contingency(np.stack([r, c]) + 0.5, correction=False).pvalue) \
-                if len(cats) > 1 else 1.0
+            p = _chi2_two_samples(r, c)
             return FeatureDrift(reference.feature, "chi2", p, P_VALUE, p < P_VALUE, True, n_cur, n_ref, stability,
                                 **means)
         d = float(jensenshannon(r / r.sum(), c / c.sum()))

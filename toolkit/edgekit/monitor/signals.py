@@ -228,11 +228,11 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
         judged = _judged_feedback([v for k, v in feedback.items() if scope_of(*k) == key], span, steps)
         signals_, details = _signals(reference, records.get(key), judged, hists, mine(fallbacks),
                                      mine(variants), _device_part(devices, by, key), baseline[by].get(key),
-                                     drift=features is None)
+                                     judge_drift=features is None)
         scopes.append(Scope(dict(zip(by, key)), signals_, details))
     total = _total(db, model, start, end, reference, _fold(parts, lambda v, d: ()).get(()),
                    _judged_feedback(list(feedback.values()), span, steps), sketches, fallbacks, variants, devices,
-                   raw_suite, baseline[()].get(()), drift=features is None)
+                   raw_suite, baseline[()].get(()), judge_drift=features is None)
     if raw_suite and reference is not None and reference.suite:
         for scope in scopes:
             _raw_quality(db, model, start, end, reference, scope)
@@ -339,14 +339,23 @@ def _feedback(tx, model, start, end) -> dict:
         f"AND r.time >= ? AND r.time < ? AND {LATEST_FEEDBACK} "
         "GROUP BY r.version, r.device, 3, f.label, f.outcome, r.top_class, 7",
         (end, span, first, end, model, first, end))
-    out: dict = defaultdict(dict)
+    out: dict = defaultdict(lambda: defaultdict(_part))
     for version, device, age_, label, outcome, predicted, band, count, lag_sum in rows:
-        part = out[(version, device)].setdefault(min(max(int(age_), 0), steps - 1),
-                                                 {"pairs": Counter(), "lags": Counter(), "lag_sum": 0.0})
+        part = out[(version, device)][min(max(int(age_), 0), steps - 1)]
         part["pairs"][(label, outcome, predicted)] += count
         part["lags"][int(band)] += count
         part["lag_sum"] += float(lag_sum or 0.0)
     return out
+
+
+def _part() -> dict:
+    return {"pairs": Counter(), "lags": Counter(), "lag_sum": 0.0}
+
+
+def _merge(into: dict, part: dict) -> None:
+    into["pairs"].update(part["pairs"])
+    into["lags"].update(part["lags"])
+    into["lag_sum"] += part["lag_sum"]
 
 
 @dataclass(frozen=True)
@@ -363,27 +372,22 @@ class Feedback:
 def _judged_feedback(parts: list[dict], span: float, steps: int) -> Feedback:
     """Windows are added oldest-last until FEEDBACK_MIN labels (outcomes where nobody labels) are
     in: with labels arriving 36 h late a 1-day window holds none, and the day before holds them."""
-    ages: dict = defaultdict(lambda: {"pairs": Counter(), "lags": Counter(), "lag_sum": 0.0})
+    ages: dict = defaultdict(_part)
     for per_age in parts:
         for age, part in per_age.items():
-            ages[age]["pairs"].update(part["pairs"])
-            ages[age]["lags"].update(part["lags"])
-            ages[age]["lag_sum"] += part["lag_sum"]
+            _merge(ages[age], part)
     labels = any(label is not None for part in ages.values() for (label, _, _) in part["pairs"])
-    pairs: Counter = Counter()
-    lags: Counter = Counter()
-    lag_sum, used = 0.0, 1
+    judged, used = _part(), 1
     for age in range(steps):
-        part = ages.get(age)
-        if part:
-            pairs.update(part["pairs"])
-            lags.update(part["lags"])
-            lag_sum += part["lag_sum"]
+        if age in ages:
+            _merge(judged, ages[age])
         used = age + 1
-        counted = sum(n for (label, outcome, _), n in pairs.items() if (label if labels else outcome) is not None)
+        counted = sum(n for (label, outcome, _), n in judged["pairs"].items()
+                      if (label if labels else outcome) is not None)
         if counted >= FEEDBACK_MIN or not any(a > age for a in ages):
             break
-    return Feedback(pairs, Counter(ages[0]["pairs"]) if 0 in ages else Counter(), lags, lag_sum, used * span)
+    return Feedback(judged["pairs"], Counter(ages[0]["pairs"]) if 0 in ages else Counter(), judged["lags"],
+                    judged["lag_sum"], used * span)
 
 
 def _lag_quantile(lags: Counter, q: float) -> Optional[float]:
@@ -420,10 +424,10 @@ def _sketches(tx, model, start, end, by, features: Optional[tuple[str, ...]] = N
     """scope key -> hour -> feature -> Histogram (of ``features`` only, when given)."""
     first, last = int(start // HOUR) * HOUR, math.ceil(end / HOUR) * HOUR
     out: dict = defaultdict(lambda: defaultdict(dict))
-    n = len(by)
-    only = f"AND s.feature IN ({', '.join('?' * len(features))}) " if features is not None else ""
     if features == ():
         return out
+    n = len(by)
+    only = f"AND s.feature IN ({', '.join('?' * len(features))}) " if features is not None else ""
     for chunk in tx.stream(f"SELECT {_dims(by, 's')}s.hour, s.feature, s.bucket, SUM(s.n) FROM sketches s "
                            f"JOIN devices d ON d.name = s.device WHERE s.model = ? AND s.hour >= ? AND s.hour < ? {only}"
                            f"GROUP BY {_dims(by, 's')}s.hour, s.feature, s.bucket",
@@ -465,7 +469,8 @@ def _device_part(devices: list[dict], by, key) -> list[dict]:
 
 
 def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fallbacks: Counter, variants: Counter,
-             devices: list[dict], latency_baseline: Optional[Histogram] = None, drift: bool = True) -> tuple[dict, dict]:
+             devices: list[dict], latency_baseline: Optional[Histogram] = None,
+             judge_drift: bool = True) -> tuple[dict, dict]:
     s: dict = {}
     details: dict = {}
     records = rec["records"] if rec else 0
@@ -565,7 +570,7 @@ def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fall
     s["quality.failing_share"] = max((c["failing_share"] for c in checks), default=None)
     s["quality.failed_checks"] = sum(c["failing_share"] > 0.01 for c in checks) if checks else None
     # 5. drift (not where only some features were read: a share of two features is no dataset drift)
-    if reference is not None and drift:
+    if reference is not None and judge_drift:
         ref_h = {f: reference.histogram(f) for f in reference.histograms}
         drift = dataset_drift(ref_h, hists, drift_features(reference))
         details["drift"] = drift.to_dict()
@@ -597,7 +602,7 @@ def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fall
 
 
 def _total(db, model, start, end, reference, rec, judged: Feedback, sketches, fallbacks, variants, devices,
-           raw_suite, latency_baseline, drift: bool = True) -> Scope:
+           raw_suite, latency_baseline, judge_drift: bool = True) -> Scope:
     """The whole model: the per-device parts added up (histograms and counts add exactly)."""
     hists: dict[str, Histogram] = {}
     for hours in sketches.values():
@@ -611,7 +616,7 @@ def _total(db, model, start, end, reference, rec, judged: Feedback, sketches, fa
     var: Counter = Counter()
     for part in variants.values():
         var.update(part)
-    signals, details = _signals(reference, rec, judged, hists, fbk, var, devices, latency_baseline, drift)
+    signals, details = _signals(reference, rec, judged, hists, fbk, var, devices, latency_baseline, judge_drift)
     scope = Scope({}, signals, details)
     if raw_suite and reference is not None and reference.suite:
         _raw_quality(db, model, start, end, reference, scope)
