@@ -3,7 +3,12 @@ PaddleOCR's PP-OCR direction classifier and PP-OCRv4 detector (ONNX) to the Rasp
 Edge TPU through onnx2tf, Silero VAD (ONNX, recurrent state, fixed sample rate) to the Pi; and
 the zoo built here (tests/zoo): a CRNN/CTC recogniser judged by its decoded text, and a YOLO-style
 detector (boxes in pixels and scores in one output, batch 1) judged by its decoded boxes, to the
-host, the Pi and (the detector) the Edge TPU.
+host, the Pi and (the detector) the Edge TPU; a MobileNet-style classifier exported with
+torch.onnx's default fixed batch of 1 (host, Pi, Edge TPU) and a keyword-spotting GRU (host, Pi),
+judged by their labels on fresh samples; MiniLM exported with a dynamic sequence as Optimum does
+(host, Pi), judged by the cosine of its embeddings at each sentence's own length. On the host, int8
+runs >= 1.5x onnxruntime fp32 for the CNNs and the detector, or the report says from measurements
+why not.
 
 Calibration and evaluation data are made here (rendered text lines and pages, speech-like audio)
 and given as folders, the way a user would. Printed per model and target: what the converters
@@ -112,6 +117,10 @@ def main() -> int:
         crnn_case(work, target, goals, rows)
     for target in ("host", "raspberrypi", "coral-edgetpu"):
         detector_case(work, target, goals, rows)
+    for name, targets in (("mobilenet", ("host", "raspberrypi", "coral-edgetpu")), ("kws gru", ("host", "raspberrypi")),
+                          ("minilm dynamic", ("host", "raspberrypi"))):
+        for target in targets:
+            zoo_case(work, name, target, goals, rows)
     print()
     print_table(["model", "target", "converter", "onnx2tf s", "TF int8 s", "TFLite vs ONNX", "nodes"], conversions)
     print()
@@ -134,6 +143,94 @@ def candidate_rows(name: str, target: str, cands: dict, winner) -> list:
                      f"{m['cosine_mean']:.4f}" if "cosine_mean" in m else "-", error,
                      f"{c['latency_target_ms']:.1f}" if c["latency_target_ms"] else "-"])
     return rows
+
+
+def _zoo_model(work: Path, name: str):
+    """(ONNX path, data file, task, fresh samples, their labels or None, how fresh answers are judged)
+    for a model of tests/zoo made here."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.zoo import gru_kws, minilm_dynamic, mobilenet
+
+    folder = work / name.replace(" ", "-")
+    data = folder / "data.npz"
+    if name == "mobilenet":
+        path = mobilenet.build(folder)
+        x, labels = mobilenet.held_out()
+        np.savez(data, input=x[:200], labels=labels[:200])
+        return path, data, None, {"input": x[200:]}, labels[200:]
+    if name == "kws gru":
+        path = gru_kws.build(folder)
+        x, labels = gru_kws.clips(96, seed=5)
+        np.savez(data, mel=x, labels=labels)
+        fresh, truth = gru_kws.clips(60, seed=6)
+        return path, data, None, {"mel": fresh}, truth
+    from edgekit.zoo import minilm
+
+    path = minilm_dynamic.build(folder)
+    sentences = minilm.sentences()
+    np.savez(data, **minilm_dynamic.tokens(sentences[::2], length=32))
+    return path, data, "embedding", minilm_dynamic.tokens(sentences[1::2]), None
+
+
+def zoo_case(work: Path, name: str, target: str, goals: Goals, rows: list) -> None:
+    """A tests/zoo model exported as its projects do, through optimize to ``target``; the shipped
+    bundle's answers on fresh samples, one at a time, against fp32's (labels for classifiers,
+    cosine for embeddings at each sentence's own length), or a refusal with its reason."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgekit.optimizer import NoCandidatePassed, optimize
+    from edgekit.runtime import load
+
+    path, data, task, fresh, labels = _zoo_model(work, name)
+    out = work / f"{name}-{target}".replace(" ", "-")
+    try:
+        result = optimize(str(path), target=target, data=str(data), task=task, out=out, timing_s=10)
+    except NoCandidatePassed as exc:
+        rows += candidate_rows(name, target, {c["id"]: c for c in exc.result.report["candidates"]}, None)
+        goals.check(f"{name} -> {target}: a passing variant, or a refusal that says why", f"refused: {exc}", True)
+        return
+    report = result.report
+    rows += candidate_rows(name, target, {c["id"]: c for c in report["candidates"]}, result.winner)
+    if target == "host" and name != "minilm dynamic":
+        int8_goal(goals, name, report)
+    runtime, source = load(out), ort.InferenceSession(str(path))
+    n = len(next(iter(fresh.values())))
+    shipped, fp32 = [], []
+    for i in range(n):
+        one = {k: v[i:i + 1] for k, v in fresh.items()}
+        if task == "embedding":  # each sentence at its own length: the dynamic axis kept
+            length = int(one["attention_mask"].sum())
+            one = {k: v[:, :length] for k, v in one.items()}
+        answer = runtime.predict_validated(one)
+        shipped.append(answer[next(k for k in answer if not k.startswith("__"))][0])
+        fp32.append(source.run(None, one)[0][0])
+    shipped, fp32 = np.array(shipped), np.array(fp32)
+    fallbacks = runtime.stats()["fallbacks"]
+    if labels is None:
+        cos = (shipped * fp32).sum(1) / np.linalg.norm(shipped, axis=1) / np.linalg.norm(fp32, axis=1)
+        goals.check(f"{name} -> {target}: shipped embeddings at each sentence's length match fp32's",
+                    f"mean cosine {cos.mean():.4f}, min {cos.min():.4f} over {n} sentences, {fallbacks} fallbacks "
+                    f"(winner {result.winner})", cos.mean() >= 0.99 and fallbacks == 0)
+        return
+    agree, accuracy = (shipped.argmax(1) == fp32.argmax(1)).mean(), (shipped.argmax(1) == labels).mean()
+    goals.check(f"{name} -> {target}: shipped labels match fp32's on {n} fresh samples",
+                f"{agree:.1%} agree, accuracy {accuracy:.1%} vs fp32 {(fp32.argmax(1) == labels).mean():.1%}, "
+                f"{fallbacks} fallbacks (winner {result.winner})", agree >= 0.97 and fallbacks == 0)
+
+
+def int8_goal(goals: Goals, name: str, report: dict) -> None:
+    """On the host, int8 runs >= 1.5x onnxruntime fp32, or the report says from measurements why not."""
+    row = report.get("int8_host")
+    if row is None:
+        goals.check(f"{name} -> host: int8 >= 1.5x onnxruntime fp32, or why not", "no int8 candidate passed", False)
+        return
+    said = f"{row['speedup']:.2f}x {row['baseline']}, {row['own_speedup']:.2f}x {row['own_baseline']}"
+    goals.check(f"{name} -> host: int8 >= 1.5x onnxruntime fp32, or why not",
+                said + (f"; why: {'; '.join(r.split(':')[0] for r in row['reasons'])}" if row["reasons"] else ""),
+                row["speedup"] >= 1.5 or bool(row["reasons"]), baseline=row["baseline"])
 
 
 def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
@@ -190,6 +287,8 @@ def detector_case(work: Path, target: str, goals: Goals, rows: list) -> None:
                     f"refused: {reasons[0][:100] if reasons else exc}", any("mAP@0.5" in r for r in reasons))
         return
     rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in result.report["candidates"]}, result.winner)
+    if target == "host":
+        int8_goal(goals, "yolo-style det", result.report)
     namespace: dict = {}
     exec(path.read_text(), namespace)
     module, _ = namespace["build"]()

@@ -40,13 +40,13 @@ def test_profile_cli_on_digits_writes_the_report(cli, tmp_path):
     assert "## Bottlenecks and actions" in (out / "report.md").read_text()
     assert "validated on" in (out / "report.md").read_text()  # the estimate's basis is in the report
     json_out = cli("profile", "--runs", "3", "--json")
-    assert json.loads(json_out.output)["target"]["id"] == "host"
+    assert json.loads(json_out.stdout)["target"]["id"] == "host"  # steps go to stderr
 
 
 def test_profile_tflite_says_what_it_cannot_do(cli, tiny_tflite):
     result = cli("profile", tiny_tflite, "--runs", "3", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["measured"]["total_us_per_run"] > 0 and "no per-op profiler" in report["limitations"][0]
 
 

@@ -1,5 +1,6 @@
 """Models built here to mirror third-party exports (tests/zoo), through `edgekit optimize`, each
-judged on real samples by its task's own check."""
+judged on real samples by its task's own check: a CRNN with a dynamic width, a MobileNet-style classifier
+exported with torch.onnx's default fixed batch of 1, a keyword-spotting GRU."""
 
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_onnx2tf
-from tests.zoo import crnn
+from tests.zoo import crnn, gru_kws, mobilenet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,3 +69,50 @@ def _run_source(path, x):
 
 
 _run_source.sessions = {}
+
+
+def _shipped(out, name, x):
+    """The winner's answers through the runtime that ships, one sample at a time, and fallbacks."""
+    from edgekit.runtime import load
+
+    runtime = load(out)
+    answers = [runtime.predict_validated({name: x[i:i + 1]}) for i in range(len(x))]
+    return np.concatenate([a[next(k for k in a if not k.startswith("__"))] for a in answers]), runtime
+
+
+def test_a_batch_1_mobilenet_export_is_judged_by_its_labels(tmp_path):
+    """An ONNX file says nothing of its task: integer labels that index its one score vector make
+    it a classifier, judged by accuracy, and the bundle labels fresh digits as fp32 does."""
+    from edgekit.optimizer import optimize
+
+    path = mobilenet.build(tmp_path / "model")
+    x, labels = mobilenet.held_out()
+    np.savez(tmp_path / "digits.npz", input=x[:200], labels=labels[:200])
+    result = optimize(str(path), target="host", data=str(tmp_path / "digits.npz"), out=tmp_path / "out",
+                      formats={"onnx"}, timing_s=1)
+    report = result.report
+    assert report["model"]["task"] == "classification" and any("judged as classification" in n for n in report["notes"])
+    winner = next(c for c in report["candidates"] if c["id"] == result.winner)
+    assert "accuracy" in winner["metrics"] and winner["metrics"]["accuracy_drop_points"] <= 1.0
+    import onnxruntime as ort
+
+    fresh = x[200:]
+    scores, _ = _shipped(tmp_path / "out", "input", fresh)
+    source = ort.InferenceSession(str(path))
+    fp32 = np.array([source.run(None, {"input": fresh[i:i + 1]})[0].argmax() for i in range(len(fresh))])
+    assert (scores.argmax(1) == fp32).mean() >= 0.98 and (scores.argmax(1) == labels[200:]).mean() > 0.9
+    assert "int8 on this host" in " ".join(report["notes"])  # the int8 speed-up is measured and explained
+
+
+def test_a_keyword_spotting_gru_keeps_its_words(tmp_path):
+    from edgekit.optimizer import optimize
+
+    path = gru_kws.build(tmp_path / "model")
+    x, labels = gru_kws.clips(96, seed=5)
+    np.savez(tmp_path / "clips.npz", mel=x, labels=labels)
+    result = optimize(str(path), target="host", data=str(tmp_path / "clips.npz"), out=tmp_path / "out",
+                      formats={"onnx"}, timing_s=1)
+    assert result.report["model"]["task"] == "classification"
+    fresh, truth = gru_kws.clips(60, seed=6)
+    scores, runtime = _shipped(tmp_path / "out", "mel", fresh)
+    assert (scores.argmax(1) == truth).mean() > 0.85 and runtime.stats()["fallbacks"] == 0

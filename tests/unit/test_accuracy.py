@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -184,3 +186,20 @@ def test_a_detector_is_judged_by_its_decoded_boxes():
     # YOLOv8's channels-first head reads the same
     first = compare([ref.transpose(0, 2, 1)], [close.transpose(0, 2, 1)], None, "detection")
     assert first["map50"] == good["map50"] and first["boxes_fp32"] == good["boxes_fp32"]
+
+
+def test_integer_labels_that_index_the_scores_make_a_classifier():
+    """An ONNX classifier with labelled --data is judged by accuracy (it showed `acc -`); labels
+    that do not index one score vector leave the model generic."""
+    from edgekit.models.spec import TensorSpec
+    from edgekit.optimizer.pipeline import _labels_are_classes
+
+    def model(*shape):
+        return SimpleNamespace(outputs=[TensorSpec("logits", shape, "float32")])
+
+    labels = np.array([0, 3, 9, 1])
+    assert _labels_are_classes(model(1, 10), labels) and _labels_are_classes(model("batch", 10), labels)
+    assert not _labels_are_classes(model(1, 8), labels)  # label 9 indexes no score
+    assert not _labels_are_classes(model(1, 10, 4), labels)  # boxes, not one score vector
+    assert not _labels_are_classes(model(1, 10), labels.astype(np.float32))  # regression targets
+    assert not _labels_are_classes(model(1, 10), None)

@@ -159,3 +159,21 @@ def test_a_wide_table_keeps_every_word_of_its_last_column():
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 120
     assert all(word in text.split() for word in reason.split()), text
+
+
+def test_long_commands_print_one_line_per_step_when_not_on_a_terminal():
+    """`edgekit optimize ... > o.txt 2>&1` printed nothing for 300 s: a pipe gets a line per step
+    with the time since the start, each step once."""
+    import io
+    import re
+
+    from edgekit.cli.common import steps
+
+    stream = io.StringIO()
+    say, stop = steps(stream)
+    for msg in ("building onnx-fp32", "writing out", "writing out"):
+        say(msg)
+    stop()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and all(re.fullmatch(r"\[ *\d+\.\d s\] .+", line) for line in lines)
+    assert lines[0].endswith("building onnx-fp32")

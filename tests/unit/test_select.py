@@ -52,3 +52,25 @@ def test_median_ci_holds_the_median_and_narrows_with_samples():
     lo_m, hi_m = median_ci(many)
     assert lo_f <= np.median(few) <= hi_f and lo_m <= np.median(many) <= hi_m
     assert hi_m - lo_m < (hi_f - lo_f) / 4
+
+
+def test_a_target_estimate_never_contradicts_the_host_measurement_beyond_the_peaks():
+    """The detector's dynamic int8 ran 2.5x slower than fp32 on an AVX2 host (int8 peak 2x fp32)
+    and was estimated faster than fp32 on a Pi 5 (4x): the floor keeps it at 2.5 x 2/4 = 1.25x
+    fp32's estimate, while a static int8 as fast as fp32 here may still be 2x faster there."""
+    from edgekit.devices import resolve
+    from edgekit.optimizer.pipeline import Optimizer
+
+    opt = SimpleNamespace(host=resolve("x86-avx2"), target=resolve("raspberrypi"))
+
+    def outcome(precision, ms):
+        return SimpleNamespace(candidate=SimpleNamespace(precision=precision, format="tflite"),
+                               latency={"p50_ms": ms})
+
+    fp32, dynamic, static = outcome("fp32", 0.02), outcome("int8-dynamic", 0.05), outcome("int8-static", 0.02)
+    passing = [fp32, dynamic, static]
+    level = 0.007  # the fitted model's fp32 estimate on the Pi
+    assert np.isclose(Optimizer.measured_floor(opt, dynamic, passing, level), level * 2.5 / 2)
+    assert np.isclose(Optimizer.measured_floor(opt, static, passing, level), level / 2)
+    assert np.isclose(Optimizer.measured_floor(opt, fp32, passing, level), level)
+    assert Optimizer.measured_floor(opt, dynamic, [dynamic, static], level) == 0.0  # no fp32 measured: no floor

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, json_option, print_json, table
+from .common import console, json_option, print_json, steps, table
 
 
 def _ints(value: str | None, allow_auto: bool = False):
@@ -50,13 +50,12 @@ def bench_cmd(artifacts, threads, batch, provider, strict_provider, input_data, 
     """
     from ..bench import BenchOptions, run_bench
     from ..bench.report import CONSOLE, console_rows, write
-    from .optimize_cmd import _progress
 
     options = BenchOptions(threads=_ints(threads, allow_auto=True), batches=_ints(batch), provider=provider,
                            input_data=input_data, warmup_runs=warmup_runs, min_runs=min_runs,
                            min_seconds=min_seconds, max_seconds=max_seconds, strict_provider=strict_provider,
                            baseline=baseline)
-    say, stop = _progress()
+    say, stop = steps()
     try:
         if device:
             from ..agent.client import remote_bench

@@ -119,6 +119,32 @@ def console():
     return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
 
 
+def steps(stream=None):
+    """Progress of a long command's steps on stderr; returns (say, stop). On a terminal, a spinner
+    with the step and its elapsed time; in a pipe or a log file, one line per step with the time
+    since the start, so that `edgekit optimize ... > log 2>&1` shows what it is doing."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        import time
+
+        started, last = time.monotonic(), [None]
+
+        def say(msg: str) -> None:
+            if msg != last[0]:  # a step may be announced again (a check for Ctrl-C): one line
+                last[0] = msg
+                print(f"[{time.monotonic() - started:7.1f} s] {msg}", file=stream, flush=True)
+
+        return say, lambda: None
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=Console(file=stream), transient=True)
+    task = progress.add_task("starting", total=None)
+    progress.start()
+    return (lambda msg: progress.update(task, description=msg)), progress.stop
+
+
 def table(title: str | None, columns: list[str], rows: list[list[Any]]):
     """A rich table that stays readable in 120 columns: short values (numbers, provider names)
     and every header word keep their full width; headers wrap at spaces; only long free text

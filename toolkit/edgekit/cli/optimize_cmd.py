@@ -7,23 +7,11 @@ from pathlib import Path
 import click
 
 from .common import (ReportedError, console, force_option, input_option, interface_options, json_option, output_file,
-                     print_json, table)
+                     print_json, steps, table)
 
 
 def _split(value: str | None) -> set[str] | None:
     return {v.strip() for v in value.split(",") if v.strip()} if value else None
-
-
-def _progress():
-    """A spinner on stderr for the long steps; returns (callback, stop)."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True)
-    task = progress.add_task("starting", total=None)
-    progress.start()
-    return (lambda msg: progress.update(task, description=msg)), progress.stop
 
 
 def _summary(report: dict) -> None:
@@ -110,7 +98,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
     processing = declaration(processing_file, labels_file)
     say, stop = (lambda msg: None), (lambda: None)
     if not plan_only:
-        say, stop = _progress()
+        say, stop = steps()
     try:
         result = optimize(model, target=target, data=data, out=out, formats=_split(formats),
                           precisions=_split(precisions), tolerance=tolerance, plan_only=plan_only,

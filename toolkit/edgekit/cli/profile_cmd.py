@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, input_option, json_option, print_json, table
+from .common import console, input_option, json_option, print_json, steps, table
 
 
 @click.command("profile", context_settings={"ignore_unknown_options": True})
@@ -50,9 +50,8 @@ def profile_cmd(args, target, data, runs, threads, pyspy, out, inputs, as_json):
         raise click.UsageError(f"one MODEL at most (got {' '.join(args)}); py-spy mode needs --pyspy")
     from ..profile import run_profile
     from ..profile.report import write
-    from .optimize_cmd import _progress
 
-    say, stop = _progress()
+    say, stop = steps()
     try:
         report = run_profile(args[0] if args else None, target=target, data=data, runs=runs, inputs=inputs,
                              threads=threads, progress=say)

@@ -38,6 +38,8 @@ def optimize_transformer(src: Path, dst: Path) -> dict:
 
     proto = onnx.load(str(src))
     heads, hidden = _attention_shape(proto)
+    if not heads:  # a graph with a dynamic sequence computes its head split at run time
+        hidden = 0  # onnxruntime detects both, or neither
     with quiet():
         optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
         optimized.save_model_to_file(str(dst))

@@ -172,7 +172,8 @@ def step_gate(ctx: Context, run: Run) -> dict:
             shutil.rmtree(folder / "optimized")
         ctx.say(f"optimising the candidate for {c.target}")
         packaged = package_candidate(run.outputs["train"]["model"], ctx.current, dataset, c.target, folder, version,
-                                     c.gate.formats, sign_key=str(c.path(c.sign_key)) if c.sign_key else None)
+                                     c.gate.formats, sign_key=str(c.path(c.sign_key)) if c.sign_key else None,
+                                     progress=lambda msg: ctx.say(f"  optimise: {msg}"))
     ctx.say("report card: candidate against the current model")
     verdict = judge(str(bundle), ctx.current, dataset, folder, c.gate, ctx.work / "hardcases.npz")
     return {**packaged, **verdict, "version": version}

@@ -14,7 +14,8 @@ from ..devices.profile import Profile
 
 ASSUMPTION = ("estimate: where the target profile has a fitted device model (edgekit.profile.fitted), that "
               "model's latency for the candidate's compute precision, scaled among candidates of one precision "
-              "by their host timings; otherwise the candidate's host latency scaled by target/host latency of the "
+              "by their host timings, and never faster against fp32 than this host measured once the two "
+              "machines' peak ratios of that precision to fp32 are allowed for; otherwise the candidate's host latency scaled by target/host latency of the "
               "per-op roofline "
               "(edgekit profile: FLOPs and bytes per op against each device's peaks and bandwidth, divided "
               "by this host's measured efficiency per op class); without an ONNX graph, by the ratio of peak "

@@ -23,7 +23,9 @@ from . import report as report_mod
 from .accuracy import Tolerance, check_task, compare, shortfall, verdict
 from .budget import Budget
 from .build import Builder
-from .estimate import ASSUMPTION, compute_precision, estimate_ms
+from .int8_host import judge as judge_int8
+from .int8_host import text as int8_text
+from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .plan import Candidate, Plan, make_plan
 from .select import TIE, median_ci, pick
 from .sizes import drop_fixed_sizes
@@ -225,7 +227,8 @@ class Optimizer:
                 kind = compute_precision(o.candidate.precision, o.candidate.format, self.target)
                 peers = [p.latency["p50_ms"] for p in passing
                          if compute_precision(p.candidate.precision, p.candidate.format, self.target) == kind]
-                o.target_ms = fitted["total_ms"][kind] * o.latency["p50_ms"] / min(peers)
+                o.target_ms = max(fitted["total_ms"][kind] * o.latency["p50_ms"] / min(peers),
+                                  self.measured_floor(o, passing, fitted["total_ms"]["fp32"]))
                 o.latency_source = f"estimate ({describe(fitted['basis'])})"
             elif roofline is not None:
                 # The profile command's estimate: per-op roofline on both machines, calibrated by
@@ -239,6 +242,22 @@ class Optimizer:
                 o.target_ms = estimate_ms(o.latency["p50_ms"], o.candidate.precision, o.candidate.format,
                                           self.host, self.target, o.size)
                 o.latency_source = "estimate (peak ratio)"
+
+    def measured_floor(self, o: Outcome, passing: list[Outcome], fp32_level_ms: float) -> float:
+        """The least the target can take for ``o`` given what this host measured: its ratio to the
+        fastest fp32 candidate here, scaled by how much more the target's peak for ``o``'s precision
+        exceeds its fp32 peak than the host's does. The fitted device model knows the precision's
+        peak, not a small model's quantise/dequantise costs per op; a detector's dynamic int8 that
+        ran 3x slower than fp32 here was estimated faster than fp32 on a Pi, whose int8 peak is only
+        2x the host's relative to fp32."""
+        fp32 = [p.latency["p50_ms"] for p in passing if p.candidate.precision == "fp32"]
+        if not fp32:
+            return 0.0
+        h_kind = compute_precision(o.candidate.precision, o.candidate.format, self.host)
+        t_kind = compute_precision(o.candidate.precision, o.candidate.format, self.target)
+        gain_host = peak(self.host, h_kind) / peak(self.host, "fp32")
+        gain_target = peak(self.target, t_kind) / peak(self.target, "fp32")
+        return fp32_level_ms * o.latency["p50_ms"] / min(fp32) * gain_host / gain_target
 
     def fitted_estimate(self):
         """The target's fitted device model over the fp32 ONNX graph, or None where the profile
@@ -281,6 +300,15 @@ class Optimizer:
     def choose(self, outcomes: list[Outcome]) -> tuple[Optional[Outcome], list[Outcome]]:
         """(the winner, the candidates whose speed it could not be told from: edgekit.optimizer.select)."""
         return pick([o for o in outcomes if o.status == "passed" and o.target_ms is not None and self.fits(o)])
+
+
+def _labels_are_classes(model: Model, labels: Optional[np.ndarray]) -> bool:
+    """Integer labels, one per sample, that index the first output's last axis: a classifier,
+    whose labels the user gave to be judged by (an ONNX file says nothing of its task)."""
+    if labels is None or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) == 0:
+        return False
+    shape = model.outputs[0].sample_shape
+    return len(shape) == 1 and isinstance(shape[0], int) and 0 <= labels.min() and labels.max() < shape[0]
 
 
 def _calibration_for(model: Model, data_ref: Optional[str], target: Profile, plan: Plan,
@@ -364,6 +392,10 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         notes.append("ACCURACY WAS CHECKED ON SYNTHETIC INPUTS ONLY: no --data was given; the metrics "
                      "say how close candidates are to fp32 on random inputs, not on real data")
     eval_data = eval_data.head(eval_samples)
+    if task is None and model.task == "generic" and _labels_are_classes(model, eval_data.labels):
+        model.task = "classification"
+        notes.append(f"judged as classification: --data has labels 0-{int(eval_data.labels.max())} and "
+                     f"{model.outputs[0].name} has one score per class; --task generic judges by cosine only")
     calibration = _calibration_for(model, data, profile, plan, allow_synthetic_calibration, notes)
 
     out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / as_file_name(f"{model.name}-{profile.id}"))
@@ -397,6 +429,9 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                          + " (latency under emulation means nothing and is not reported)")
         drop_fixed_sizes(opt, outcomes)
         opt.time(outcomes)
+        int8_host = None if budget.spent() else judge_int8(outcomes, opt.host, eval_data.feeds(0, 1), opt.options.threads)
+        if int8_host:
+            notes.append(int8_text(int8_host))
         from ..formats.edgetpu import describe as edgetpu_text
 
         notes += [f"{o.candidate.id}: {edgetpu_text(o.build['edgetpu'])}" for o in outcomes if o.build.get("edgetpu")]
@@ -415,6 +450,7 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                                          calibration, tolerance, plan, notes, time.time() - started)
         if arm64 is not None:
             report["arm64"] = arm64
+        report["int8_host"] = int8_host
         report["budget"] = budget.to_dict()
         if budget.skipped:
             report["notes"].append(f"the --time-budget of {budget.seconds:g} s ran out; left out: "
