@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_onnx2tf
-from tests.zoo import crnn, gru_kws, mobilenet
+from tests.zoo import crnn, gru_kws, minilm_dynamic, mobilenet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -116,3 +116,21 @@ def test_a_keyword_spotting_gru_keeps_its_words(tmp_path):
     fresh, truth = gru_kws.clips(60, seed=6)
     scores, runtime = _shipped(tmp_path / "out", "mel", fresh)
     assert (scores.argmax(1) == truth).mean() > 0.85 and runtime.stats()["fallbacks"] == 0
+
+
+def test_a_dynamic_sequence_transformer_export_gets_its_fusions(tmp_path):
+    """MiniLM as Optimum exports it computes its head split at run time: the transformer optimiser
+    was called with the hidden size and no head count, failed an assertion, and took the fp32
+    candidate with it. The fused graph now runs at any length and computes what the export does."""
+    import onnxruntime as ort
+
+    from edgekit.convert.onnx_optimize import optimize_transformer
+    from edgekit.zoo import minilm
+
+    path = minilm_dynamic.build(tmp_path)
+    fusions = optimize_transformer(path, tmp_path / "fused.onnx")
+    assert fusions.get("SkipLayerNormalization") and fusions.get("BiasGelu")
+    plain, fused = ort.InferenceSession(str(path)), ort.InferenceSession(str(tmp_path / "fused.onnx"))
+    for sentences in (minilm.sentences()[:3], minilm.sentences()[40:41]):
+        feeds = minilm_dynamic.tokens(sentences)
+        np.testing.assert_allclose(fused.run(None, feeds)[0], plain.run(None, feeds)[0], atol=1e-4)
