@@ -85,6 +85,17 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     release = run["outputs"]["release"]["bundle"]
     # handed to the fleet: published in the registry and on a 10% canary
     assert run["outputs"]["release"]["rollout"]["state"] == "canary"
+    # the fleet ran the current bundle from a file: it is adopted as the baseline, so the canary
+    # is judged against it and can roll back to it (it waited forever without one)
+    from edgekit.bundle import read_manifest
+
+    field = read_manifest(world["bundle"]).model.version
+    assert run["outputs"]["release"]["adopted"]["version"] == field
+    assert run["outputs"]["release"]["rollout"]["baseline"] == field
+    assert run["outputs"]["release"]["rollout"]["eligible_devices"] > 0
+    status = cli("release", "status", "digits-cnn", "--db", url)  # readable without --json
+    assert status.exit_code == 0 and f"(baseline {field})" in status.output and "device(s) in the canary" in status.output
+    assert "adopted" in status.output and "canary" in status.output.split("events")[1]
     assert (tmp_path / "store" / f"{run['outputs']['release']['published']['sha256']}.ekb").is_file()
     before, after = accuracy(world["bundle"], world["fleet"].drifted_eval), accuracy(release, world["fleet"].drifted_eval)
     assert after > before + 0.4, (before, after)
@@ -98,6 +109,8 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     history = cli("loop", "history", "--config", config, "--json")
     listed = json.loads(history.output)
     assert listed["runs"][0]["status"] == "released" and listed["decisions"][0]["retrain"]
+    plain = cli("loop", "history", "--config", config)  # the tables it built and never printed
+    assert run["run_id"] in plain.output and "released" in plain.output and "decisions" in plain.output
     # right after a run, the cool-down holds the next one back, and says so
     again = json.loads(cli("loop", "run", "--config", config, "--once", "--json").output)
     assert again["run"] is None and again["decision"]["trigger"] == "cooldown"

@@ -152,3 +152,55 @@ def test_a_loop_canary_is_a_share_of_devices(tmp_path, canary):
                                         f'train = "x:fit"\ncanary = {canary}\n')
     with pytest.raises(EdgekitError, match="is not a share of devices"):
         LoopConfig.load(tmp_path / "loop.toml")
+
+
+def test_a_first_release_is_judged_against_the_version_devices_run_and_rolled_back_on_accuracy(opt_dir, tmp_path):  # noqa: F811
+    """Devices ran v1 from a file: the first canary waited forever ('no baseline version to compare
+    with'), so a bad first release was never rolled back. The field's version is the baseline once
+    published (adopted); until then the rollout says how to give it one."""
+    from edgekit.bundle import make_bundle
+    from edgekit.collector.canary import decide
+    from edgekit.collector.db import Database
+    from edgekit.collector.releases import adopt, assignment, canary_devices, publish, start_rollout
+    from edgekit.errors import EdgekitError
+
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    for version in ("1", "2"):
+        make_bundle(opt_dir, tmp_path / f"tiny-{version}.ekb", version=version)
+    publish(db, tmp_path / "store", tmp_path / "tiny-2.ekb", "tiny", "2")
+    devices = [f"pi-{i}" for i in range(6)]
+    for d in devices:  # the field runs 1 from a file and is right on every labelled request
+        ingest_predictions(db, d, "tiny", "1", 120, labels=[i % 3 for i in range(120)])
+    with pytest.raises(EdgekitError, match=r"6 device\(s\) run tiny 1, which is not published"):
+        start_rollout(db, "tiny", "2", 50)
+    assert adopt(db, tmp_path / "store", tmp_path / "tiny-1.ekb", "tiny")["adopted"]
+    rollout = start_rollout(db, "tiny", "2", 50)
+    assert rollout.baseline == "1"
+    canary, _ = canary_devices(db, "tiny", rollout.canary)
+    control = [d for d in devices if d not in canary]
+    assert canary and control
+    for d in canary:  # the release is wrong on half its labelled requests
+        ingest_predictions(db, d, "tiny", "2", 120, start_id=1000, labels=[(i + i % 2) % 3 for i in range(120)])
+    for d in control:
+        ingest_predictions(db, d, "tiny", "1", 120, start_id=1000, labels=[i % 3 for i in range(120)])
+    verdict = decide(db, "tiny")
+    assert verdict.decision == "rollback" and verdict.reason.startswith("feedback error rate"), verdict.reason
+    assert assignment(db, canary[0], "tiny").version == "1"  # back to what it ran
+
+
+def test_a_small_fleets_canary_says_how_many_devices_it_holds_and_can_hold_a_minimum(opt_dir, tmp_path):  # noqa: F811
+    from edgekit.bundle import make_bundle
+    from edgekit.collector.db import Database, add_device
+    from edgekit.collector.releases import canary_devices, publish, start_rollout
+    from edgekit.errors import EdgekitError
+
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    make_bundle(opt_dir, tmp_path / "tiny-1.ekb", version="1")
+    publish(db, tmp_path / "store", tmp_path / "tiny-1.ekb", "tiny", "1")
+    for i in range(6):
+        add_device(db, f"pi-{i}")
+    with pytest.raises(EdgekitError, match="leaves no baseline"):
+        start_rollout(db, "tiny", "1", 10, min_devices=6)
+    rollout = start_rollout(db, "tiny", "1", 1, min_devices=2)
+    chosen, eligible = canary_devices(db, "tiny", rollout.canary)
+    assert len(chosen) == 2 and eligible == 6 and rollout.canary > 1

@@ -140,9 +140,11 @@ def history_cmd(config_path, limit, as_json):
         rows.append([r.run_id, _when(r.started), r.trigger, r.status, r.step,
                      f"{100 * acc:.1f}% vs {100 * base:.1f}%" if acc is not None and base is not None else "-",
                      r.reason[:80]])
-    table(f"{config.model}: runs", ["run", "started", "trigger", "status", "last step", "test accuracy", "why"], rows)
-    table("decisions", ["time", "retrain", "trigger", "reason"],
-          [[_when(d["time"]), "yes" if d["retrain"] else "no", d["trigger"], d["reason"][:100]] for d in said])
+    out = console()
+    out.print(table(f"{config.model}: runs", ["run", "started", "trigger", "status", "last step", "test accuracy", "why"],
+                    rows))
+    out.print(table("decisions", ["time", "retrain", "trigger", "reason"],
+                    [[_when(d["time"]), "yes" if d["retrain"] else "no", d["trigger"], d["reason"][:100]] for d in said]))
 
 
 @loop.command("keep")
@@ -172,7 +174,8 @@ def keep_cmd(data, config_path, remove, as_json):
     if as_json:
         print_json(items)
     elif data is None:
-        table("always-keep set", ["file", "rows", "classes"], [[i["file"], i["rows"], i["classes"]] for i in items])
+        console().print(table("always-keep set", ["file", "rows", "classes"],
+                              [[i["file"], i["rows"], i["classes"]] for i in items]))
 
 
 @loop.command("rebuild")

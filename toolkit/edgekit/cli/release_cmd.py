@@ -30,6 +30,7 @@ def release() -> None:
 
     \b
     Example:
+      edgekit release adopt digits.ekb --model digits-cnn   # the version devices run from a file
       edgekit release publish digits-2.ekb --model digits-cnn --version 2 --public-key release.pub
       edgekit release rollout digits-cnn 2 --canary 10%
       edgekit release decide digits-cnn          # promote, roll back or wait, with the numbers
@@ -63,6 +64,37 @@ def publish_cmd(bundle, model, version, public_key, store, db, as_json):
         console().print(f"published {model} {version} ({result['sha256'][:12]}, {result['size']:,} bytes)")
 
 
+@release.command("adopt")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--model", required=True)
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
+              help="Refuse a bundle whose signature this key does not verify.")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STORE, show_default=True)
+@_db_option
+@json_option
+def adopt_cmd(bundle, model, public_key, store, db, as_json):
+    """Make the bundle devices already run (copied from a file, before any rollout) the fleet's
+    baseline: publish it under its manifest's version, so that the first canary is compared with
+    it and a rollback returns devices to it. A first rollout adopts the version the fleet logs by
+    itself when that version is published.
+
+    \b
+    Example:
+      edgekit release adopt digits.ekb --model digits-cnn
+    """
+    from ..collector.db import Database
+    from ..collector.releases import adopt
+
+    result = adopt(Database(db), store, bundle, model, public_key)
+    if as_json:
+        print_json(result)
+    elif result["adopted"]:
+        console().print(f"{model} {result['version']} is the baseline ({result['sha256'][:12]}): the next rollout "
+                        "is compared with it and rolls back to it")
+    else:
+        console().print(f"{model}: {result['why']}")
+
+
 @release.command("rollout")
 @click.argument("model")
 @click.argument("version")
@@ -70,26 +102,33 @@ def publish_cmd(bundle, model, version, public_key, store, db, as_json):
 @click.option("--groups", default="", help="Only devices of these groups (comma-separated).")
 @click.option("--shadow", is_flag=True, help="Canary devices run the version beside the current one; its outputs "
               "are logged, not returned.")
+@click.option("--min-devices", default=0, show_default=True,
+              help="Raise the share until at least this many devices are in the canary (small fleets).")
 @_db_option
 @json_option
-def rollout_cmd(model, version, canary, groups, shadow, db, as_json):
+def rollout_cmd(model, version, canary, groups, shadow, min_devices, db, as_json):
     """Put a published version on a canary share of the fleet (or widen its share).
 
     \b
     Example:
       edgekit release rollout digits-cnn 2 --canary 10% --groups store-12,store-14
+      edgekit release rollout digits-cnn 2 --canary 10% --min-devices 2    # a fleet of 6
       edgekit release rollout digits-cnn 2 --canary 50%
     """
     from ..collector.db import Database
-    from ..collector.releases import start_rollout
+    from ..collector.releases import canary_devices, start_rollout
 
-    found = start_rollout(Database(db), model, version, _percent(canary),
-                          tuple(g.strip() for g in groups.split(",") if g.strip()), shadow)
+    database = Database(db)
+    found = start_rollout(database, model, version, _percent(canary),
+                          tuple(g.strip() for g in groups.split(",") if g.strip()), shadow, min_devices)
+    chosen, eligible = canary_devices(database, model, found.canary, found.groups)
     if as_json:
-        print_json(found.to_dict())
+        print_json(found.to_dict() | {"canary_devices": chosen, "eligible_devices": eligible})
     else:
         console().print(f"{model} {version}: canary on {found.canary:g}% of devices"
                         + (f" in {', '.join(found.groups)}" if found.groups else "") + (" (shadow)" if shadow else "")
+                        + f": {len(chosen)} of {eligible} enrolled device(s)"
+                        + (f" ({', '.join(chosen[:5])}{', ...' if len(chosen) > 5 else ''})" if chosen else "")
                         + f"; baseline {found.baseline or '-'}")
 
 
@@ -148,9 +187,9 @@ def decide_cmd(model, min_predictions, dry_run, db, as_json):
 
 def _signals(signals: list) -> None:
     if signals:
-        table(None, ["signal", "canary", "baseline", "n", "p", "verdict"],
-              [[s["signal"], f"{s['canary']:.4g}", f"{s['baseline']:.4g}", "/".join(map(str, s["n"])),
-                f"{s['p']:.2g}", s["verdict"]] for s in signals])
+        console().print(table(None, ["signal", "canary", "baseline", "n", "p", "verdict"],
+                              [[s["signal"], f"{s['canary']:.4g}", f"{s['baseline']:.4g}", "/".join(map(str, s["n"])),
+                                f"{s['p']:.2g}", s["verdict"]] for s in signals]))
 
 
 @release.command("status")
@@ -166,7 +205,7 @@ def status_cmd(model, db, as_json):
       edgekit release status digits-cnn --json
     """
     from ..collector.db import Database
-    from ..collector.releases import current_rollout, events
+    from ..collector.releases import canary_devices, current_rollout, events
 
     database = Database(db, existing=True)
     rollout = current_rollout(database, model)
@@ -176,7 +215,8 @@ def status_cmd(model, db, as_json):
     from ..collector.canary import judge
 
     verdict = judge(database, model)  # what decide would do now, with the signals side by side
-    info = {"rollout": rollout.to_dict() if rollout else None,
+    chosen, eligible = canary_devices(database, model, rollout.canary, rollout.groups) if rollout else ([], 0)
+    info = {"rollout": rollout.to_dict() if rollout else None, "canary_devices": chosen, "eligible_devices": eligible,
             "devices": [{"version": v, "state": s, "devices": n} for v, s, n in running],
             "verdict": verdict.to_dict() if verdict else None, "events": events(database, model, 20)}
     if as_json:
@@ -186,11 +226,20 @@ def status_cmd(model, db, as_json):
         console().print(f"{model}: no rollout")
     else:
         console().print(f"{model} {rollout.version}: {rollout.state.replace('_', ' ')} on {rollout.canary:g}% "
-                        f"(baseline {rollout.baseline or '-'})")
-    table("devices", ["version", "state", "devices"], [[d["version"], d["state"], d["devices"]] for d in info["devices"]])
+                        f"(baseline {rollout.baseline or '-'})"
+                        + (f": {len(chosen)} of {eligible} device(s) in the canary" if rollout.state != "promoted" else ""))
+    console().print(table("devices", ["version", "state", "devices"],
+                          [[d["version"], d["state"], d["devices"]] for d in info["devices"]]))
     if verdict is not None:
         console().print(f"now: {verdict.decision} - {verdict.reason}")
         _signals(verdict.signals)
-    table("events", ["time", "version", "event", "detail"],
-          [[datetime.fromtimestamp(e["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e["version"], e["event"],
-            str(e["detail"].get("reason", ""))[:80]] for e in info["events"]])
+    console().print(table("events", ["time", "version", "event", "detail"],
+                          [[datetime.fromtimestamp(e["time"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e["version"],
+                            e["event"], _detail(e["detail"])] for e in info["events"]]))
+
+
+def _detail(detail: dict) -> str:
+    """An event's reason, else its fields (a canary's share and baseline, a device's name)."""
+    if detail.get("reason"):
+        return str(detail["reason"])[:80]
+    return ", ".join(f"{k} {v}" for k, v in detail.items() if v not in (None, "", [], False))[:80]

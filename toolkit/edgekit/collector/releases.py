@@ -117,15 +117,83 @@ def _event(tx, model: str, version: str, event: str, detail: dict) -> None:
                (model, time.time(), version, event, to_json(detail)))
 
 
+FIELD_WINDOW_S = 86400.0  # what devices logged in the fleet's last day is what the field runs
+
+
+def field_version(db: Database, model: str, other_than: str = "") -> Optional[tuple[str, int]]:
+    """(version, devices): the version most devices logged predictions with in the last day of the
+    model's log, other than ``other_than``; None where nothing was logged."""
+    with db.read() as tx:
+        row = tx.one("SELECT version, COUNT(DISTINCT device) AS n FROM records WHERE model = ? AND version <> ? "
+                     "AND time >= (SELECT MAX(time) FROM records WHERE model = ?) - ? GROUP BY version "
+                     "ORDER BY n DESC, version LIMIT 1", (model, other_than, model, FIELD_WINDOW_S))
+    return (row[0], int(row[1])) if row is not None else None
+
+
+def adopt(db: Database, store: Path, bundle: Path, model: str, public_key: Optional[str] = None) -> dict:
+    """Publish the bundle devices already run (from a file, before any rollout) under its
+    manifest's version and make it the fleet's baseline: the first canary is compared with it and
+    a rollback returns devices to it. Also mends a first canary that started without a baseline."""
+    from ..bundle import read_manifest
+
+    if not Path(bundle).is_file():
+        raise EdgekitError(f"bundle {bundle} does not exist", "give the .ekb the devices run")
+    version = read_manifest(Path(bundle), public_key).model.version
+    published = publish(db, store, bundle, model, version, public_key)
+    previous, now = current_rollout(db, model), time.time()
+    with db.connect() as tx:
+        if previous is None:
+            tx.execute("INSERT INTO rollouts (model, version, baseline, canary, groups, shadow, state, started, updated) "
+                       "VALUES (?,?,NULL,100,'[]',0,'promoted',?,?)", (model, version, now, now))
+        elif previous.state in ("canary", "paused") and previous.baseline is None and previous.version != version:
+            tx.execute("UPDATE rollouts SET baseline = ?, updated = ? WHERE model = ?", (version, now, model))
+        elif previous.version == version and previous.state == "promoted" or previous.baseline == version:
+            return published | {"adopted": False, "why": f"{version} is already the fleet's baseline"}
+        else:
+            raise EdgekitError(f"{model} has a baseline already ({previous.baseline or previous.version}); adopt "
+                               "names the version devices run before the first rollout",
+                               f"roll the version out instead: edgekit release rollout {model} {version}")
+        _event(tx, model, version, "adopted", {"reason": "the version devices run, adopted as the baseline"})
+    return published | {"adopted": True}
+
+
+def canary_devices(db: Database, model: str, canary: float, groups: tuple[str, ...] = ()) -> tuple[list[str], int]:
+    """(the enrolled devices a canary of ``canary`` percent puts the version on, how many are
+    eligible): on a small fleet 50% can be 1 device of 6, and that must be said."""
+    with db.read() as tx:
+        rows = tx.all("SELECT name, grp FROM devices WHERE revoked = 0")
+    eligible = [name for name, grp in rows if not groups or grp in groups]
+    return sorted(n for n in eligible if bucket(n, model) < canary), len(eligible)
+
+
+def _share_for(db: Database, model: str, canary: float, groups: tuple[str, ...], min_devices: int) -> float:
+    """The share that puts at least ``min_devices`` eligible devices in the canary (devices keep
+    their place by their stable bucket, so the share is raised to the next device's bucket)."""
+    if min_devices <= 0:
+        return canary
+    with db.read() as tx:
+        rows = tx.all("SELECT name, grp FROM devices WHERE revoked = 0")
+    places = sorted(bucket(name, model) for name, grp in rows if not groups or grp in groups)
+    if min_devices >= len(places):
+        raise EdgekitError(f"--min-devices {min_devices} needs more than the {len(places)} eligible device(s): a canary "
+                           "on all of them leaves no baseline to compare with",
+                           "lower --min-devices, or enrol more devices")
+    return max(canary, min(places[min_devices - 1] + 0.01, 100.0))
+
+
 def start_rollout(db: Database, model: str, version: str, canary: float, groups: tuple[str, ...] = (),
-                  shadow: bool = False) -> Rollout:
+                  shadow: bool = False, min_devices: int = 0) -> Rollout:
     """Begin (or widen) the rollout of ``version``; the baseline is what every device ran before:
-    the last promoted version."""
+    the last promoted (or adopted) version, and for a first rollout the version the field logs."""
     if not 0 < canary <= 100:
         raise EdgekitError(f"--canary {canary}% is not a share", "give 1% to 100%")
     release(db, model, version)
+    canary = _share_for(db, model, canary, groups, min_devices)
+    chosen, eligible = canary_devices(db, model, canary, groups)
+    counts = {"devices": len(chosen), "of": eligible}
     now = time.time()
     previous = current_rollout(db, model)
+    field = _field_baseline(db, model, version) if previous is None else None
     with db.connect() as tx:
         if previous is not None and previous.version == version and previous.state in ("canary", "paused"):
             if canary < previous.canary:
@@ -133,13 +201,13 @@ def start_rollout(db: Database, model: str, version: str, canary: float, groups:
                                    "roll back to take the version off devices")
             tx.execute("UPDATE rollouts SET canary = ?, groups = ?, shadow = ?, state = 'canary', updated = ? "
                        "WHERE model = ?", (canary, json.dumps(list(groups)), int(shadow), now, model))
-            _event(tx, model, version, "widened", {"canary": canary, "groups": list(groups)})
+            _event(tx, model, version, "widened", {"canary": canary, "groups": list(groups)} | counts)
         else:
             if previous is not None and previous.state in ("canary", "paused"):
                 raise EdgekitError(f"{model} {previous.version} is still in canary",
                                    f"promote or roll it back first (edgekit release promote {model})")
             baseline = previous.version if previous is not None and previous.state == "promoted" else \
-                (previous.baseline if previous is not None else None)
+                (previous.baseline if previous is not None else field)
             if baseline == version:
                 raise EdgekitError(f"{model} {version} is what the fleet runs already")
             tx.execute("DELETE FROM rollouts WHERE model = ?", (model,))
@@ -147,8 +215,23 @@ def start_rollout(db: Database, model: str, version: str, canary: float, groups:
                        "VALUES (?,?,?,?,?,?,'canary',?,?)",
                        (model, version, baseline, canary, json.dumps(list(groups)), int(shadow), now, now))
             _event(tx, model, version, "canary", {"canary": canary, "groups": list(groups), "shadow": shadow,
-                                                  "baseline": baseline})
+                                                  "baseline": baseline} | counts)
     return current_rollout(db, model)
+
+
+def _field_baseline(db: Database, model: str, version: str) -> Optional[str]:
+    """The first rollout's baseline: the version the field logs (devices that run a bundle from a
+    file), which must be published, since a rollback sends devices back to it."""
+    seen = field_version(db, model, other_than=version)
+    if seen is None:
+        return None  # a model no device runs yet: nothing to compare with or to return to
+    with db.read() as tx:
+        published = tx.one("SELECT 1 FROM releases WHERE model = ? AND version = ?", (model, seen[0])) is not None
+    if not published:
+        raise EdgekitError(f"{seen[1]} device(s) run {model} {seen[0]}, which is not published: a canary could be "
+                           "neither compared with it nor rolled back to it",
+                           f"adopt it first: edgekit release adopt BUNDLE --model {model} (the .ekb they run)")
+    return seen[0]
 
 
 def set_state(db: Database, model: str, state: str, reason: str, detail: Optional[dict] = None) -> Rollout:

@@ -118,6 +118,7 @@ class LoopConfig:
     sign_key: Optional[str] = None  # releases are signed with this private key (edgekit package --sign-key)
     publish_store: Optional[str] = None  # hand releases to the fleet: publish into the collector's registry here
     canary: Optional[float] = None  # ... and start a canary rollout on this share of devices (percent)
+    canary_min_devices: int = 0  # ... raised until at least this many devices are in it (a small fleet)
     curation: Curation = field(default_factory=Curation)
     trigger: Trigger = field(default_factory=Trigger)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)

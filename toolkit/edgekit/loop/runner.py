@@ -192,12 +192,22 @@ def step_release(ctx: Context, run: Run) -> dict:
         tmp.replace(target)
     out = {"bundle": str(target), "version": gate["version"]}
     if c.publish_store:  # handed to the fleet-update step: the registry, and a canary if asked
-        from ..collector.releases import current_rollout, publish, start_rollout
+        from ..collector.releases import adopt, canary_devices, current_rollout, publish, start_rollout
 
         out["published"] = publish(ctx.db, c.path(c.publish_store), target, c.model, gate["version"])
+        ctx.say(f"published {c.model} {gate['version']} to {c.publish_store}")
         rollout = current_rollout(ctx.db, c.model)
+        if c.canary and rollout is None:
+            # The loop's first release: devices run the current bundle from a file. It becomes the
+            # baseline, so the canary is compared with what is in the field and can roll back to it.
+            out["adopted"] = adopt(ctx.db, c.path(c.publish_store), Path(ctx.current), c.model)
+            ctx.say(f"adopted {c.model} {out['adopted']['version']} (the current bundle) as the fleet's baseline")
         if c.canary and not (rollout and rollout.version == gate["version"]):
-            out["rollout"] = start_rollout(ctx.db, c.model, gate["version"], c.canary).to_dict()
+            started = start_rollout(ctx.db, c.model, gate["version"], c.canary, min_devices=c.canary_min_devices)
+            chosen, eligible = canary_devices(ctx.db, c.model, started.canary, started.groups)
+            out["rollout"] = started.to_dict() | {"canary_devices": chosen, "eligible_devices": eligible}
+            ctx.say(f"canary: {c.model} {gate['version']} on {started.canary:g}% of devices ({len(chosen)} of "
+                    f"{eligible}), baseline {started.baseline or '-'}")
     return out
 
 
