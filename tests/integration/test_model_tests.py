@@ -222,3 +222,22 @@ def test_report_card_on_minilm_embeddings(bundles, tmp_path, cli):
     card = json.loads(bad.output)
     assert bad.exit_code == 1 and card["overall"]["cosine_mean"] < 0.99, card["overall"]
     assert [c["name"] for c in card["checks"] if not c["passed"]] == ["agreement with the baseline"]
+
+
+def test_memorisation_reads_the_bundles_input_names_not_only_input(digits_data):
+    """The loop's gate broke on any model whose input is not named `input`: train.npz holds the
+    bundle's names (here `x`, `y`), the factory's one input is `input`. A lone array, the bundle's
+    positional names, or a mapping (loop.toml: [gate] inputs) reads them; a wrong mapping says how."""
+    from edgekit.errors import DataError
+    from edgekit.testing.memorize import memorize
+
+    with np.load(digits_data / "train.npz") as npz:
+        np.savez(digits_data / "x.npz", x=npz["input"], labels=npz["labels"])
+        np.savez(digits_data / "xy.npz", x=npz["input"], y=npz["input"], labels=npz["labels"])
+    factory = f"{digits_data / 'nets.py'}:digits"
+    assert memorize(factory, digits_data / "x.npz", steps=60).passed  # the lone array
+    assert memorize(factory, digits_data / "xy.npz", steps=60, positional=("y",)).passed
+    assert memorize(factory, digits_data / "xy.npz", steps=60, columns_of={"input": "x"}).passed
+    with pytest.raises(DataError, match=r"lacks input input of .* \(its arrays are x, y, labels\)") as caught:
+        memorize(factory, digits_data / "xy.npz", steps=60)
+    assert "[gate] inputs" in caught.value.hint

@@ -134,3 +134,23 @@ def test_a_dynamic_sequence_transformer_export_gets_its_fusions(tmp_path):
     for sentences in (minilm.sentences()[:3], minilm.sentences()[40:41]):
         feeds = minilm_dynamic.tokens(sentences)
         np.testing.assert_allclose(fused.run(None, feeds)[0], plain.run(None, feeds)[0], atol=1e-4)
+
+
+def test_a_factory_model_is_named_and_versioned_by_the_user(tmp_path, cli):
+    """`optimize mlp.py:build` named the model `build` and versioned it by the time; --name and
+    --version go into the manifest of the bundle the fleet will log it by; a bad one is refused."""
+    from pathlib import Path
+
+    from edgekit.bundle import read_manifest
+
+    factory = Path(__file__).resolve().parents[1] / "zoo" / "detector.py"
+    result = cli("optimize", f"{factory}:build", "--data", f"{factory}:data", "--task", "detection", "--formats", "onnx",
+                 "--precisions", "fp32", "--timing-seconds", "0.5", "--out", tmp_path / "det", "--package",
+                 "--name", "street-det", "--version", "3")
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "det.ekb")
+    assert (manifest.model.name, manifest.model.version) == ("street-det", "3")
+    again = cli("package", tmp_path / "det", "--out", tmp_path / "renamed.ekb", "--name", "street-det-v", "--version", "4")
+    assert again.exit_code == 0 and read_manifest(tmp_path / "renamed.ekb").model.version == "4"
+    bad = cli("optimize", f"{factory}:build", "--version", "../4", "--out", tmp_path / "bad")
+    assert bad.exit_code == 1 and "--version '../4' is not a name" in bad.output and not (tmp_path / "bad").exists()

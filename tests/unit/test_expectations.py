@@ -189,3 +189,17 @@ def test_bad_suites_are_clear_errors(suite, message):
 
     with pytest.raises(EdgekitError, match=message):
         Suite.parse(suite)
+
+
+def test_an_integer_key_is_an_identity_not_a_range(tmp_path):
+    """`suggest --key key` put `range key [0, 599]` in the suite, and the README's suggest -> run
+    pair then failed every new row (300 of 300): ids of new data are new."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ref.npz", x=rng.normal(size=(600, 4)).astype(np.float32), labels=rng.integers(0, 3, 600),
+             key=np.arange(600))
+    np.savez(tmp_path / "new.npz", x=rng.normal(size=(300, 4)).astype(np.float32), labels=rng.integers(0, 3, 300),
+             key=np.arange(600, 900))
+    suite = suggest(tmp_path / "ref.npz", key="key")
+    assert not [c for c in suite.checks if getattr(c, "column", None) == "key" and c.kind in ("range", "allowed_values")]
+    result = run_suite(suite, tmp_path / "new.npz")
+    assert result.success, [(o.kind, o.column, o.observed) for o in result.failed()]

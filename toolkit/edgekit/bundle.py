@@ -29,8 +29,15 @@ SIGNATURE = "manifest.sig"
 # --- writing (workstation side) -------------------------------------------------------------
 
 def make_bundle(source: str | Path, out: str | Path, sign_key: Optional[str | Path] = None,
-                version: Optional[str] = None) -> Manifest:
-    """Pack an ``edgekit optimize`` output directory into ``out`` (written atomically)."""
+                version: Optional[str] = None, name: Optional[str] = None) -> Manifest:
+    """Pack an ``edgekit optimize`` output directory into ``out`` (written atomically); ``name``
+    and ``version`` replace the model's in the manifest (the fleet logs and rolls out by them)."""
+    from .names import BadName, check_model_names
+
+    try:
+        check_model_names(name, version)
+    except BadName as exc:
+        raise BundleError(str(exc)) from None
     source = Path(source)
     manifest_path = source / "manifest.json"
     if not manifest_path.is_file():
@@ -49,7 +56,8 @@ def make_bundle(source: str | Path, out: str | Path, sign_key: Optional[str | Pa
         golden = dataclasses.replace(golden, sha256=sha256_file(_inside(source, golden.file)))
     manifest = manifest.replace(
         schema_version=SCHEMA_VERSION, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        golden=golden, model=dataclasses.replace(manifest.model, version=version) if version else manifest.model)
+        golden=golden, model=dataclasses.replace(manifest.model, name=name or manifest.model.name,
+                                                 version=version or manifest.model.version))
     body = manifest.dumps()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

@@ -23,6 +23,13 @@ def check_name(value, what: str, example: str = "3, 1.2.0, pi5-lab") -> str:
     return value
 
 
+def check_model_names(name, version) -> None:
+    """A --name and --version given for a model (None: not given); raises BadName."""
+    for value, what in ((name, "--name"), (version, "--version")):
+        if value is not None:
+            check_name(value, what, "digits-cnn, 3, 1.2.0")
+
+
 def as_file_name(value: str) -> str:
     """``value`` made safe as one path component (an output folder named after a model)."""
     cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", value).lstrip(".-_+")[:64]

@@ -59,6 +59,9 @@ def _summary(report: dict) -> None:
                                                  "is listed in the report [no limit].")
 @click.option("--timing-seconds", default=20.0, show_default=True, help="Seconds for the interleaved timing.")
 @click.option("--package", "package", is_flag=True, help="Also write the deployable bundle OUT.ekb.")
+@click.option("--name", "model_name", help="The model's name in the manifest and the fleet's logs [the model's own; "
+                                           "a factory's function name].")
+@click.option("--version", "model_version", help="The model's version in the manifest [the run's UTC time].")
 @click.option("--verify-arm64", "verify_arm64", is_flag=True,
               help="Re-run the passing candidates on ARM64 kernels under QEMU (root, x86_64 Debian) and reject "
                    "those whose numerics fail there.")
@@ -72,7 +75,8 @@ def _summary(report: dict) -> None:
 @interface_options
 @json_option
 def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task, plan_only,
-                 allow_synthetic_calibration, eval_samples, time_budget, timing_seconds, package, verify_arm64,
+                 allow_synthetic_calibration, eval_samples, time_budget, timing_seconds, package, model_name,
+                 model_version, verify_arm64,
                  arm64_samples, sign_key, processing_file, labels_file, inputs, batch_axes, states, as_json):
     """Convert and quantise MODEL for a target device, guard accuracy, and pick the best variant.
 
@@ -87,6 +91,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
       edgekit optimize --target raspberrypi --package
       edgekit optimize --target raspberrypi4 --verify-arm64      # int8 numerics on ARM kernels, no device
       edgekit optimize net.py:build --data val.npz --labels classes.txt --processing pictures.toml --package
+      edgekit optimize mlp.py:build --data val.npz --name mlp-digits --version 1 --package
       edgekit optimize det.onnx --input x:1x3x320x320 --data pages/ --processing det.toml --target coral-edgetpu
       edgekit optimize crnn.onnx --input x:1x1x32xwidth --data lines.npz --task ctc --tolerance cer=0.02
       edgekit optimize yolo.onnx --data street.npz --task detection --tolerance map=0.9
@@ -105,7 +110,8 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
                           allow_synthetic_calibration=allow_synthetic_calibration, eval_samples=eval_samples,
                           time_budget_s=time_budget, timing_s=timing_seconds, progress=say, inputs=inputs,
                           processing=processing, verify_arm64=arm64_samples if verify_arm64 else 0,
-                          batch_axes=batch_axes, states=states, task=task)
+                          batch_axes=batch_axes, states=states, task=task, name=model_name,
+                          version=model_version)
     except NoCandidatePassed as exc:
         stop()
         if as_json:

@@ -15,8 +15,9 @@ from .common import console, json_option, print_json, table
 @click.option("--sign-key", type=click.Path(path_type=Path), help="ed25519 private key (PEM) to sign the manifest.")
 @click.option("--new-key", type=click.Path(path_type=Path), help="Write a new ed25519 key pair: PATH and PATH.pub.")
 @click.option("--version", "model_version", help="Model version recorded in the manifest.")
+@click.option("--name", "model_name", help="Model name recorded in the manifest (what the fleet logs it as).")
 @json_option
-def package_cmd(source, out, sign_key, new_key, model_version, as_json):
+def package_cmd(source, out, sign_key, new_key, model_version, model_name, as_json):
     """Pack an 'edgekit optimize' output directory into a deployable bundle (.ekb, a tar.gz).
 
     The bundle holds manifest.json (ordered variants with sha256, runtimes and providers, input
@@ -27,6 +28,7 @@ def package_cmd(source, out, sign_key, new_key, model_version, as_json):
       edgekit package edgekit-out/digits-cnn-raspberrypi5 --out digits.ekb
       edgekit package --new-key release.key
       edgekit package edgekit-out/minilm-host --sign-key release.key --version 1.2.0
+      edgekit package edgekit-out/build-host --name mlp-digits --version 1
     """
     from ..bundle import generate_keys, make_bundle
 
@@ -42,7 +44,7 @@ def package_cmd(source, out, sign_key, new_key, model_version, as_json):
     if source is None:
         raise click.UsageError("give the optimize output directory to package")
     out = out or Path(f"{source.name}.ekb")
-    manifest = make_bundle(source, out, sign_key=sign_key, version=model_version)
+    manifest = make_bundle(source, out, sign_key=sign_key, version=model_version, name=model_name)
     info = {"bundle": str(out), "size_bytes": out.stat().st_size, "signed": bool(sign_key),
             "variants": [v.id for v in manifest.variants]}
     if as_json:

@@ -100,6 +100,7 @@ class Gate:
     thresholds: dict = field(default_factory=dict)  # report-card thresholds over the loop's defaults
     expect: Optional[str] = None  # an expectation suite the test split must meet
     factory: Optional[str] = None  # module:function building the untrained model: the memorisation check
+    inputs: dict = field(default_factory=dict)  # the factory's input -> the data's array, where names differ
 
 
 @dataclass(frozen=True)

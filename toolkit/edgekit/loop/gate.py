@@ -106,7 +106,10 @@ def judge(candidate: str, current: str, dataset: Path, out: Path, gate: Gate, su
     if gate.factory:
         from ..testing.memorize import memorize
 
-        result = memorize(gate.factory, dataset / "train.npz")
+        from ..bundle import read_manifest
+
+        result = memorize(gate.factory, dataset / "train.npz", columns_of=dict(gate.inputs),
+                          positional=tuple(s.name for s in read_manifest(current).inputs))
         detail = "; ".join(result.reasons) or f"the training code fits {result.steps}-step samples"
         checks.append({"name": "memorisation", "passed": result.passed, "detail": detail})
     failed = [c for c in checks if not c["passed"]]

@@ -18,7 +18,7 @@ from ..devices import Profile, host_profile, resolve
 from ..devices.host import available_cores
 from ..errors import ConversionError, DataError, EdgekitError, first_line
 from ..models import Model, load_model
-from ..names import as_file_name
+from ..names import BadName, as_file_name, check_model_names
 from . import report as report_mod
 from .accuracy import Tolerance, check_task, compare, shortfall, verdict
 from .budget import Budget
@@ -338,7 +338,8 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
              time_budget_s: Optional[float] = None, progress: Callable[[str], None] = lambda msg: None,
              inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None,
              verify_arm64: int = 0, timing_s: float = 20.0, batch_axes: tuple[str, ...] = (),
-             states: tuple[str, ...] = (), task: Optional[str] = None) -> OptimizeResult:
+             states: tuple[str, ...] = (), task: Optional[str] = None, name: Optional[str] = None,
+             version: Optional[str] = None) -> OptimizeResult:
     """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result.
     ``time_budget_s`` bounds the whole run (what it left out is in the report); ``timing_s`` is
     what the interleaved timing may take of it. ``processing`` declares the bundle's
@@ -346,7 +347,9 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
     candidates on that many samples on ARM64 kernels under QEMU (edgekit.emulation.verify) and
     reject those whose numerics fail there. ``inputs``, ``batch_axes`` and ``states`` are the
     ``--input``, ``--batch-axis`` and ``--state`` texts (edgekit.models.interface); ``task`` names
-    how outputs are judged (edgekit.optimizer.accuracy.TASKS), else the model's own."""
+    how outputs are judged (edgekit.optimizer.accuracy.TASKS), else the model's own. ``name`` and
+    ``version`` name the model in the manifest (a factory is otherwise named after its function and
+    versioned by the time)."""
     with InterruptGuard() as guard:
         def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
             guard.check()
@@ -354,16 +357,24 @@ def optimize(model: str | Model | None = None, target: str | Profile = "host", d
 
         return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
                          eval_samples, Budget(time_budget_s), step, inputs, plan_only, processing, verify_arm64,
-                         timing_s, batch_axes, states, task)
+                         timing_s, batch_axes, states, task, name, version)
 
 
 def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
               budget, progress, inputs, plan_only, processing=None, verify_arm64=0, timing_s=20.0, batch_axes=(),
-              states=(), task=None) -> OptimizeResult:
+              states=(), task=None, name=None, version=None) -> OptimizeResult:
     started = time.time()
     if task is not None:
         check_task(task)
+    try:
+        check_model_names(name, version)
+    except BadName as exc:
+        raise EdgekitError(str(exc)) from None
     model = model if isinstance(model, Model) else load_model(model, inputs, batch_axes, states)
+    if name:
+        model.name = name
+    if version:
+        model.meta["version"] = version
     if task is not None:
         model.task = task
     if processing is not None:

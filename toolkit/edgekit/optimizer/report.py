@@ -140,7 +140,7 @@ def manifest(report: dict, outcomes, winner, model, profile, out: Path) -> Manif
         "layout": model.meta.get("tflite_layout") if o.candidate.format == "tflite" and model.format == "onnx" else None,
     } for o in order]
     return Manifest.parse({
-        "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": url_safe_stamp(report["created"])},
+        "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": model.meta.get("version") or url_safe_stamp(report["created"])},
         "target": profile.id, "created": report["created"], "toolchain": report["toolchain"],
         "inputs": report["model"]["inputs"], "outputs": report["model"]["outputs"], "variants": variants,
     })

@@ -55,9 +55,29 @@ def _reset(module) -> None:
             sub.reset_parameters()
 
 
+def _columns_for(specs, columns: dict, given: dict[str, str], positional: tuple[str, ...]) -> dict[str, str]:
+    """The data array each model input reads: the mapping given, the input's own name, the
+    positional names (the bundle's inputs, in order), or for a model of one input and data of
+    one array besides the labels, that array."""
+    named = {s.name: given.get(s.name, s.name) for s in specs}
+    if all(v in columns for v in named.values()):
+        return named
+    if not given and len(positional) == len(specs) and all(p in columns for p in positional):
+        return {s.name: p for s, p in zip(specs, positional)}
+    arrays = [c for c in columns if c not in ("labels", "label")]
+    if not given and len(specs) == 1 and len(arrays) == 1:
+        return {specs[0].name: arrays[0]}
+    return named
+
+
 def memorize(factory: str, data: str | Path, loss: str = "cross_entropy", samples: int = 16, steps: int = 300,
              lr: float = 1e-2, holdout: int = 128, seed: int = 0, out: Optional[str | Path] = None,
-             inputs: tuple[str, ...] = ()) -> MemorizeResult:
+             inputs: tuple[str, ...] = (), columns_of: Optional[dict[str, str]] = None,
+             positional: tuple[str, ...] = ()) -> MemorizeResult:
+    """Can the training code fit ``samples`` labelled samples of ``data`` from fresh weights?
+    ``columns_of`` maps the factory's input names to the data's arrays where they differ (a
+    factory's one input is called "input"; a data set holds the bundle's names); else
+    ``positional`` names the arrays in the order of the model's inputs (the bundle's inputs)."""
     torch = require("torch", "torch", "convert", "the memorisation test")
     from ..data import Dataset, check_against
     from ..models import load_model
@@ -72,11 +92,13 @@ def memorize(factory: str, data: str | Path, loss: str = "cross_entropy", sample
         columns.get("labels", columns.get("label"))
     if labels is None:
         raise DataError(f"{data} has no labels", "the memorisation test needs targets: add a 'labels' array")
-    missing = [s.name for s in model.inputs if s.name not in columns]
+    source = _columns_for(model.inputs, columns, columns_of or {}, positional)
+    missing = [s.name for s in model.inputs if source[s.name] not in columns]
     if missing:
-        raise DataError(f"{data} lacks input {', '.join(missing)} of {model.name}",
-                        f"its arrays are {', '.join(columns)}")
-    dataset = check_against(Dataset({s.name: columns[s.name] for s in model.inputs}, labels, str(data)), model)
+        raise DataError(f"{data} lacks input {', '.join(missing)} of {model.name} (its arrays are {', '.join(columns)})",
+                        "map the factory's inputs to the data's arrays (loop.toml: [gate] inputs = "
+                        f'{{ {missing[0]} = "ARRAY" }})')
+    dataset = check_against(Dataset({s.name: columns[source[s.name]] for s in model.inputs}, labels, str(data)), model)
     if len(dataset) < samples:
         raise DataError(f"{data} has {len(dataset)} samples; the test takes {samples}", "give more data or --samples")
     criterion, classifier = _loss_fn(loss)

@@ -34,7 +34,7 @@ def suggest(data: str | Path, name: str | None = None, chunk: int = 65536, key: 
             _observe(stats.setdefault(column, _empty(values)), values)
     checks = [Present(columns=tuple(table.columns)), RowCount(min=max(1, rows // 10))]
     for column, st in stats.items():
-        checks += _checks_for(column, st, stats)
+        checks += _checks_for(column, st, stats, identity=column == key or column in IDS)
     tensors = tuple(c for c, st in stats.items() if st["shape"] and not c.startswith("outputs/"))
     if tensors:
         # Repeated samples (all inputs of a row alike): no more than the reference had, plus a
@@ -79,8 +79,15 @@ def _observe(st: dict, values: np.ndarray) -> None:
         st["hashes"].append(row_hashes(values))  # ids: unique?
 
 
-def _checks_for(column: str, st: dict, stats: dict) -> list:
+IDS = ("request_id", "key", "id")  # columns that name rows: new data brings new ids
+
+
+def _checks_for(column: str, st: dict, stats: dict, identity: bool = False) -> list:
+    """Checks for one column; an ``identity`` column (the --key, an id) gets its type and
+    uniqueness, never the values seen here (new rows have new ids, so a range would fail them)."""
     checks = [Dtype(column=column, dtypes=(st["dtype"],)), Shape(column=column, shape=st["shape"])]
+    if identity:
+        return checks + _unique(column, st)
     if st["dtype"][0] in "fc" or st["dtype"] == "object":
         share_ok = 1.0 - st["missing"] / max(st["rows"], 1)
         checks.append(NoMissing(column=column, mostly=round(share_ok, 4)))
@@ -104,11 +111,15 @@ def _checks_for(column: str, st: dict, stats: dict) -> list:
         checks.append(NotInFuture(column=column))
         if st["sorted"]:
             checks.append(Monotonic(column=column))
-    if st["hashes"] and column in ("request_id", "key", "id"):
+    return checks
+
+
+def _unique(column: str, st: dict) -> list:
+    if st["hashes"]:
         hashes = np.concatenate(st["hashes"])
         if len(np.unique(hashes)) == len(hashes):
-            checks.append(Unique(column=column))
-    return checks
+            return [Unique(column=column)]
+    return []
 
 
 def _round_down(v: float) -> float:
