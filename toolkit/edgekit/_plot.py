@@ -20,11 +20,15 @@ def pyplot():
     return plt
 
 
-def save(fig, path: str | Path, dpi: int = 110) -> str:
-    """Write ``fig`` to ``path`` (PNG) and close it; returns the file's name."""
+def save(fig, path: str | Path, dpi: int = 110, measure=None) -> str:
+    """Write ``fig`` to ``path`` (PNG) and close it; returns the file's name. ``measure()`` runs on
+    the final layout, just before the file is written: what it measures is what is saved."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
+    if measure is not None:
+        fig.canvas.draw()
+        measure()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path).name

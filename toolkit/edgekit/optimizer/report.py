@@ -173,9 +173,15 @@ def plot(report: dict, path: Path) -> dict:
     xpad, ypad = (max(xs) - min(xs)) * 0.15 or max(xs) * 0.1, (max(ys) - min(ys)) * 0.25 or 0.002
     ax.set_xlim(min(xs) - xpad, max(xs) + xpad * 2.5)
     ax.set_ylim(min(ys) - ypad, max(ys) + ypad * 3)
+    ax.set_xlabel(f"latency on {report['target']['id']} (ms, {'measured' if report['target']['is_host'] else 'estimated'})")
+    ax.set_ylabel("mean cosine vs fp32")
+    ax.set_title(f"{report['model']['name']}: candidates (marker area ~ file size; green = winner)", fontsize=10)
+    # The layout is final before labels are placed: placed in pixels, then moved by a later
+    # tight_layout, two labels overlapped in the saved picture while the placement said they did not.
+    fig.tight_layout()
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    placed = []
+    placed, texts = [], {}
     for c in sorted(rows, key=lambda c: (-c["metrics"]["cosine_mean"], c["latency_target_ms"])):
         point = (c["latency_target_ms"], c["metrics"]["cosine_mean"])
         label = f"{c['id']} ({(c['size_bytes'] or 0) / 1e6:.2f} MB)"
@@ -183,17 +189,20 @@ def plot(report: dict, path: Path) -> dict:
         while True:
             text = ax.annotate(label, point, xytext=(10, offset), textcoords="offset points", fontsize=8,
                                arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.6}, zorder=4)
+            text.set_in_layout(False)  # a label must not move the axes, and with them every point
+            text.update_positions(renderer)  # where it will be drawn: before a draw, it is at its point
             box = Text.get_window_extent(text, renderer).expanded(1.02, 1.2)  # the words, not the leader line
             if not any(box.overlaps(other) for other in placed) or offset > 400:
                 placed.append(box)
-                layout["labels"][c["id"]] = tuple(box.bounds)
+                texts[c["id"]] = text
                 break
             text.remove()
             offset += box.height * 0.6
-    ax.set_xlabel(f"latency on {report['target']['id']} (ms, {'measured' if report['target']['is_host'] else 'estimated'})")
-    ax.set_ylabel("mean cosine vs fp32")
-    ax.set_title(f"{report['model']['name']}: candidates (marker area ~ file size; green = winner)", fontsize=10)
-    save(fig, path)
+    def measure():  # the label boxes of the figure as saved
+        layout["labels"] = {cid: tuple(Text.get_window_extent(t, fig.canvas.get_renderer()).bounds)
+                            for cid, t in texts.items()}
+
+    save(fig, path, measure=measure)
     return layout
 
 
