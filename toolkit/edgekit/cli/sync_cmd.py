@@ -95,7 +95,7 @@ def set_group_cmd(name, group, db):
 
     \b
     Example:
-      edgekit collector set-group pi-kitchen store-14
+      edgekit collector set-group pi-kitchen store-14 --db sqlite:///logs.db
     """
     from ..collector.db import Database, set_group
 
