@@ -228,6 +228,8 @@ def status_cmd(model, db, as_json):
         console().print(f"{model} {rollout.version}: {rollout.state.replace('_', ' ')} on {rollout.canary:g}% "
                         f"(baseline {rollout.baseline or '-'})"
                         + (f": {len(chosen)} of {eligible} device(s) in the canary" if rollout.state != "promoted" else ""))
+        if chosen and rollout.state != "promoted":
+            console().print(f"canary devices: {', '.join(chosen[:20])}{', ...' if len(chosen) > 20 else ''}")
     console().print(table("devices", ["version", "state", "devices"],
                           [[d["version"], d["state"], d["devices"]] for d in info["devices"]]))
     if verdict is not None:

@@ -101,6 +101,8 @@ def run_cmd(bundle, input_file, public_key, as_json):
     c.print(f"{model.name}: active variant [bold]{result['active_variant']}[/bold], {result['latency_ms']:.2f} ms")
     for name, value in result["outputs"].items():
         c.print(f"{name}: shape {value['shape']}" + (f", argmax {value['argmax'][:20]}" if "argmax" in value else ""))
-    skipped = [[v["id"], v["skipped"]] for v in stats["variants"] if v["skipped"]]
-    if skipped:
-        c.print(table("Skipped variants", ["variant", "why"], skipped))
+    c.print(table("variants, in the order tried", ["variant", "format", "precision", "provider", "state"],
+                  [[v["id"], v["format"], v["precision"], v["provider"] or "-",
+                    "active" if v["id"] == result["active_variant"] else f"skipped: {v['skipped']}" if v["skipped"]
+                    else "demoted" if v["demoted"] else "loaded" if v["loaded"] else "not loaded"]
+                   for v in stats["variants"]]))
