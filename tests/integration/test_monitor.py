@@ -150,7 +150,7 @@ def test_each_fault_raises_its_alert_and_the_clean_group_none(fleet):
     assert "clean" not in by_group, by_group.get("clean")  # no false alarm on healthy devices
     assert {"data drift", "estimated accuracy dropped", "feedback accuracy dropped",
             "predicted classes shifted"} <= by_group["drifted"]
-    assert {"identical outputs for different inputs", "data quality"} <= by_group["camera"]
+    assert {"repeated inputs", "data quality"} <= by_group["camera"]  # one frozen frame
     assert "fallbacks" in by_group["fallback"]
     assert "data drift" not in by_group["fallback"] and "fallbacks" not in by_group["drifted"]
 
@@ -165,7 +165,9 @@ def test_signals_per_group_show_what_went_wrong(fleet):
     assert drifted["feedback.accuracy"] < 0.6 and drifted["performance.estimated_accuracy"] < clean[
         "performance.estimated_accuracy"] - 0.05
     assert drifted["drift.share"] >= 0.5 and drifted["proxy.low_confidence_share"] > 3 * clean["proxy.low_confidence_share"]
-    assert camera["proxy.identical_output_share"] > 0.9 and camera["feedback.negative_share"] == 1.0
+    # one frozen frame: the same input again and again (its identical outputs are no model fault)
+    assert camera["proxy.repeated_input_share"] > 0.9 and camera["proxy.identical_output_share"] == 0.0
+    assert clean["proxy.repeated_input_share"] < 0.1 and camera["feedback.negative_share"] == 1.0
     assert camera["quality.failing_share"] == 1.0  # from summaries alone: these devices keep no inputs
     assert fallback["proxy.fallback_share"] == 1.0
     reasons = scopes["fallback"]["details"]["fallback_reasons"]

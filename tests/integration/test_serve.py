@@ -322,6 +322,43 @@ def test_overload_is_shed_with_503_and_retry_after(bundles):
         s.stop()
 
 
+def test_overload_is_shed_on_the_defaults(bundles):
+    """No flag given: the latency budget is derived from the unloaded p99 timed at load, so a
+    burst far above capacity is shed with 503 + Retry-After (the default queue of 256 rows held a
+    minute of MiniLM work and shed nothing), and the server answers once the burst is over."""
+    s = Server([bundles[1], "--cache-size", "0"])
+    try:
+        meta = json.loads(s.request("GET", "/v2/models/minilm")[1])["parameters"]
+        assert meta["latency_budget"].startswith("auto: 2x the unloaded p99") and meta["latency_budget_ms"] > 0
+        statuses, retry = [], []
+
+        def client(i):
+            for j in range(4):
+                ids = [101 + (i * 4 + j) % 900] + [2000 + i] * 60 + [0] * 67
+                body = json.dumps({"inputs": [{"name": "input_ids", "shape": [1, 128], "datatype": "INT64", "data": ids},
+                                              {"name": "attention_mask", "shape": [1, 128], "datatype": "INT64",
+                                               "data": [1] * 61 + [0] * 67}]}).encode()
+                status, _, headers = s.request("POST", "/v2/models/minilm/infer", body)
+                statuses.append(status)
+                if status == 503:
+                    retry.append(headers.get("Retry-After"))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) <= {200, 503} and statuses.count(200) > 0 and statuses.count(503) > 0, statuses
+        assert all(r and int(r) >= 1 for r in retry)
+        body = json.dumps({"inputs": [{"name": "input_ids", "shape": [1, 128], "datatype": "INT64",
+                                       "data": [101] + [0] * 127},
+                                      {"name": "attention_mask", "shape": [1, 128], "datatype": "INT64",
+                                       "data": [1] + [0] * 127}]}).encode()
+        assert s.request("POST", "/v2/models/minilm/infer", body)[0] == 200  # still serving
+    finally:
+        s.stop()
+
+
 # A runtime plugin: the real onnxruntime session, doing IN_SERVICE on each call once in service
 # (the first call is the bundle's golden self-test, which must pass).
 PLUGIN = '''

@@ -19,7 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from edgekit.collector.db import Database, add_device, revoke_device
+from edgekit.collector.db import SCHEMA_VERSION, Database, add_device, revoke_device
 from edgekit.errors import EdgekitError
 from edgekit.sync.store import LogStore
 
@@ -514,7 +514,7 @@ def test_a_first_release_collector_database_is_migrated(tmp_path):
         assert tx.one("SELECT COUNT(*) FROM feedback")[0] == 1
         tx.execute("INSERT INTO records (device, store, record_id, request_id, time, model, received) "
                    "VALUES ('pi-1', 'new-store', 1, 'r2', 1.0, 'm', 1.0)")  # same id, new store: allowed
-        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "3"
+        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == str(SCHEMA_VERSION)
     Database(f"sqlite:///{path}")  # opening again is a no-op
 
 
@@ -675,9 +675,11 @@ def test_a_version_2_database_gains_monitoring_signals_for_its_history(db_url):
     db = Database(db_url)
     exact = 1_800_000_000.123
     with db.connect() as tx:
-        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == "3"
+        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == str(SCHEMA_VERSION)
         rows = tx.all("SELECT top_class, rows, has_fallback FROM records ORDER BY record_id")
         assert rows == [(0, 1, 0), (1, 1, 0), (2, 1, 0)]
+        hashes = [r[0] for r in tx.all("SELECT in_hash FROM records ORDER BY record_id")]  # version 4
+        assert None not in hashes and len(set(hashes)) == 3
         classes = tx.all("SELECT bucket, n FROM sketches WHERE feature = 'out.class' ORDER BY bucket")
         assert classes == [(0, 1), (1, 1), (2, 1)]
         assert tx.one("SELECT SUM(n) FROM sketches WHERE feature = 'sys.latency_ms' AND hour = 7200")[0] == 3
@@ -688,3 +690,22 @@ def test_a_version_2_database_gains_monitoring_signals_for_its_history(db_url):
         assert tx.one("SELECT time, received FROM records WHERE record_id = 9") == (exact, exact)
         assert tx.one("SELECT last_seen FROM devices")[0] == exact
     Database(db_url)  # opening again is a no-op
+
+
+def test_a_version_3_database_gains_the_input_hash_column(db_url):
+    """Version 4 adds records.in_hash and rebuilds the monitoring index with it; old rows keep NULL
+    (each counts as a different input) and new ones get it."""
+    db = Database(db_url)
+    with db.connect() as tx:  # made back into version 3
+        tx.execute("DROP INDEX records_monitor")
+        tx.execute("ALTER TABLE records DROP COLUMN in_hash")
+        tx.execute("UPDATE collector_meta SET value = '3' WHERE key = 'schema_version'")
+    db = Database(db_url)
+    with db.connect() as tx:
+        assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == str(SCHEMA_VERSION)
+        assert tx.one("SELECT COUNT(in_hash) FROM records")[0] == 0
+    from tests.conftest import ingest_predictions
+
+    ingest_predictions(db, "pi-1", "m", "1", 3, labels=[None] * 3)  # inputs shipped: hashed on arrival
+    with db.read() as tx:
+        assert tx.one("SELECT COUNT(DISTINCT in_hash) FROM records")[0] == 3

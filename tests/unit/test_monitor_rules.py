@@ -214,3 +214,42 @@ def test_json_output_holds_json_types_not_their_repr():
     assert json.loads(to_json(data)) == {"drifted": False, "n": 3, "x": 0.5, "nan": None, "a": [0, 1], "t": [1, 2]}
     with pytest.raises(TypeError, match="object is not JSON data"):
         to_json({"x": object()})
+
+
+def test_identical_outputs_count_for_different_inputs_only(db_url):
+    """A kiosk resends its three pictures all day: three outputs for three inputs is a healthy
+    model (the share read 16.8% on a clean site, and 97% here); a stuck camera answers one thing
+    to many pictures. The inputs' hash comes with the record (shipped inputs) or in its summary
+    (inputs that stay on the device), and both hash alike."""
+    import time
+
+    import numpy as np
+
+    from edgekit.collector.ingest import ingest
+    from edgekit.monitor.features import input_hash, summarise
+    from edgekit.collector.db import add_device
+    from edgekit.monitor.signals import snapshot
+    from edgekit.sync.record import Batch, encode_array
+
+    db = Database(db_url)
+    now = time.time()
+    for device, stuck in (("kiosk", False), ("stuck-cam", True)):
+        add_device(db, device)
+        records = []
+        for i in range(120):
+            x = np.full((1, 4), i % 3 if not stuck else i, np.float32)
+            y = np.eye(3, dtype=np.float32)[0 if stuck else i % 3][None]
+            record = {"id": i + 1, "request_id": f"{device}-{i}", "time": now, "model": "tiny", "version": "1",
+                      "latency_ms": 1.0, "outputs": {"y": encode_array(y)}, "fallbacks": []}
+            if i % 2:  # half ship their inputs, half only the summary: the hashes must agree
+                record["inputs"] = {"x": encode_array(x)}
+            else:
+                record["summary"] = summarise({"x": x})
+            records.append(record)
+        ingest(db, device, f"{device}-1", Batch.dumps(f"store-{device}", records, []))
+    assert summarise({"x": np.zeros((1, 4), np.float32)})["__record__"]["hash"] == input_hash({"x": np.zeros((1, 4), np.float32)})
+    scopes = snapshot(db, "tiny", now - 3600, now + 1, by=("device",)).scopes
+    share = {s.name: s.signals["proxy.identical_output_share"] for s in scopes}
+    assert share["device=kiosk"] == 0.0 and share["device=stuck-cam"] > 0.95, share
+    repeated = {s.name: s.signals["proxy.repeated_input_share"] for s in scopes}  # what a frozen camera shows
+    assert repeated["device=kiosk"] > 0.95 and repeated["device=stuck-cam"] == 0.0, repeated

@@ -19,8 +19,9 @@ from .common import FiniteFloat, console, json_option, print_json
               help="How long a partial batch waits for more.")
 @click.option("--max-queue", default=256, show_default=True, type=click.IntRange(min=1),
               help="Rows queued per model; beyond it: 503.")
-@click.option("--max-wait-ms", type=FiniteFloat(min=0, min_open=True),
-              help="Latency budget: shed (503) a request whose expected queue wait is longer.")
+@click.option("--max-wait-ms", default="auto", show_default=True,
+              help="Latency budget: shed (503) a request whose expected queue wait is longer. auto: twice the "
+                   "unloaded p99 timed when the model loads; 0: off (only --max-queue sheds).")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own.")
 @click.option("--batch-workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Forward passes in flight per model.")
@@ -61,6 +62,8 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_
     from ..serve.plane import ServeOptions
     from ..serve.server import ServerConfig, serve
     from ..tokens import read_token
+
+    max_wait_ms = _budget(max_wait_ms)
 
     config = ServerConfig(
         bundles=tuple(str(b) for b in bundles),
@@ -120,3 +123,18 @@ def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, thread
     else:
         console().print(f"{info['model']} {info['version']}: {info['written']} rows written to {info['table']}, "
                         f"{info['skipped_existing']} already there, in {info['seconds']:.1f} s")
+
+
+def _budget(text: str):
+    """--max-wait-ms: "auto", 0 (off: None) or milliseconds."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number of milliseconds; give e.g. 50, auto or 0",
+                                 param_hint="--max-wait-ms") from None
+    if not value >= 0 or value == float("inf"):
+        raise click.BadParameter(f"{text} is not a budget; give milliseconds above 0, auto, or 0 for off",
+                                 param_hint="--max-wait-ms")
+    return value or None

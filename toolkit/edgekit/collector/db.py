@@ -17,7 +17,7 @@ from typing import Optional
 from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Feedback rows written by `edgekit label import` (curated labels, not users' feedback).
 LABEL_STORE = "edgekit-labels"
 
@@ -27,6 +27,7 @@ LABEL_STORE = "edgekit-labels"
 # confidence, margin, entropy, output norm, non-finite outputs, an output hash); sketches hold
 # feature histograms per model, version, device and hour; devices have a group and report their
 # log store's health; references and alert state for `edgekit monitor`.
+# Version 4: records carry their inputs' hash (identical outputs count for different inputs only).
 # Times and measurements are DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, which rounds an epoch
 # time to 128 seconds and puts a just-received record outside "the last hour" (SQLite's REAL is
 # already 8 bytes; it reads DOUBLE PRECISION as REAL).
@@ -43,7 +44,7 @@ TABLES = {
        version TEXT, variant TEXT, latency_ms DOUBLE PRECISION, fallbacks TEXT, outputs TEXT, inputs TEXT,
        summary TEXT, cached INTEGER NOT NULL DEFAULT 0, received DOUBLE PRECISION NOT NULL, rows INTEGER,
        top_class INTEGER, confidence DOUBLE PRECISION, margin DOUBLE PRECISION, entropy DOUBLE PRECISION,
-       out_norm DOUBLE PRECISION, nonfinite INTEGER, out_hash TEXT, has_fallback INTEGER,
+       out_norm DOUBLE PRECISION, nonfinite INTEGER, out_hash TEXT, has_fallback INTEGER, in_hash TEXT,
        PRIMARY KEY (device, store, record_id))""",
     "feedback": """CREATE TABLE IF NOT EXISTS feedback (device TEXT NOT NULL, store TEXT NOT NULL DEFAULT '',
        feedback_id BIGINT NOT NULL, request_id TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, label TEXT,
@@ -85,7 +86,7 @@ INDEXES = [
     # Monitoring reads a model's records over a time window, aggregating these columns: with them
     # in the index, a scan never touches the wide rows (outputs, inputs, summaries).
     "CREATE INDEX IF NOT EXISTS records_monitor ON records (model, time, version, device, confidence, entropy, "
-    "nonfinite, has_fallback, cached, out_hash, received, variant, top_class, rows)",
+    "nonfinite, has_fallback, cached, out_hash, received, variant, top_class, rows, in_hash)",
     # The records that kept raw inputs: a few percent of a fleet's log, found without a scan.
     "CREATE INDEX IF NOT EXISTS records_inputs ON records (model, time) WHERE inputs IS NOT NULL",
     # Feedback finds its prediction here, with what monitoring compares it to (no row lookup).
@@ -99,6 +100,7 @@ DEVICE_COLUMNS_3 = ("grp TEXT NOT NULL DEFAULT ''", "dropped BIGINT", "pending B
 RECORD_COLUMNS_3 = ("rows INTEGER", "top_class INTEGER", "confidence DOUBLE PRECISION", "margin DOUBLE PRECISION",
                     "entropy DOUBLE PRECISION", "out_norm DOUBLE PRECISION", "nonfinite INTEGER", "out_hash TEXT",
                     "has_fallback INTEGER")
+RECORD_COLUMNS_4 = ("in_hash TEXT",)
 # Version 1 -> 2: copy each changed table into its new shape (old rows belong to store '').
 MIGRATE_1 = {
     "batches": "INSERT INTO batches (device, idempotency_key, payload_hash, result, received) "
@@ -148,6 +150,10 @@ class Database(SqlDatabase):
             if version == 2:
                 for column in RECORD_COLUMNS_3:
                     tx.execute(f"ALTER TABLE records ADD COLUMN {column}")
+            if version in (2, 3):
+                for column in RECORD_COLUMNS_4:  # old rows keep NULL: each counts as a different input
+                    tx.execute(f"ALTER TABLE records ADD COLUMN {column}")
+                tx.execute("DROP INDEX IF EXISTS records_monitor")  # made again below, with the new column
                 for index in ("records_time", "records_request"):  # records_monitor starts with the first one's
                     tx.execute(f"DROP INDEX IF EXISTS {index}")  # columns; the second one gains some
             for statement in list(TABLES.values()) + INDEXES:
@@ -175,7 +181,8 @@ def _widen_reals(tx) -> None:
 
 
 RECORD_SIGNALS_SQL = ("UPDATE records SET rows = ?, top_class = ?, confidence = ?, margin = ?, entropy = ?, out_norm = ?, "
-                      "nonfinite = ?, out_hash = ?, has_fallback = ? WHERE device = ? AND store = ? AND record_id = ?")
+                      "nonfinite = ?, out_hash = ?, in_hash = ?, has_fallback = ? WHERE device = ? AND store = ? "
+                      "AND record_id = ?")
 SKETCH_UPSERT = ("INSERT INTO sketches (model, version, device, hour, feature, bucket, n) VALUES (?,?,?,?,?,?,?) "
                  "ON CONFLICT (model, hour, version, device, feature, bucket) DO UPDATE SET n = sketches.n + excluded.n")
 

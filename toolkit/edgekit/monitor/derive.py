@@ -12,13 +12,13 @@ import hashlib
 import json
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
 import numpy as np
 
 from ..sync.record import decode_array
-from .features import input_features, output_signals, summary_features
+from .features import RECORD, input_features, input_hash, output_signals, summary_features
 from .sketch import bucket_of
 
 HOUR = 3600
@@ -34,14 +34,15 @@ class Derived:
     out_norm: Optional[float]
     nonfinite: int
     out_hash: Optional[str]
+    in_hash: Optional[str] = None
 
     def columns(self) -> tuple:
         return (self.rows, self.top_class, self.confidence, self.margin, self.entropy, self.out_norm, self.nonfinite,
-                self.out_hash)
+                self.out_hash, self.in_hash)
 
 
-COLUMNS = ("rows", "top_class", "confidence", "margin", "entropy", "out_norm", "nonfinite", "out_hash")
-EMPTY = Derived(0, None, None, None, None, None, 0, None)
+COLUMNS = ("rows", "top_class", "confidence", "margin", "entropy", "out_norm", "nonfinite", "out_hash", "in_hash")
+EMPTY = Derived(0, None, None, None, None, None, 0, None, None)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def derive(items: list[Item]) -> tuple[list[Derived], Counter]:
     def key_of(item: Item) -> tuple:
         return (item.model, item.version or "", int(item.time // HOUR) * HOUR)
 
+    hashes: list[Optional[str]] = [None] * len(items)
     by_output: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
     by_input: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
     for i, item in enumerate(items):
@@ -130,6 +132,7 @@ def derive(items: list[Item]) -> tuple[list[Derived], Counter]:
         if outputs:
             by_output[(key, _signature(outputs))].append((i, outputs))
         inputs = _decode(item.inputs)
+        hashes[i] = _input_hash(inputs, item.summary)
         if inputs:
             by_input[(key, _signature(inputs))].append((i, inputs))
         elif item.summary:
@@ -172,7 +175,17 @@ def derive(items: list[Item]) -> tuple[list[Derived], Counter]:
             buckets, n = np.unique(bucket_of(name, values), return_counts=True)
             for b, c in zip(buckets.tolist(), n.tolist()):
                 counts[key + (name, b)] += c
+    derived = [replace(d, in_hash=h) if h is not None else d for d, h in zip(derived, hashes)]
     return derived, counts
+
+
+def _input_hash(inputs: Optional[dict], summary: Optional[dict]) -> Optional[str]:
+    """The record's input hash: over the inputs it shipped, else the one its summary carries
+    (None for a device too old to send one)."""
+    if inputs:
+        return str(input_hash(inputs))
+    value = ((summary or {}).get(RECORD) or {}).get("hash")
+    return str(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def item_from_row(model, version, time_, latency_ms, outputs_text, inputs_text, summary_text) -> Item:

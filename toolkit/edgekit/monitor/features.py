@@ -100,10 +100,26 @@ def _input_features(name: str, array) -> dict[str, np.ndarray]:
     return out
 
 
+RECORD = "__record__"  # the summary's entry for the record as a whole (not an input)
+
+
+def input_hash(inputs: dict) -> int:
+    """A 52-bit digest of a record's inputs, exact in a JSON number: the same on the device (in
+    the summary of inputs that do not ship) and the collector (over inputs that do). Identical
+    outputs for different inputs mean a stuck model; for the same input resent, they do not."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in sorted(inputs):
+        value = np.ascontiguousarray(inputs[name])
+        digest.update(f"{name}\0{value.dtype.str}\0{value.shape}\0".encode())
+        digest.update(value.tobytes())
+    return int.from_bytes(digest.digest(), "big") >> 12
+
+
 def summarise(inputs: dict) -> dict:
     """A record's per-input summary as the device ships it: the features averaged over the
-    record's rows (one row for a single prediction), the shape, and null for what is not finite."""
-    out = {}
+    record's rows (one row for a single prediction), the shape, and null for what is not finite;
+    and under ``RECORD`` the inputs' hash."""
+    out: dict = {RECORD: {"hash": input_hash(inputs)}}
     for name, value in inputs.items():
         value = np.asarray(value)
         stats: dict = {"shape": list(value.shape)}
@@ -120,6 +136,8 @@ def summary_features(summary: dict) -> dict[str, float]:
     """The shipped summary as features named like the collector's own (``in.<name>.<stat>``)."""
     out = {}
     for name, stats in summary.items():
+        if name == RECORD:
+            continue
         for key, value in stats.items():
             if key != "shape" and value is not None:
                 out[f"in.{name}.{key}"] = float(value)

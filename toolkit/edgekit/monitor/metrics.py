@@ -16,7 +16,8 @@ EXPORTED = (
     "records", "feedback.rate", "feedback.labelled", "feedback.accuracy", "feedback.negative_share",
     "performance.estimated_accuracy", "performance.estimated_drop", "proxy.low_confidence_share",
     "proxy.entropy_mean", "proxy.top_class_share", "proxy.identical_output_share", "proxy.nonfinite_share",
-    "proxy.fallback_share", "proxy.cached_share", "quality.failing_share", "drift.share", "drift.dataset",
+    "proxy.fallback_share", "proxy.cached_share", "quality.failing_share", "proxy.repeated_input_share",
+    "drift.share", "drift.dataset",
     "system.latency_p50_ms", "system.latency_p95_ms", "system.latency_p99_ms", "system.devices",
     "system.silent_devices", "system.dropped", "system.pending", "system.lag_max_s",
 )

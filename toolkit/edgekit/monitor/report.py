@@ -30,6 +30,7 @@ COLUMNS = (
     ("est. accuracy", "performance.estimated_accuracy", "{:.1%}", None),
     ("low confidence", "proxy.low_confidence_share", "{:.1%}", None),
     ("identical outputs", "proxy.identical_output_share", "{:.1%}", None),
+    ("repeated inputs", "proxy.repeated_input_share", "{:.1%}", None),
     ("fallbacks", "proxy.fallback_share", "{:.1%}", None),
     ("class shift", "proxy.class_shift", "{:.2f}", None),
     ("data quality (worst check failing)", "quality.failing_share", "{:.1%}", None),

@@ -40,7 +40,8 @@ feedback.coverage feedback.lag_mean_s feedback.lag_p90_s proxy.class_shift proxy
 system.latency_p50_ratio system.latency_p95_ratio
 performance.estimated_accuracy performance.estimated_drop performance.estimated_high performance.estimated_low
 performance.reference_accuracy proxy.cached_share proxy.entropy_mean proxy.fallback_share
-proxy.identical_output_share proxy.low_confidence_excess proxy.low_confidence_expected proxy.low_confidence_share
+proxy.identical_output_share proxy.repeated_input_share proxy.low_confidence_excess proxy.low_confidence_expected
+proxy.low_confidence_share
 proxy.nonfinite_share proxy.top_class_share proxy.top_class_share_reference quality.failed_checks
 quality.failing_share quality.rows system.dead_letter system.devices system.devices_reporting system.dropped
 system.lag_max_s system.lag_mean_s system.last_record system.latency_p50_ms system.latency_p95_ms
@@ -112,7 +113,10 @@ DEFAULT_RULES = (
     Rule("low-confidence predictions", "proxy.low_confidence_excess", above=3.0, min_samples=100,
          why="3x more predictions below the reference's 5th-percentile confidence than expected"),
     Rule("identical outputs for different inputs", "proxy.identical_output_share", above=0.5, min_samples=50,
-         severity="critical", why="a stuck sensor or a broken pre-processing step feeds the same input"),
+         severity="critical", why="the model answers one thing to different inputs: a broken pre-processing step, "
+                                  "a constant fed in place of the data, a degenerate release"),
+    Rule("repeated inputs", "proxy.repeated_input_share", above=0.5, min_samples=50, severity="critical",
+         why="the same input arrives again and again: a frozen camera or a stuck sensor"),
     Rule("non-finite outputs", "proxy.nonfinite_share", above=0.001, min_samples=1, severity="critical",
          why="the model returns NaN or infinity"),
     Rule("fallbacks", "proxy.fallback_share", above=0.2, min_samples=50,
@@ -121,7 +125,10 @@ DEFAULT_RULES = (
     # three; one device falling back on every call never reached 0.2 in a group of five), so the
     # faults that live on one device are watched per device too, and the alert names it.
     Rule("identical outputs on one device", "proxy.identical_output_share", above=0.5, min_samples=50, by="device",
-         severity="critical", why="this device's camera or pre-processing is stuck; its group's share dilutes it"),
+         severity="critical", why="this device's pre-processing is stuck; its group's share dilutes it"),
+    Rule("repeated inputs on one device", "proxy.repeated_input_share", above=0.5, min_samples=50, by="device",
+         severity="critical", why="this device sends the same input again and again (a frozen camera); its group's "
+                                  "share dilutes it"),
     Rule("fallbacks on one device", "proxy.fallback_share", above=0.5, min_samples=50, by="device",
          why="the preferred variant fails on this device (its runtime, its hardware); its group hides it"),
     # Latency is judged against the device's own week before (devices differ); 50 records

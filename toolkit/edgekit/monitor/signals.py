@@ -248,7 +248,7 @@ def _ref_summary(reference: Optional[Reference]) -> Optional[dict]:
 
 
 _SUMS = ("records", "rows", "low_confidence", "with_confidence", "entropy_sum", "with_entropy", "nonfinite",
-         "fallbacks", "cached", "distinct_outputs", "hashed", "lag_sum")
+         "fallbacks", "cached", "distinct_outputs", "distinct_inputs", "unhashed_inputs", "hashed_inputs", "lag_sum")
 
 
 def _records(tx, model, start, end, reference) -> dict:
@@ -259,7 +259,11 @@ def _records(tx, model, start, end, reference) -> dict:
         "SUM(CASE WHEN r.confidence < ? THEN 1 ELSE 0 END), COUNT(r.confidence), SUM(r.entropy), COUNT(r.entropy), "
         "SUM(r.nonfinite), SUM(r.has_fallback), SUM(r.cached), "
         "COUNT(DISTINCT CASE WHEN r.cached = 0 THEN r.out_hash END), "
-        "SUM(CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL THEN 1 ELSE 0 END), "
+        # different inputs among the hashed outputs: a resent input may repeat its output (a
+        # record from a device too old to send its inputs' hash counts as a different input)
+        "COUNT(DISTINCT CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL THEN r.in_hash END), "
+        "SUM(CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL AND r.in_hash IS NULL THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL AND r.in_hash IS NOT NULL THEN 1 ELSE 0 END), "
         "SUM(r.received - r.time), MAX(r.received - r.time), MAX(r.time) "
         "FROM records r WHERE r.model = ? AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device",
         (low, model, start, end))
@@ -549,7 +553,12 @@ def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fall
     else:
         s["proxy.top_class_share"] = s["proxy.top_class_share_reference"] = None
         s["proxy.class_shift"] = s["proxy.class_shift_p"] = None
-    s["proxy.identical_output_share"] = (1 - rec["distinct_outputs"] / rec["hashed"]) if rec and rec["hashed"] else None
+    different = (rec["distinct_inputs"] + rec["unhashed_inputs"]) if rec else 0
+    s["proxy.identical_output_share"] = max(0.0, 1 - rec["distinct_outputs"] / different) if different else None
+    # the same input over and over (a frozen camera): a data fault the outputs alone cannot tell
+    # from a model that answers one thing to everything
+    s["proxy.repeated_input_share"] = (1 - rec["distinct_inputs"] / rec["hashed_inputs"]
+                                         if rec and rec["hashed_inputs"] else None)
     s["proxy.nonfinite_share"] = _ratio(rec["nonfinite"], records) if rec else None
     s["proxy.fallback_share"] = _ratio(rec["fallbacks"], records) if rec else None
     s["proxy.cached_share"] = _ratio(rec["cached"], records) if rec else None
