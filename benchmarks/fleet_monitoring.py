@@ -122,7 +122,7 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
     features for the comparison with Evidently. Returns (records, rows)."""
     from edgekit.collector.db import Database, add_device
     from edgekit.collector.ingest import ingest
-    from edgekit.monitor.features import input_features
+    from edgekit.monitor.features import RECORD, input_features, input_hash
     from edgekit.sync.record import Batch, encode_array
 
     db = Database(url)
@@ -163,7 +163,8 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
                 summaries = {k.split(".", 1)[1]: v.tolist() for k, v in stats.items()}
                 for j in range(n):
                     keep = rng.random() < 0.05
-                    summary = {"input": {"shape": [1, 1, 8, 8], **{k: v[j] for k, v in summaries.items()}}}
+                    summary = {"input": {"shape": [1, 1, 8, 8], **{k: v[j] for k, v in summaries.items()}},
+                               RECORD: {"hash": input_hash({"input": pics[j:j + 1]})}}  # as LogStore ships it
                     records.append(_record(name, next_id, float(times[j]), float(latency[j]), fallbacks,
                                            {"logits": encode_array(logits[j:j + 1])},
                                            {"input": encode_array(pics[j:j + 1])} if keep else None,

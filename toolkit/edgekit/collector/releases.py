@@ -147,7 +147,7 @@ def adopt(db: Database, store: Path, bundle: Path, model: str, public_key: Optio
                        "VALUES (?,?,NULL,100,'[]',0,'promoted',?,?)", (model, version, now, now))
         elif previous.state in ("canary", "paused") and previous.baseline is None and previous.version != version:
             tx.execute("UPDATE rollouts SET baseline = ?, updated = ? WHERE model = ?", (version, now, model))
-        elif previous.version == version and previous.state == "promoted" or previous.baseline == version:
+        elif (previous.version == version and previous.state == "promoted") or previous.baseline == version:
             return published | {"adopted": False, "why": f"{version} is already the fleet's baseline"}
         else:
             raise EdgekitError(f"{model} has a baseline already ({previous.baseline or previous.version}); adopt "
@@ -157,12 +157,17 @@ def adopt(db: Database, store: Path, bundle: Path, model: str, public_key: Optio
     return published | {"adopted": True}
 
 
+def _eligible(db: Database, groups: tuple[str, ...]) -> list[str]:
+    """The enrolled devices a rollout limited to ``groups`` (none: all) may reach."""
+    with db.read() as tx:
+        rows = tx.all("SELECT name, grp FROM devices WHERE revoked = 0")
+    return [name for name, grp in rows if not groups or grp in groups]
+
+
 def canary_devices(db: Database, model: str, canary: float, groups: tuple[str, ...] = ()) -> tuple[list[str], int]:
     """(the enrolled devices a canary of ``canary`` percent puts the version on, how many are
     eligible): on a small fleet 50% can be 1 device of 6, and that must be said."""
-    with db.read() as tx:
-        rows = tx.all("SELECT name, grp FROM devices WHERE revoked = 0")
-    eligible = [name for name, grp in rows if not groups or grp in groups]
+    eligible = _eligible(db, groups)
     return sorted(n for n in eligible if bucket(n, model) < canary), len(eligible)
 
 
@@ -171,9 +176,7 @@ def _share_for(db: Database, model: str, canary: float, groups: tuple[str, ...],
     their place by their stable bucket, so the share is raised to the next device's bucket)."""
     if min_devices <= 0:
         return canary
-    with db.read() as tx:
-        rows = tx.all("SELECT name, grp FROM devices WHERE revoked = 0")
-    places = sorted(bucket(name, model) for name, grp in rows if not groups or grp in groups)
+    places = sorted(bucket(name, model) for name in _eligible(db, groups))
     if min_devices >= len(places):
         raise EdgekitError(f"--min-devices {min_devices} needs more than the {len(places)} eligible device(s): a canary "
                            "on all of them leaves no baseline to compare with",

@@ -23,9 +23,9 @@ from . import report as report_mod
 from .accuracy import Tolerance, check_task, compare, shortfall, verdict
 from .budget import Budget
 from .build import Builder
+from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .int8_host import judge as judge_int8
 from .int8_host import text as int8_text
-from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .plan import Candidate, Plan, make_plan
 from .select import TIE, median_ci, pick
 from .sizes import drop_fixed_sizes
