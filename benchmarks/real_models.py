@@ -233,17 +233,20 @@ def zoo_case(work: Path, name: str, target: str, goals: Goals, rows: list) -> No
                     f"{str(exc)[:60]})", f"{said} on {report['data']['eval']} (winner {result.winner})", True)
         return
     n = len(next(iter(fresh.values())))
-    shipped, fp32 = [], []
+    shipped, fp32, fallbacks = [], [], 0
     for i in range(n):
         one = {k: v[i:i + 1] for k, v in fresh.items()}
         if task == "embedding":  # each sentence at its own length: the dynamic axis kept
             length = int(one["attention_mask"].sum())
             one = {k: v[:, :length] for k, v in one.items()}
         answer = runtime.predict_validated(one)
+        fallbacks += answer["__variant__"] != result.winner  # a variant skipped at load falls back too
         shipped.append(answer[next(k for k in answer if not k.startswith("__"))][0])
         fp32.append(source.run(None, one)[0][0])
     shipped, fp32 = np.array(shipped), np.array(fp32)
-    fallbacks = runtime.stats()["fallbacks"]
+    if fallbacks:
+        fallbacks = f"{fallbacks} ({runtime.stats()['active_variant']} answered; skipped: " + "; ".join(
+            f"{v['id']}: {v['skipped']}" for v in runtime.stats()["variants"] if v["skipped"])[:200] + ")"
     if labels is None:
         cos = (shipped * fp32).sum(1) / np.linalg.norm(shipped, axis=1) / np.linalg.norm(fp32, axis=1)
         goals.check(f"{name} -> {target}: shipped embeddings at each sentence's length match fp32's",
