@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def server(bundles, tmp_path_factory):
     log_db = tmp_path_factory.mktemp("log") / "log.db"
-    s = Server([*bundles, "--log-db", log_db, "--max-body-mb", "1"])
+    # No latency budget: these tests load the server with closed-loop clients and expect every
+    # answer (the default budget sheds their queue: test_overload_is_shed_on_the_defaults)
+    s = Server([*bundles, "--log-db", log_db, "--max-body-mb", "1", "--max-wait-ms", "0"])
     s.log_db = log_db
     yield s
     s.stop()
@@ -323,13 +325,13 @@ def test_overload_is_shed_with_503_and_retry_after(bundles):
 
 
 def test_overload_is_shed_on_the_defaults(bundles):
-    """No flag given: the latency budget is derived from the unloaded p99 timed at load, so a
+    """No flag given: the latency budget is derived from the quickest forward pass served, so a
     burst far above capacity is shed with 503 + Retry-After (the default queue of 256 rows held a
     minute of MiniLM work and shed nothing), and the server answers once the burst is over."""
     s = Server([bundles[1], "--cache-size", "0"])
     try:
         meta = json.loads(s.request("GET", "/v2/models/minilm")[1])["parameters"]
-        assert meta["latency_budget"].startswith("auto: 2x the unloaded p99") and meta["latency_budget_ms"] > 0
+        assert meta["latency_budget"].startswith("auto: 2x the quickest forward pass (none yet")
         statuses, retry = [], []
 
         def client(i):
@@ -355,6 +357,8 @@ def test_overload_is_shed_on_the_defaults(bundles):
                                       {"name": "attention_mask", "shape": [1, 128], "datatype": "INT64",
                                        "data": [1] + [0] * 127}]}).encode()
         assert s.request("POST", "/v2/models/minilm/infer", body)[0] == 200  # still serving
+        meta = json.loads(s.request("GET", "/v2/models/minilm")[1])["parameters"]
+        assert meta["latency_budget_ms"] >= 25 and "ms), at least 25 ms" in meta["latency_budget"]
     finally:
         s.stop()
 
@@ -415,7 +419,9 @@ def _with_runtime(bundle, tmp_path, runtime: str, in_service: str) -> tuple:
 
 def test_a_faulty_variant_under_load_falls_back_and_no_request_fails(bundles, tmp_path):
     bundle, env = _with_runtime(bundles[0], tmp_path, "flaky", FAULTY)
-    s = Server([bundle, "--cache-size", "0"], env=env)
+    # no latency budget: the retried batches of a failing variant are slow, and shedding them is
+    # not what this test is about (every request answered by the fallback)
+    s = Server([bundle, "--cache-size", "0", "--max-wait-ms", "0"], env=env)
     try:
         statuses = []
 

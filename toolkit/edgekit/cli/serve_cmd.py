@@ -21,7 +21,7 @@ from .common import FiniteFloat, console, json_option, print_json
               help="Rows queued per model; beyond it: 503.")
 @click.option("--max-wait-ms", default="auto", show_default=True,
               help="Latency budget: shed (503) a request whose expected queue wait is longer. auto: twice the "
-                   "unloaded p99 timed when the model loads; 0: off (only --max-queue sheds).")
+                   "quickest forward pass served, at least 25 ms; 0: off (only --max-queue sheds).")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own.")
 @click.option("--batch-workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Forward passes in flight per model.")

@@ -52,6 +52,7 @@ class AsyncBatcher:
         self._running: set[asyncio.Task] = set()
         self.batches = self.requests = 0
         self.row_ms = 0.0  # moving average of forward-pass time per row: what a queued row will cost
+        self.fastest_ms: Optional[float] = None  # the quickest forward pass yet: the unloaded time
         self._in_flight_rows = 0
 
     @property
@@ -157,8 +158,10 @@ class AsyncBatcher:
                     except Exception as single:
                         _settle(pending, exception=single)
                 return
-            per_row = (loop.time() - started) * 1000 / rows
+            took = (loop.time() - started) * 1000
+            per_row = took / rows
             self.row_ms = per_row if not self.row_ms else 0.8 * self.row_ms + 0.2 * per_row
+            self.fastest_ms = took if self.fastest_ms is None else min(self.fastest_ms, took)
             start = 0
             for pending in batch:
                 _settle(pending, {k: v[start:start + pending.rows] if isinstance(v, np.ndarray) else v

@@ -37,7 +37,8 @@ class ServeOptions:
     batching: bool = True
     # A latency budget: shed a request whose expected wait (rows ahead x measured time per row)
     # is longer than this. Keeps accepted requests fast under overload; None: only max_queue.
-    # "auto": AUTO_BUDGET x the unloaded p99 measured when the model loads (the default: a queue of
+    # "auto": AUTO_BUDGET x the quickest forward pass served, at least MIN_BUDGET_MS
+    # (the default: a queue of
     # 256 rows was a minute of MiniLM work, so nothing was ever shed and p99 reached 3.5 s).
     max_wait_ms: Optional[float] | str = "auto"
     max_request_pixels: int = 64_000_000  # all the pictures of one request together, checked before decoding
@@ -53,9 +54,10 @@ class ServeOptions:
             raise EdgekitError("max_delay_ms and cache_size must be >= 0 and timeout_ms > 0")
 
 
-AUTO_BUDGET = 2.0  # x the unloaded p99: with its own forward pass, an accepted request stays near 3x
-BUDGET_RUNS = 20  # timed single-row predictions at load (after 3 warm-ups) ...
-BUDGET_SECONDS = 2.0  # ... or as many as fit in this, at least 5
+AUTO_BUDGET = 2.0  # x the quickest forward pass: with its own pass, an accepted request stays near 3x
+# ... but never under this: a queue shorter than a few scheduler ticks protects nobody, and a
+# sub-millisecond model's budget of 2x its own time would shed well-behaved concurrent clients
+MIN_BUDGET_MS = 25.0
 
 
 class NotFound(ProtocolError):
@@ -83,32 +85,30 @@ class ServedModel:
             self.batcher = AsyncBatcher(self.runtime.predict_validated, self.executor, options.max_batch,
                                         options.max_delay_ms, options.max_queue, options.workers,
                                         on_batch=self._observe_batch)
-        self.budget_ms, self.budget_basis = self._latency_budget()
 
-    def _latency_budget(self) -> tuple[Optional[float], str]:
-        """(the expected-wait budget in ms or None, how it was set). "auto" times single-row
-        predictions of the bundle's golden inputs now, on an idle server, and seeds the batcher's
-        time per row with them, so that the first burst is already judged."""
+    @property
+    def budget_ms(self) -> Optional[float]:
+        """The expected-wait budget now (None: off). "auto" derives it from the quickest forward
+        pass this server has run, measured on real traffic: timing the model at load would call a
+        runtime that may hang or fail there, and keep the server from starting."""
         given = self.options.max_wait_ms
         if given != "auto":
-            return given, "given" if given else "off: only the queue limit sheds"
+            return given or None
+        if self.batcher is None or self.batcher.fastest_ms is None:
+            return None
+        return max(AUTO_BUDGET * self.batcher.fastest_ms, MIN_BUDGET_MS)
+
+    @property
+    def budget_basis(self) -> str:
+        given = self.options.max_wait_ms
+        if given != "auto":
+            return "given" if given else "off: only the queue limit sheds"
         if self.batcher is None:
-            return None, "off: no batching queue"
-        golden = self.runtime._golden
-        if golden is None:
-            return None, "off: the bundle has no golden inputs to time; give --max-wait-ms"
-        sample = {k: v[:1] for k, v in golden[0].items()}
-        times, begun = [], time.perf_counter()
-        for i in range(BUDGET_RUNS + 3):
-            started = time.perf_counter()
-            self.runtime.predict_validated(sample)
-            if i >= 3:
-                times.append((time.perf_counter() - started) * 1000)
-            if len(times) >= 5 and started - begun > BUDGET_SECONDS:  # a slow model starts in seconds, not minutes
-                break
-        self.batcher.row_ms = float(np.median(times))
-        p99 = float(np.percentile(times, 99))
-        return AUTO_BUDGET * p99, f"auto: {AUTO_BUDGET:g}x the unloaded p99 of {p99:.2f} ms measured at load"
+            return "off: no batching queue"
+        fastest = self.batcher.fastest_ms
+        return (f"auto: {AUTO_BUDGET:g}x the quickest forward pass ("
+                + (f"{fastest:.2f} ms" if fastest is not None else "none yet: nothing is shed before the first")
+                + f"), at least {MIN_BUDGET_MS:g} ms")
 
     def _batchable(self) -> Optional[str]:
         """None when requests can be batched; else why not (said in the model metadata)."""
