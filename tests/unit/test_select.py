@@ -74,3 +74,5 @@ def test_a_target_estimate_never_contradicts_the_host_measurement_beyond_the_pea
     assert np.isclose(Optimizer.measured_floor(opt, static, passing, level), level / 2)
     assert np.isclose(Optimizer.measured_floor(opt, fp32, passing, level), level)
     assert Optimizer.measured_floor(opt, dynamic, [dynamic, static], level) == 0.0  # no fp32 measured: no floor
+    fp16 = outcome("fp16", 0.01)  # fp16 weights run as fp32 on the Pi: the fitted fp32 level is its
+    assert np.isclose(Optimizer.measured_floor(opt, dynamic, passing + [fp16], level), level * 5 / 2)

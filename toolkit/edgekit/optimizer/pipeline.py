@@ -245,12 +245,14 @@ class Optimizer:
 
     def measured_floor(self, o: Outcome, passing: list[Outcome], fp32_level_ms: float) -> float:
         """The least the target can take for ``o`` given what this host measured: its ratio to the
-        fastest fp32 candidate here, scaled by how much more the target's peak for ``o``'s precision
+        fastest candidate computing in fp32 there, scaled by how much more the target's peak for ``o``'s precision
         exceeds its fp32 peak than the host's does. The fitted device model knows the precision's
         peak, not a small model's quantise/dequantise costs per op; a detector's dynamic int8 that
         ran 3x slower than fp32 here was estimated faster than fp32 on a Pi, whose int8 peak is only
         2x the host's relative to fp32."""
-        fp32 = [p.latency["p50_ms"] for p in passing if p.candidate.precision == "fp32"]
+        # the candidates the fitted fp32 level belongs to: those computing in fp32 on the target
+        fp32 = [p.latency["p50_ms"] for p in passing
+                if compute_precision(p.candidate.precision, p.candidate.format, self.target) == "fp32"]
         if not fp32:
             return 0.0
         h_kind = compute_precision(o.candidate.precision, o.candidate.format, self.host)
