@@ -224,7 +224,7 @@ def test_admit_sheds_on_a_full_queue_and_on_a_wait_beyond_the_budget(opt_dir):  
             while model.batcher.batches < 4:
                 await asyncio.sleep(0.005)
             # one row ahead at the measured cost per row (a moving average of 300 ms and two fast rows)
-            with pytest.raises(Overloaded, match="expected wait of .* exceeds the budget of 100 ms"):
+            with pytest.raises(Overloaded, match="expected wait of .* exceeds the latency budget of 100.0 ms"):
                 model.admit()
             model.options = replace(model.options, max_wait_ms=None)
             model.admit()  # without a budget only the queue limit sheds

@@ -11,18 +11,13 @@ import numpy as np
 
 
 def tokens(sentences: list[str], length: int | None = None) -> dict[str, np.ndarray]:
-    """Token ids and mask padded to the longest sentence (or ``length``)."""
+    """Token ids and mask cut to the longest sentence (or ``length``); the shared tokenizer pads to
+    128 and is not changed (other callers rely on its padding)."""
     from edgekit.zoo import minilm
 
-    tok = minilm.tokenizer()
-    tok.no_padding()
-    encoded = tok.encode_batch(sentences)
-    width = length or max(len(e.ids) for e in encoded)
-    ids = np.zeros((len(encoded), width), np.int64)
-    mask = np.zeros_like(ids)
-    for i, e in enumerate(encoded):
-        ids[i, :len(e.ids)], mask[i, :len(e.ids)] = e.ids[:width], 1
-    return {"input_ids": ids, "attention_mask": mask}
+    padded = minilm.tokenize(sentences)
+    width = length or int(padded["attention_mask"].sum(1).max())
+    return {k: np.ascontiguousarray(v[:, :width]) for k, v in padded.items()}
 
 
 def build(folder: Path) -> Path:
