@@ -58,6 +58,8 @@ def build(folder: Path) -> Path:
     """Train the spotter and export it; returns the .onnx path (made once per folder)."""
     import torch
 
+    from . import fit_classifier
+
     path = folder / "kws_gru.onnx"
     if path.exists():
         return path
@@ -77,15 +79,7 @@ def build(folder: Path) -> Path:
     torch.manual_seed(0)
     model = Spotter()
     x, y = clips(800, seed=0)
-    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        pick = rng.integers(0, len(x), 64)
-        loss = nn.functional.cross_entropy(model(torch.from_numpy(x[pick])), torch.from_numpy(y[pick]))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    fit_classifier(model, x, y, steps=300)
     folder.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, (torch.zeros(1, FRAMES, BANDS),), str(path), input_names=["mel"],
                       output_names=["scores"], dynamo=False, opset_version=17)

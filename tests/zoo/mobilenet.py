@@ -29,6 +29,8 @@ def build(folder: Path) -> Path:
     """Train the classifier and export it; returns the .onnx path (made once per folder)."""
     import torch
 
+    from . import fit_classifier
+
     path = folder / "mobilenet.onnx"
     if path.exists():
         return path
@@ -43,15 +45,7 @@ def build(folder: Path) -> Path:
                           separable(16, 32, 1), separable(32, 64, 2), separable(64, 64, 1), separable(64, 128, 2),
                           separable(128, 128, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
     x, y = _digits(slice(0, 1400))
-    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(250):
-        pick = rng.integers(0, len(x), 64)
-        loss = nn.functional.cross_entropy(model(torch.from_numpy(x[pick])), torch.from_numpy(y[pick]))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    fit_classifier(model, x, y, steps=250)
     folder.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, (torch.zeros(1, 1, SIZE, SIZE),), str(path), input_names=["input"],
                       output_names=["logits"], dynamo=False, opset_version=17)
