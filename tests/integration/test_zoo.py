@@ -154,3 +154,25 @@ def test_a_factory_model_is_named_and_versioned_by_the_user(tmp_path, cli):
     assert again.exit_code == 0 and read_manifest(tmp_path / "renamed.ekb").model.version == "4"
     bad = cli("optimize", f"{factory}:build", "--version", "../4", "--out", tmp_path / "bad")
     assert bad.exit_code == 1 and "--version '../4' is not a name" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_the_bundle_runs_the_variant_optimize_chose(tmp_path):
+    """MiniLM's int8 variant passed the guard over 100 sentences (mean cosine >= 0.99) and read
+    0.9888 on the bundle's four golden samples, so every device skipped the winner at its
+    self-test and ran fp32. The self-test's bar is now what the shipped variants score on those
+    samples here, less a margin, never above the tolerance."""
+    from edgekit import optimize
+    from edgekit.runtime import load
+    from edgekit.zoo import minilm
+
+    path = minilm_dynamic.build(tmp_path)
+    sentences = minilm.sentences()
+    np.savez(tmp_path / "data.npz", **minilm_dynamic.tokens(sentences[::2], length=32))
+    result = optimize(str(path), target="host", data=str(tmp_path / "data.npz"), task="embedding",
+                      out=tmp_path / "out", formats={"onnx"}, precisions={"fp32", "int8-dynamic"}, timing_s=1)
+    assert result.winner == "onnx-int8-dynamic"  # int8 wins here, as on every CPU with a real int8 path
+    model = load(tmp_path / "out")
+    assert model.active.id == result.winner, [(v.id, v.skip_reason) for v in model.variants]
+    bar = json.loads((tmp_path / "out" / "manifest.json").read_text())["golden"]["min_cosine"]
+    scores = result.report["self_test"]["scores"]
+    assert bar <= 0.99 and all(s - 0.01 >= bar - 1e-9 for s in scores.values()), (bar, scores)

@@ -39,6 +39,7 @@ class _Variant:
         self.retry_at = 0.0  # monotonic time after which a demoted variant gets one more try
         self.backoff_s = 0.0
         self.skip_reason: Optional[str] = None
+        self.self_test: Optional[float] = None  # the golden self-test's score here, once run
         self.executor: Optional[ThreadPoolExecutor] = None
 
     @property
@@ -47,6 +48,19 @@ class _Variant:
 
     def usable(self, now: float) -> bool:
         return not self.demoted or now >= self.retry_at
+
+
+def self_test_scores(bundle) -> dict[str, float | str]:
+    """Each variant's golden self-test score on this machine (the number bring-up compares with
+    the manifest's bar), or why it cannot run here."""
+    model = RuntimeModel(bundle, fallback=lambda feeds: {})
+    try:
+        for variant in model.variants:
+            model._bring_up(variant)
+        return {v.id: v.self_test if v.self_test is not None else (v.skip_reason or "no self-test")
+                for v in model.variants}
+    finally:
+        model.close()
 
 
 def _all_finite(a: np.ndarray) -> bool:
@@ -164,6 +178,7 @@ class RuntimeModel:
             if not all(_all_finite(g) for g in got):
                 return self._skip(variant, "self-test produced non-finite outputs")
             score = min(float(cosine_rows(e, g).mean()) for g, e in zip(got, expected))
+            variant.self_test = score
             if score < min_cos:
                 return self._skip(variant, f"self-test mean cosine {score:.4f} < {min_cos}")
         variant.session = session
