@@ -157,3 +157,31 @@ def test_a_detector_whose_int8_scores_collapse_is_never_chosen_broken(tmp_path):
     both = kept_r & kept_g
     assert (cls_r[both] == cls_g[both]).mean() >= 0.97 and np.abs(box_r - box_g)[both].max() < 8.0  # pixels
     assert np.unique(scores_g).size > 100  # scores are scores again
+
+
+def test_a_run_where_no_candidate_could_be_built_says_so(damaged, tmp_path, monkeypatch):
+    """A keyword GRU for the Edge TPU: the only candidate, full-integer TFLite, failed to convert,
+    and the error said 'no candidate met the tolerance ... closest: none' and advised installing
+    the converter that had just run. Both name the wrong cause."""
+    onnx_path = tmp_path / "m.onnx"
+    module, example = _load(damaged).build()
+    torch.onnx.export(module, example, str(onnx_path), input_names=["input"], output_names=["out"],
+                      dynamic_axes={"input": {0: "batch"}}, dynamo=False)
+    monkeypatch.setenv("EDGEKIT_ONNX2TF_PYTHON", "/bin/false")  # the converter runs, and fails
+    with pytest.raises(NoCandidatePassed) as info:
+        optimize(str(onnx_path), target="coral-edgetpu", data=f"{damaged}:data", out=tmp_path / "out", timing_s=0.5)
+    message = str(info.value)
+    assert "could be built" in message and "met the tolerance" not in message
+    assert "tflite-int8-static: no ONNX -> TFLite converter worked" in message
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["winner"] is None and report["candidates"][0]["status"] == "failed"
+    assert "install its environment" not in report["candidates"][0]["reason"] + report["exports"]["tflite"].get("hint", "")
+
+
+def _load(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("outlier", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -196,8 +196,14 @@ def export_tflite_from_onnx(model: Model, dst: Path, probe, timeout_s: float = 6
             break
     if chosen is None:
         reasons = "; ".join(f"{a['converter']}: {a.get('skipped') or a.get('error')}" for a in attempts)
+        # Install advice only when no converter could run: one that ran and failed is installed,
+        # and the model's graph is what it could not map.
+        ran = [a["converter"] for a in attempts if "error" in a]
+        hint = (install_hint("onnx2tf") if not ran else
+                f"{' and '.join(ran)} could not map this graph to TFLite (recurrent layers and control flow often "
+                "do not convert); target a runtime that takes ONNX, or export the model without those ops")
         raise ConversionError(f"no ONNX -> TFLite converter worked ({reasons})", "onnx2tf",
-                              hint=install_hint("onnx2tf"), detail=json.dumps(attempts)[:2000])
+                              hint=hint, detail=json.dumps(attempts)[:2000])
     source = open_session(model.path, SessionOptions(), model)
     perms_in = _input_layout(model, dst, example)
     perms_out = _output_layout(model, dst, perms_in, example, source.run(example))

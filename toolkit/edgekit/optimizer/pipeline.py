@@ -479,6 +479,13 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
                                   "evaluated", f"raise --time-budget; the report is in {out_dir}")
         error.result = result
         raise error
+    if winner is None and not any(o.metrics for o in outcomes):
+        # nothing reached the guard: "met the tolerance" would name the wrong cause
+        reasons = "; ".join(f"{o.candidate.id}: {first_line(o.reason or 'failed', 300)}" for o in outcomes)
+        error = NoCandidatePassed(f"no candidate for {profile.id} could be built ({reasons})",
+                                  f"the report is in {out_dir}; each candidate's reason says what to change")
+        error.result = result
+        raise error
     if winner is None:
         error = NoCandidatePassed(
             f"no candidate met the tolerance ({report['tolerance_text']}); closest: {closest or 'none'}",
