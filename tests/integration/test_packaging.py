@@ -1,5 +1,6 @@
 """The wheel ships the profiles, and the Raspberry Pi kit installs and runs without torch."""
 
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,14 @@ def test_runtime_on_the_real_tflite_runtime_package(tflite_runtime_venv, tiny_tf
     assert result["stats"][0]["loaded"] and not result["stats"][0]["skipped"]
     assert {m.split(".")[0] for m in result["modules"]} == {"tflite_runtime"}
     assert np.allclose(result["out"], expected, atol=1e-5)
+
+
+def test_inspect_reads_a_bundle_as_the_device_would(bundles):
+    """`edgekit inspect BUNDLE` shows the manifest (it called a bundle a broken ONNX file)."""
+    digits, _ = bundles
+    cli = [sys.executable, "-m", "edgekit", "inspect", str(digits)]
+    plain = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    assert "digits-cnn" in plain.stdout and "onnx-fp32" in plain.stdout and "Interface" in plain.stdout
+    data = json.loads(subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert data["model"]["name"] == "digits-cnn" and [v["id"] for v in data["variants"]][0] in plain.stdout
