@@ -12,6 +12,7 @@ Goals (issue 12):
 - overload at 2x capacity (MiniLM int8), edgekit on its defaults: p99 for accepted requests <= 3x its unloaded
   p99, the excess shed with 429/503; the baseline's p99 under the same load printed beside it;
 - MiniLM int8, 1 client: p50 overhead over a direct session.run <= 1 ms;
+- digits JSON, 1 client: p50 no slower than the baseline (a lone request's steps printed beside it);
 - a cache hit: <= 0.3 ms p50 server-side time (Server-Timing).
 
     .venv/bin/python benchmarks/serve_http.py [--seconds 6]
@@ -241,6 +242,35 @@ def sequential(port: int, path: str, body: bytes, headers: dict, n: int) -> tupl
     return client, server
 
 
+def lone_request_parts(bundle: Path, body: bytes) -> dict[str, float]:
+    """The server's steps for one digits request, timed in this process (ms, median of 2,000):
+    what the Server-Timing total is made of."""
+    from edgekit.serve.batching import INLINE_MAX_MS
+    from edgekit.serve.protocol import InferRequest, encode_response
+    from edgekit.runtime import load
+
+    model = load(bundle)
+    parsed = InferRequest.parse(body)
+    feeds = model.validate(parsed.inputs)
+    outputs = {k: v for k, v in model.predict_validated(feeds).items() if not k.startswith("__")}
+    session = model.active.session
+
+    def median_ms(f) -> float:
+        times = []
+        for _ in range(2000):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[200:])) * 1000
+
+    return {"decode the JSON request": median_ms(lambda: InferRequest.parse(body)),
+            "validate inputs": median_ms(lambda: model.validate(parsed.inputs)),
+            "forward pass (session.run)": median_ms(lambda: session.run(feeds)),
+            f"runtime around it (fallback chain), run on the loop under {INLINE_MAX_MS} ms":
+                median_ms(lambda: model.predict_validated(feeds)) - median_ms(lambda: session.run(feeds)),
+            "encode the response": median_ms(lambda: encode_response("digits-cnn", "1", parsed, outputs))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0, help="per wrk run (three rounds per server)")
@@ -379,7 +409,29 @@ def main() -> int:
         overhead = float(np.median(client_ms)) - direct
         goals.check("MiniLM int8, 1 client: p50 overhead <= 1 ms", f"{overhead:+.2f} ms ({np.median(client_ms):.2f} "
                     f"vs {direct:.2f} ms)", overhead <= 1.0, baseline="a direct session.run on the same model file")
-        # 5. a cache hit, server-side
+        # 5. digits JSON, one client: where a lone request's time goes, and the FastAPI server beside it
+        print("digits JSON, one client ...", flush=True)
+        lone = {"baseline": [], "edgekit": [], "edgekit server": []}
+        for turn in range(6):  # alternating turns of 200 requests; the first of each pair warms up
+            for name, port, path in (("baseline", ports["baseline-digits"], "/v2/models/m/infer"),
+                                     ("edgekit", ports["edgekit"], "/v2/models/digits-cnn/infer")):
+                client, server = sequential(port, path, body, json_h, 200)
+                if turn >= 2:
+                    lone[name] += client[20:]
+                    if name == "edgekit":
+                        lone["edgekit server"] += server[20:]
+        p50 = {k: float(np.median(v)) for k, v in lone.items()}
+        parts = lone_request_parts(bundles["digits"], body)
+        print_table(["digits JSON, one request", "p50 ms"],
+                    [["client round trip, FastAPI server", f"{p50['baseline']:.3f}"],
+                     ["client round trip, edgekit", f"{p50['edgekit']:.3f}"],
+                     ["  edgekit server side (Server-Timing)", f"{p50['edgekit server']:.3f}"],
+                     *[[f"    {k}", f"{v:.3f}"] for k, v in parts.items()],
+                     ["  HTTP, client and network (the rest)", f"{p50['edgekit'] - p50['edgekit server']:.3f}"]])
+        goals.check("digits JSON, 1 client: p50 no slower", f"{p50['edgekit']:.3f} vs {p50['baseline']:.3f} ms "
+                    f"({p50['baseline'] / p50['edgekit']:.2f}x)", p50["edgekit"] <= p50["baseline"],
+                    baseline="FastAPI + one onnxruntime session, JSON, one client")
+        # 6. a cache hit, server-side
         _, server_ms = sequential(cached_port, "/v2/models/digits-cnn/infer", body, json_h, 500)
         hit = float(np.median(server_ms[10:]))
         goals.check("cache hit: p50 server-side time <= 0.3 ms", f"{hit:.3f} ms", hit <= 0.3,

@@ -32,9 +32,27 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
         page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.refused = []  # every 4xx/5xx the browser met while the page loaded
+        page.on("response", lambda r: page.refused.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.goto(f"{server.url}/ui/", wait_until="networkidle", timeout=60_000)
         yield page
         browser.close()
+
+
+def test_the_page_finds_everything_it_links(page, server):
+    """Gradio's page links /manifest.json (and browsers ask /favicon.ico) at the server's root,
+    above the /ui mount: each answered 404."""
+    import re
+    import urllib.request
+
+    assert not page.refused, page.refused
+    with urllib.request.urlopen(f"{server.url}/ui/", timeout=30) as answer:
+        html = answer.read().decode()
+    rooted = sorted(set(re.findall(r'(?:href|src)="(/[^/"][^"]*)"', html)) | {"/favicon.ico"})
+    assert "/manifest.json" in rooted
+    for path in rooted:
+        with urllib.request.urlopen(f"{server.url}{path}", timeout=30) as answer:  # follows redirects
+            assert answer.status == 200, path
 
 
 def test_upload_a_digit_and_see_its_label(page, tmp_path):

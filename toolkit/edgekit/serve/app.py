@@ -31,6 +31,7 @@ from .protocol import HEADER, InferRequest, ProtocolError, encode_response
 access = logging.getLogger("edgekit.serve.access")
 log = logging.getLogger("edgekit.serve")
 OPEN = ("/v2/health/live", "/v2/health/ready")  # probes need no token
+ALONE = "edgekit.alone"  # set in the scope by _Guard: no other request in flight (Repository.begin)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
         if known is not None:  # precomputed (edgekit predict): no inference at all
             outputs, info = known[1], {"source": "lookup", "request_id": model.new_request_id()}
         else:  # logged under the server's own id: clients reuse theirs ("0", "same"), records must not merge
-            outputs, info = await model.infer(parsed.inputs)
+            outputs, info = await model.infer(parsed.inputs, alone=request.scope.get(ALONE, False))
         data, headers = encode_response(model.name, model.version, parsed, outputs)
         headers["X-Request-Id"] = info["request_id"]
         headers["X-Edgekit-Source"] = info["source"]
@@ -113,7 +114,7 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
             results, info = [known[0]], {"source": "lookup", "request_id": model.new_request_id()}
         else:
             items, rid = await _raw_items(request, model, http.max_body_bytes)
-            results, info = await model.predict_raw(items)
+            results, info = await model.predict_raw(items, alone=request.scope.get(ALONE, False))
         return JSONResponse({"model_name": model.name, "model_version": model.version, "id": rid or info["request_id"],
                              "request_id": info["request_id"], "source": info["source"], "predictions": results},
                             headers={"X-Request-Id": info["request_id"], "X-Edgekit-Source": info["source"],
@@ -133,6 +134,8 @@ def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=Non
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         routes += [Route(prefix, model_metadata), Route(f"{prefix}/ready", model_ready)]
     if ui is not None:
+        # Gradio's page links these at the site's root, above its mount: send them to the mount
+        routes += [Route(path, _redirect(f"/ui{path}")) for path in ("/favicon.ico", "/manifest.json")]
         routes.append(Mount("/ui", app=ui))
 
     async def protocol_error(request, exc: ProtocolError):
@@ -186,7 +189,6 @@ class _Guard:
         # series per request (unbounded memory).
         self.known = {m.name for m in repository.all()}
         self.token = http.token.encode() if http.token else None
-        self.inflight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -200,13 +202,14 @@ class _Guard:
                 status["code"] = message["status"]
             await send(message)
 
-        if self.inflight >= self.http.max_inflight and path not in OPEN:
+        repository = self.repository
+        if repository.inflight >= self.http.max_inflight and path not in OPEN:
             self.metrics.shed.labels(self._model(path)).inc()
-            response = _error(503, f"{self.inflight} requests in flight (limit {self.http.max_inflight})",
+            response = _error(503, f"{repository.inflight} requests in flight (limit {self.http.max_inflight})",
                               {"Retry-After": "1"})
             await response(scope, receive, send)
             return
-        self.inflight += 1
+        scope[ALONE] = repository.begin()
         self.metrics.inflight.inc()
         try:
             if self.token and path not in OPEN and not self._authorised(scope):
@@ -215,7 +218,7 @@ class _Guard:
                 return
             await self.app(scope, receive, sending)
         finally:
-            self.inflight -= 1
+            repository.end()
             self.metrics.inflight.dec()
             seconds = time.perf_counter() - start
             self._count(path, status["code"], seconds)
@@ -239,6 +242,15 @@ class _Guard:
             if name == b"authorization" and value.startswith(b"Bearer "):
                 return hmac.compare_digest(value[7:], self.token)
         return False
+
+
+def _redirect(to: str):
+    from starlette.responses import RedirectResponse
+
+    async def redirect(request):
+        return RedirectResponse(to, status_code=308)
+
+    return redirect
 
 
 def _route(path: str) -> str:

@@ -11,6 +11,7 @@ request, so one bad request cannot fail its neighbours.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import EdgekitError
+
+
+# A forward pass up to this long may run on the event loop for a lone request (see can_inline).
+INLINE_MAX_MS = 0.5
 
 
 class Overloaded(EdgekitError):
@@ -80,6 +85,37 @@ class AsyncBatcher:
         self._more.set()
         return await pending.future
 
+    def can_inline(self) -> bool:
+        """True when a request may run on the event loop itself: nothing queued or running, and a
+        forward pass measured under INLINE_MAX_MS (less than the HTTP work of one request, so the
+        loop is not held up longer than one more request would hold it)."""
+        return (not self._queue and not self._running and self.fastest_ms is not None
+                and self.fastest_ms <= INLINE_MAX_MS and (self._slots is None or not self._slots.locked()))
+
+    def run_inline(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A lone request to a quick model, without the hop to a worker thread and back (0.17 ms
+        of a 0.57 ms request on the digits CNN, whose forward pass is 0.07 ms)."""
+        rows = len(next(iter(feeds.values())))
+        self.batches += 1
+        self.requests += 1
+        self.on_batch(rows, 1)
+        started = time.perf_counter()
+        outputs = self.run(feeds)
+        self._observe((time.perf_counter() - started) * 1000, rows)
+        return outputs
+
+    def _timed(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """The forward pass and its own time in ms, in the worker thread: the hops to the thread
+        and back are not the model's (they would keep a quick model off the loop)."""
+        started = time.perf_counter()
+        outputs = self.run(feeds)
+        return outputs, (time.perf_counter() - started) * 1000
+
+    def _observe(self, took_ms: float, rows: int) -> None:
+        per_row = took_ms / rows
+        self.row_ms = per_row if not self.row_ms else 0.8 * self.row_ms + 0.2 * per_row
+        self.fastest_ms = took_ms if self.fastest_ms is None else min(self.fastest_ms, took_ms)
+
     def _forget(self, pending: _Pending) -> None:
         try:
             self._queue.remove(pending)
@@ -137,7 +173,6 @@ class AsyncBatcher:
         loop = asyncio.get_running_loop()
         rows = sum(p.rows for p in batch)
         self._in_flight_rows += rows
-        started = loop.time()
         try:
             self.batches += 1
             self.requests += len(batch)
@@ -147,7 +182,7 @@ class AsyncBatcher:
             else:
                 joined = {n: np.concatenate([p.feeds[n] for p in batch]) for n in batch[0].feeds}
             try:
-                outputs = await loop.run_in_executor(self.executor, self.run, joined)
+                outputs, took_ms = await loop.run_in_executor(self.executor, self._timed, joined)
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0], exception=exc)
@@ -158,10 +193,7 @@ class AsyncBatcher:
                     except Exception as single:
                         _settle(pending, exception=single)
                 return
-            took = (loop.time() - started) * 1000
-            per_row = took / rows
-            self.row_ms = per_row if not self.row_ms else 0.8 * self.row_ms + 0.2 * per_row
-            self.fastest_ms = took if self.fastest_ms is None else min(self.fastest_ms, took)
+            self._observe(took_ms, rows)
             start = 0
             for pending in batch:
                 _settle(pending, {k: v[start:start + pending.rows] if isinstance(v, np.ndarray) else v

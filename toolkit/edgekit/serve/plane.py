@@ -60,6 +60,12 @@ AUTO_BUDGET = 2.0  # x the quickest forward pass: with its own pass, an accepted
 MIN_BUDGET_MS = 25.0
 
 
+# A request that starts sooner than this after the last one ended was waiting for the loop: the
+# server is busy, however few requests are in flight at that instant. A lone client's next
+# request takes longer than this to come back over loopback.
+QUIET_S = 0.0001
+
+
 class NotFound(ProtocolError):
     def __init__(self, message: str):
         super().__init__(message, 404)
@@ -183,9 +189,11 @@ class ServedModel:
         """A server-made id, unique across the store's records (never the client's, which repeat)."""
         return self._new_id()
 
-    async def infer(self, inputs: dict[str, np.ndarray], request_id: Optional[str] = None) -> tuple[dict, dict]:
+    async def infer(self, inputs: dict[str, np.ndarray], request_id: Optional[str] = None,
+                    alone: bool = False) -> tuple[dict, dict]:
         """(outputs, info) for decoded input tensors; info says the source (model, cache) and
-        the request id (``request_id``, or a new server-made one)."""
+        the request id (``request_id``, or a new server-made one). ``alone``: no other request is
+        in flight (Repository.alone), so a quick model may answer on the event loop itself."""
         start = time.perf_counter()
         try:
             feeds = self.runtime.validate(inputs)
@@ -208,7 +216,9 @@ class ServedModel:
                 return outputs, {"cached": True, "source": "cache", "request_id": request_id}
         timeout = self.options.timeout_ms / 1000
         try:
-            if self.batcher is not None:
+            if self.batcher is not None and alone and self.batcher.can_inline():
+                outputs = self.batcher.run_inline(feeds)
+            elif self.batcher is not None:
                 outputs = await _within(self.batcher.submit(feeds), timeout)
             else:
                 loop = asyncio.get_running_loop()
@@ -236,7 +246,8 @@ class ServedModel:
 
             logging.getLogger("edgekit.serve").error("%s: could not log request %s: %s", self.name, request_id, exc)
 
-    async def predict_raw(self, items: list, request_id: Optional[str] = None) -> tuple[list[dict], dict]:
+    async def predict_raw(self, items: list, request_id: Optional[str] = None,
+                          alone: bool = False) -> tuple[list[dict], dict]:
         """Pictures or sentences through the bundle's own processing, batched like tensors."""
         pre = self.runtime.preprocess
         if pre is None:
@@ -252,7 +263,7 @@ class ServedModel:
             feeds = await asyncio.get_running_loop().run_in_executor(None, pre, items, self.options.max_request_pixels)
         except InputError as exc:
             raise ProtocolError(str(exc)) from None
-        outputs, info = await self.infer(feeds, request_id)
+        outputs, info = await self.infer(feeds, request_id, alone=alone)
         return self.runtime.postprocess(outputs), info
 
     def close(self) -> None:
@@ -266,6 +277,19 @@ class Repository:
     def __init__(self):
         self.models: dict[str, dict[str, ServedModel]] = {}
         self.loop = None  # the server's event loop, once it runs
+        self.inflight = 0  # requests being handled (the HTTP layer counts them)
+        self._last_end = 0.0
+
+    def begin(self) -> bool:
+        """A request starts; True when it is alone: no other in flight and none ended within
+        QUIET_S. Requests that queued while the loop was busy start right after one another, so
+        under load this is False and requests go to the batcher, which groups them."""
+        self.inflight += 1
+        return self.inflight == 1 and time.perf_counter() - self._last_end > QUIET_S
+
+    def end(self) -> None:
+        self.inflight -= 1
+        self._last_end = time.perf_counter()
 
     def add(self, model: ServedModel) -> None:
         versions = self.models.setdefault(model.name, {})
