@@ -33,7 +33,7 @@ def side_by_side(runs: dict, budget_s: float = 30.0, min_rounds: int = 30) -> di
 
 
 def print_table(headers: list[str], rows: list[list]) -> None:
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(str(h)), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]  # rows may be empty
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))
     for row in rows:

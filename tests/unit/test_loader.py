@@ -143,3 +143,21 @@ def test_pt2_round_trip(factory_file, tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ModelLoadError, match="not a loadable torch.export archive"):
         load_model(str(bad))
+
+
+def test_a_package_in_the_working_directory_is_importable_from_the_console_script(tmp_path, monkeypatch):
+    """`edgekit inspect mypkg.models:build` beside mypkg/ failed ('No module named mypkg'): a console
+    script's sys.path holds its bin folder, not the working directory, as `python -m` does."""
+    import sys
+
+    from edgekit._hooks import import_callable
+
+    (tmp_path / "walkpkg").mkdir()
+    (tmp_path / "walkpkg" / "__init__.py").write_text("")
+    (tmp_path / "walkpkg" / "hooks.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert import_callable("walkpkg.hooks:answer")() == 42
+    assert sys.path[-1] == str(tmp_path)  # after the installed packages: it never shadows one
+    sys.modules.pop("walkpkg.hooks", None)
+    sys.modules.pop("walkpkg", None)

@@ -35,6 +35,10 @@ def import_callable(ref: str, what: str = "factory"):
         finally:
             sys.path.remove(str(path.parent.resolve()))
     else:
+        # the working directory is importable, as for `python -m` and uvicorn: a reader's
+        # mypkg/ beside them is found by the console script too (appended: never shadows a package)
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.append(str(Path.cwd()))
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
