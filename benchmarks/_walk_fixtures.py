@@ -50,7 +50,7 @@ def digits(split: str):
     from edgekit.zoo import digits as zoo
 
     data = zoo.dataset(split)
-    return data.inputs["input"], data.labels
+    return data.arrays["input"], data.labels
 
 
 def myboard() -> None:

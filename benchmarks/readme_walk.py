@@ -204,7 +204,7 @@ class Walk:
         return subprocess.run(["bash", "-c", command], cwd=self.clone, env=self.env, capture_output=True,
                               text=True, timeout=timeout)
 
-    def setup(self, command: str) -> None:
+    def setup(self, command: str):
         for key, steps in WALK_SETUP.items():
             if command.startswith(key):
                 for step in steps:
@@ -219,8 +219,9 @@ class Walk:
                     done = self.shell(step)
                     print(f"    setup: {step[:110]} -> {'ok' if done.returncode == 0 else 'FAILED'}", flush=True)
                     if done.returncode != 0:
-                        raise RuntimeError(f"the walk's own setup failed: {step}\n{done.stdout[-1500:]}"
-                                           f"{done.stderr[-1500:]}")
+                        tail = (done.stdout + done.stderr).strip().splitlines()[-8:]
+                        return "the walk's own setup failed: " + step + "\n      " + "\n      ".join(tail)
+        return None
 
     def start(self, command: str, port) -> tuple[bool, str]:
         key = port or command
@@ -270,7 +271,11 @@ class Walk:
                 continue
             for note in notes:
                 print(f"    as: {note}")
-            self.setup(original)
+            broken = self.setup(original)
+            if broken:  # the walk's bug, not the README's: said, and the walk goes on
+                print(f"  FAIL  {shown}: {broken}", flush=True)
+                self.results.append((block.number, shown, "fail", broken))
+                continue
             started = time.perf_counter()
             serves, port = background_port(command)
             if serves:
@@ -294,9 +299,11 @@ class Walk:
 
 def clone_and_demo(work: Path, reuse_venv: bool) -> tuple[Path, dict]:
     clone, home = work / "edgekit", work / "home"
-    if not clone.exists():  # --in: walk again where an earlier walk left its files
+    if not clone.exists():
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
         home.mkdir()
+    else:  # --in: walk again where an earlier walk left its files, on what has been committed since
+        subprocess.run(["git", "-C", str(clone), "pull", "--quiet", "--ff-only"], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "EDGEKIT_"))}
     env.update(HOME=str(home), PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),
                PYTHONUNBUFFERED="1")
