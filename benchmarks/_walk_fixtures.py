@@ -185,7 +185,7 @@ def model_tests() -> None:
     # model's own input name, for the commands that read it by name
     np.savez("train.npz", input=x_train, x=x_train, labels=y_train)
     np.savez("val.npz", input=x_eval[:half], labels=y_eval[:half])
-    np.savez("eval.npz", input=x_eval, labels=y_eval,
+    np.savez("eval.npz", key=np.arange(len(x_train), len(x_train) + len(x_eval)), input=x_eval, labels=y_eval,
              device=np.array([f"pi-{i % 3}" for i in range(len(x_eval))]))
     np.savez("logged.npz", input=x_eval[half:], labels=y_eval[half:])
     shutil.copy("model.onnx", "current.onnx")

@@ -96,13 +96,17 @@ def toml_after(readme: str, first_command: str) -> str:
     return readme[start:readme.index("```", start)]
 
 
+# The files the README shows as toml blocks, each after the sh block that starts with this command.
+TOML_FILES = {"sync.toml": "edgekit collector add-device pi-kitchen",
+              "loop.toml": "edgekit loop run --config loop.toml --once"}
+
 # -- what the walk does around the README's commands ------------------------------------------
 # Before the command that starts with the key: what the reader has at hand by then, made with
 # edgekit itself where it can be (a fixture name from _walk_fixtures.py, or a shell line).
 WALK_SETUP: dict[str, list[str]] = {
     "edgekit targets show ./myboard.toml": ["fixture myboard"],
-    "edgekit inspect model.onnx": ["edgekit convert edgekit:digits-cnn --to onnx --out model.onnx"],
-    "edgekit inspect model.tflite": ["edgekit convert edgekit:digits-cnn --to tflite --out model.tflite"],
+    "edgekit inspect model.onnx": ["test -e model.onnx || edgekit convert edgekit:digits-cnn --to onnx --out model.onnx"],
+    "edgekit inspect model.tflite": ["test -e model.tflite || edgekit convert edgekit:digits-cnn --to tflite --out model.tflite"],
     "edgekit inspect mypkg.models:build": ["fixture factories"],
     "edgekit inspect exported.pt2": ["fixture pt2"],
     "edgekit optimize net.py:build": ["fixture calib"],
@@ -111,10 +115,11 @@ WALK_SETUP: dict[str, list[str]] = {
     "edgekit profile --pyspy": ["fixture my_app"],
     "edgekit calibrate": ["rm -f myboard.toml"],  # the reader's own board, measured this time
     "edgekit bench fp32.onnx": ["cp model.onnx fp32.onnx",
-                                "edgekit quantize model.onnx --precision int8-static --out int8.onnx"],
+                                "test -e int8.onnx || edgekit quantize model.onnx --precision int8-static --out int8.onnx"],
     "edgekit bench best.tflite --input-data": ["cp model.tflite best.tflite", "fixture samples"],
-    "edgekit package edgekit-out/minilm-host": ["edgekit package --new-key release.key"],
-    "edgekit run digits.ekb": ["edgekit package edgekit-out/digits-cnn-raspberrypi5 --out digits.ekb --version 3",
+    "edgekit package edgekit-out/minilm-host": ["test -e release.key || edgekit package --new-key release.key"],
+    "edgekit run digits.ekb": ["test -e digits.ekb || edgekit package edgekit-out/digits-cnn-raspberrypi5 --out digits.ekb "
+                               "--version 3",
                                "fixture digit"],
     "curl -s -F file=@digit.png": ["fixture traffic"],  # a day of users' requests, and their labels
     "edgekit predict digits.ekb": ["fixture digits_table"],
@@ -127,7 +132,7 @@ WALK_SETUP: dict[str, list[str]] = {
     "edgekit monitor check": ["fixture rules"],
     "edgekit label import": ["fixture label_queue"],  # people filled in the queue's label column
     "edgekit loop run --config loop.toml --once": ["readme-toml loop.toml", "fixture loop_hooks",
-                                                   "edgekit package --new-key release.pem"],
+                                                   "test -e release.pem || edgekit package --new-key release.pem"],
 }
 # The README names the reader's machines and placeholders; here they are this machine's.
 WALK_REPLACE: list[tuple[str, str, str]] = [
@@ -212,9 +217,7 @@ class Walk:
                         step = f"python {shlex.quote(str(self.clone / 'benchmarks' / FIXTURES.name))} {step.split()[1]}"
                     elif step.startswith("readme-toml "):
                         name = step.split()[1]
-                        first = {"sync.toml": "edgekit collector add-device pi-kitchen --db",
-                                 "loop.toml": "edgekit loop run --config loop.toml --once"}[name]
-                        (self.clone / name).write_text(toml_after(self.readme, first))
+                        (self.clone / name).write_text(toml_after(self.readme, TOML_FILES[name]))
                         step = f"python {shlex.quote(str(self.clone / 'benchmarks' / FIXTURES.name))} toml-{name}"
                     done = self.shell(step)
                     print(f"    setup: {step[:110]} -> {'ok' if done.returncode == 0 else 'FAILED'}", flush=True)

@@ -41,7 +41,7 @@ def test_a_collector_export_is_data(tiny_onnx, tmp_path):
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"y": np.ones((2, 4), np.float32)}, "missing input x; unknown array y"),
+    ({"y": np.ones((2, 4), np.float32), "z": np.ones((2, 4), np.float32)}, "missing input x; unknown array y, z"),
     ({"x": np.ones((2, 5), np.float32)}, "data input 'x' has samples of shape \\(5,\\)"),
     ({"x": np.ones((2, 4), np.complex64)}, "is complex64, the model expects float32"),
 ])
@@ -51,6 +51,15 @@ def test_mismatches_are_named(tiny_onnx, tmp_path, arrays, message):
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=message):
         load_data(str(path), model)
+
+
+def test_one_array_feeds_a_one_input_model_whatever_its_name(tiny_onnx, tmp_path):
+    """Converters rename inputs (a TFLite file of the digits model takes serving_default_args_0):
+    the README's `bench best.tflite --input-data samples.npz` failed on the name alone."""
+    model = load_model(str(tiny_onnx))
+    np.savez(tmp_path / "d.npz", input=np.ones((3, 4), np.float32))
+    data = load_data(str(tmp_path / "d.npz"), model)
+    assert list(data.arrays) == ["x"] and "its one array input as the model's one input x" in data.source
 
 
 def test_bad_files(tiny_onnx, tmp_path):

@@ -28,8 +28,8 @@ def test_every_special_case_names_a_command_the_readme_has():
     stale = [k for k in keys if not any(k in c for c in commands)]
     assert not stale, f"the walk special-cases commands the README no longer has: {stale}"
     # the files the README tells the reader to write exist where the walk looks for them
-    assert "db =" in readme_walk.toml_after(readme, "edgekit collector add-device pi-kitchen")
-    assert "[gate]" in readme_walk.toml_after(readme, "edgekit loop run --config loop.toml --once")
+    files = {name: readme_walk.toml_after(readme, first) for name, first in readme_walk.TOML_FILES.items()}
+    assert "token_file =" in files["sync.toml"] and "[gate]" in files["loop.toml"]
 
 
 def test_servers_run_in_the_background_on_their_port():

@@ -10,6 +10,8 @@ RNN state); inputs with a fixed value or a fed-back state are not data and are a
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +204,14 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
     fixed = {s.name for s in layout if not s.is_data}
     missing = [n for n in wanted if n not in dataset.arrays]
     extra = [n for n in list(dataset.arrays) + list(dataset.fixed) if n not in wanted and n not in fixed]
+    if len(missing) == 1 and len(wanted) == 1 and len(dataset.arrays) == 1 and extra == list(dataset.arrays):
+        # One input, one array: fed by position, as converters rename inputs (a TFLite file of the
+        # digits model takes serving_default_args_0, and samples.npz has what the model called input)
+        (given,) = dataset.arrays
+        dataset = dataclasses.replace(dataset, arrays={missing[0]: dataset.arrays[given]},
+                                      source=f"{dataset.source} (its one array {given} as the model's one "
+                                             f"input {missing[0]})")
+        missing, extra = [], []
     if missing or extra:
         problem = []
         if missing:
