@@ -292,6 +292,8 @@ class Walk:
                     expected = next((rc for p, (rc, _) in WALK_EXIT.items() if command.startswith(p)), 0)
                     ok = done.returncode == expected or (expected == 1 and done.returncode == 0
                                                          and command.startswith("edgekit monitor check"))
+                    if command.startswith("curl") and '{"error"' in done.stdout:  # curl -s exits 0 on a 4xx
+                        ok = False
                     tail = (done.stdout + done.stderr).strip().splitlines()
                     detail = f"exit {done.returncode}" + ("" if ok else ":\n      " + "\n      ".join(tail[-12:]))
             seconds = time.perf_counter() - started
