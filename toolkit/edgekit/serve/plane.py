@@ -193,7 +193,7 @@ class ServedModel:
                     alone: bool = False) -> tuple[dict, dict]:
         """(outputs, info) for decoded input tensors; info says the source (model, cache) and
         the request id (``request_id``, or a new server-made one). ``alone``: no other request is
-        in flight (Repository.alone), so a quick model may answer on the event loop itself."""
+        in flight (Repository.begin), so a quick model may answer on the event loop itself."""
         start = time.perf_counter()
         try:
             feeds = self.runtime.validate(inputs)
