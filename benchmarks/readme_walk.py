@@ -118,8 +118,9 @@ WALK_SETUP: dict[str, list[str]] = {
                                 "test -e int8.onnx || edgekit quantize model.onnx --precision int8-static --out int8.onnx"],
     "edgekit bench best.tflite --input-data": ["cp model.tflite best.tflite", "fixture samples"],
     "edgekit package edgekit-out/minilm-host": ["test -e release.key || edgekit package --new-key release.key"],
+    # the fleet's v1, as the README's release picture has it (the loop's first release is then v2)
     "edgekit run digits.ekb": ["test -e digits.ekb || edgekit package edgekit-out/digits-cnn-raspberrypi5 --out digits.ekb "
-                               "--version 3",
+                               "--version 1",
                                "fixture digit"],
     "curl -s -F file=@digit.png": ["fixture traffic"],  # a day of users' requests, and their labels
     "edgekit predict digits.ekb": ["fixture digits_table"],
