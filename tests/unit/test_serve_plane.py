@@ -118,7 +118,9 @@ def test_a_lone_request_to_a_quick_model_runs_on_the_loop_and_concurrent_ones_ba
         assert not batcher.can_inline()  # never timed: the first request goes to the thread
         await batcher.submit({"x": x})
         await asyncio.sleep(0.01)  # the batch's task ends just after its callers are answered
-        assert batcher.can_inline() and batcher.fastest_ms <= INLINE_MAX_MS
+        assert batcher.fastest_ms is not None  # the thread timed the forward pass
+        batcher.fastest_ms = INLINE_MAX_MS / 2  # quick, whatever this machine's load made of it
+        assert batcher.can_inline()
         assert np.array_equal(batcher.run_inline({"x": x})["y"], x * 2)
         await asyncio.gather(*(batcher.submit({"x": x}) for _ in range(6)))
         batcher.fastest_ms = INLINE_MAX_MS * 2
@@ -199,6 +201,7 @@ def test_plane_validates_caches_and_answers(opt_dir):  # noqa: F811
 def test_the_plane_answers_a_lone_request_on_the_loop(opt_dir):  # noqa: F811
     """What the HTTP layer says (Repository.begin: alone or not) decides where a request to a
     quick model runs: alone on the event loop, else through the batcher's thread."""
+    from edgekit.serve.batching import INLINE_MAX_MS
     from edgekit.serve.plane import ServedModel, ServeOptions
 
     async def main():
@@ -210,6 +213,7 @@ def test_the_plane_answers_a_lone_request_on_the_loop(opt_dir):  # noqa: F811
             outputs, _ = await model.infer({"x": x}, alone=alone)
             assert np.allclose(outputs["y"], _reference(x), atol=1e-5)
             await asyncio.sleep(0.01)
+            model.batcher.fastest_ms = INLINE_MAX_MS / 2  # quick, whatever this machine's load made of it
         model.close()
         return on_loop
 

@@ -10,10 +10,8 @@ RNN state); inputs with a fixed value or a fed-back state are not data and are a
 
 from __future__ import annotations
 
-import dataclasses
-
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -208,9 +206,8 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
         # One input, one array: fed by position, as converters rename inputs (a TFLite file of the
         # digits model takes serving_default_args_0, and samples.npz has what the model called input)
         (given,) = dataset.arrays
-        dataset = dataclasses.replace(dataset, arrays={missing[0]: dataset.arrays[given]},
-                                      source=f"{dataset.source} (its one array {given} as the model's one "
-                                             f"input {missing[0]})")
+        dataset = replace(dataset, arrays={missing[0]: dataset.arrays[given]},
+                          source=f"{dataset.source} (its one array {given} as the model's one input {missing[0]})")
         missing, extra = [], []
     if missing or extra:
         problem = []
