@@ -209,11 +209,11 @@ def rules() -> None:
 def label_queue() -> None:
     """People fill in the label column of the loop's queue."""
     truth = json.loads(Path("truth.json").read_text())
-    queue = sorted(Path("work/runs").glob("*/queue/queue.csv"))[-1]
+    queue = sorted(Path("loop/runs").glob("*/queue/queue.csv"))[-1]
     with open(queue, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        row["label"] = truth.get(row["request_id"], row.get("label", ""))
+        row["label"] = truth.get(row["request_id"], row.get("label") or row["predicted"])
     with open(queue, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -221,14 +221,15 @@ def label_queue() -> None:
 
 
 def loop_hooks() -> None:
-    """The team's labelling hook (the walk's truth stands for people) and curation rule."""
+    """The team's labelling hook (the walk's truth stands for people, who agree with the model on the
+    one picture the walk's truth lacks: the README's curl of digit.png) and curation rule."""
     Path("mypkg").mkdir(exist_ok=True)
     Path("mypkg/__init__.py").touch()
     Path("mypkg/labels.py").write_text(
         "import csv, json\nfrom pathlib import Path\n\n\ndef ask(queue):\n"
         "    truth = json.loads(Path('truth.json').read_text())\n"
         "    with open(Path(queue) / 'queue.csv', newline='') as f:\n"
-        "        return [truth.get(r['request_id']) for r in csv.DictReader(f)]\n")
+        "        return [truth.get(r['request_id'], int(r['predicted'])) for r in csv.DictReader(f)]\n")
     Path("mypkg/rules.py").write_text(
         "import numpy as np\n\n\ndef corrected(columns):\n"
         "    outcome = columns.get('outcome')\n"

@@ -174,7 +174,7 @@ def plan(found: list[Block]) -> list[Block]:
 def replaced(command: str, clone: Path) -> tuple[str, list[str]]:
     notes = []
     if "<run>" in command:  # the README's placeholder for the loop's run: the one the loop opened
-        runs = sorted(p.name for p in (clone / "work" / "runs").glob("*"))
+        runs = sorted(p.name for p in (clone / "loop" / "runs").glob("*"))
         if runs:
             command = command.replace("<run>", runs[-1])
             notes.append(f"<run> -> {runs[-1]} (the loop's run)")
