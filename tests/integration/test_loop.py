@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,10 +103,27 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     assert accuracy(release, world["fleet"].clean_eval) >= accuracy(world["bundle"], world["fleet"].clean_eval) - 0.02
     manifest = json.loads((tmp_path / "work" / "datasets" / run["run_id"] / "manifest.json").read_text())
     assert manifest["query"]["model"] == "digits-cnn" and set(manifest["splits"]) == {"train", "val", "test"}
-    # the data set is rebuilt from its manifest, hash for hash
+    # the data set is rebuilt from its manifest, hash for hash, also after people corrected a
+    # label it holds (the correction is newer than the data set: it trains the next one)
+    queue = Path(run["outputs"]["curate"]["queue"])
+    with open(queue, newline="") as f:
+        rows = list(csv.DictReader(f))
+    from edgekit.collector.db import Database
+
+    with Database(url).read() as tx:
+        given = tx.one("SELECT label FROM feedback WHERE request_id = ? ORDER BY time DESC LIMIT 1",
+                       (rows[0]["request_id"],))[0]
+    rows[0]["label"] = str((int(given) + 1) % 10)
+    with open(tmp_path / "corrected.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:1])
+    corrected = cli("label", "import", tmp_path / "corrected.csv", "--db", url)
+    assert corrected.exit_code == 0, corrected.output
     again = cli("loop", "rebuild", tmp_path / "work" / "datasets" / run["run_id"] / "manifest.json",
                 "--out", tmp_path / "again", "--db", url, "--json")
     assert again.exit_code == 0, again.output
+    assert "1 new or changed" in corrected.output, corrected.output
     history = cli("loop", "history", "--config", config, "--json")
     listed = json.loads(history.output)
     assert listed["runs"][0]["status"] == "released" and listed["decisions"][0]["retrain"]
@@ -283,14 +301,20 @@ def test_loop_state_and_label_import_on_both_databases(db_url, tmp_path):
     labels.write_text("device,request_id,row,label\npi-1,r0,0,7\npi-1,r1,0,\n")
     assert import_labels(db, labels)["imported"] == 1
     labels.write_text("device,request_id,row,label\npi-1,r0,0,8\n")
-    import_labels(db, labels)  # a correction replaces the label
-    with db.read() as tx:
-        assert tx.all("SELECT label FROM feedback WHERE request_id = 'r0'") == [("8",)]
+    assert import_labels(db, labels)["changed"] == 1  # a correction: the latest label wins
+    assert import_labels(db, labels)["changed"] == 0  # the same again adds nothing
+    with db.read() as tx:  # the first label stays, so data sets formed before the correction rebuild
+        assert tx.all("SELECT label FROM feedback WHERE request_id = 'r0' ORDER BY time") == [("7",), ("8",)]
         tx.execute("UPDATE records SET rows = 3 WHERE request_id = 'r2'")  # a batch prediction
     labels.write_text("device,request_id,row,label\npi-1,r2,0,4\npi-1,r2,2,6\n")
     import_labels(db, labels)  # one label list, a row at a time; row 0 is a row too
     with db.read() as tx:
         assert tx.all("SELECT label FROM feedback WHERE request_id = 'r2'") == [("[4, null, 6]",)]
+    labels.write_text("device,request_id,row,label\npi-1,r2,1,5\n")
+    import_labels(db, labels)  # another row later: the list keeps the rows given before
+    with db.read() as tx:
+        assert tx.all("SELECT label FROM feedback WHERE request_id = 'r2' ORDER BY time") == [
+            ("[4, null, 6]",), ("[4, 5, 6]",)]
     assert labelled_in_queue(db, "m", "run-1") == (2, 1)
     run.step, run.outputs = "curate", {"curate": {"selected": 2}}
     save_run(db, run)

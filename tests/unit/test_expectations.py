@@ -203,3 +203,26 @@ def test_an_integer_key_is_an_identity_not_a_range(tmp_path):
     assert not [c for c in suite.checks if getattr(c, "column", None) == "key" and c.kind in ("range", "allowed_values")]
     result = run_suite(suite, tmp_path / "new.npz")
     assert result.success, [(o.kind, o.column, o.observed) for o in result.failed()]
+
+
+def test_a_keyed_suite_judges_a_loop_data_set_on_the_columns_it_carries(digits_files, digits_suite, tmp_path):
+    """The README's suite (suggested with --key key) as loop.toml's gate.expect stopped the loop:
+    'expectation dtype needs column key', though the loop's data sets carry the model's inputs and
+    labels, never a feed's ids. The gate applies the checks on the columns the split has and says
+    which it left out; a check on a column the split has still fails on bad values."""
+    from edgekit.errors import DataError
+
+    _, _, new = digits_files
+    with np.load(new) as npz:
+        split = {"input": npz["input"], "labels": npz["labels"], "source": np.full(len(npz["labels"]), "curated"),
+                 "group": np.full(len(npz["labels"]), "store-12")}
+    np.savez(tmp_path / "test.npz", **split)
+    with pytest.raises(DataError, match="needs column '(key|time)'"):
+        run_suite(digits_suite, tmp_path / "test.npz")
+    applied, left = digits_suite.on_columns(split)
+    assert any("key" in why for why in left) and any(why.startswith("matches_reference") for why in left)
+    assert {"dtype", "range", "label_distribution"} <= {c.kind for c in applied.checks}
+    result = run_suite(applied, tmp_path / "test.npz")
+    assert result.success, [(o.kind, o.column, o.observed) for o in result.failed()]
+    np.savez(tmp_path / "bad.npz", **{**split, "input": split["input"] * 100})
+    assert ("range", "input") in _failed(run_suite(applied, tmp_path / "bad.npz"))

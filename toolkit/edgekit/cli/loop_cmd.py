@@ -217,7 +217,8 @@ def label() -> None:
 @json_option
 def import_cmd(labels, db, as_json):
     """Write a filled-in queue.csv (device, request_id, row, label) into the collector as
-    feedback. All or nothing; importing again updates, never duplicates.
+    feedback. All or nothing. Importing again adds nothing for an unchanged label; a changed one
+    is added and the latest wins (a data set formed before it rebuilds as it was).
 
     \b
     Example:
@@ -230,4 +231,4 @@ def import_cmd(labels, db, as_json):
     if as_json:
         print_json(result)
     else:
-        console().print(f"imported {result['imported']} labels from {labels}")
+        console().print(f"imported {result['imported']} labels from {labels} ({result['changed']} new or changed)")

@@ -99,10 +99,20 @@ def judge(candidate: str, current: str, dataset: Path, out: Path, gate: Gate, su
     limits = {**DEFAULT_THRESHOLDS, **gate.thresholds}
     config = out / "card.toml"
     atomic_write_text(config, "".join(f"{k} = {json.dumps(v)}\n" for k, v in limits.items()))
+    expect, left_out = None, []
+    if gate.expect:
+        from ..testing.expect import Suite
+
+        # a suite suggested from a keyed feed also checks its ids, which data sets do not carry
+        with np.load(dataset / "test.npz") as split:
+            expect, left_out = Suite.load(gate.expect).on_columns(split.files)
     card = report_card(candidate, current, dataset / "test.npz", slices=tuple(gate.slices),
                        suite=suite if suite and suite.is_file() else None,
-                       expect=gate.expect, config=config, out=out / "card", latency=True)
+                       expect=expect, config=config, out=out / "card", latency=True)
     checks = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in card.checks]
+    for check in checks:
+        if check["name"] == "data expectations" and left_out:
+            check["detail"] += f"; left out, on columns the data set does not carry: {'; '.join(left_out)}"
     if gate.factory:
         from ..testing.memorize import memorize
 

@@ -122,14 +122,23 @@ def read_labels(path: str | Path) -> list[tuple[str, str, int, str]]:
     return out
 
 
-def _feedback_id(device: str, request_id: str, row: int) -> int:
-    """One id per labelled example: re-importing updates it instead of adding a second row."""
-    return int.from_bytes(hashlib.sha256(f"{device}\0{request_id}\0{row}".encode()).digest()[:7], "big")
+def _feedback_id(device: str, request_id: str, when: float) -> int:
+    """One id per label given: labels are appended, never rewritten, so that a data set formed
+    before a correction forms again as it was (``edgekit loop rebuild``)."""
+    return int.from_bytes(hashlib.sha256(f"{device}\0{request_id}\0{when!r}".encode()).digest()[:7], "big")
+
+
+def _latest_label(tx, device: str, request_id: str):
+    """The label people gave last for a prediction (None when none), as export reads it."""
+    found = tx.one("SELECT label FROM feedback WHERE device = ? AND store = ? AND request_id = ? "
+                   "ORDER BY time DESC, feedback_id DESC LIMIT 1", (device, LABEL_STORE, request_id))
+    return json.loads(found[0]) if found else None
 
 
 def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
     """Write a labels CSV into the collector as feedback. All or nothing: a label for a prediction
-    the collector does not hold stops the import before anything is written."""
+    the collector does not hold stops the import before anything is written. A label that differs
+    from the last one given is added (the latest wins); one that repeats it adds nothing."""
     labels = read_labels(path)
     now = time.time() if now is None else now
     with db.connect() as tx:
@@ -152,14 +161,21 @@ def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
         if bad:
             raise EdgekitError(f"{len(bad)} labels are not classes of the model (e.g. {bad[0]}); nothing was imported",
                                "give each label as the class number the model predicts (0, 1, 2, ...)")
+        given: dict[tuple[str, str], object] = {}  # a batch prediction's label is a list, one per row
         for (device, request_id, row, _), value in zip(labels, values):
-            key = _feedback_id(device, request_id, 0)
-            size = sizes[(device, request_id)]  # a batch prediction's label is a list, one per row
-            stored = json.dumps(value if size == 1 else _row_list(tx, device, key, size, row, value))
-            tx.execute("DELETE FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?", (device, LABEL_STORE, key))
+            key, size = (device, request_id), sizes[(device, request_id)]
+            if key not in given:
+                given[key] = _latest_label(tx, device, request_id)
+            given[key] = value if size == 1 else _row_list(given[key], size, row, value)
+        changed = 0
+        for (device, request_id), value in given.items():
+            if value == _latest_label(tx, device, request_id):
+                continue
             tx.execute("INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (device, LABEL_STORE, key, request_id, now, stored, "labelled", now))
-    return {"imported": len(labels), "file": str(path)}
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (device, LABEL_STORE, _feedback_id(device, request_id, now),
+                                                          request_id, now, json.dumps(value), "labelled", now))
+            changed += 1
+    return {"imported": len(labels), "changed": changed, "file": str(path)}
 
 
 MAX_LABEL_CHARS = 200
@@ -192,12 +208,9 @@ def _parse_label(text: str, classes: Optional[int]) -> tuple[object, Optional[st
     return int(text), None
 
 
-def _row_list(tx, device, key: int, size: int, row: int, value) -> list:
-    """A batch prediction's label list with one row set (the others keep what was imported)."""
-    found = tx.one("SELECT label FROM feedback WHERE device = ? AND store = ? AND feedback_id = ?",
-                   (device, LABEL_STORE, key))
-    current = json.loads(found[0]) if found else None
-    labels = current if isinstance(current, list) and len(current) == size else [None] * size
+def _row_list(current, size: int, row: int, value) -> list:
+    """A batch prediction's label list with one row set (the others keep what was given before)."""
+    labels = list(current) if isinstance(current, list) and len(current) == size else [None] * size
     labels[row] = value
     return labels
 

@@ -175,7 +175,7 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
     if expect is not None:
         from .expect import Suite, run_suite
 
-        result = run_suite(Suite.load(expect), data)
+        result = run_suite(expect if isinstance(expect, Suite) else Suite.load(expect), data)
         card.expectations = result.to_dict()
         card.checks.append(Check("data expectations", result.success,
                                  f"{len(result.outcomes) - len(result.failed())} of {len(result.outcomes)} met"))

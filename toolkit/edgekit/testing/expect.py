@@ -100,6 +100,11 @@ class Check:
     def to_dict(self) -> dict:
         return {"kind": self.kind, **{k: v for k, v in to_dict(self).items() if v not in ((), None, "")}}
 
+    def needs(self) -> set[str]:
+        """The columns this check reads."""
+        named = [self.column, getattr(self, "key", ""), getattr(self, "target", ""), *getattr(self, "columns", ())]
+        return {c for c in named if c}
+
 
 def _rows(values: np.ndarray) -> np.ndarray:
     return values.reshape(len(values), -1)
@@ -574,6 +579,23 @@ class Suite:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "expect": [{**c.to_dict(), "dimension": c.dimension} for c in self.checks]}
+
+    def on_columns(self, columns) -> tuple["Suite", list[str]]:
+        """This suite for data that carries only ``columns`` (the loop's data sets hold the model's
+        inputs and labels, not a feed's ids): (the checks that apply, the ones left out, said)."""
+        columns, kept, left = set(columns), [], []
+        for check in self.checks:
+            if isinstance(check, Present):
+                present = tuple(c for c in check.columns if c in columns)
+                if present != check.columns:
+                    left.append(f"present: {', '.join(c for c in check.columns if c not in columns)}")
+                    check = dataclasses.replace(check, columns=present) if present else None
+            elif not check.needs() <= columns:
+                left.append(f"{check.kind} on {', '.join(sorted(check.needs() - columns))}")
+                check = None
+            if check is not None:
+                kept.append(check)
+        return Suite(self.name, tuple(kept)), left
 
     def to_toml(self) -> str:
         lines = [f"# edgekit expectation suite: {self.name}", f"name = {json.dumps(self.name)}", ""]
