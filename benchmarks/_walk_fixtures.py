@@ -181,9 +181,7 @@ def model_tests() -> None:
     np.savez("reference.npz", key=np.arange(len(x_train)), input=x_train, labels=y_train)
     np.savez("new.npz", key=np.arange(len(x_train), len(x_train) + len(x_eval)), input=x_eval, labels=y_eval)
     Path("mynet.py").write_text(DIGITS_NET)
-    # the training data: "x" as a team named it (loop.toml maps the factory's input onto it) and the
-    # model's own input name, for the commands that read it by name
-    np.savez("train.npz", input=x_train, x=x_train, labels=y_train)
+    np.savez("train.npz", input=x_train, labels=y_train)
     np.savez("val.npz", input=x_eval[:half], labels=y_eval[:half])
     np.savez("eval.npz", key=np.arange(len(x_train), len(x_train) + len(x_eval)), input=x_eval, labels=y_eval,
              device=np.array([f"pi-{i % 3}" for i in range(len(x_eval))]))

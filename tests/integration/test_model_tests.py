@@ -238,6 +238,8 @@ def test_memorisation_reads_the_bundles_input_names_not_only_input(digits_data):
     assert memorize(factory, digits_data / "x.npz", steps=60).passed  # the lone array
     assert memorize(factory, digits_data / "xy.npz", steps=60, positional=("y",)).passed
     assert memorize(factory, digits_data / "xy.npz", steps=60, columns_of={"input": "x"}).passed
-    with pytest.raises(DataError, match=r"lacks input input of .* \(its arrays are x, y, labels\)") as caught:
+    with pytest.raises(DataError, match=r"has no array 'input' for .* \(its arrays are x, y, labels\)") as caught:
         memorize(factory, digits_data / "xy.npz", steps=60)
     assert "[gate] inputs" in caught.value.hint
+    with pytest.raises(DataError, match=r"has no array 'z' \(for input 'input'\)"):  # a mapping to nothing
+        memorize(factory, digits_data / "xy.npz", steps=60, columns_of={"input": "z"})

@@ -95,7 +95,8 @@ def memorize(factory: str, data: str | Path, loss: str = "cross_entropy", sample
     source = _columns_for(model.inputs, columns, columns_of or {}, positional)
     missing = [s.name for s in model.inputs if source[s.name] not in columns]
     if missing:
-        raise DataError(f"{data} lacks input {', '.join(missing)} of {model.name} (its arrays are {', '.join(columns)})",
+        wanted = ", ".join(repr(source[m]) + ("" if source[m] == m else f" (for input {m!r})") for m in missing)
+        raise DataError(f"{data} has no array {wanted} for {model.name}'s inputs (its arrays are {', '.join(columns)})",
                         "map the factory's inputs to the data's arrays (loop.toml: [gate] inputs = "
                         f'{{ {missing[0]} = "ARRAY" }})')
     dataset = check_against(Dataset({s.name: columns[source[s.name]] for s in model.inputs}, labels, str(data)), model)
