@@ -173,11 +173,13 @@ def plan(found: list[Block]) -> list[Block]:
 
 def replaced(command: str, clone: Path) -> tuple[str, list[str]]:
     notes = []
-    if "<run>" in command:  # the README's placeholder for the loop's run: the one the loop opened
-        runs = sorted(p.name for p in (clone / "loop" / "runs").glob("*"))
-        if runs:
-            command = command.replace("<run>", runs[-1])
-            notes.append(f"<run> -> {runs[-1]} (the loop's run)")
+    if "<run>" in command:  # the README's placeholder: the newest of the loop's runs that has the file
+        runs = sorted((p.name for p in (clone / "loop" / "runs").glob("*")), reverse=True)
+        path = next(w for w in command.split() if "<run>" in w)
+        run = next((r for r in runs if (clone / path.replace("<run>", r)).exists()), runs[0] if runs else None)
+        if run:
+            command = command.replace("<run>", run)
+            notes.append(f"<run> -> {run} (the loop's run)")
     for old, new, why in WALK_REPLACE:
         if old in command:
             command = command.replace(old, new)

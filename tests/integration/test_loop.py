@@ -66,7 +66,13 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     from edgekit.loop.simulate import accuracy
 
     url = _copy_db(world, tmp_path)
-    config = _config(tmp_path, url, world["bundle"], world["fleet"])
+    # the README's expectation suite, suggested from a keyed feed, as the gate's expectations
+    with np.load(world["fleet"].base_data) as npz:
+        np.savez(tmp_path / "keyed.npz", **{k: npz[k] for k in npz.files}, key=np.arange(len(npz["labels"])))
+    suggested = cli("test", "expect", "suggest", "--data", tmp_path / "keyed.npz", "--key", "key")
+    assert suggested.exit_code == 0, suggested.output
+    (tmp_path / "suite.toml").write_text(suggested.output)
+    config = _config(tmp_path, url, world["bundle"], world["fleet"], extra=f'expect = "{tmp_path / "suite.toml"}"')
     config.write_text(f'publish_store = "{tmp_path / "store"}"\ncanary = 10.0\n' + config.read_text())
     result = cli("loop", "run", "--config", config, "--once", "--json")
     assert result.exit_code == 0, result.output
@@ -76,7 +82,9 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     assert run["outputs"]["curate"]["selected"] == 200 and run["outputs"]["label"]["labelled"] == 200
     checks = {c["name"]: c["passed"] for c in run["outputs"]["gate"]["checks"]}
     assert checks == {"overall accuracy": True, "calibration (ECE)": True, "worst slice": True,
-                      "hard-case suite": True, "memorisation": True}
+                      "hard-case suite": True, "data expectations": True, "memorisation": True}
+    detail = next(c["detail"] for c in run["outputs"]["gate"]["checks"] if c["name"] == "data expectations")
+    assert "dtype on key" in detail and "label_distribution (curation picks" in detail, detail
     sources = run["outputs"]["dataset"]["sources"]
     assert sources["curated"] > 0 and sources["feedback"] > 0 and sources["history"] > 0
     # curation went where the model is unsure: the drifted devices
@@ -133,6 +141,36 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     again = json.loads(cli("loop", "run", "--config", config, "--once", "--json").output)
     assert again["run"] is None and again["decision"]["trigger"] == "cooldown"
 
+
+
+def test_a_run_asked_for_now_with_nothing_new_to_label_goes_on_with_the_labels_at_hand(world, tmp_path):
+    """The README's `loop run --now` right after a run whose budget queued the whole window failed
+    at curate ("nothing was selected for labelling"), though the window's labels were there to
+    train on: the run now skips the queue and goes on."""
+    from edgekit.collector.db import Database
+    from edgekit.loop.config import LoopConfig
+    from edgekit.loop.runner import Context, step_curate, step_dataset, step_label
+    from edgekit.loop.simulate import write_config
+    from edgekit.loop.state import Run
+
+    url = _copy_db(world, tmp_path)
+    config = LoopConfig.load(write_config(tmp_path / "loop.toml", url, world["fleet"], budget=100000, diversity=False))
+    ctx = Context(config, Database(url), lambda line: None)
+    runs = []
+    for n in range(2):
+        folder = tmp_path / f"run-{n}"
+        folder.mkdir()
+        run = Run(f"run-{n}", "digits-cnn", time.time(), time.time(), "trigger", "running", "now", "asked",
+                  str(folder), {})
+        run.outputs["curate"] = step_curate(ctx, run)
+        run.outputs["label"] = step_label(ctx, run)
+        runs.append(run)
+    first, second = (r.outputs for r in runs)
+    assert first["curate"]["selected"] > 0 and first["label"]["labelled"] == first["label"]["queued"]
+    assert second["curate"]["selected"] == 0 and second["curate"]["queue"] is None
+    assert second["label"] == {"queued": 0, "labelled": 0}
+    dataset = step_dataset(ctx, runs[1])  # formed from the labels the first run's queue brought
+    assert dataset["new_rows"] >= first["label"]["labelled"]
 
 def _trainers(folder) -> list[str]:
     """Live training processes working under ``folder`` (from /proc: no procps needed)."""

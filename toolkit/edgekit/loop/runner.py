@@ -65,6 +65,9 @@ def step_curate(ctx: Context, run: Run) -> dict:
     selection = curate(str(pool), c.curation, exclude=queued_keys(ctx.db, c.model), other=other,
                        reference=_history(ctx))
     queue = folder / "queue"
+    if not len(selection.rows) and not queue.exists():  # a run asked for now, right after another
+        ctx.say("nothing new to label: every logged prediction of the window is labelled or queued already")
+        return {**selection.to_dict(), "queue": None, "queued_at": time.time()}
     if not queue.exists():
         write_queue(pool, selection, queue)
     keys = read_queue_keys(queue)
@@ -77,7 +80,7 @@ def step_label(ctx: Context, run: Run) -> dict:
 
     c = ctx.config
     folder = Path(run.directory)
-    if c.labeler:
+    if c.labeler and run.outputs["curate"]["queue"]:
         labels = folder / "labels.csv"
         if not labels.exists():
             ctx.say(f"labelling the queue with {c.labeler}")
