@@ -122,7 +122,7 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
     features for the comparison with Evidently. Returns (records, rows)."""
     from edgekit.collector.db import Database, add_device
     from edgekit.collector.ingest import ingest
-    from edgekit.monitor.features import RECORD, input_features, input_hash
+    from edgekit.features import RECORD, input_features, input_hash
     from edgekit.sync.record import Batch, encode_array
 
     db = Database(url)
@@ -190,7 +190,7 @@ def populate(url: str, world: World, start: float, features: dict) -> tuple[int,
 def row_features(stats: dict, logits: np.ndarray) -> dict[str, np.ndarray]:
     """The per-row features monitoring judges drift on (monitor.signals.drift_features): the
     inputs' statistics and the classifier's class, confidence and entropy."""
-    from edgekit.monitor.features import output_signals
+    from edgekit.features import output_signals
 
     out = {f"in.{k}": v for k, v in stats.items() if not k.endswith(".nonfinite")}
     return out | {k: v for k, v in output_signals({"logits": logits}).items()
@@ -279,7 +279,7 @@ print(json.dumps(out))
 def evidently_drift(work: Path, world: World, features: dict) -> dict | None:
     """(group, day) -> (Evidently's dataset drift verdict, share), or None where it cannot run."""
     from edgekit.convert.tool_env import ensure, missing_reason
-    from edgekit.monitor.features import input_features
+    from edgekit.features import input_features
 
     python = ensure("evidently")
     if python is None:

@@ -45,7 +45,7 @@ def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now
     """Fill the collector through ingest(); returns records per second."""
     from edgekit.collector.db import Database, add_device
     from edgekit.collector.ingest import ingest
-    from edgekit.monitor.features import input_features
+    from edgekit.features import input_features
     from edgekit.sync.record import Batch, encode_array
 
     db = Database(url)
@@ -64,7 +64,7 @@ def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now
         pics = np.where(drifted[:, None, None, None], 1.0 - images[idx], images[idx]).astype(np.float32)
         logits = _fake_outputs(labels[idx], rng, drifted)
         keep = rng.random(n) < 0.05
-        # the device's per-record summaries (monitor.features.summarise), computed for the batch at once
+        # the device's per-record summaries (edgekit.features.summarise), computed for the batch at once
         feats = {k.split(".", 1)[1]: v.tolist() for k, v in input_features("input", pics).items()}
         recs, feedback = [], []
         for j in range(n):

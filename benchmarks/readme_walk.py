@@ -133,7 +133,11 @@ WALK_SETUP: dict[str, list[str]] = {
     "edgekit monitor check": ["fixture rules"],
     "edgekit label import": ["fixture label_queue"],  # people filled in the queue's label column
     "edgekit loop run --config loop.toml --once": ["readme-toml loop.toml", "fixture loop_hooks",
-                                                   "test -e release.pem || edgekit package --new-key release.pem"],
+                                                   "test -e release.pem || edgekit package --new-key release.pem",
+                                                   # the rest of the reader's fleet: a canary of at least
+                                                   # 2 devices needs a third to compare with
+                                                   "test -e pi-porch.token || edgekit collector add-device pi-porch "
+                                                   "--group store-12 > pi-porch.token"],
 }
 # The README names the reader's machines and placeholders; here they are this machine's.
 WALK_REPLACE: list[tuple[str, str, str]] = [

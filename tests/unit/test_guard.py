@@ -39,7 +39,7 @@ def damaged(tmp_path, monkeypatch):
     # int8 kernels themselves saturate there and no repair can close the gap.
     from dataclasses import replace
 
-    import edgekit.formats.onnx as onnx_format
+    import edgekit.optimizer.recipes.onnx as onnx_format
 
     chosen = onnx_format.int8_preset
     monkeypatch.setattr(onnx_format, "int8_preset", lambda profile, mode: (

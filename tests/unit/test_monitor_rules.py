@@ -226,7 +226,7 @@ def test_identical_outputs_count_for_different_inputs_only(db_url):
     import numpy as np
 
     from edgekit.collector.ingest import ingest
-    from edgekit.monitor.features import input_hash, summarise
+    from edgekit.features import input_hash, summarise
     from edgekit.collector.db import add_device
     from edgekit.monitor.signals import snapshot
     from edgekit.sync.record import Batch, encode_array

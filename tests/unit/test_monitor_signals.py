@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekit.monitor.drift import dataset_drift, feature_drift
-from edgekit.monitor.features import input_features, output_signals, summarise, summary_features
+from edgekit.features import input_features, output_signals, summarise, summary_features
 from edgekit.monitor.sketch import Histogram, bucket_of, histograms
 
 pytest.importorskip("scipy")

@@ -77,7 +77,7 @@ def host_int8(mode: str):
     AVX2 without VNNI, where full-range weights saturate VPMADDUBSW): accuracy is judged on what
     edgekit would really build here, so the same bound holds on every CPU."""
     from edgekit.devices import host_profile
-    from edgekit.formats.onnx import int8_preset
+    from edgekit.optimizer.recipes.onnx import int8_preset
 
     return int8_preset(host_profile(), mode)[0]
 

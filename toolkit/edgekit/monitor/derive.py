@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from ..sync.record import decode_array
-from .features import RECORD, input_features, input_hash, output_signals, summary_features
+from ..features import RECORD, input_features, input_hash, output_signals, summary_features
 from .sketch import bucket_of
 
 HOUR = 3600

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._schema import SchemaError, from_dict, to_dict
 from ..errors import DataError, EdgekitError
-from .features import input_features, output_signals
+from ..features import input_features, output_signals
 from .sketch import Histogram, histograms
 
 SCHEMA_VERSION = 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .features import CATEGORICAL, NEAR_ONE
+from ..features import CATEGORICAL, NEAR_ONE
 
 GAMMA = 1.04  # bucket width: values are kept to within (GAMMA - 1) / (GAMMA + 1) = 2% of themselves
 _LOG_GAMMA = math.log(GAMMA)

@@ -1,6 +1,6 @@
 """Produce a candidate's artifact with the real converters; intermediate files are shared.
 
-What each format does lives in its module in ``edgekit.formats``; the builder only caches the
+What each format does lives in its recipe (``edgekit.optimizer.recipes``); the builder only caches the
 base conversions (the fp32 export is made once per format and reused by every precision).
 """
 
@@ -13,6 +13,7 @@ from .. import formats as registry
 from ..data import Dataset
 from ..errors import ConversionError
 from ..models.spec import Model
+from . import recipes
 from .plan import Candidate
 
 
@@ -60,12 +61,12 @@ class Builder:
             raise
 
     def base(self, fmt: str, **kw) -> Path:
-        return registry.get(fmt).base(self, **kw)
+        return recipes.get(fmt).base(self, **kw)
 
     def build(self, candidate: Candidate) -> tuple[Path, dict]:
         spec = registry.get(candidate.format)
         dst = self.workdir / f"{candidate.id}{spec.suffix}"
-        return dst, spec.build(self, candidate, dst)
+        return dst, recipes.get(candidate.format).build(self, candidate, dst)
 
 
 def guard(tool: str, func, builder: Optional[Builder] = None) -> dict:

@@ -445,7 +445,7 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         int8_host = None if budget.spent() else judge_int8(outcomes, opt.host, eval_data.feeds(0, 1), opt.options.threads)
         if int8_host:
             notes.append(int8_text(int8_host))
-        from ..formats.edgetpu import describe as edgetpu_text
+        from .recipes.edgetpu import describe as edgetpu_text
 
         notes += [f"{o.candidate.id}: {edgetpu_text(o.build['edgetpu'])}" for o in outcomes if o.build.get("edgetpu")]
         winner, tied = opt.choose(outcomes)

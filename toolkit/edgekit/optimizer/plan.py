@@ -1,8 +1,8 @@
 """Plan the candidates for a target: formats, precisions and settings, each with its reason.
 
 Everything device-specific comes from the profile (runtimes, precisions, capabilities,
-constraints); everything format-specific from the format registry (``edgekit.formats``), whose
-modules say why a precision suits a target, as Optimum's AutoQuantizationConfig presets do.
+constraints); what each format is from ``edgekit.formats``, and why a precision suits a target
+from its recipe (``edgekit.optimizer.recipes``), as Optimum's AutoQuantizationConfig presets do.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .. import formats as registry
 from ..devices.profile import PRECISIONS, Profile
 from ..errors import EdgekitError
 from ..models.spec import Model
+from . import recipes
 
 __all__ = ["PRECISIONS", "Candidate", "Plan", "architecture", "make_plan"]
 
@@ -33,7 +34,7 @@ class Candidate:
     tflite_quantizer: str = "ai-edge-quantizer"
 
     def settings_label(self) -> str:
-        return registry.get(self.format).settings_label(self)
+        return recipes.get(self.format).settings_label(self)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "format": self.format, "precision": self.precision, "runtime": self.runtime,
@@ -132,15 +133,15 @@ def make_plan(model: Model, profile: Profile, formats: Optional[set[str]] = None
             plan.skipped.append((precision, f"{profile.id} runs only full-integer int8 models"))
             continue
         for fmt, runtime in fmt_runtime.items():
-            spec = registry.get(fmt)
-            why = spec.reason(precision, arch, profile, explicit)
+            recipe = recipes.get(fmt)
+            why = recipe.reason(precision, arch, profile, explicit)
             if why is None:
                 continue
             ok, text = why
             if not ok:
                 plan.skipped.append((f"{fmt} {precision}", text))
                 continue
-            fields, preset_why = spec.settings(precision, arch, profile, runtime)
+            fields, preset_why = recipe.settings(precision, arch, profile, runtime)
             plan.candidates.append(Candidate(f"{fmt}-{precision}", fmt, precision, runtime,
                                              f"{text}; {preset_why}" if preset_why else text, **fields))
     if not plan.candidates:

@@ -1,15 +1,15 @@
 """Repairs for a candidate that fails the accuracy guard, in the order an engineer tries them.
 
-Which repairs exist is the format's business (``edgekit.formats``: per-channel weights and other
-calibrations for ONNX int8, then the most sensitive nodes or ops kept in float); this module
-holds what they share.
+Which repairs exist is the business of the format's recipe (``edgekit.optimizer.recipes``:
+per-channel weights and other calibrations for ONNX int8, then the most sensitive nodes or ops
+kept in float); this module holds what they share.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from .. import formats as registry
+from . import recipes
 from .plan import Candidate
 
 EXCLUDE_STEPS = (1, 2, 4, 8, 16)
@@ -23,7 +23,7 @@ def exclusion_steps(ranked: list) -> list[int]:
 
 
 def repairs(candidate: Candidate, opt) -> Iterator[tuple[str, Candidate]]:
-    yield from registry.get(candidate.format).repairs(candidate, opt)
+    yield from recipes.get(candidate.format).repairs(candidate, opt)
 
 
 def progressing(gaps: list[float], window: int = 3, least: float = 0.1) -> bool:

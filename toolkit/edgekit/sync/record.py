@@ -27,7 +27,7 @@ MAX_TIME = 4102444800.0  # 2100-01-01: a device clock beyond that is broken
 DTYPES = frozenset({"float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"})
 MAX_DIMS = 8
 MAX_LABEL_BYTES = 64 * 1024
-MAX_SUMMARY_STATS = 32  # monitor.features: mean, std, min, max, nonfinite, quadrants, channels
+MAX_SUMMARY_STATS = 32  # edgekit.features: mean, std, min, max, nonfinite, quadrants, channels
 HEALTH_FIELDS = ("dropped", "pending", "oldest_pending", "dead_letter")
 
 

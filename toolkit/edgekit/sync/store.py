@@ -29,7 +29,7 @@ import numpy as np
 from .._io import unique_ids
 from ..errors import EdgekitError
 from ..metrics import probabilities
-from ..monitor.features import summarise
+from ..features import summarise
 from .record import decode_array, encode_array
 
 __all__ = ["LogStore", "SamplingPolicy", "decode_array", "encode_array"]
@@ -130,7 +130,7 @@ def _confidence(outputs: dict) -> Optional[float]:
 
 
 def _summarise(inputs: dict) -> str:
-    """The monitoring features of inputs that may not ship (monitor.features); NaN becomes null."""
+    """The monitoring features of inputs that may not ship (edgekit.features); NaN becomes null."""
     return json.dumps(summarise(inputs), allow_nan=False)
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..metrics import probabilities
+from .metrics import probabilities
 
 # Output features sketched per row; out.class is categorical, the rest numeric.
 CATEGORICAL = frozenset({"out.class"})
