@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(TOOLS)
 	$(VENV)/bin/ruff check toolkit tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -ra
 
 # The device side on ARM64 under QEMU (root on x86_64 Debian): the Pi install script, the runtime,

@@ -24,7 +24,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=10.0)
     args = parser.parse_args()
 
-    from edgekit.backends import SessionOptions, open_session
+    from edgekit.backends import SessionOptions
+    from edgekit.formats import open_session
     from edgekit.models import load_model
     from edgekit.optimizer import optimize
 

@@ -37,7 +37,8 @@ def main() -> int:
     import torch
     from onnxruntime.quantization import quantize_dynamic
 
-    from edgekit.backends import SessionOptions, open_session
+    from edgekit.backends import SessionOptions
+    from edgekit.formats import open_session
     from edgekit.convert.onnx_export import export_onnx
     from edgekit.models import load_model
     from edgekit.optimizer import optimize

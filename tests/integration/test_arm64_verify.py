@@ -39,13 +39,15 @@ def test_a_variant_whose_arm_numerics_fail_is_rejected_with_the_numbers(monkeypa
     """verify() judges what the ARM side returned: outputs that break the tolerance, or an error,
     reject that variant and keep the others (the ARM run itself is the test above)."""
     from edgekit.devices import resolve
-    from edgekit.emulation import verify as verify_mod
+    from edgekit.emulation import verify as emulation
+    from edgekit.optimizer.arm64 import verify
     from edgekit.optimizer.accuracy import Tolerance
     from edgekit.optimizer.pipeline import Outcome
     from edgekit.optimizer.plan import Candidate
     from tests.conftest import make_tiny_onnx
 
-    from edgekit.backends import SessionOptions, open_session
+    from edgekit.backends import SessionOptions
+    from edgekit.formats import open_session
     from edgekit.data import Dataset
     from edgekit.models import load_model
 
@@ -68,8 +70,8 @@ def test_a_variant_whose_arm_numerics_fail_is_rejected_with_the_numbers(monkeypa
         return {"good": good, "noisy": [g + np.random.default_rng(1).standard_normal(g.shape) for g in good],
                 "broken": "RuntimeError: illegal instruction"}
 
-    monkeypatch.setattr(verify_mod, "run_on_arm", fake_arm)
-    summary = verify_mod.verify(opt, outcomes, 8, lambda m: None)
+    monkeypatch.setattr(emulation, "run_on_arm", fake_arm)
+    summary = verify(opt, outcomes, 8, lambda m: None)
     status = {o.candidate.id: (o.status, o.reason) for o in outcomes}
     assert summary["cpu"] == "cortex-a76" and status["good"] == ("passed", "")
     assert status["noisy"][0] == "rejected" and "ARM64 numerics (cortex-a76, 8 samples)" in status["noisy"][1]

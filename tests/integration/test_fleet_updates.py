@@ -42,7 +42,7 @@ def _worse_bundle(folder: Path, key: Path, version: str) -> Path:
     import torch
 
     from edgekit.bundle import make_bundle
-    from edgekit.models.spec import Model, TensorSpec
+    from edgekit.spec import Model, TensorSpec
     from edgekit.optimizer import optimize
     from edgekit.zoo import digits
 

@@ -171,6 +171,17 @@ def test_a_run_asked_for_now_with_nothing_new_to_label_goes_on_with_the_labels_a
     assert second["label"] == {"queued": 0, "labelled": 0}
     dataset = step_dataset(ctx, runs[1])  # formed from the labels the first run's queue brought
     assert dataset["new_rows"] >= first["label"]["labelled"]
+    # its release must not reuse the first run's version (it kept the first's file and said "released 2")
+    from edgekit.loop.runner import _next_version, _taken_versions
+
+    assert _next_version("1", "run-1", _taken_versions(ctx)) == "2"
+    (config.work / "releases").mkdir(parents=True)
+    (config.work / "releases" / "digits-cnn-2.ekb").write_bytes(b"")
+    assert _next_version("1", "run-1", _taken_versions(ctx)) == "3"
+    with ctx.db.connect() as tx:  # published by hand, or by another loop
+        tx.execute("INSERT INTO releases (model, version, sha256, size, created, signed) VALUES ('digits-cnn', '7', ?, 1, 0, 0)",
+                   ("0" * 64,))
+    assert _next_version("1", "run-1", _taken_versions(ctx)) == "8"
 
 def _trainers(folder) -> list[str]:
     """Live training processes working under ``folder`` (from /proc: no procps needed)."""

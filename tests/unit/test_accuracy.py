@@ -203,7 +203,7 @@ def test_a_detector_is_judged_by_its_decoded_boxes():
 def test_integer_labels_that_index_the_scores_make_a_classifier():
     """An ONNX classifier with labelled --data is judged by accuracy (it showed `acc -`); labels
     that do not index one score vector leave the model generic."""
-    from edgekit.models.spec import TensorSpec
+    from edgekit.spec import TensorSpec
     from edgekit.optimizer.pipeline import _labels_are_classes
 
     def model(*shape):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from edgekit.backends import SessionOptions, open_session
+from edgekit.backends import SessionOptions
+from edgekit.formats import open_session
 from edgekit.backends.litert import _from_output, _to_input
 from edgekit.errors import EdgekitError
 

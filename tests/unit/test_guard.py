@@ -136,7 +136,7 @@ def test_a_detector_whose_int8_scores_collapse_is_never_chosen_broken(tmp_path):
 
     import numpy as np
 
-    from edgekit.backends import open_session
+    from edgekit.formats import open_session
 
     path = DETECTOR
     result = optimize(f"{path}:build", target="host", data=f"{path}:data", out=tmp_path / "out", formats={"onnx"},

@@ -6,7 +6,7 @@ from tests.conftest import ppocr, silero_vad
 
 from edgekit.errors import DataError, ModelLoadError
 from edgekit.models import load_model
-from edgekit.models.spec import parse_input_spec
+from edgekit.spec import parse_input_spec
 
 
 def test_input_spec_takes_a_fixed_value():
@@ -67,7 +67,7 @@ def test_stateful_runs_feed_the_state_back_and_restart_per_sequence():
     sequence, zero where a new one begins."""
     import onnxruntime as ort
 
-    from edgekit.backends import open_session
+    from edgekit.formats import open_session
     from edgekit.data import Dataset, check_against, run_dataset
 
     path = silero_vad()

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.backends import open_session
+from edgekit.formats import open_session
 from edgekit.data import Dataset
 from edgekit.models import load_model
 from edgekit.optimizer.accuracy import compare

@@ -1,116 +1,18 @@
-"""Calibration and evaluation data: one small protocol for npz files, factories and built-ins.
-
-A :class:`Dataset` holds arrays whose first axis is the sample axis plus optional ``labels``.
-The sample axis maps onto each input's batch axis (``TensorSpec.batch_axis``: 0 for most, 1 for an
-RNN state); inputs with a fixed value or a fed-back state are not data and are added by
-:meth:`Dataset.feeds`, which gives what the model takes. It is iterable in batches and also offers
-``get_next()``, the protocol onnxruntime's calibrators use, so it can feed them directly.
-``sequences`` (one id per sample, consecutive) marks the streams a stateful model runs through.
-"""
+"""Calibration and evaluation data: one small protocol for npz files, factories and built-ins,
+each read into a :class:`~edgekit.dataset.Dataset` and checked against the model."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
+from .dataset import LABELS, SEQUENCE, Dataset  # noqa: F401  (imported from here too)
 from .errors import DataError
-from .models.spec import Model, TensorSpec
-
-LABELS = "labels"
-SEQUENCE = "sequence"  # an optional array in a data file: the stream each sample belongs to
-
-
-@dataclass
-class Dataset:
-    arrays: dict[str, np.ndarray]
-    labels: Optional[np.ndarray] = None
-    source: str = ""
-    synthetic: bool = False
-    # the model's input specs once checked against it (check_against): how samples are fed
-    layout: Optional[list[TensorSpec]] = field(default=None, repr=False, compare=False)
-    sequences: Optional[np.ndarray] = None
-    fixed: dict[str, np.ndarray] = field(default_factory=dict)  # 0-d arrays of a data file: fixed inputs
-    _cursor: Iterator = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self):
-        scalars = [name for name, a in self.arrays.items() if np.ndim(a) == 0]
-        if scalars:
-            raise DataError(f"data array {scalars[0]!r} is a scalar (0-d); the first axis must be the sample axis",
-                            "save one row per sample, e.g. shape N x 1 x 8 x 8")
-        if self.labels is not None and np.ndim(self.labels) == 0:
-            raise DataError("labels are a scalar (0-d)", "give one label per sample")
-        sizes = {name: len(a) for name, a in self.arrays.items()}
-        if len(set(sizes.values())) > 1:
-            raise DataError(
-                f"data arrays have different sample counts: {sizes}",
-                "every input array needs the same first dimension (the sample axis)",
-            )
-        if self.labels is not None and len(self.labels) != len(self):
-            raise DataError(
-                f"{len(self.labels)} labels for {len(self)} samples", "give one label per sample"
-            )
-
-    def __len__(self) -> int:
-        return len(next(iter(self.arrays.values()))) if self.arrays else 0
-
-    def feeds(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Samples ``start:stop`` as the model takes them: each on its batch axis, fixed values as
-        they are, states at zero (the start of a sequence)."""
-        if self.layout is None:
-            return {k: v[start:stop] for k, v in self.arrays.items()}
-        count = min(stop, len(self)) - start
-        feeds = {}
-        for spec in self.layout:
-            if spec.value is not None:
-                feeds[spec.name] = spec.fixed_value()
-            elif spec.state_of is not None:
-                shape = [count if i == spec.batch_axis else (d if isinstance(d, int) else 1)
-                         for i, d in enumerate(spec.shape)]
-                feeds[spec.name] = np.zeros(shape, spec.dtype)
-            elif spec.batch_axis is None:
-                feeds[spec.name] = self.arrays[spec.name][0]
-            else:
-                feeds[spec.name] = np.moveaxis(self.arrays[spec.name][start:stop], 0, spec.batch_axis)
-        return feeds
-
-    def batches(self, batch_size: int = 1) -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, len(self), batch_size):
-            yield self.feeds(start, start + batch_size)
-
-    def __iter__(self):
-        return self.batches(1)
-
-    def head(self, n: int) -> "Dataset":
-        labels = None if self.labels is None else self.labels[:n]
-        sequences = None if self.sequences is None else self.sequences[:n]
-        return Dataset({k: v[:n] for k, v in self.arrays.items()}, labels, self.source, self.synthetic,
-                       self.layout, sequences)
-
-    def subset(self, index) -> "Dataset":
-        """The samples at ``index`` (an index array), in that order."""
-        labels = None if self.labels is None else self.labels[index]
-        sequences = None if self.sequences is None else self.sequences[index]
-        return Dataset({k: v[index] for k, v in self.arrays.items()}, labels, self.source, self.synthetic,
-                       self.layout, sequences)
-
-    # onnxruntime.quantization.CalibrationDataReader protocol
-    def get_next(self) -> Optional[dict[str, np.ndarray]]:
-        if self._cursor is None:
-            self._cursor = self.batches(1)
-        return next(self._cursor, None)
-
-    def rewind(self) -> None:
-        self._cursor = None
-
-    def describe(self) -> str:
-        kind = self.source or "synthetic inputs"
-        labelled = ", labelled" if self.labels is not None else ""
-        return f"{len(self)} samples from {kind}{labelled}"
-
+from .spec import Model, TensorSpec
 
 def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
     """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too -, a folder of

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import DataError
-from .models.spec import Model, TensorSpec
+from .spec import Model, TensorSpec
 
 IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 AUDIO = {".wav"}
@@ -41,7 +41,7 @@ def kind_of(path: Path) -> Optional[str]:
 
 
 def load_files(path: Path, model: Model, limit: Optional[int] = None):
-    from .data import Dataset
+    from .dataset import Dataset
 
     kind = kind_of(path)
     if kind == "images":

@@ -21,7 +21,7 @@ from typing import Literal, Optional, Union
 
 from ._schema import SchemaError, from_dict, to_dict
 from .errors import BundleError
-from .models.spec import elements, interface_fields
+from .spec import elements, interface_fields
 
 SCHEMA_VERSION = 4
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# The log store name of feedback rows written by `edgekit label import` (curated labels, not users'
+# feedback): the collector stores them under it, monitoring and canary decisions leave them out.
+LABEL_STORE = "edgekit-labels"
 
 
 class BadName(ValueError):

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..models.spec import TensorSpec
+from ..spec import TensorSpec
 
 
 @dataclass(frozen=True)

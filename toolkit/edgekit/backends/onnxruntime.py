@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError, ModelLoadError, first_line
-from ..models.spec import TensorSpec
+from ..spec import TensorSpec
 from .base import Session, SessionOptions
 
 PROVIDERS = {

@@ -39,7 +39,8 @@ class Worker:
     def load(self) -> dict:
         import numpy as np
 
-        from ..backends import SessionOptions, open_session
+        from ..backends import SessionOptions
+        from ..formats import open_session
         from ..models import load_model
 
         spec = self.spec

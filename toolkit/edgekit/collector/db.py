@@ -16,10 +16,9 @@ from typing import Optional
 
 from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
+from ..names import LABEL_STORE  # noqa: F401  (imported from here too)
 
 SCHEMA_VERSION = 4
-# Feedback rows written by `edgekit label import` (curated labels, not users' feedback).
-LABEL_STORE = "edgekit-labels"
 
 # Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
 # store restarts its ids at 1. Idempotency keys are scoped per device.

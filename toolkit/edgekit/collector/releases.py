@@ -181,7 +181,7 @@ def _share_for(db: Database, model: str, canary: float, groups: tuple[str, ...],
         raise EdgekitError(f"--min-devices {min_devices} needs more than the {len(places)} eligible device(s): a canary "
                            "on all of them leaves no baseline to compare with",
                            "lower --min-devices, or enrol more devices")
-    return max(canary, min(places[min_devices - 1] + 0.01, 100.0))
+    return max(canary, min(round(places[min_devices - 1] + 0.01, 2), 100.0))
 
 
 def start_rollout(db: Database, model: str, version: str, canary: float, groups: tuple[str, ...] = (),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .._io import cache_dir, installed_versions
-from ..models.spec import Model
+from ..spec import Model
 
 _EXPORTERS = {"onnx": ("onnx", "onnxscript"), "tflite": ("litert-torch", "ai-edge-litert")}
 

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import first_line
-from ..models.spec import Model
+from ..spec import Model
 
 
 def _scope_name(name: str, op: str, index: int) -> str:

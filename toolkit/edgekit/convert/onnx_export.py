@@ -15,7 +15,7 @@ import numpy as np
 
 from .._quiet import quiet
 from ..errors import ConversionError, require  # noqa: F401  (ConversionError: imported from here too)
-from ..models.spec import Model
+from ..spec import Model
 
 DEFAULT_OPSET = 18
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ConversionError, first_line
 from ..metrics import max_relative_error
-from ..models.spec import Model
+from ..spec import Model
 from .onnx_clean import clean
 from .tool_env import ensure, install_hint, missing_reason, python_for
 
@@ -160,7 +160,8 @@ def export_tflite_from_onnx(model: Model, dst: Path, probe, timeout_s: float = 6
     model) gives the sizes and the samples the result is checked on. With ``calibration`` the
     converter also leaves its own full-integer model at ``int8_path(dst)``, the fallback where
     ai-edge-quantizer cannot quantise. Returns what happened, with ``layout`` for the manifest."""
-    from ..backends import SessionOptions, open_session
+    from ..backends import SessionOptions
+    from ..formats import open_session
     from ..data import run_dataset
 
     start = time.perf_counter()

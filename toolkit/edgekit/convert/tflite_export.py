@@ -13,7 +13,7 @@ import numpy as np
 
 from .._quiet import native_quiet, quiet
 from ..errors import require
-from ..models.spec import Model
+from ..spec import Model
 from ..errors import ConversionError
 from .onnx_export import _first_line
 
@@ -52,7 +52,7 @@ def export_tflite(model: Model, path: Path, tolerance: float = 1e-3) -> TfliteRe
         raise ConversionError(f"TFLite conversion of {model.name} failed: {_first_line(exc)}",
                               "litert-torch", detail=str(exc)[:2000],
                               hint="litert-torch needs a torch.export-able model; see --debug") from None
-    from ..backends import open_session
+    from ..formats import open_session
 
     session = open_session(path, model=model)
     feeds = {s.name: t.numpy() for s, t in zip(model.inputs, example)}

@@ -12,7 +12,8 @@ import numpy as np
 
 
 def main(job_path: str) -> int:
-    from edgekit.backends import SessionOptions, open_session
+    from edgekit.backends import SessionOptions
+    from edgekit.formats import open_session
     from edgekit.models import load_model
 
     job = json.loads(Path(job_path).read_text())

@@ -1,4 +1,5 @@
-"""`optimize --verify-arm64`: the accuracy guard of the passing candidates again, on ARM64 kernels.
+"""`optimize --verify-arm64`: the passing candidates run again on ARM64 kernels (judged by
+edgekit.optimizer.arm64 with the accuracy guard's metrics).
 
 onnxruntime's and XNNPACK's int8 kernels take other code paths on ARM (sdot on a Cortex-A76,
 widening multiply-adds on an A72) than on x86 (VNNI, or AVX2's saturating u8 x s8 pairs), so an
@@ -91,39 +92,3 @@ def run_on_arm(variants: dict[str, Path], arrays: dict[str, np.ndarray], input_n
             return results
         finally:
             shutil.rmtree(host_work, ignore_errors=True)
-
-
-def verify(opt, outcomes, samples: int, progress: Callable[[str], None]) -> dict:
-    """Run the passing candidates on ARM64 and reject those whose numerics fail there; returns
-    the summary for the report. ``opt`` is the pipeline's Optimizer (model, data, reference)."""
-    from ..backends import open_session
-    from ..optimizer.accuracy import compare, verdict
-
-    passing = [o for o in outcomes if o.status == "passed"]
-    cpu = target_cpu(opt.target)
-    sample = opt.eval.head(samples)
-    n = len(sample)
-    reference = [r[:n] for r in opt.reference]
-    summary = {"cpu": cpu, "samples": n, "variants": {}}
-    if not passing:
-        return summary
-    arm = run_on_arm({o.candidate.id: o.path for o in passing}, sample.arrays, [s.name for s in opt.model.inputs],
-                     cpu, progress)
-    for o in passing:
-        row: dict = {"cpu": cpu, "samples": n}
-        result = arm[o.candidate.id]
-        if isinstance(result, str):
-            row.update(passed=False, error=result)
-            o.status, o.reason = "rejected", f"fails on ARM64 ({cpu}): {result.splitlines()[0][:200]}"
-        else:
-            x86 = open_session(o.path, opt.options, opt.model).run_batched(sample.arrays)
-            vs_x86 = compare(x86, result, None, opt.model.task)  # the same file's outputs on x86
-            metrics = compare(reference, result, sample.labels, opt.model.task)
-            ok, why = verdict(metrics, opt.tolerance)
-            row.update(passed=ok, max_abs_diff_vs_x86=vs_x86["max_abs_error"],
-                       top1_agreement_vs_x86=vs_x86.get("top1_agreement"), metrics_on_arm=metrics)
-            if not ok:
-                o.status, o.reason = "rejected", f"ARM64 numerics ({cpu}, {n} samples): {why}"
-        o.build = dict(o.build, arm64=row)
-        summary["variants"][o.candidate.id] = row
-    return summary

@@ -72,9 +72,19 @@ def for_runtime(profile_runtime: str) -> ArtifactFormat:
     return next(f for f in all_formats() if profile_runtime in f.serves)
 
 
+def open_session(path: str | Path, options=None, model=None):
+    """Open ``path`` with the backend of its format. ``model`` (a loaded Model) supplies the
+    input names a converter may have renamed (litert-torch calls them args_0, args_1...)."""
+    from ..backends.base import SessionOptions
+
+    path = Path(path)
+    spec = by_suffix(path) or get("onnx")  # an unknown suffix: onnxruntime says what it is
+    return spec.open_session(path, options or SessionOptions(), model)
+
+
 def _load() -> None:
     if len(REGISTRY) < 2:  # a module imported on its own has registered only itself
         from . import onnx, tflite  # noqa: F401  (each module registers its format)
 
 
-__all__ = ["REGISTRY", "ArtifactFormat", "all_formats", "by_suffix", "for_runtime", "get"]
+__all__ = ["REGISTRY", "ArtifactFormat", "all_formats", "by_suffix", "for_runtime", "get", "open_session"]

@@ -31,7 +31,7 @@ class Tflite(ArtifactFormat):
 
         from ..backends.base import SessionOptions
         from ..backends.litert import LiteRTSession
-        from ..models.spec import TensorSpec
+        from ..spec import TensorSpec
 
         inputs, outputs = ([TensorSpec(s["name"], tuple(s["shape"]), s["dtype"], s.get("batch_axis", 0),
                                        tuple(s["value"]) if s.get("value") is not None else None, s.get("state_of"))

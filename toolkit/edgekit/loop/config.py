@@ -52,7 +52,7 @@ class Curation:
     def __post_init__(self):
         if self.budget < 1:
             raise EdgekitError("curation.budget must be at least 1")
-        from .curate import STRATEGIES  # the registry is the list (curate imports this module)
+        from .curate import STRATEGIES  # the registry is the list
 
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:

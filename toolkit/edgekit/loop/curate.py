@@ -13,7 +13,7 @@ are taken first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -21,7 +21,9 @@ from ..errors import EdgekitError
 from ..metrics import probabilities
 from ..tables import OUTPUT_PREFIX, known_labels, model_columns, open_table, take_rows
 from ..testing.expect import combined_row_hashes
-from .config import Curation
+
+if TYPE_CHECKING:  # config validates strategy names against STRATEGIES here: it imports this module
+    from .config import Curation
 
 STRATEGIES: dict[str, Callable] = {}
 

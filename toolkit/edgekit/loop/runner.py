@@ -167,7 +167,7 @@ def step_gate(ctx: Context, run: Run) -> dict:
     c = ctx.config
     folder = Path(run.directory) / "gate"
     dataset = Path(run.outputs["dataset"]["folder"])
-    version = _next_version(read_manifest(ctx.current).model.version, run.run_id)
+    version = _next_version(read_manifest(ctx.current).model.version, run.run_id, _taken_versions(ctx))
     bundle = folder / "candidate.ekb"
     packaged = {"bundle": str(bundle)}
     if not bundle.exists():
@@ -223,9 +223,20 @@ STEP_FUNCTIONS = {"curate": step_curate, "label": step_label, "dataset": step_da
                   "gate": step_gate, "release": step_release}
 
 
-def _next_version(current: Optional[str], run_id: str) -> str:
+def _taken_versions(ctx: Context) -> set[str]:
+    """Versions of the model already released: by this loop's earlier runs, or published in the
+    registry (a second run before the fleet moves on must not reuse the first one's number)."""
+    model = ctx.config.model
+    taken = {p.stem[len(model) + 1:] for p in (ctx.work / "releases").glob(f"{model}-*.ekb")}
+    with ctx.db.read() as tx:
+        taken |= {row[0] for row in tx.all("SELECT version FROM releases WHERE model = ?", (model,))}
+    return taken
+
+
+def _next_version(current: Optional[str], run_id: str, taken: frozenset | set = frozenset()) -> str:
+    """The version after the current bundle's and every one already taken (numbers count up)."""
     if current and current.isdigit():
-        return str(int(current) + 1)
+        return str(max([int(current)] + [int(v) for v in taken if v.isdigit()]) + 1)
     return f"{current or '0'}+{run_id}"
 
 

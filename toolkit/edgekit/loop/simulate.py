@@ -41,7 +41,7 @@ def current_bundle(x: np.ndarray, y: np.ndarray, out: Path) -> Path:
     import torch
 
     from ..bundle import make_bundle
-    from ..models.spec import Model, TensorSpec
+    from ..spec import Model, TensorSpec
     from ..optimizer import optimize
     from ..zoo import digits
 

@@ -89,7 +89,7 @@ def check_trained(model: str, dataset: Path, log: Path) -> None:
 def _interface(current: str):
     """The current bundle's input and output specs (names, dtypes, dynamic batch)."""
     from ..bundle import read_manifest
-    from ..models.spec import TensorSpec
+    from ..spec import TensorSpec
 
     manifest = read_manifest(current)
     inputs = [TensorSpec(s.name, tuple(s.shape), s.dtype) for s in manifest.inputs]
@@ -102,7 +102,7 @@ def _export(module, dataset: Path, current: str, out: Path) -> Path:
     import torch
 
     from ..convert.onnx_export import export_onnx
-    from ..models.spec import Model
+    from ..spec import Model
 
     name, inputs, outputs = _interface(current)
     with np.load(dataset / "train.npz") as data:

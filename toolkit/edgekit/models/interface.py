@@ -17,7 +17,7 @@ import re
 from typing import Optional, Sequence
 
 from ..errors import ModelLoadError
-from .spec import Dim, TensorSpec, elements
+from ..spec import Dim, TensorSpec, elements
 
 BATCH_NAMES = {"batch", "batch_size", "batchsize", "n", "b", "bs", "num_samples", "unk__0"}
 _DIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -77,12 +77,34 @@ def batch_axis(spec: TensorSpec, names: set[str], several: bool) -> tuple[Option
     return 0, "the outer dim"
 
 
+def fit_overrides(graph: list[TensorSpec], overrides: list[TensorSpec], explicit: set[str], origin: str) -> list[TensorSpec]:
+    """``--input`` on an exported file may only size its dynamic dims: the graph's fixed dims
+    and dtypes are facts, and a bundle built on other ones would not run."""
+    by_name = {s.name: s for s in graph}
+    result = dict(by_name)
+    for o in overrides:
+        real = by_name.get(o.name)
+        if real is None:
+            raise ModelLoadError(f"--input {o.name} matches no input of {origin}",
+                                 f"its inputs are: {', '.join(f'{s.name}:{s.shape_str()}:{s.dtype}' for s in graph)}")
+        if len(o.shape) != len(real.shape):
+            raise ModelLoadError(f"--input {o.name} has {len(o.shape)} dims, {origin} has {len(real.shape)} "
+                                 f"({real.shape_str()})", "give one size or name per dimension")
+        for axis, (want, got) in enumerate(zip(real.shape, o.shape)):
+            if isinstance(want, int) and want != got:
+                raise ModelLoadError(f"--input {o.name}: dim {axis} is fixed at {want} in {origin}, not {got}",
+                                     f"only dynamic dims can be set; e.g. --input {o.name}:{real.shape_str()}")
+        if o.name in explicit and o.dtype != real.dtype:
+            raise ModelLoadError(f"--input {o.name}:{o.dtype} but {origin} takes {real.dtype}",
+                                 f"drop the dtype, or write :{real.dtype}")
+        result[o.name] = real.with_(shape=o.shape)
+    return [result[s.name] for s in graph]
+
+
 def resolve(graph_inputs: list[TensorSpec], graph_outputs: list[TensorSpec], overrides: list[TensorSpec],
             explicit: set[str], origin: str, batch_axes: Optional[dict[str, Optional[int]]] = None,
             states: Optional[dict[str, str]] = None) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
     """The inputs and outputs with batch axes, fixed values and states; and why each axis."""
-    from .loader import fit_overrides
-
     batch_axes, states = dict(batch_axes or {}), dict(states or {})
     by_name = {s.name: s for s in graph_inputs}
     for name in list(batch_axes) + list(states):

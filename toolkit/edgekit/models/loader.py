@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ModelLoadError
-from .spec import Model, TensorSpec, dtype_given, parse_input_spec
+from ..spec import Model, TensorSpec, dtype_given, parse_input_spec
 
 BUILTIN_PREFIX = "edgekit:"
 DEFAULT_MODEL = "edgekit:digits-cnn"
@@ -77,30 +77,6 @@ def _load_file(path: Path, ref: str, overrides: list[TensorSpec], explicit: set[
     model.inputs, model.outputs, model.meta["batch_axis_why"] = resolve(
         graph_in, graph_out, overrides, explicit, str(path), batch_axes, states)
     return model
-
-
-def fit_overrides(graph: list[TensorSpec], overrides: list[TensorSpec], explicit: set[str], origin: str) -> list[TensorSpec]:
-    """``--input`` on an exported file may only size its dynamic dims: the graph's fixed dims
-    and dtypes are facts, and a bundle built on other ones would not run."""
-    by_name = {s.name: s for s in graph}
-    result = dict(by_name)
-    for o in overrides:
-        real = by_name.get(o.name)
-        if real is None:
-            raise ModelLoadError(f"--input {o.name} matches no input of {origin}",
-                                 f"its inputs are: {', '.join(f'{s.name}:{s.shape_str()}:{s.dtype}' for s in graph)}")
-        if len(o.shape) != len(real.shape):
-            raise ModelLoadError(f"--input {o.name} has {len(o.shape)} dims, {origin} has {len(real.shape)} "
-                                 f"({real.shape_str()})", "give one size or name per dimension")
-        for axis, (want, got) in enumerate(zip(real.shape, o.shape)):
-            if isinstance(want, int) and want != got:
-                raise ModelLoadError(f"--input {o.name}: dim {axis} is fixed at {want} in {origin}, not {got}",
-                                     f"only dynamic dims can be set; e.g. --input {o.name}:{real.shape_str()}")
-        if o.name in explicit and o.dtype != real.dtype:
-            raise ModelLoadError(f"--input {o.name}:{o.dtype} but {origin} takes {real.dtype}",
-                                 f"drop the dtype, or write :{real.dtype}")
-        result[o.name] = real.with_(shape=o.shape)
-    return [result[s.name] for s in graph]
 
 
 def describe(model: Model) -> dict:

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import ModelLoadError, first_line
-from .spec import Model, TensorSpec
+from ..spec import Model, TensorSpec
 
 
 def _dims(value_info) -> tuple:

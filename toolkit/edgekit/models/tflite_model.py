@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError, MissingDependencyError, ModelLoadError, first_line
-from .spec import Model, TensorSpec
+from ..spec import Model, TensorSpec
 
 _WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from .._hooks import import_callable
 from ..errors import ModelLoadError, first_line, require
-from .spec import Model, TensorSpec
+from ..spec import Model, TensorSpec
 
 
 def _torch():

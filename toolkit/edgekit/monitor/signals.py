@@ -33,8 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..collector.db import LABEL_STORE
 from ..errors import EdgekitError
+from ..names import LABEL_STORE
 from .derive import HOUR
 from .drift import class_shift, dataset_drift
 from .reference import Reference, load_reference

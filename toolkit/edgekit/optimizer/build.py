@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from .. import formats as registry
 from ..data import Dataset
 from ..errors import ConversionError
-from ..models.spec import Model
+from ..spec import Model
 from . import recipes
 from .plan import Candidate
 
@@ -67,16 +67,3 @@ class Builder:
         spec = registry.get(candidate.format)
         dst = self.workdir / f"{candidate.id}{spec.suffix}"
         return dst, recipes.get(candidate.format).build(self, candidate, dst)
-
-
-def guard(tool: str, func, builder: Optional[Builder] = None) -> dict:
-    """Quantiser failures become ConversionErrors naming the tool, so the plan goes on; with a
-    builder, the quantiser is stopped at the run's deadline."""
-    try:
-        return builder.bounded(tool, func) if builder is not None else func()
-    except ConversionError:
-        raise
-    except Exception as exc:
-        from ..convert.onnx_export import _first_line
-
-        raise ConversionError(f"{tool} failed: {_first_line(exc)}", tool, detail=str(exc)[:2000]) from None

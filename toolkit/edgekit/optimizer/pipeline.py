@@ -12,7 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from .._io import InterruptGuard, atomic_directory, check_replaceable, sweep_stale
-from ..backends import SessionOptions, open_session
+from ..backends import SessionOptions
+from ..formats import open_session
 from ..data import Dataset, load_data, run_dataset, synthesize
 from ..devices import Profile, host_profile, resolve
 from ..devices.host import available_cores
@@ -432,7 +433,7 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         elif verify_arm64 and budget.spent():
             budget.skip("the ARM64 check")
         elif verify_arm64:
-            from ..emulation.verify import verify
+            from .arm64 import verify
 
             arm64 = verify(opt, outcomes, verify_arm64, progress)
             failed = [v for v, row in arm64["variants"].items() if not row["passed"]]

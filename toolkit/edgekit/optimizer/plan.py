@@ -13,7 +13,7 @@ from typing import Optional
 from .. import formats as registry
 from ..devices.profile import PRECISIONS, Profile
 from ..errors import EdgekitError
-from ..models.spec import Model
+from ..spec import Model
 from . import recipes
 
 __all__ = ["PRECISIONS", "Candidate", "Plan", "architecture", "make_plan"]

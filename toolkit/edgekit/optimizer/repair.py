@@ -12,15 +12,6 @@ from typing import Iterator
 from . import recipes
 from .plan import Candidate
 
-EXCLUDE_STEPS = (1, 2, 4, 8, 16)
-
-
-def exclusion_steps(ranked: list) -> list[int]:
-    """How many nodes to keep in float at each try: a few, never most of the model (that would
-    just be the fp32 model under another name)."""
-    cap = max(1, len(ranked) // 2)
-    return [k for k in EXCLUDE_STEPS if k <= cap]
-
 
 def repairs(candidate: Candidate, opt) -> Iterator[tuple[str, Candidate]]:
     yield from recipes.get(candidate.format).repairs(candidate, opt)

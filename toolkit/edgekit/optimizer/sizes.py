@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backends import open_session
+from ..formats import open_session
 
 
 def smaller_sample(model, dataset) -> Optional[tuple[dict, str]]:

@@ -12,7 +12,7 @@ import numpy as np
 from ..data import load_data, synthesize
 from ..devices import host_profile, resolve
 from ..models import load_model
-from ..models.spec import Model
+from ..spec import Model
 from .compat import check
 from .dynamic import profile_onnx, profile_torch
 from .hints import hints
@@ -97,7 +97,7 @@ def _tflite(model: Model, feeds, report: dict, runs: int) -> dict:
     """LiteRT's Python API exposes no per-op profiler: whole-model time and the op list."""
     import time
 
-    from ..backends import open_session
+    from ..formats import open_session
     from ..models import describe
 
     session = open_session(model.path, model=model)

@@ -58,7 +58,7 @@ def _plain(data: Dataset):
     """A stand-in model for data without one: its arrays, in order, are the inputs."""
     from types import SimpleNamespace
 
-    from ..models.spec import TensorSpec
+    from ..spec import TensorSpec
 
     specs = [TensorSpec(k, tuple(v.shape), v.dtype.name) for k, v in data.arrays.items()]
     return SimpleNamespace(inputs=specs, outputs=[], format="tflite", meta={})

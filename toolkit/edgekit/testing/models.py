@@ -33,7 +33,7 @@ class Predictor:
             self.name = self._model.name
             self.input_names = [s.name for s in self._model.inputs]
             if not self._model.is_torch:
-                from ..backends import open_session
+                from ..formats import open_session
 
                 self._session = open_session(self._model.path, model=self._model)
 

@@ -13,9 +13,9 @@ import io
 import numpy as np
 
 from .._io import atomic_write_bytes, cache_dir
-from ..data import Dataset
+from ..dataset import Dataset
 from ..errors import require
-from ..models.spec import Model, TensorSpec
+from ..spec import Model, TensorSpec
 
 VERSION = 1  # bump when the architecture or the training recipe changes: it keys the cache
 SEED = 0

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Dataset
+from ..dataset import Dataset
 from ..errors import require
-from ..models.spec import Model, TensorSpec
+from ..spec import Model, TensorSpec
 
 SEQ_LEN = 128
 SENTENCES = Path(__file__).with_name("sentences.txt")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Optional
 
 from ... import formats
+from ...errors import ConversionError
 
 REGISTRY: dict[str, "Recipe"] = {}
 
@@ -95,10 +96,33 @@ class Recipe:
         return iter(())
 
 
+EXCLUDE_STEPS = (1, 2, 4, 8, 16)
+
+
+def exclusion_steps(ranked: list) -> list[int]:
+    """How many nodes to keep in float at each try: a few, never most of the model (that would
+    just be the fp32 model under another name)."""
+    cap = max(1, len(ranked) // 2)
+    return [k for k in EXCLUDE_STEPS if k <= cap]
+
+
+def guard(tool: str, func, builder=None) -> dict:
+    """Quantiser failures become ConversionErrors naming the tool, so the plan goes on; with a
+    builder, the quantiser is stopped at the run's deadline."""
+    try:
+        return builder.bounded(tool, func) if builder is not None else func()
+    except ConversionError:
+        raise
+    except Exception as exc:
+        from ...convert.onnx_export import _first_line
+
+        raise ConversionError(f"{tool} failed: {_first_line(exc)}", tool, detail=str(exc)[:2000]) from None
+
+
 def get(name: str) -> Recipe:
     if name not in REGISTRY:
         from . import onnx, tflite  # noqa: F401  (each module registers its recipe)
     return REGISTRY[name]
 
 
-__all__ = ["REGISTRY", "Recipe", "get"]
+__all__ = ["EXCLUDE_STEPS", "REGISTRY", "Recipe", "exclusion_steps", "get", "guard"]

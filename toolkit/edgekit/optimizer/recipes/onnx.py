@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from . import Recipe
+from . import Recipe, exclusion_steps, guard
 
 
 def int8_preset(profile, mode: str):
@@ -69,7 +69,8 @@ class OnnxRecipe(Recipe):
         the source does on the evaluation samples; else the source as it is, and why."""
         if builder.probe is None:
             return super().from_source(builder, dst)
-        from ...backends import SessionOptions, open_session
+        from ...backends import SessionOptions
+        from ...formats import open_session
         from ...convert.onnx_clean import clean
         from ...data import run_dataset
         from ...metrics import max_relative_error
@@ -105,8 +106,6 @@ class OnnxRecipe(Recipe):
         return builder.cached("onnx-fused", fuse)
 
     def build(self, builder, candidate, dst: Path) -> dict:
-        from ...optimizer.build import guard
-
         if candidate.precision == "fp32":
             shutil.copyfile(self.base(builder, candidate.fused), dst)
             return {"base": "fused" if candidate.fused else "exported"}
@@ -129,7 +128,6 @@ class OnnxRecipe(Recipe):
         the most sensitive nodes in float."""
         if candidate.onnx_int8 is None:
             return
-        from ...optimizer.repair import exclusion_steps
         from ...optimizer.sensitivity import node_sensitivity
 
         settings = candidate.onnx_int8

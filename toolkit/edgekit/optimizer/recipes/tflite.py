@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from . import Recipe
+from . import Recipe, exclusion_steps, guard
 
 TF_INT8 = "TensorFlow Lite converter, full-integer (from onnx2tf's SavedModel)"
 
@@ -47,8 +47,6 @@ class TfliteRecipe(Recipe):
         return self.convert(builder.model, dst, builder.probe, builder.seconds_left(), builder.calibration)
 
     def build(self, builder, candidate, dst: Path) -> dict:
-        from ...optimizer.build import guard
-
         base = self.base(builder)
         if candidate.precision == "fp32":
             shutil.copyfile(base, dst)
@@ -83,7 +81,6 @@ class TfliteRecipe(Recipe):
         """The most sensitive ops kept in float, a few more at each try."""
         if not candidate.precision.startswith("int8-"):
             return
-        from ...optimizer.repair import exclusion_steps
         from ...optimizer.sensitivity_tflite import op_sensitivity
 
         from ...convert.onnx_tflite import int8_path

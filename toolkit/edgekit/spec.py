@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 
-from ..errors import ModelLoadError
+from .errors import ModelLoadError
 
 Dim = Union[int, str]  # an int is fixed; a str names a dynamic dimension ("batch", "seq")
 
