@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install edgekit's runtime-only part on a Raspberry Pi (or any Linux box) into a virtual env.
-# No torch: the device runs optimised .onnx/.tflite files with onnxruntime and LiteRT.
+# No torch, no toolkit: the device runs optimised .tflite files with LiteRT (and .onnx ones with
+# onnxruntime when asked for).
 #
-#   ./install.sh                       # venv in ~/edgekit-venv, edgekit from this checkout
+#   ./install.sh                       # venv in ~/edgekit-venv, edgekit from this checkout, LiteRT
 #   ./install.sh --venv /opt/edgekit --source edgekit-0.1.0-py3-none-any.whl
+#   ./install.sh --onnxruntime         # LiteRT and onnxruntime (bundles with ONNX variants)
 #   ./install.sh --no-litert           # onnxruntime only
 #   ./install.sh --serve               # also edgekit serve (Starlette, uvicorn, Pillow, tokenizers)
 set -euo pipefail
@@ -18,10 +20,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv="$2"; shift 2 ;;
     --source) source_spec="$2"; shift 2 ;;
-    --no-litert) extras="${extras/litert/}"; extras="${extras#,}"; shift ;;
+    --no-litert) extras="${extras/litert/onnxruntime}"; shift ;;
+    --onnxruntime) [[ "$extras" == *onnxruntime* ]] || extras="${extras:+$extras,}onnxruntime"; shift ;;
     --serve) extras="${extras:+$extras,}serve"; shift ;;
     --python) python="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,4 +54,6 @@ if "$venv/bin/python" -c 'import torch' 2>/dev/null; then
   echo "warning: torch is importable in $venv; the runtime does not need it" >&2
 fi
 "$venv/bin/edgekit" --version
+# what the device carries: the venv's packages (make test-arm64 reports it)
+echo "==> installed $(du -sm "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" | cut -f1) MB of packages ($extras)"
 echo "==> done. Try: $venv/bin/python $here/app.py model.onnx --input $here/sample_digits.npz"

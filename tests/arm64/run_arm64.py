@@ -111,6 +111,14 @@ def main() -> int:
                     return 1
                 log(f"installed in {time.monotonic() - t:.0f} s")
                 failures = 0
+                # what a LiteRT Pi carries: the size install.sh reports, and no toolkit packages
+                size = next((line for line in done.stdout.splitlines() if "MB of packages" in line), "no size line")
+                carried = root.run([f"{VENV_IN_ROOT}/bin/python", "-c", "import importlib.util as u; print(' '.join("
+                                    "m for m in ('onnx', 'onnxruntime', 'torch') if u.find_spec(m)))"], check=False)
+                lean = carried.returncode == 0 and not carried.stdout.strip()
+                print(f"{'PASS' if lean else 'FAIL'} the Pi install: {size.removeprefix('==> ')}; toolkit packages "
+                      f"in it: {carried.stdout.strip() or 'none'}", flush=True)
+                failures += not lean
                 for cpu in args.cpus.split(","):
                     before = stored_records(tmp)
                     log(f"emulated {cpu}: edgekit run on the digits bundle")

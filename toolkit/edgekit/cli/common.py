@@ -31,6 +31,15 @@ class ReportedError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+# Modules the core install leaves to an extra: (the package to install, the extra that brings it).
+OPTIONAL_MODULES = {"onnx": ("onnx", "optimize"), "onnxruntime": ("onnxruntime", "onnxruntime"),
+                    "torch": ("torch", "convert"), "ai_edge_litert": ("ai-edge-litert", "litert"),
+                    "onnxscript": ("onnxscript", "convert"), "onnxconverter_common": ("onnxconverter-common", "convert"),
+                    "starlette": ("starlette", "serve"), "uvicorn": ("uvicorn", "serve"),
+                    "scipy": ("scipy", "monitor"), "matplotlib": ("matplotlib", "report"),
+                    "pyarrow": ("pyarrow", "serve"), "PIL": ("pillow", "serve"), "tokenizers": ("tokenizers", "serve")}
+
+
 class EdgekitGroup(click.Group):
     """Turns library errors into one line and exit 1; tracebacks only with --debug."""
 
@@ -46,6 +55,16 @@ class EdgekitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written", err=True)
             sys.exit(130)
+        except ModuleNotFoundError as exc:
+            extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise ReportedError(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)") \
+                    from None
+            if debug_enabled(ctx):
+                traceback.print_exc()
+            package, extra_name = extra  # a device install (edgekit[litert]) reached for the toolkit
+            raise ReportedError(f"this needs the Python package '{package}', which is not installed (install it "
+                                f"with: pip install 'edgekit[{extra_name}]')") from None
         except Exception as exc:
             if debug_enabled(ctx):
                 traceback.print_exc()
