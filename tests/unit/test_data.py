@@ -62,6 +62,28 @@ def test_one_array_feeds_a_one_input_model_whatever_its_name(tiny_onnx, tmp_path
     assert list(data.arrays) == ["x"] and "its one array input as the model's one input x" in data.source
 
 
+
+def test_a_csv_is_data_its_feature_columns_fill_the_one_input(tiny_onnx, tmp_path):
+    """`predict` read CSV but `--data` refused it ("cannot read data.csv"): one reader (tables)
+    serves both. A CSV's numeric columns, in order, are a one-input model's values; a column named
+    after the input is that input; labels stay labels; a wrong column count is one clear line."""
+    model = load_model(str(tiny_onnx))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 20)
+    rows = ["key,f0,f1,f2,f3,labels"] + [f"k{i}," + ",".join(f"{v:.9g}" for v in x[i]) + f",{labels[i]}"
+                                          for i in range(20)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    data = load_data(str(tmp_path / "d.csv"), model)
+    assert np.allclose(data.arrays["x"], x) and data.arrays["x"].dtype == np.float32
+    assert (data.labels == labels).all() and len(data) == 20
+    (tmp_path / "three.csv").write_text("f0,f1,f2\n1,2,3\n")
+    with pytest.raises(DataError, match=r"3 numeric columns \(f0...f2\) do not fill input 'x' of 4 values"):
+        load_data(str(tmp_path / "three.csv"), model)
+    (tmp_path / "broken.csv").write_text("f0,f1\n1,2\n3\n")
+    with pytest.raises(DataError, match="is not a readable CSV file"):
+        load_data(str(tmp_path / "broken.csv"), model)
+
 def test_bad_files(tiny_onnx, tmp_path):
     model = load_model(str(tiny_onnx))
     with pytest.raises(DataError, match="does not exist"):

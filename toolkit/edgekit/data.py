@@ -15,7 +15,7 @@ from .errors import DataError
 from .spec import Model, TensorSpec
 
 def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
-    """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too -, a folder of
+    """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too -, a .csv, a folder of
     pictures or WAV files, a .txt of sentences (edgekit.datafiles), or a factory ``module:function``)
     and check it against ``model``."""
     from .datafiles import kind_of, load_files
@@ -23,25 +23,31 @@ def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
     path = Path(ref)
     if path.exists() and kind_of(path):  # pictures, WAV files or sentences
         dataset = load_files(path, model, limit)
-    elif path.suffix in (".npz", ".parquet", ".pq") or path.exists():
-        dataset = _load_table(path)
+    elif path.suffix in (".npz", ".parquet", ".pq", ".csv") or path.exists():
+        dataset = _load_table(path, model)
     elif ":" in ref:
         dataset = _load_factory(ref, limit)
     else:
         raise DataError(f"data {ref!r} is neither a data file nor a factory",
-                        "pass data.npz, data.parquet, an export folder, a folder of pictures or WAV files, a .txt "
+                        "pass data.npz, data.parquet, data.csv, an export folder, a folder of pictures or WAV files, a .txt "
                         "of sentences, or module:function")
     if limit:
         dataset = dataset.head(limit)
     return check_against(dataset, model)
 
 
-def _load_table(path: Path) -> Dataset:
+def _load_table(path: Path, model: Model) -> Dataset:
     """A data file or the collector's export: its metadata and outputs are not model inputs, and
-    its labels count only where every row has one."""
-    from .tables import labels_of, load_columns, model_columns
+    its labels count only where every row has one. A flat table (a CSV, Parquet of scalars) for a
+    one-input model may give that input's values as feature columns."""
+    from .tables import features_as_input, labels_of, load_columns, model_columns
 
     columns = load_columns(path)
+    data_inputs = [s for s in model.inputs if s.is_data]
+    names = {s.name for s in model.inputs}
+    columns = {k: v for k, v in columns.items() if k in names or k not in ("key", "id")}  # row ids, not inputs
+    if path.suffix.lower() in (".csv", ".parquet", ".pq") and len(data_inputs) == 1:
+        columns = features_as_input(columns, data_inputs[0].name, data_inputs[0].sample_shape)
     arrays = model_columns(columns)
     labels = arrays.pop(LABELS, None)
     fixed = {k: arrays.pop(k) for k in [k for k, v in arrays.items() if np.ndim(v) == 0]}

@@ -1,6 +1,7 @@
 """Data as tables of named columns (first axis = rows): .npz (a data set, or the collector's
-export), a Parquet file, or a folder of Parquet files (the collector's partitioned export, read
-as one data set). Parquet is streamed in chunks; an .npz array is read per key.
+export), a Parquet file, a folder of Parquet files (the collector's partitioned export, read
+as one data set), or a CSV (one value per cell: feature columns, labels, keys). Parquet and CSV
+are streamed in chunks; an .npz array is read per key.
 
 Column names are what every command expects: model inputs by name (``input``, ``input_ids``),
 ``labels``, and the export's ``outputs/<name>``, ``request_id``, ``device``, ``time``... Exports
@@ -76,6 +77,47 @@ class ParquetDataset(Table):
         for batch in _dataset(self.path).to_batches(batch_size=self.chunk, batch_readahead=1, fragment_readahead=1):
             if batch.num_rows:
                 yield _batch_columns(batch)
+
+
+class CsvTable(Table):
+    """A CSV read in blocks by pyarrow (types inferred per column, as pandas would)."""
+
+    def _chunks(self):
+        for batch in csv_batches(self.path):
+            for start in range(0, batch.num_rows, self.chunk):
+                yield _batch_columns(batch.slice(start, self.chunk))
+
+
+def open_csv(path: Path):
+    """pyarrow's streaming CSV reader, or one line naming what is wrong with the file."""
+    try:
+        import pyarrow.csv as pacsv
+    except ImportError:
+        raise DataError("CSV needs pyarrow", "pip install 'edgekit[serve]'") from None
+    try:
+        return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22))
+    except Exception as exc:  # pyarrow raises its own error types for broken files
+        raise DataError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0][:200]})") from None
+
+
+def csv_batches(path: Path):
+    reader = open_csv(path)
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except Exception as exc:  # a row further down that does not parse
+            raise DataError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0][:200]})") from None
+
+
+def csv_rows(path: Path) -> int:
+    """Rows in a CSV (lines after the header), counted in 1 MiB blocks without parsing."""
+    lines = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            lines += block.count(b"\n")
+    return max(0, lines - 1)
 
 
 def _batch_columns(batch) -> dict[str, np.ndarray]:
@@ -155,8 +197,30 @@ def open_table(path: str | Path, chunk: int = 65536) -> Table:
         except Exception as exc:  # pyarrow's own errors for broken files
             raise DataError(f"{path} is not a readable Parquet file ({str(exc)[:200]})") from None
         return ParquetTable(path, meta.metadata.num_rows, list(meta.schema_arrow.names), chunk)
+    if path.suffix.lower() == ".csv":
+        return CsvTable(path, csv_rows(path), list(open_csv(path).schema.names), chunk)
     raise DataError(f"cannot read {path.name}", "give an .npz, a .parquet file or a folder of them "
-                    "(a data set or 'edgekit collector export')")
+                    "(a data set or 'edgekit collector export'), or a .csv")
+
+
+def features_as_input(columns: dict[str, np.ndarray], name: str, sample_shape: tuple) -> dict[str, np.ndarray]:
+    """A table of one value per cell (a CSV) for a model with one input that no column names: its
+    numeric columns, in order, are the input's values (labels, keys and export columns aside)."""
+    if name in columns:
+        return columns
+    skip = set(EXPORT_META) | {"labels", "label", "key", "id", "sequence"}
+    features = [k for k, v in columns.items() if k not in skip and not k.startswith(OUTPUT_PREFIX)
+                and v.ndim == 1 and v.dtype.kind in "iuf"]
+    if not features:
+        return columns
+    values = np.stack([columns[k] for k in features], axis=1)
+    size = int(np.prod([d for d in sample_shape if isinstance(d, int)])) if sample_shape else 1
+    if any(not isinstance(d, int) for d in sample_shape) or values.shape[1] != size:
+        raise DataError(f"{len(features)} numeric columns ({features[0]}...{features[-1]}) do not fill input "
+                        f"{name!r} of {'x'.join(map(str, sample_shape))} values per sample",
+                        f"give {size} feature columns, or one column named {name!r}")
+    rest = {k: v for k, v in columns.items() if k not in features}
+    return {**rest, name: values.reshape((len(values),) + tuple(sample_shape))}
 
 
 def load_columns(path: str | Path) -> dict[str, np.ndarray]:

@@ -115,17 +115,15 @@ def _arrow(path, model, key_column, chunk, suffix):
     if suffix == ".csv":
         import pyarrow.csv as pacsv
 
-        total = _data_lines(path)
-        try:
-            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22))
-        except Exception as exc:  # pyarrow raises its own error types for broken files
-            raise DataError(f"{path} is not a readable CSV file ({str(exc)[:200]})") from None
-        if key_column in reader.schema.names:
+        from ..tables import csv_batches, csv_rows, open_csv
+
+        total = csv_rows(path)
+        if key_column in open_csv(path).schema.names:
             keys = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 include_columns=[key_column], column_types={key_column: pa.string()},
                 strings_can_be_null=True)).column(key_column)
             _check_keys(keys.to_pylist(), str(path), key_column)
-        batches = _until_stop(reader)
+        batches = csv_batches(path)
     else:
         try:
             file = open_parquet(path)
@@ -153,23 +151,6 @@ def _check_keys(keys: list, origin: str, key_column: str) -> None:
         shown = ", ".join(repr(k) for k in list(dict.fromkeys(repeated))[:3])
         raise DataError(f"{origin}: {len(repeated)} rows repeat a {key_column!r} ({shown}); each row needs its own",
                         "make the keys unique, or drop the column to key rows row-N")
-
-
-def _data_lines(path: Path) -> int:
-    """Rows in a CSV (lines after the header), counted in 1 MiB blocks: for the progress bar."""
-    lines = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            lines += block.count(b"\n")
-    return max(0, lines - 1)
-
-
-def _until_stop(reader):
-    while True:
-        try:
-            yield reader.read_next_batch()
-        except StopIteration:
-            return
 
 
 def _rows_from_batches(batches, model, key_column, chunk) -> Iterator[Chunk]:
