@@ -107,6 +107,23 @@ def test_a_mistyped_database_path_is_an_error_not_an_empty_database(tmp_path, cl
     assert not typo.exists()
 
 
+
+def test_one_catalog_names_every_signal_for_rules_metrics_and_the_dashboard():
+    """Signal names were plain strings in six files (the rules' list, /metrics' list, a hand-written
+    grafana.json...): now one catalog, and what reads it cannot drift apart."""
+    from edgekit.monitor.catalog import CATALOG, dashboard, exported
+    from edgekit.monitor.metrics import EXPORTED
+    from edgekit.monitor.rules import SIGNALS
+
+    assert SIGNALS == set(CATALOG) and set(EXPORTED) == {s.name for s in exported()}
+    assert all(s.meaning and s.name.split(".")[0] in ("records", "rows", "feedback", "performance", "proxy",
+                                                      "quality", "drift", "system") for s in CATALOG.values())
+    panels = [s for s in CATALOG.values() if s.panel]
+    assert panels and all(s.exported for s in panels)  # a panel over a series /metrics never serves is empty
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
+    assert {e.split("{")[0] for e in exprs if e.startswith("edgekit_monitor_")} == {s.metric for s in panels}
+    assert len({p["id"] for p in dashboard()["panels"]}) == len(panels) + 1  # and the collector's batches
+
 def test_rules_read_only_signals_that_exist(tmp_path):
     """A rule on 'nope.nope' loaded and never fired; the list rules check against is what a
     snapshot really computes."""

@@ -170,12 +170,15 @@ def check_cmd(model, rules, webhook, db, as_json):
 
 @monitor.command("grafana")
 def grafana_cmd():
-    """Print a Grafana dashboard (JSON) over the collector's /metrics gauges.
+    """Print a Grafana dashboard (JSON) over the collector's /metrics gauges (built from the
+    signal catalog: a panel per signal that has one).
 
     \b
     Example:
       edgekit monitor grafana > edgekit-dashboard.json   # then import it in Grafana
     """
-    from importlib.resources import files
+    import json
 
-    click.echo(files("edgekit.monitor").joinpath("grafana.json").read_text())
+    from ..monitor.catalog import dashboard
+
+    click.echo(json.dumps(dashboard(), indent=2))

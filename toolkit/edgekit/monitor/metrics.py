@@ -2,8 +2,8 @@
 
 Gauges are ``edgekit_monitor_<signal>`` (dots become underscores) labelled by model, version and
 device group, computed over the last ``window_s`` on scrape and cached for ``cache_s`` (a scrape
-every 15 s does not recompute drift four times a minute). The Grafana dashboard shipped with
-edgekit (``edgekit monitor grafana``) is built on these names.
+every 15 s does not recompute drift four times a minute). Which signals, their names and help
+texts come from the catalog (``edgekit.monitor.catalog``), as does ``edgekit monitor grafana``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,14 @@ from __future__ import annotations
 import threading
 import time
 
-# Signals worth a time series; the rest stay in reports.
-EXPORTED = (
-    "records", "feedback.rate", "feedback.labelled", "feedback.accuracy", "feedback.negative_share",
-    "performance.estimated_accuracy", "performance.estimated_drop", "proxy.low_confidence_share",
-    "proxy.entropy_mean", "proxy.top_class_share", "proxy.identical_output_share", "proxy.nonfinite_share",
-    "proxy.fallback_share", "proxy.cached_share", "quality.failing_share", "proxy.repeated_input_share",
-    "drift.share", "drift.dataset",
-    "system.latency_p50_ms", "system.latency_p95_ms", "system.latency_p99_ms", "system.devices",
-    "system.silent_devices", "system.dropped", "system.pending", "system.lag_max_s",
-)
+from .catalog import exported
+
+# Signals worth a time series (the catalog marks them); the rest stay in reports.
+EXPORTED = tuple(s.name for s in exported())
 
 
 MAX_MODELS = 50  # series for at most this many models (the busiest) ...
 MAX_VERSIONS = 10  # ... and this many versions of each (published ones first, then the busiest)
-
-
-def metric_name(signal: str) -> str:
-    return "edgekit_monitor_" + signal.replace(".", "_")
 
 
 class SignalCollector:
@@ -63,9 +53,9 @@ class SignalCollector:
         from .signals import snapshot
 
         now = time.time()
-        families = {s: GaugeMetricFamily(metric_name(s), f"edgekit monitoring signal {s} over the last "
-                                         f"{self.window_s / 3600:g} h", labels=["model", "version", "group"])
-                    for s in EXPORTED}
+        families = {s.name: GaugeMetricFamily(s.metric, f"{s.meaning} (edgekit signal {s.name}, over the last "
+                                              f"{self.window_s / 3600:g} h)", labels=["model", "version", "group"])
+                    for s in exported()}
         hidden = GaugeMetricFamily("edgekit_monitor_versions_not_shown", "Versions logged in the window that get no "
                                    f"series (beyond the {MAX_VERSIONS} shown per model)", labels=["model"])
         for model in self._models(now):

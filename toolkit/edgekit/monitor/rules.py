@@ -30,33 +30,12 @@ from typing import Literal, Optional
 
 from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
+from .catalog import CATALOG, sample_of
 
 # Every signal a snapshot computes (monitor.signals; a test holds the two together): a rule may
 # read only these, and a typo ("nope.nope") is refused when the rules load instead of never firing.
-SIGNALS = frozenset("""records rows drift.dataset drift.judged drift.rows drift.share feedback.accuracy
-feedback.accuracy_drop feedback.accuracy_drop_certain feedback.accuracy_high feedback.accuracy_low feedback.count
-feedback.labelled feedback.macro_f1 feedback.negative_share feedback.outcomes feedback.rate feedback.window_s
-feedback.coverage feedback.lag_mean_s feedback.lag_p90_s proxy.class_shift proxy.class_shift_p
-system.latency_p50_ratio system.latency_p95_ratio
-performance.estimated_accuracy performance.estimated_drop performance.estimated_high performance.estimated_low
-performance.reference_accuracy proxy.cached_share proxy.entropy_mean proxy.fallback_share
-proxy.identical_output_share proxy.repeated_input_share proxy.low_confidence_excess proxy.low_confidence_expected
-proxy.low_confidence_share
-proxy.nonfinite_share proxy.top_class_share proxy.top_class_share_reference quality.failed_checks
-quality.failing_share quality.rows system.dead_letter system.devices system.devices_reporting system.dropped
-system.lag_max_s system.lag_mean_s system.last_record system.latency_p50_ms system.latency_p95_ms
-system.latency_p99_ms system.pending system.silent_devices""".split())
-# Which count a signal's sample size is.
-SAMPLE_OF = {"feedback.accuracy": "feedback.labelled", "feedback.accuracy_drop": "feedback.labelled",
-             "feedback.accuracy_drop_certain": "feedback.labelled",
-             "feedback.macro_f1": "feedback.labelled", "feedback.negative_share": "feedback.outcomes",
-             "feedback.rate": "records"}
-PREFIX_SAMPLE = {"feedback": "feedback.labelled", "performance": "rows", "proxy": "records", "quality": "quality.rows",
-                 "drift": "drift.rows", "system": "records"}
-
-
-def sample_of(signal: str) -> str:
-    return SAMPLE_OF.get(signal) or PREFIX_SAMPLE.get(signal.split(".")[0], "records")
+# What a rule may name, and which count is its sample: the catalog (one definition per signal).
+SIGNALS = frozenset(CATALOG)
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
