@@ -148,3 +148,21 @@ def test_a_tflite_fp16_file_is_estimated_as_fp32_compute_on_an_arm_cpu():
     assert pi5.cpu.fp16_arithmetic
     assert compute_precision("fp16", "tflite", pi5) == "fp32"
     assert compute_precision("fp16", "onnx", resolve("jetson-nano")) == "fp16"  # a GPU computes in fp16
+
+
+def test_optimize_options_are_one_validated_value(tiny_onnx, tmp_path):
+    """The CLI builds OptimizeOptions from its flags and library callers pass one (or its fields as
+    keywords): checked once, before any model is loaded."""
+    from edgekit.errors import EdgekitError
+    from edgekit.optimizer import OptimizeOptions, Tolerance, optimize
+
+    options = OptimizeOptions(formats={"onnx"}, tolerance="cosine=0.98", plan_only=True)
+    assert options.formats == frozenset({"onnx"}) and options.tolerance == Tolerance(min_cosine=0.98)
+    for bad, message in [({"eval_samples": 0}, "eval_samples"), ({"time_budget_s": -1}, "time-budget"),
+                         ({"task": "nope"}, "nope"), ({"version": "../x"}, "version")]:
+        with pytest.raises(EdgekitError, match=message):
+            OptimizeOptions(**bad)
+    plan = optimize(str(tiny_onnx), target="host", options=options, precisions={"fp32"}).report["plan"]
+    assert [c["id"] for c in plan["candidates"]] == ["onnx-fp32"]  # the keyword narrows the value
+    with pytest.raises(TypeError, match="unknown options formatz"):
+        optimize(str(tiny_onnx), target="host", formatz={"onnx"})

@@ -97,21 +97,20 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
       edgekit optimize yolo.onnx --data street.npz --task detection --tolerance map=0.9
       edgekit optimize silero_vad.onnx --input input:1x512 --input sr:int64:=16000 --data speech/ --time-budget 300
     """
-    from ..optimizer import NoCandidatePassed, optimize
+    from ..optimizer import NoCandidatePassed, OptimizeOptions, optimize
     from ..processing import declaration
 
-    processing = declaration(processing_file, labels_file)
+    options = OptimizeOptions(formats=_split(formats), precisions=_split(precisions), tolerance=tolerance,
+                              plan_only=plan_only, allow_synthetic_calibration=allow_synthetic_calibration,
+                              eval_samples=eval_samples, time_budget_s=time_budget, timing_s=timing_seconds,
+                              inputs=inputs, processing=declaration(processing_file, labels_file),
+                              verify_arm64=arm64_samples if verify_arm64 else 0, batch_axes=batch_axes,
+                              states=states, task=task, name=model_name, version=model_version)
     say, stop = (lambda msg: None), (lambda: None)
     if not plan_only:
         say, stop = steps()
     try:
-        result = optimize(model, target=target, data=data, out=out, formats=_split(formats),
-                          precisions=_split(precisions), tolerance=tolerance, plan_only=plan_only,
-                          allow_synthetic_calibration=allow_synthetic_calibration, eval_samples=eval_samples,
-                          time_budget_s=time_budget, timing_s=timing_seconds, progress=say, inputs=inputs,
-                          processing=processing, verify_arm64=arm64_samples if verify_arm64 else 0,
-                          batch_axes=batch_axes, states=states, task=task, name=model_name,
-                          version=model_version)
+        result = optimize(model, target=target, data=data, out=out, options=options, progress=say)
     except NoCandidatePassed as exc:
         stop()
         if as_json:

@@ -204,20 +204,16 @@ def status_cmd(model, db, as_json):
     Example:
       edgekit release status digits-cnn --json
     """
+    from ..collector.canary import judge
     from ..collector.db import Database
-    from ..collector.releases import canary_devices, current_rollout, events
+    from ..collector.releases import canary_devices, current_rollout, devices_per_version, events
 
     database = Database(db, existing=True)
     rollout = current_rollout(database, model)
-    with database.read() as tx:
-        running = tx.all("SELECT version, state, COUNT(*) FROM device_models WHERE model = ? GROUP BY version, state",
-                         (model,))
-    from ..collector.canary import judge
-
     verdict = judge(database, model)  # what decide would do now, with the signals side by side
     chosen, eligible = canary_devices(database, model, rollout.canary, rollout.groups) if rollout else ([], 0)
     info = {"rollout": rollout.to_dict() if rollout else None, "canary_devices": chosen, "eligible_devices": eligible,
-            "devices": [{"version": v, "state": s, "devices": n} for v, s, n in running],
+            "devices": devices_per_version(database, model),
             "verdict": verdict.to_dict() if verdict else None, "events": events(database, model, 20)}
     if as_json:
         print_json(info)

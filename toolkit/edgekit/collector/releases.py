@@ -306,6 +306,14 @@ def report_device(db: Database, device: str, model: str, version: str, state: st
         _event(tx, model, version, f"device {state}", {"device": device, "reason": reason[:500]})
 
 
+def devices_per_version(db: Database, model: str) -> list[dict]:
+    """How many devices run (or shadow, or refused) each version of ``model``, as they reported."""
+    with db.read() as tx:
+        rows = tx.all("SELECT version, state, COUNT(*) FROM device_models WHERE model = ? GROUP BY version, state "
+                      "ORDER BY version, state", (model,))
+    return [{"version": v, "state": s, "devices": n} for v, s, n in rows]
+
+
 def events(db: Database, model: str, limit: int = 50) -> list[dict]:
     with db.read() as tx:
         rows = tx.all("SELECT time, version, event, detail FROM rollout_events WHERE model = ? ORDER BY time DESC "

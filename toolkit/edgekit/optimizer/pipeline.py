@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,20 +19,20 @@ from ..devices import Profile, host_profile, resolve
 from ..devices.host import available_cores
 from ..errors import ConversionError, DataError, EdgekitError, first_line
 from ..models import Model, load_model
-from ..names import BadName, as_file_name, check_model_names
+from ..names import as_file_name
 from . import report as report_mod
-from .accuracy import Tolerance, check_task, compare, shortfall, verdict
+from .accuracy import Tolerance, compare, shortfall, verdict
 from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .int8_host import judge as judge_int8
 from .int8_host import text as int8_text
+from .options import OptimizeOptions
 from .plan import Candidate, Plan, make_plan
 from .select import TIE, median_ci, pick
 from .sizes import drop_fixed_sizes
 from .timing import interleaved, summary
 
-EVAL_SAMPLES = 512
 
 
 class NoCandidatePassed(EdgekitError):
@@ -335,52 +335,35 @@ def _calibration_for(model: Model, data_ref: Optional[str], target: Profile, pla
 
 
 def optimize(model: str | Model | None = None, target: str | Profile = "host", data: Optional[str] = None,
-             out: Optional[str | Path] = None, formats: Optional[set[str]] = None,
-             precisions: Optional[set[str]] = None, tolerance: Tolerance | str | None = None,
-             allow_synthetic_calibration: bool = False, eval_samples: int = EVAL_SAMPLES,
-             time_budget_s: Optional[float] = None, progress: Callable[[str], None] = lambda msg: None,
-             inputs: tuple[str, ...] = (), plan_only: bool = False, processing: Optional[dict] = None,
-             verify_arm64: int = 0, timing_s: float = 20.0, batch_axes: tuple[str, ...] = (),
-             states: tuple[str, ...] = (), task: Optional[str] = None, name: Optional[str] = None,
-             version: Optional[str] = None) -> OptimizeResult:
+             out: Optional[str | Path] = None, options: Optional[OptimizeOptions] = None,
+             progress: Callable[[str], None] = lambda msg: None, **more) -> OptimizeResult:
     """Optimise ``model`` for ``target``; writes ``out`` atomically and returns the result.
-    ``time_budget_s`` bounds the whole run (what it left out is in the report); ``timing_s`` is
-    what the interleaved timing may take of it. ``processing`` declares the bundle's
-    pre/post-processing (built-in models carry theirs). ``verify_arm64``: re-run the passing
-    candidates on that many samples on ARM64 kernels under QEMU (edgekit.emulation.verify) and
-    reject those whose numerics fail there. ``inputs``, ``batch_axes`` and ``states`` are the
-    ``--input``, ``--batch-axis`` and ``--state`` texts (edgekit.models.interface); ``task`` names
-    how outputs are judged (edgekit.optimizer.accuracy.TASKS), else the model's own. ``name`` and
-    ``version`` name the model in the manifest (a factory is otherwise named after its function and
-    versioned by the time)."""
+    ``options`` (:class:`OptimizeOptions`, or its fields as keywords) says what to try and how to
+    judge it; ``progress`` hears one line per step."""
+    if options is None or more:
+        unknown = set(more) - OptimizeOptions.names()
+        if unknown:
+            raise TypeError(f"optimize() got unknown options {', '.join(sorted(unknown))}")
+        options = replace(options, **more) if options is not None else OptimizeOptions(**more)
     with InterruptGuard() as guard:
         def step(msg: str) -> None:  # every step first honours a Ctrl-C that a library swallowed
             guard.check()
             progress(msg)
 
-        return _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration,
-                         eval_samples, Budget(time_budget_s), step, inputs, plan_only, processing, verify_arm64,
-                         timing_s, batch_axes, states, task, name, version)
+        return _optimize(model, target, data, out, options, Budget(options.time_budget_s), step)
 
 
-def _optimize(model, target, data, out, formats, precisions, tolerance, allow_synthetic_calibration, eval_samples,
-              budget, progress, inputs, plan_only, processing=None, verify_arm64=0, timing_s=20.0, batch_axes=(),
-              states=(), task=None, name=None, version=None) -> OptimizeResult:
+def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) -> OptimizeResult:
     started = time.time()
-    if task is not None:
-        check_task(task)
-    try:
-        check_model_names(name, version)
-    except BadName as exc:
-        raise EdgekitError(str(exc)) from None
-    model = model if isinstance(model, Model) else load_model(model, inputs, batch_axes, states)
-    if name:
-        model.name = name
-    if version:
-        model.meta["version"] = version
-    if task is not None:
-        model.task = task
-    if processing is not None:
+    model = model if isinstance(model, Model) else load_model(model, o.inputs, o.batch_axes, o.states)
+    if o.name:
+        model.name = o.name
+    if o.version:
+        model.meta["version"] = o.version
+    if o.task is not None:
+        model.task = o.task
+    if o.processing is not None:
+        processing = o.processing
         for post in processing.get("outputs", []):
             post["output"] = post.get("output") or model.outputs[0].name
         model.meta["processing"] = processing
@@ -388,12 +371,12 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         if model.task == "generic" and first.get("labels") and first["output"] == model.outputs[0].name:
             model.task = "classification"  # class names declared: judged by top-1 and accuracy
     profile = target if isinstance(target, Profile) else resolve(target)
-    if verify_arm64 and profile.arch != "aarch64":
+    if o.verify_arm64 and profile.arch != "aarch64":
         raise EdgekitError(f"--verify-arm64 runs ARM64 kernels; {profile.id} is {profile.arch}",
                            "use it with an ARM64 target such as raspberrypi, or drop it")
-    tolerance = tolerance if isinstance(tolerance, Tolerance) else Tolerance.parse(tolerance)
-    plan = make_plan(model, profile, formats, precisions)
-    if plan_only:
+    tolerance = o.tolerance
+    plan = make_plan(model, profile, o.formats, o.precisions)
+    if o.plan_only:
         return OptimizeResult({"plan": plan.to_dict(), "model": model.name, "target": profile.id}, None, None)
 
     notes: list[str] = list(plan.notes)
@@ -405,18 +388,18 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         eval_data = synthesize(model, n=64)
         notes.append("ACCURACY WAS CHECKED ON SYNTHETIC INPUTS ONLY: no --data was given; the metrics "
                      "say how close candidates are to fp32 on random inputs, not on real data")
-    eval_data = eval_data.head(eval_samples)
-    if task is None and model.task == "generic" and _labels_are_classes(model, eval_data.labels):
+    eval_data = eval_data.head(o.eval_samples)
+    if o.task is None and model.task == "generic" and _labels_are_classes(model, eval_data.labels):
         model.task = "classification"
         notes.append(f"judged as classification: --data has labels 0-{int(eval_data.labels.max())} and "
                      f"{model.outputs[0].name} has one score per class; --task generic judges by cosine only")
-    calibration = _calibration_for(model, data, profile, plan, allow_synthetic_calibration, notes)
+    calibration = _calibration_for(model, data, profile, plan, o.allow_synthetic_calibration, notes)
 
     out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / as_file_name(f"{model.name}-{profile.id}"))
     sweep_stale("edgekit-opt-")  # work directories of runs that were killed
     with tempfile.TemporaryDirectory(prefix=f"edgekit-opt-{os.getpid()}-") as tmp:
         progress(f"reference outputs on {eval_data.describe()}")
-        opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, timing_s, budget)
+        opt = Optimizer(model, profile, eval_data, calibration, tolerance, plan, Path(tmp), progress, o.timing_s, budget)
         # The source's own format first, then ONNX (the quickest, surest export), fp32 first within
         # each: the safe candidate, and the variants its base already allows, must not be what a
         # short --time-budget leaves out after a slow converter; the report keeps the plan's order
@@ -427,15 +410,15 @@ def _optimize(model, target, data, out, formats, precisions, tolerance, allow_sy
         arm64 = None
         from ..models.interface import standard
 
-        if verify_arm64 and not standard(model.inputs):
+        if o.verify_arm64 and not standard(model.inputs):
             notes.append("ARM64 check skipped: it runs batch-first models only, and this one has fixed, "
                          "recurrent or non-batch-first inputs")
-        elif verify_arm64 and budget.spent():
+        elif o.verify_arm64 and budget.spent():
             budget.skip("the ARM64 check")
-        elif verify_arm64:
+        elif o.verify_arm64:
             from .arm64 import verify
 
-            arm64 = verify(opt, outcomes, verify_arm64, progress)
+            arm64 = verify(opt, outcomes, o.verify_arm64, progress)
             failed = [v for v, row in arm64["variants"].items() if not row["passed"]]
             notes.append(f"ARM64 check: {len(arm64['variants'])} passing variants re-run on an emulated "
                          f"{arm64['cpu']} over {arm64['samples']} samples"
