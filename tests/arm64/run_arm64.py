@@ -101,6 +101,9 @@ def main() -> int:
                 shutil.copy(bundle, work / "digits.ekb")
                 shutil.copy(ROOT / "targets/raspberrypi/sample_digits.npz", work / "sample_digits.npz")
                 shutil.copy(token, work / "collector.token")
+                # a fresh venv, as on a new Pi: one left from an earlier run keeps packages install.sh no
+                # longer brings (pip's wheel cache in the root keeps this quick)
+                shutil.rmtree(root.path(VENV_IN_ROOT), ignore_errors=True)
                 log("installing edgekit with targets/raspberrypi/install.sh (as on a Pi; pip under emulation)")
                 t = time.monotonic()
                 done = root.run(["bash", f"{SRC_IN_ROOT}/targets/raspberrypi/install.sh", "--venv", VENV_IN_ROOT],
