@@ -159,7 +159,7 @@ def tflite_base(models):
 @pytest.mark.parametrize("precision, tensor_dtype", [
     ("int8-dynamic", "int8"), ("int8-weight-only", "int8"), ("int8-static", "int8"), ("fp16", "float16")])
 def test_tflite_recipes(models, tflite_base, tmp_path, precision, tensor_dtype):
-    from edgekit.models.tflite_model import open_interpreter
+    from edgekit.backends.litert import open_interpreter
     from edgekit.quantize.tflite_quant import quantize_tflite
 
     _, _, data = models

@@ -20,7 +20,7 @@ WEIGHTED = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "
 
 
 def _tensors(path: Path, data: Dataset, samples: int, model=None) -> tuple[dict[str, np.ndarray], list[dict], dict]:
-    from ..models.tflite_model import interpreter_class
+    from ..backends.litert import interpreter_class
 
     cls = interpreter_class()
     import sys

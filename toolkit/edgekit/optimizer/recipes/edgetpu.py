@@ -46,7 +46,7 @@ def _why_not(op: dict, tensors: dict, constants: set[int]) -> str:
 
 def partition(path: Path) -> dict:
     """Ops on the TPU and on the CPU, in graph order, with the reason for the first CPU op."""
-    from ...models.tflite_model import open_interpreter
+    from ...backends.litert import open_interpreter
 
     interpreter = open_interpreter(Path(path), delegates=False)
     ops = interpreter._get_ops_details()
