@@ -142,3 +142,24 @@ def test_static_analysis_leaves_nothing_in_the_working_directory(tmp_path, monke
     analyse(onnx.load(str(tmp_path / "vad.onnx")), {"input": [1, 576], "state": [2, 1, 128]})
     assert sorted(p.name for p in work.iterdir()) == ["sym_shape_infer_temp.onnx"]
     assert (work / "sym_shape_infer_temp.onnx").read_text() == "the user's own file"
+
+
+def test_one_list_of_dtypes_for_interfaces_bundles_and_logs():
+    """The dtypes were listed three times (the --input parser lacked int16, which manifests and log
+    records took): one definition now, and each reader refuses what it lacks alike."""
+    from edgekit.manifest import IOSpec
+    from edgekit.serve.protocol import V2_TO_NP
+    from edgekit.spec import DTYPES, normalise_dtype
+    from edgekit.sync.record import decode_array, encode_array
+
+    for dtype in DTYPES:
+        assert normalise_dtype(dtype) == dtype and dtype in V2_TO_NP.values()
+        IOSpec("x", (1, 2), dtype).validate()
+        assert decode_array(encode_array(np.zeros(2, dtype))).dtype == np.dtype(dtype)
+    assert normalise_dtype("fp16") == "float16"
+    with pytest.raises(Exception, match="unknown dtype 'complex64'"):
+        normalise_dtype("complex64")
+    with pytest.raises(ValueError, match="not one of"):
+        IOSpec("x", (1,), "complex64").validate()
+    with pytest.raises(ValueError, match="known dtype"):
+        decode_array({"dtype": "complex64", "shape": [1], "b64": ""})

@@ -21,10 +21,9 @@ from typing import Literal, Optional, Union
 
 from ._schema import SchemaError, from_dict, to_dict
 from .errors import BundleError
-from .spec import elements, interface_fields
+from .spec import DTYPES, elements, interface_fields
 
 SCHEMA_VERSION = 4
-DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 

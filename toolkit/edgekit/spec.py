@@ -12,11 +12,12 @@ from .errors import ModelLoadError
 
 Dim = Union[int, str]  # an int is fixed; a str names a dynamic dimension ("batch", "seq")
 
-_DTYPES = {
-    "float32": "float32", "fp32": "float32", "float": "float32", "float16": "float16",
-    "fp16": "float16", "half": "float16", "float64": "float64", "int64": "int64", "long": "int64",
-    "int32": "int32", "int": "int32", "int8": "int8", "uint8": "uint8", "bool": "bool",
-}
+# The tensor dtypes edgekit carries, defined once: model interfaces, the bundle's manifest and the
+# device's log records all check against this.
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+# ... and the other names people write for them (--input x:1x3:fp16).
+_DTYPES = {**{d: d for d in DTYPES}, "fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16",
+           "long": "int64", "int": "int32"}
 
 
 def normalise_dtype(name: str) -> str:

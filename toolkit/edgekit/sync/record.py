@@ -21,10 +21,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..spec import DTYPES
+
 SCHEMA_VERSION = 3  # 1: no store id (read as store ""), no cached flag; 2: summaries of <= 8 stats, no health
 MAX_ID = 2**63 - 1  # BIGINT in PostgreSQL
 MAX_TIME = 4102444800.0  # 2100-01-01: a device clock beyond that is broken
-DTYPES = frozenset({"float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"})
 MAX_DIMS = 8
 MAX_LABEL_BYTES = 64 * 1024
 MAX_SUMMARY_STATS = 32  # edgekit.features: mean, std, min, max, nonfinite, quadrants, channels
