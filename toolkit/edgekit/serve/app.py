@@ -11,149 +11,53 @@ on Starlette and uvicorn. Each route decodes, calls the data plane (``plane.py``
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Optional
 
-from .._asgi import BodyError
-from .._asgi import read_body as _read_body
 from ..errors import EdgekitError, PredictionFailed
 from .batching import Overloaded
+from .http import ALONE, OPEN, HttpOptions, error
 from .metrics import ServeMetrics
 from .plane import Repository
-from .protocol import HEADER, InferRequest, ProtocolError, encode_response
+from .protocol import ProtocolError
 
 access = logging.getLogger("edgekit.serve.access")
 log = logging.getLogger("edgekit.serve")
-OPEN = ("/v2/health/live", "/v2/health/ready")  # probes need no token
-ALONE = "edgekit.alone"  # set in the scope by _Guard: no other request in flight (Repository.begin)
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    max_body_bytes: int = 64 * 1024 * 1024
-    token: Optional[str] = None  # bearer token; None: no authentication
-    max_inflight: int = 1024  # requests being handled at once; beyond: 503 before reading anything
-
-
-def _error(status: int, message: str, headers: Optional[dict] = None):
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-async def read_body(request, limit: int) -> bytes:
-    """The body within ``limit`` (413 beyond, also once inflated), as a ProtocolError."""
-    try:
-        return await _read_body(request, limit)
-    except BodyError as exc:
-        raise ProtocolError(exc.message, exc.status) from None
 
 
 def create_app(repository: Repository, http: HttpOptions = HttpOptions(), ui=None):
+    """The routes (``routes.py``), the browser UI mounted at /ui, errors as JSON, and the guard."""
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
     from starlette.routing import Mount, Route
 
+    from .routes import routes as serve_routes
+
     metrics = ServeMetrics(repository.all)
-
-    async def live(request: Request):
-        return JSONResponse({"live": True})
-
-    async def ready(request: Request):
-        return JSONResponse({"ready": repository.ready}, status_code=200 if repository.ready else 503)
-
-    async def server_metadata(request: Request):
-        from .. import __version__
-
-        return JSONResponse({"name": "edgekit", "version": __version__,
-                             "extensions": ["binary_tensor_data", "model_repository_metadata", "raw_input_predict"],
-                             "models": [{"name": m.name, "version": m.version} for m in repository.all()]})
-
-    def model_of(request: Request):
-        return repository.get(request.path_params["model"], request.path_params.get("version"))
-
-    async def model_metadata(request: Request):
-        return JSONResponse(model_of(request).metadata())
-
-    async def model_ready(request: Request):
-        model = model_of(request)
-        return JSONResponse({"name": model.name, "ready": model.ready}, status_code=200 if model.ready else 503)
-
-    async def infer(request: Request):
-        start = time.perf_counter()
-        model = model_of(request)
-        model.admit()
-        body = await read_body(request, http.max_body_bytes)
-        parsed = InferRequest.parse(body, request.headers.get(HEADER.lower()))
-        known = await model.lookup_key(parsed.parameters.get("key"), _rows(parsed.inputs))
-        if known is not None:  # precomputed (edgekit predict): no inference at all
-            outputs, info = known[1], {"source": "lookup", "request_id": model.new_request_id()}
-        else:  # logged under the server's own id: clients reuse theirs ("0", "same"), records must not merge
-            outputs, info = await model.infer(parsed.inputs, alone=request.scope.get(ALONE, False))
-        data, headers = encode_response(model.name, model.version, parsed, outputs)
-        headers["X-Request-Id"] = info["request_id"]
-        headers["X-Edgekit-Source"] = info["source"]
-        headers["Server-Timing"] = f"edgekit;dur={(time.perf_counter() - start) * 1000:.3f}"
-        media = "application/octet-stream" if HEADER in headers else "application/json"
-        return Response(data, media_type=media, headers=headers)
-
-    async def predict(request: Request):
-        start = time.perf_counter()
-        model = model_of(request)
-        model.admit()
-        known = await model.lookup_key(request.query_params.get("key"))
-        if known is not None:  # precomputed (edgekit predict): answered from the table
-            rid = request.query_params["key"]
-            results, info = [known[0]], {"source": "lookup", "request_id": model.new_request_id()}
-        else:
-            items, rid = await _raw_items(request, model, http.max_body_bytes)
-            results, info = await model.predict_raw(items, alone=request.scope.get(ALONE, False))
-        return JSONResponse({"model_name": model.name, "model_version": model.version, "id": rid or info["request_id"],
-                             "request_id": info["request_id"], "source": info["source"], "predictions": results},
-                            headers={"X-Request-Id": info["request_id"], "X-Edgekit-Source": info["source"],
-                                     "Server-Timing": f"edgekit;dur={(time.perf_counter() - start) * 1000:.3f}"})
-
-    async def prometheus(request: Request):
-        data, content_type = metrics.render()
-        return Response(data, media_type=content_type)
-
-    # The router tries routes in order: inference first, so that the hot path matches at once.
-    routes = [Route(f"{prefix}/infer", infer, methods=["POST"])
-              for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")]
-    routes += [Route(f"{prefix}/predict", predict, methods=["POST"])
-               for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}")]
-    routes += [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
-               Route("/metrics", prometheus)]
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        routes += [Route(prefix, model_metadata), Route(f"{prefix}/ready", model_ready)]
+    routes = serve_routes(repository, http, metrics)
     if ui is not None:
         # Gradio's page links these at the site's root, above its mount: send them to the mount
         routes += [Route(path, _redirect(f"/ui{path}")) for path in ("/favicon.ico", "/manifest.json")]
         routes.append(Mount("/ui", app=ui))
 
     async def protocol_error(request, exc: ProtocolError):
-        return _error(exc.status, exc.message)
+        return error(exc.status, exc.message)
 
     async def overloaded(request, exc: Overloaded):
         metrics.shed.labels(_model(request.url.path)).inc()
-        return _error(503, exc.message, {"Retry-After": str(int(exc.retry_after_s + 0.999))})
+        return error(503, exc.message, {"Retry-After": str(int(exc.retry_after_s + 0.999))})
 
     async def failed(request, exc: PredictionFailed):
-        return _error(500, str(exc))
+        return error(500, str(exc))
 
     async def edgekit_error(request, exc: EdgekitError):
-        return _error(400, str(exc))
+        return error(400, str(exc))
 
     async def unexpected(request, exc: Exception):  # a bug: logged with its traceback, one line out
         log.error("unexpected error on %s", request.url.path, exc_info=exc)
-        return _error(500, f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
+        return error(500, f"internal error: {type(exc).__name__}: {str(exc)[:200]}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -205,7 +109,7 @@ class _Guard:
         repository = self.repository
         if repository.inflight >= self.http.max_inflight and path not in OPEN:
             self.metrics.shed.labels(self._model(path)).inc()
-            response = _error(503, f"{repository.inflight} requests in flight (limit {self.http.max_inflight})",
+            response = error(503, f"{repository.inflight} requests in flight (limit {self.http.max_inflight})",
                               {"Retry-After": "1"})
             await response(scope, receive, send)
             return
@@ -213,7 +117,7 @@ class _Guard:
         self.metrics.inflight.inc()
         try:
             if self.token and path not in OPEN and not self._authorised(scope):
-                response = _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+                response = error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, sending)
                 return
             await self.app(scope, receive, sending)
@@ -261,58 +165,3 @@ def _route(path: str) -> str:
 def _model(path: str) -> str:
     parts = path.split("/")
     return parts[3] if len(parts) > 3 and parts[2] == "models" else "-"
-
-
-def _rows(inputs: dict) -> int:
-    """The batch a request carries: the first dimension of its first input (1 for a scalar)."""
-    first = next(iter(inputs.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
-async def _raw_items(request, model, limit: int) -> tuple[list, Optional[str]]:
-    """Pictures or sentences from a JSON body ({"instances": [...], "id"?}; pictures as
-    {"b64": ...}), a multipart upload (every file field), text/plain, or a raw picture body."""
-    kind = model.runtime.preprocess.kind if model.runtime.preprocess else ""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, limit)  # the whole body within --max-body-mb, multipart included
-    if content_type == "multipart/form-data":
-        from starlette.formparsers import MultiPartException, MultiPartParser
-
-        async def stream():
-            yield body
-
-        try:
-            form = await MultiPartParser(request.headers, stream(), max_files=256, max_fields=256,
-                                         max_part_size=limit).parse()
-        except MultiPartException as exc:
-            raise ProtocolError(f"the upload is not valid multipart: {exc.message}") from None
-        items = [await f.read() for _, f in form.multi_items() if hasattr(f, "read")]
-        await form.close()
-        if not items:
-            raise ProtocolError("the upload holds no file")
-        return items, None
-    if content_type == "application/json":
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise ProtocolError(f"the request is not JSON: {str(exc)[:200]}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("instances"), list) or not data["instances"]:
-            raise ProtocolError('send {"instances": [...]}: sentences, or pictures as {"b64": "..."}')
-        items = []
-        for i, item in enumerate(data["instances"]):
-            if isinstance(item, dict) and "b64" in item:
-                try:
-                    item = base64.b64decode(item["b64"], validate=True)
-                except (ValueError, TypeError):
-                    raise ProtocolError(f"instances[{i}].b64 is not base64") from None
-            items.append(item)
-        rid = data.get("id")
-        return items, rid if isinstance(rid, str) and len(rid) <= 128 else None
-    if content_type.startswith("text/"):
-        try:
-            return [body.decode("utf-8")], None
-        except UnicodeDecodeError:
-            raise ProtocolError("the text is not UTF-8") from None
-    if kind == "text":
-        raise ProtocolError(f"model {model.name} takes text: send text/plain or JSON instances", 415)
-    return [body], None

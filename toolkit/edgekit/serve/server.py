@@ -50,7 +50,8 @@ class ServerConfig:
 
 
 def build_app(config: ServerConfig):
-    from .app import HttpOptions, create_app
+    from .app import create_app
+    from .http import HttpOptions
 
     config.options.validate()
     store = None
