@@ -22,7 +22,7 @@ def test_wheel_contains_profiles_and_data(tmp_path):
     shipped = {Path(p).name for p in (ROOT / "profiles").glob("*.toml")}
     packaged = {Path(n).name for n in names if n.startswith("edgekit/profiles/") and n.endswith(".toml")}
     assert shipped and shipped == packaged
-    assert "edgekit/zoo/sentences.txt" in names
+    assert "edgekit/zoo/sentences.txt" in names and "edgekit/monitor/templates/report.html" in names
     sources = {f"edgekit/{p.relative_to(ROOT / 'toolkit' / 'edgekit')}" for p in (ROOT / "toolkit" / "edgekit").rglob("*.py")}
     assert sources - set(names) == set(), "pyproject's package list misses a subpackage"
 

@@ -15,6 +15,7 @@ import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from string import Template
 from typing import Optional
 
 from .._io import atomic_directory, to_json
@@ -117,52 +118,54 @@ def _plots(snap: Snapshot) -> dict[str, str]:
     return out
 
 
-STYLE = """
-body{font-family:system-ui,-apple-system,sans-serif;margin:24px;color:#222;max-width:1300px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-.banner{padding:12px 16px;border-radius:6px;font-size:16px;font-weight:600;margin:12px 0}
-.bad{background:#fde2e1;color:#8a1c14} .ok{background:#e3f5e5;color:#1d5e28} .warn{background:#fff4d6;color:#7a5200}
-table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
-th{background:#f5f5f5} td:first-child,th:first-child{text-align:left}
-td.alert{background:#fde2e1;font-weight:600} td.muted{color:#999}
-li.critical{color:#8a1c14;font-weight:600} li.warning{color:#7a5200} .small{color:#666;font-size:12px}
-img{max-width:100%}
-"""
+# The page: a string.Template (the HTML and its fixed text live in templates/report.html; the
+# sections built here are escaped where they hold data).
+PAGE = Template((Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8"))
+e = html.escape
 
 
 def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") -> str:
-    e = html.escape
     alerts = sorted(alerts, key=lambda a: (SEVERITY_ORDER.get(a.severity, 3), a.rule, a.scope))
+    plots = _plots(snap)
+    ref = snap.reference
+    return PAGE.substitute(
+        model=e(snap.model), window=e(window), start=_when(snap.start), end=_when(snap.end),
+        task=e(snap.task or "unknown"), records=f"{snap.total.signals.get('records', 0):,}",
+        devices=snap.total.signals.get("system.devices_reporting", 0),
+        no_reference="" if ref is not None else (
+            "<div class='banner warn'>No reference stored for this model: drift, data quality and estimated "
+            "accuracy need one (edgekit monitor reference).</div>"),
+        alerts=_alerts(alerts), health=_health(snap, alerts),
+        series=(f"<h2>Over time</h2><img alt='signals over time' src='data:image/png;base64,{plots['series']}'>"
+                if "series" in plots else ""),
+        drift=_drift(snap, alerts, plots), quality=_quality(snap), feedback=_feedback(snap),
+        reference="" if not ref else (
+            f"<p class='small'>Reference: {ref['rows']:,} rows from {e(str(ref['source']))}, stored "
+            f"{_when(ref['created'])}; accuracy {format_value(ref['accuracy'], '{:.1%}')}; low-confidence line "
+            f"{format_value(ref['low_confidence'], '{:.3f}')}.</p>"),
+        generated=_when(time.time()), command=(": " + e(command)) if command else "")
 
+
+def _alerts(alerts: list[Alert]) -> str:
+    if not alerts:
+        return "<div class='banner ok'>No alerts: every rule holds on every scope with enough data.</div>"
+    critical = sum(a.severity == "critical" for a in alerts)
+    items = [f"<li class='{e(a.severity)}'>{e(a.rule)}: <b>{e(a.scope)}</b>: {e(a.signal)} = {a.value:.4g} "
+             f"{e(a.threshold)} over {e(a.window)} ({a.samples:,} samples). <span class='small'>{e(a.why)}</span></li>"
+             for a in alerts]
+    return (f"<div class='banner bad'>{len(alerts)} alert{'s' if len(alerts) != 1 else ''} firing"
+            f"{f' ({critical} critical)' if critical else ''}</div><ul>" + "\n".join(items) + "</ul>")
+
+
+def _health(snap: Snapshot, alerts: list[Alert]) -> str:
+    """A row per scope, a column per signal; the cells behind an alert in red."""
     def hot(scope, signal: str) -> bool:
         """An alert on this column whose scope covers this row (a group alert marks each of its versions)."""
         return any(SHOWN_AS.get(a.signal, a.signal) == signal and (a.key or {}).items() <= scope.key.items()
                    and (a.key or not scope.key) for a in alerts)
-    plots = _plots(snap)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit monitor: {e(snap.model)}</title>",
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>edgekit monitor: {e(snap.model)}</h1>",
-             f"<div class='small'>window {e(window)}: {_when(snap.start)} to {_when(snap.end)}; "
-             f"task {e(snap.task or 'unknown')}; {snap.total.signals.get('records', 0):,} predictions from "
-             f"{snap.total.signals.get('system.devices_reporting', 0)} devices</div>"]
-    if snap.reference is None:
-        parts.append("<div class='banner warn'>No reference stored for this model: drift, data quality and estimated "
-                     "accuracy need one (edgekit monitor reference).</div>")
-    if alerts:
-        critical = sum(a.severity == "critical" for a in alerts)
-        parts.append(f"<div class='banner bad'>{len(alerts)} alert{'s' if len(alerts) != 1 else ''} firing"
-                     f"{f' ({critical} critical)' if critical else ''}</div><ul>")
-        parts += [f"<li class='{e(a.severity)}'>{e(a.rule)}: <b>{e(a.scope)}</b>: {e(a.signal)} = {a.value:.4g} "
-                  f"{e(a.threshold)} over {e(a.window)} ({a.samples:,} samples). <span class='small'>{e(a.why)}</span></li>"
-                  for a in alerts]
-        parts.append("</ul>")
-    else:
-        parts.append("<div class='banner ok'>No alerts: every rule holds on every scope with enough data.</div>")
-    # the health table
-    parts.append("<h2>Health by scope</h2><table><tr><th>scope</th>" +
-                 "".join(f"<th>{e(title)}</th>" for title, *_ in COLUMNS) + "</tr>")
+
+    rows = ["<table><tr><th>scope</th>" + "".join(f"<th>{e(title)}</th>" for title, *_ in COLUMNS) + "</tr>"]
     for scope in list(snap.scopes) + [snap.total]:
-        name = scope.name if scope.key else "all"
         cells = []
         for _, signal, pattern, sample in COLUMNS:
             value = scope.signals.get(signal)
@@ -171,16 +174,13 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
                 text += f" <span class='small'>({scope.signals[sample]:,})</span>"
             cls = "alert" if hot(scope, signal) else ("muted" if value is None else "")
             cells.append(f"<td class='{cls}'>{text}</td>")
-        label = f"<b>{e(name)}</b>" if not scope.key else e(name)
-        parts.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
-    parts.append("</table><div class='small'>In brackets: the sample behind a value (labelled feedback, outcomes, "
-                 "judged features, silent devices). Red: an alert fires on that scope.</div>")
-    if "series" in plots:
-        parts.append(f"<h2>Over time</h2><img alt='signals over time' src='data:image/png;base64,{plots['series']}'>")
-    # drift per feature
-    parts.append("<h2>Drift per feature</h2>")
-    if "drift" in plots:
-        parts.append(f"<img alt='drift per feature' src='data:image/png;base64,{plots['drift']}'>")
+        label = e(scope.name) if scope.key else "<b>all</b>"
+        rows.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def _drift(snap: Snapshot, alerts: list[Alert], plots: dict) -> str:
+    parts = [f"<img alt='drift per feature' src='data:image/png;base64,{plots['drift']}'>"] if "drift" in plots else []
     for scope in [snap.total] + [s for s in snap.scopes if s.details.get("drift", {}).get("drifted")]:
         drift = scope.details.get("drift")
         if not drift:
@@ -203,13 +203,11 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
                          f"</td><td>{format_value(f['reference_mean'], '{:.4g}')}</td><td>{format_value(f['current_mean'], '{:.4g}')}"
                          f"</td><td>{f['rows']:,}</td></tr>")
         parts.append("</table>")
-    parts.append("<div class='small'>Up to 1,000 rows: Kolmogorov-Smirnov (numbers) or chi-squared (classes), "
-                 "drifted at p &lt; 0.05; above: Wasserstein distance in reference standard deviations or "
-                 "Jensen-Shannon distance, drifted above 0.1; a number drifts on the KS test only if it also moved by "
-                 "0.1 reference standard deviations (Wasserstein). "
-                 "PSI bands: &lt; 0.1 none, 0.1-0.25 moderate, &gt; 0.25 major.</div>")
-    # data quality
-    parts.append("<h2>Data quality</h2>")
+    return "\n".join(parts)
+
+
+def _quality(snap: Snapshot) -> str:
+    parts = []
     for scope in [snap.total] + list(snap.scopes):
         failing = [c for c in scope.details.get("quality", []) if c["failing_share"] > 0.01]
         if failing:
@@ -218,12 +216,13 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
             parts += [f"<tr><td>{e(c['check'])}</td><td class='alert'>{c['failing_share']:.1%}</td>"
                       f"<td>{c['rows']:,}</td><td>{e(c['source'])}</td></tr>" for c in failing[:20]]
             parts.append("</table>")
-    if not any(c["failing_share"] > 0.01 for s in [snap.total, *snap.scopes] for c in s.details.get("quality", [])):
-        parts.append("<p>Every check holds (more than 99% of rows within bounds).</p>")
-    # feedback and system details
-    parts.append("<h2>Feedback and system</h2><table><tr><th>scope</th><th>feedback rate</th><th>accuracy (95% CI)"
-                 "</th><th>macro F1</th><th>label coverage / p90 lag</th><th>outcomes</th><th>latency p50/p95/p99 ms</th><th>variants</th>"
-                 "<th>fallback reasons</th><th>silent devices</th><th>dropped / pending logs</th><th>max lag s</th></tr>")
+    return "\n".join(parts) or "<p>Every check holds (more than 99% of rows within bounds).</p>"
+
+
+def _feedback(snap: Snapshot) -> str:
+    parts = ["<table><tr><th>scope</th><th>feedback rate</th><th>accuracy (95% CI)</th><th>macro F1</th>"
+             "<th>label coverage / p90 lag</th><th>outcomes</th><th>latency p50/p95/p99 ms</th><th>variants</th>"
+             "<th>fallback reasons</th><th>silent devices</th><th>dropped / pending logs</th><th>max lag s</th></tr>"]
     for scope in list(snap.scopes) + [snap.total]:
         s, d = scope.signals, scope.details
         ci = (f"{format_value(s.get('feedback.accuracy'), '{:.1%}')} ({format_value(s.get('feedback.accuracy_low'), '{:.1%}')}-"
@@ -240,18 +239,7 @@ def render(snap: Snapshot, alerts: list[Alert], window: str, command: str = "") 
             f"<td>{e(', '.join(d.get('silent_devices', [])) or '-')}</td>"
             f"<td>{s.get('system.dropped', 0):,} / {s.get('system.pending', 0):,}</td>"
             f"<td>{format_value(s.get('system.lag_max_s'), '{:.0f}')}</td></tr>")
-    parts.append("</table><div class='small'>Labels count at their prediction's time. Where a scope's window "
-                 "holds fewer than 30 labels (labels arrive late), its accuracy is judged over earlier predictions "
-                 "too, up to a week, and says so. Label coverage: labels so far for this window's predictions; "
-                 "p90 lag: 90% of labels came within it.</div>")
-    ref = snap.reference
-    if ref:
-        parts.append(f"<p class='small'>Reference: {ref['rows']:,} rows from {e(str(ref['source']))}, "
-                     f"stored {_when(ref['created'])}; accuracy {format_value(ref['accuracy'], '{:.1%}')}; low-confidence "
-                     f"line {format_value(ref['low_confidence'], '{:.3f}')}.</p>")
-    parts.append(f"<p class='small'>Generated {_when(time.time())} by edgekit{(': ' + e(command)) if command else ''}."
-                 "</p></body></html>")
-    return "\n".join(parts)
+    return "\n".join(parts) + "</table>"
 
 
 def _span(seconds: float) -> str:
