@@ -137,7 +137,14 @@ def test_the_loop_notices_drift_retrains_and_releases(world, tmp_path, cli):
     assert listed["runs"][0]["status"] == "released" and listed["decisions"][0]["retrain"]
     plain = cli("loop", "history", "--config", config)  # the tables it built and never printed
     assert run["run_id"] in plain.output and "released" in plain.output and "decisions" in plain.output
-    # right after a run, the cool-down holds the next one back, and says so
+    # its canary undecided, the next run is held back, --now too (its release could not roll out:
+    # a second run trained, gated and published v3, then failed on "2 is still in canary")
+    for now_flag in ((), ("--now",)):
+        again = json.loads(cli("loop", "run", "--config", config, "--once", "--json", *now_flag).output)
+        assert again["run"] is None and again["decision"]["trigger"] == "canary", again
+        assert "is still in canary on the fleet: decide it first" in again["decision"]["reason"]
+    assert cli("release", "promote", "digits-cnn", "--reason", "test", "--db", url).exit_code == 0
+    # then the cool-down holds the next one back, and says so
     again = json.loads(cli("loop", "run", "--config", config, "--once", "--json").output)
     assert again["run"] is None and again["decision"]["trigger"] == "cooldown"
 

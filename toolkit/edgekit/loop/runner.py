@@ -210,8 +210,8 @@ def step_release(ctx: Context, run: Run) -> dict:
                 started = start_rollout(ctx.db, c.model, gate["version"], c.canary, min_devices=c.canary_min_devices)
             except EdgekitError as exc:  # the release stays published; the run resumes here
                 raise EdgekitError(f"{c.model} {gate['version']} is published but its canary did not start: "
-                                   f"{exc.message}", "lower canary (or canary_min_devices) in loop.toml, or enrol "
-                                   "more devices, and run the loop again: it resumes at the release") from None
+                                   f"{exc.message}", f"{exc.hint or 'see edgekit release status ' + c.model}; then run "
+                                   "the loop again: it resumes at the release") from None
             chosen, eligible = canary_devices(ctx.db, c.model, started.canary, started.groups)
             out["rollout"] = started.to_dict() | {"canary_devices": chosen, "eligible_devices": eligible}
             ctx.say(f"canary: {c.model} {gate['version']} on {started.canary:g}% of devices ({len(chosen)} of "

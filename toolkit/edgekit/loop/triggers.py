@@ -72,17 +72,35 @@ def _alert(config: LoopConfig, db, now: float, since: float):
         {"alerts": [a.to_dict() for a in alerts]}
 
 
+def _open_canary(config: LoopConfig, db):
+    """The rollout of this model still in canary (or paused there), when the loop hands its
+    releases to the fleet; else None."""
+    if not (config.publish_store and config.canary):
+        return None
+    from ..collector.releases import current_rollout
+
+    rollout = current_rollout(db, config.model)
+    return rollout if rollout is not None and rollout.state in ("canary", "paused") else None
+
+
 def decide(config: LoopConfig, db, now: float, forced: bool = False) -> Decision:
-    """Ask each trigger; the first that fires wins, unless the cool-down or the weekly budget holds
-    it back (``forced``: ad hoc, which only the budget holds back). Recorded either way."""
+    """Ask each trigger; the first that fires wins, unless the cool-down, the weekly budget or a
+    canary still undecided holds it back (``forced``: ad hoc, which only the budget and the canary
+    hold back). Recorded either way."""
     previous = last_run(db, config.model)
     since = previous.started if previous else 0.0
     numbers: dict = {"since_last_run_h": round((now - since) / 3600, 2) if previous else None}
     week = runs_since(db, config.model, now - WEEK)
     numbers["runs_this_week"] = week
+    rollout = _open_canary(config, db)
     if week >= config.trigger.max_runs_per_week:
         decision = Decision(False, "budget", f"{week} runs in the last 7 days (budget: "
                             f"{config.trigger.max_runs_per_week})", numbers)
+    elif rollout is not None:  # a release the fleet has not decided yet: the next one could not roll out
+        numbers["in_canary"] = rollout.version
+        where = "in canary" if rollout.state == "canary" else "paused in canary"
+        decision = Decision(False, "canary", f"{config.model} {rollout.version} is still {where} on the fleet: "
+                            f"decide it first (edgekit release decide, promote or rollback {config.model})", numbers)
     elif forced:
         decision = Decision(True, "now", "asked for (loop run --now)", numbers)
     elif previous and now - previous.started < parse_duration(config.trigger.cooldown):
