@@ -126,13 +126,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
         else:
             _print_plan(result.report["plan"])
         return
-    bundle = None
-    if package:
-        from ..bundle import make_bundle
-
-        bundle = result.out_dir.with_suffix(".ekb")
-        make_bundle(result.out_dir, bundle, sign_key=sign_key)
-        result.report["bundle"] = str(bundle)
+    bundle = result.package(sign_key=sign_key) if package else None
     if as_json:
         print_json(result.report)
         return

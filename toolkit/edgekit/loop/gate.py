@@ -46,7 +46,7 @@ def package_candidate(model: str, current: str, dataset: Path, target: str, out:
                       progress=None) -> dict:
     """``edgekit optimize`` for the fleet's target with the current bundle's processing, packed
     into ``out/candidate.ekb``."""
-    from ..bundle import make_bundle, open_bundle
+    from ..bundle import open_bundle
     from ..models import load_model
     from ..optimizer import optimize
 
@@ -60,8 +60,7 @@ def package_candidate(model: str, current: str, dataset: Path, target: str, out:
     finally:
         if holder is not None:
             holder.cleanup()
-    bundle = out / "candidate.ekb"
-    make_bundle(result.out_dir, bundle, sign_key=sign_key, version=version)
+    bundle = result.package(out / "candidate.ekb", sign_key=sign_key, version=version)
     return {"bundle": str(bundle), "winner": result.report.get("winner"), "report": str(result.out_dir / "report.md")}
 
 

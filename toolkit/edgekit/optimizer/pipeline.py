@@ -69,6 +69,19 @@ class OptimizeResult:
             return None
         return next(iter(self.out_dir.glob("best.*")), None)
 
+    def package(self, out: Optional[str | Path] = None, sign_key: Optional[str | Path] = None,
+                version: Optional[str] = None, name: Optional[str] = None) -> Path:
+        """The deployable bundle of this run (default: the output folder's name with .ekb), signed
+        with ``sign_key`` when given; the report records where it went."""
+        from ..bundle import make_bundle
+
+        if self.out_dir is None:
+            raise EdgekitError("a plan-only run has nothing to package", "run optimize without --plan")
+        bundle = Path(out) if out is not None else self.out_dir.with_suffix(".ekb")
+        make_bundle(self.out_dir, bundle, sign_key=sign_key, version=version, name=name)
+        self.report["bundle"] = str(bundle)
+        return bundle
+
 
 def _reference(model: Model, data: Dataset) -> list[np.ndarray]:
     """fp32 outputs of the source model itself: torch eager, or the source file's runtime."""
