@@ -14,6 +14,7 @@ from .dataset import LABELS, SEQUENCE, Dataset  # noqa: F401  (imported from her
 from .errors import DataError
 from .spec import Model, TensorSpec
 
+
 def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
     """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too -, a .csv, a folder of
     pictures or WAV files, a .txt of sentences (edgekit.datafiles), or a factory ``module:function``)

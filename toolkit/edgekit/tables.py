@@ -97,18 +97,23 @@ def open_csv(path: Path):
     try:
         return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22))
     except Exception as exc:  # pyarrow raises its own error types for broken files
-        raise DataError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0][:200]})") from None
+        raise _unreadable(path, exc) from None
 
 
-def csv_batches(path: Path):
-    reader = open_csv(path)
+def csv_batches(path: Path, reader=None):
+    """The CSV's record batches (from ``reader`` when one is open already: its schema was read)."""
+    reader = reader or open_csv(path)
     while True:
         try:
             yield reader.read_next_batch()
         except StopIteration:
             return
         except Exception as exc:  # a row further down that does not parse
-            raise DataError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0][:200]})") from None
+            raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0][:200]})")
 
 
 def csv_rows(path: Path) -> int:

@@ -55,19 +55,15 @@ class EdgekitGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted; nothing was written", err=True)
             sys.exit(130)
-        except ModuleNotFoundError as exc:
-            extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
-            if extra is None:
-                raise ReportedError(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)") \
-                    from None
-            if debug_enabled(ctx):
-                traceback.print_exc()
-            package, extra_name = extra  # a device install (edgekit[litert]) reached for the toolkit
-            raise ReportedError(f"this needs the Python package '{package}', which is not installed (install it "
-                                f"with: pip install 'edgekit[{extra_name}]')") from None
         except Exception as exc:
             if debug_enabled(ctx):
                 traceback.print_exc()
+            extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0]) \
+                if isinstance(exc, ModuleNotFoundError) else None
+            if extra is not None:  # a device install (edgekit[litert]) reached for the toolkit
+                raise ReportedError(f"this needs the Python package '{extra[0]}', which is not installed (install "
+                                    f"it with: pip install 'edgekit[{extra[1]}]')") from None
+            if debug_enabled(ctx):
                 raise ReportedError(f"unexpected {type(exc).__name__}: {exc}") from None
             raise ReportedError(
                 f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"

@@ -161,15 +161,15 @@ def import_labels(db, path: str | Path, now: Optional[float] = None) -> dict:
         if bad:
             raise EdgekitError(f"{len(bad)} labels are not classes of the model (e.g. {bad[0]}); nothing was imported",
                                "give each label as the class number the model predicts (0, 1, 2, ...)")
-        given: dict[tuple[str, str], object] = {}  # a batch prediction's label is a list, one per row
+        before, given = {}, {}  # the label given last, and this file's (a batch prediction's is a list)
         for (device, request_id, row, _), value in zip(labels, values):
             key, size = (device, request_id), sizes[(device, request_id)]
-            if key not in given:
-                given[key] = _latest_label(tx, device, request_id)
+            if key not in before:
+                before[key] = given[key] = _latest_label(tx, device, request_id)
             given[key] = value if size == 1 else _row_list(given[key], size, row, value)
         changed = 0
         for (device, request_id), value in given.items():
-            if value == _latest_label(tx, device, request_id):
+            if value == before[(device, request_id)]:
                 continue
             tx.execute("INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (device, LABEL_STORE, _feedback_id(device, request_id, now),

@@ -32,9 +32,8 @@ from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 from .catalog import CATALOG, sample_of
 
-# Every signal a snapshot computes (monitor.signals; a test holds the two together): a rule may
+# Every signal a snapshot computes, from the catalog (a test holds the two together): a rule may
 # read only these, and a typo ("nope.nope") is refused when the rules load instead of never firing.
-# What a rule may name, and which count is its sample: the catalog (one definition per signal).
 SIGNALS = frozenset(CATALOG)
 
 

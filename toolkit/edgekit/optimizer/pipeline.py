@@ -34,7 +34,6 @@ from .sizes import drop_fixed_sizes
 from .timing import interleaved, summary
 
 
-
 class NoCandidatePassed(EdgekitError):
     """Raised after the report is written: no candidate met the tolerance."""
 

@@ -117,13 +117,13 @@ def _arrow(path, model, key_column, chunk, suffix):
 
         from ..tables import csv_batches, csv_rows, open_csv
 
-        total = csv_rows(path)
-        if key_column in open_csv(path).schema.names:
+        total, reader = csv_rows(path), open_csv(path)
+        if key_column in reader.schema.names:
             keys = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 include_columns=[key_column], column_types={key_column: pa.string()},
                 strings_can_be_null=True)).column(key_column)
             _check_keys(keys.to_pylist(), str(path), key_column)
-        batches = csv_batches(path)
+        batches = csv_batches(path, reader)
     else:
         try:
             file = open_parquet(path)
