@@ -45,7 +45,7 @@ PLANS = {
 
 
 def fit_target(target: str, rows) -> tuple:
-    import dataclasses
+    from edgekit._schema import replace
 
     from edgekit.devices import resolve
     from edgekit.devices.profile import DeviceFit
@@ -56,11 +56,11 @@ def fit_target(target: str, rows) -> tuple:
     profile = resolve(target)
     fit_rows = [r for r in rows if r.role == "fit"]
     held = [r for r in rows if r.role == "validate"]
-    start = dataclasses.replace(DeviceFit(), **plan["start"])
+    start = replace(DeviceFit(), **plan["start"])
     fitted = fit_device(observations(fit_rows), profile, start, plan["free"], tie=plan.get("tie", ()))
     on_fit, on_held = score(observations(fit_rows), profile, fitted), score(observations(held), profile, fitted)
     models = sorted({r.model for r in fit_rows})
-    fitted = dataclasses.replace(
+    fitted = replace(
         fitted, basis="published",
         fitted_on=f"{len(fit_rows)} published rows of {', '.join(models)} "
                   f"({'; '.join(sorted({r.source.split(',')[0] for r in fit_rows}))})"

@@ -3,7 +3,9 @@
 - appending at least 20,000 small records per second to the device store;
 - shipping at least 10,000 records per second to a collector on loopback (SQLite backend);
 - device-side memory flat while draining a 1,000,000-record backlog (peak RSS sampled during the
-  drain, compared with the RSS after the first batches).
+  drain, compared with the RSS after the first batches);
+- the collector's typed check of a batch (msgspec: types, bounds, base64 sizes) no slower than
+  ``json.loads`` alone, which checks nothing (2,000 records with inputs and summaries, 500 labels).
 
     .venv/bin/python benchmarks/sync_throughput.py [--backlog 1000000]
 """
@@ -26,6 +28,33 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def wire_check() -> tuple[float, float]:
+    """(Batch.parse, json.loads) seconds for one batch: the best of 7, side by side."""
+    import json
+
+    from edgekit.sync.record import Batch, encode_array
+
+    rng = np.random.default_rng(0)
+    records = [{"id": i + 1, "request_id": f"r{i}", "time": 1.7e9 + i, "model": "digits", "version": "1",
+                "variant": "int8", "latency_ms": 1.2, "fallbacks": [], "cached": False,
+                "outputs": {"logits": encode_array(rng.random((1, 10), dtype=np.float32))},
+                "inputs": {"x": encode_array(rng.random((1, 1, 8, 8), dtype=np.float32))},
+                "summary": {"x": {"mean": 0.1, "std": 0.2, "min": 0.0, "max": 1.0, "nonfinite": 0,
+                                  "shape": [1, 1, 8, 8]}}} for i in range(2000)]
+    feedback = [{"id": i + 1, "request_id": f"r{i}", "time": 1.7e9, "label": i % 10, "outcome": None}
+                for i in range(500)]
+    body = Batch.dumps("s" * 32, records, feedback, {"dropped": 0, "pending": 0})
+    typed, untyped = [], []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        Batch.parse(body)
+        typed.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        json.loads(body)
+        untyped.append(time.perf_counter() - t0)
+    return min(typed), min(untyped)
 
 
 def main() -> int:
@@ -93,6 +122,7 @@ def main() -> int:
     db = Database(db_url)
     with db.connect() as tx:  # what the collector really holds, per device store
         accepted = dict(tx.all("SELECT store, COUNT(*) FROM records GROUP BY store"))
+    typed_s, loads_s = wire_check()
     peak = max(samples) if samples else baseline
     growth = peak - baseline
     print()
@@ -109,6 +139,9 @@ def main() -> int:
     goals.check("device memory flat while draining (< 25 MB growth)",
                 f"+{growth:.1f} MB ({baseline:.0f} -> peak {peak:.0f} MB over {drain_s:.0f} s)", growth < 25,
                 baseline="RSS after the first batches")
+    goals.check("a batch's typed check no slower than json.loads alone",
+                f"{typed_s * 1000:.1f} ms vs {loads_s * 1000:.1f} ms ({loads_s / typed_s:.2f}x)", typed_s <= loads_s,
+                baseline="json.loads of the same 2,000-record batch, unchecked")
     return goals.exit_code()
 
 

@@ -87,7 +87,7 @@ def tflite_runtime_venv(tmp_path_factory):
     venv = tmp_path_factory.mktemp("tflrt") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          "numpy<2", "tflite-runtime"], capture_output=True, text=True, timeout=900)  # built on NumPy 1
+                          "numpy<2", "msgspec", "tflite-runtime"], capture_output=True, text=True, timeout=900)  # the core; tflite-runtime is built on NumPy 1
     if out.returncode != 0:
         pytest.skip(f"the real tflite-runtime package does not install here: {out.stderr.strip()[-300:]}")
     return venv

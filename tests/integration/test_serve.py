@@ -162,7 +162,7 @@ NAN_BINARY = _binary(np.full((1, 1, 8, 8), np.nan, np.float32))
     ("/v1/models/minilm/predict", b"\x89PNG", {"Content-Type": "image/png"}, 415, "takes text"),
     ("/v2/models/digits-cnn/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8],
                                                             "datatype": "FP32", "data": [1e999] * 64}]}
-                                               ).replace("Infinity", "1e999").encode(), {}, 400, "is not JSON"),
+                                               ).replace("Infinity", "1e999").encode(), {}, 400, "expected a finite number"),
     ("/v2/models/digits-cnn/infer", NAN_BINARY[0], {"Inference-Header-Content-Length": NAN_BINARY[1]}, 400,
      "NaN or infinite"),
     ("/v2/models/digits-cnn/infer", NAN_BINARY[0][:-4], {"Inference-Header-Content-Length": NAN_BINARY[1]}, 400,

@@ -1,12 +1,12 @@
 """The fitted device model: kernel fusion, kinds, threads, on-chip memory, and a fit that finds
 the parameters that made the data."""
 
-import dataclasses
 
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 import numpy as np
 
+from edgekit._schema import replace
 from edgekit.devices import resolve
 from edgekit.devices.profile import DeviceFit
 from edgekit.profile.fitted import Observation, estimate, fit_device, kernels, score, total_ms
@@ -46,7 +46,7 @@ def test_activations_fuse_into_their_convolution_and_depthwise_is_its_own_kind()
 
 def test_threads_help_less_than_linearly_and_the_json_has_both():
     pi4 = resolve("raspberrypi4")
-    fit = dataclasses.replace(DeviceFit(), parallel=0.8)
+    fit = replace(DeviceFit(), parallel=0.8)
     static = _convnet(channels=64, size=56)
     one = total_ms(kernels(static), static, pi4, fit, "fp32", 1)
     four = total_ms(kernels(static), static, pi4, fit, "fp32", 4)
@@ -61,7 +61,7 @@ def test_parameters_beyond_on_chip_memory_are_streamed_per_inference():
     small, big = _convnet(channels=32), _convnet(channels=512, size=7, blocks=6)  # 0.04 MB vs 14 MB int8
     assert total_ms(kernels(small), small, coral, fit, "int8") < 1.0
     streamed = total_ms(kernels(big), big, coral, fit, "int8") - total_ms(
-        kernels(big), big, coral, dataclasses.replace(fit, onchip_mb=100.0), "int8")
+        kernels(big), big, coral, replace(fit, onchip_mb=100.0), "int8")
     weights_int8 = sum(n.weight_bytes for n in big.nodes) / 4
     assert streamed == pytest.approx((weights_int8 - 8e6) / 0.5e9 * 1000, rel=1e-6)
 
@@ -102,12 +102,12 @@ def _conv(c_in, c_out, size, k=3):
 
 def _host(flags=("avx512f",)):
     host = resolve("host")
-    return dataclasses.replace(host, cpu=dataclasses.replace(host.cpu, isa=tuple(flags), cores=4))
+    return replace(host, cpu=replace(host.cpu, isa=tuple(flags), cores=4))
 
 
 def _compute_ms(static, profile, fit, threads=1):
     """The kernels' time without the fixed costs, memory made free: compute alone."""
-    fit = dataclasses.replace(fit, overhead_us=0.0, call_us=0.0, memory=1e9)
+    fit = replace(fit, overhead_us=0.0, call_us=0.0, memory=1e9)
     return total_ms(kernels(static), static, profile, fit, "fp32", threads)
 
 
@@ -145,7 +145,7 @@ def test_a_tiny_kernel_runs_on_one_thread_however_many_there_are():
     tiny, big = _conv(4, 4, 4), _conv(64, 64, 56)
     assert _compute_ms(tiny, host, fit, 4) == pytest.approx(_compute_ms(tiny, host, fit, 1), rel=1e-6)
     assert _compute_ms(big, host, fit, 4) < _compute_ms(big, host, fit, 1) / 3
-    off = dataclasses.replace(fit, thread_mflops=0.0)
+    off = replace(fit, thread_mflops=0.0)
     assert _compute_ms(tiny, host, off, 4) < _compute_ms(tiny, host, off, 1) / 3
 
 

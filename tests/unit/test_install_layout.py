@@ -9,10 +9,10 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_the_core_install_is_what_a_device_needs():
-    """A LiteRT Raspberry Pi carried onnx and onnxruntime it never imports: the core is numpy and
+    """A LiteRT Raspberry Pi carried onnx and onnxruntime it never imports: the core is numpy, msgspec and
     the device's CLI; runtimes and the toolkit come by extra."""
     core = {d.split(">")[0].split(";")[0].strip() for d in PYPROJECT["project"]["dependencies"]}
-    assert core == {"numpy", "click", "rich", "tomli"}
+    assert core == {"numpy", "msgspec", "click", "rich", "tomli"}
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert extras["litert"] == ["ai-edge-litert>=1.2"] and extras["onnxruntime"] == ["onnxruntime>=1.18"]
     assert {"onnx>=1.16", "onnxruntime>=1.18"} <= set(extras["optimize"])

@@ -1,19 +1,16 @@
-from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import pytest
 
-from edgekit._schema import SchemaError, from_dict, to_dict
+from edgekit._schema import Document, SchemaError, field, from_dict, to_dict
 
 
-@dataclass(frozen=True)
-class Inner:
+class Inner(Document):
     cores: int
     ghz: float = 1.0
 
 
-@dataclass(frozen=True)
-class Outer:
+class Outer(Document):
     name: str
     inner: Inner
     tags: tuple[str, ...] = ()
@@ -47,3 +44,34 @@ def test_errors_name_the_key(data, key, expected):
         from_dict(Outer, data)
     assert info.value.key == key
     assert expected in str(info.value)
+
+
+class Bounded(Document):
+    limits: dict[str, Inner] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if "bad" in self.limits:
+            raise ValueError("'bad' is not a limit's name")
+
+
+@pytest.mark.parametrize(
+    "data, key, expected",
+    [
+        ({"limits": {"ok": {"cores": 1}, "cpu": {"cores": "z"}}}, "limits.cpu.cores", "expected an integer, got 'z'"),
+        ({"limits": {"cpu": {"cores": 1, "ghz": float("nan")}}}, "limits.cpu.ghz", "expected a finite number"),
+        ({"limits": {"bad": {"cores": 1}}}, "", "'bad' is not a limit's name"),
+        ({"limit": {}}, "limit", "unknown key; expected one of limits"),
+    ],
+)
+def test_a_table_keyed_by_name_names_the_entry_that_is_wrong(data, key, expected):
+    with pytest.raises(SchemaError) as info:
+        from_dict(Bounded, data)
+    assert info.value.key == key
+    assert expected in str(info.value)
+
+
+def test_a_numpy_value_in_a_document_is_written_as_its_number():
+    import numpy as np
+
+    out = to_dict({"ok": np.bool_(False), "n": np.int64(3)})
+    assert out == {"ok": False, "n": 3} and type(out["ok"]) is bool and type(out["n"]) is int

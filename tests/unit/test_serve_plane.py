@@ -42,15 +42,17 @@ BINARY_X = _json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "pa
 
 @pytest.mark.parametrize("body, header, message", [
     (b"[1, 2]", None, "must be a JSON object"),
-    (_json({"inputs": []}), None, "non-empty list"),
-    (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP99", "data": [1, 2]}]}), None, "datatype 'FP99'"),
-    (_json({"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}), None, "sizes >= 0"),
+    (_json({"inputs": []}), None, "inputs: expected a list of tables of length >= 1"),
+    (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "FP99", "data": [1, 2]}]}), None, "inputs[0].datatype: expected one of 'BOOL'"),
+    (_json({"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]}), None, "inputs[0].shape[0]: expected an integer >= 0, got -1"),
     (_json({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}), None, "2 values for shape [3]"),
     (_json({"inputs": [{"name": "x", "shape": [2], "datatype": "INT32", "data": ["a", "b"]}]}), None, "is not INT32"),
     (_json({"inputs": [{"name": "x", "shape": [1 << 20, 1 << 20], "datatype": "FP32", "data": []}]}), None,
      "too many"),
     (BINARY_X, "999", "is not a length within the body"),
-    (b"{}" + b"\0" * 4, "2", "non-empty list"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+     None, "nested too deeply"),
+    (b"{}" + b"\0" * 4, "2", "inputs: missing"),
     # binary data past every input's block: a client that miscounts must not have it ignored
     (BINARY_X + b"\0" * 12, str(len(BINARY_X)), "4 bytes of binary data follow that no input claims"),
 ])

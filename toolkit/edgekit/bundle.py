@@ -7,7 +7,6 @@ entries in turn pin every file.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import shutil
@@ -19,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from ._schema import replace
 from ._io import atomic_write_bytes, sha256_file, sweep_stale
 from .errors import BundleError, EdgekitError, first_line
 from .manifest import SCHEMA_VERSION, Manifest
@@ -53,10 +53,10 @@ def make_bundle(source: str | Path, out: str | Path, sign_key: Optional[str | Pa
                               "re-run edgekit optimize")
     golden = manifest.golden
     if golden is not None:  # schema 2: the self-test data is pinned like every variant
-        golden = dataclasses.replace(golden, sha256=sha256_file(_inside(source, golden.file)))
+        golden = replace(golden, sha256=sha256_file(_inside(source, golden.file)))
     manifest = manifest.replace(
         schema_version=SCHEMA_VERSION, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        golden=golden, model=dataclasses.replace(manifest.model, name=name or manifest.model.name,
+        golden=golden, model=replace(manifest.model, name=name or manifest.model.name,
                                                  version=version or manifest.model.version))
     body = manifest.dumps()
     buffer = io.BytesIO()

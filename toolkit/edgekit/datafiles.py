@@ -205,7 +205,7 @@ def _sentences(path: Path, model: Model, limit: Optional[int]) -> dict[str, np.n
         raise DataError(f"{model.name} declares no tokenizer to turn {path}'s sentences into tokens",
                         "declare [text] with a tokenizer.json in --processing (see the README)")
     tokenizer = Path(declared["tokenizer"])
-    fields = {k: v for k, v in declared.items() if k in TextInput.__dataclass_fields__}
+    fields = {k: v for k, v in declared.items() if k in TextInput.__struct_fields__}
     text = TextInput(**{**fields, "tokenizer": tokenizer.name, "sha256": "0" * 64})
     sentences = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()][:limit]
     if not sentences:

@@ -1,4 +1,4 @@
-"""The bundle manifest: one frozen dataclass, written by optimize and package, read by the runtime.
+"""The bundle manifest: one typed document, written by optimize and package, read by the runtime.
 
 Every field is checked on the way in (``Manifest.parse``), so the runtime never meets a manifest
 whose paths leave the bundle, whose shapes are not shapes, or whose self-test bar is outside
@@ -12,14 +12,12 @@ where its ONNX source took NCHW).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal, Optional, Union
 
-from ._schema import SchemaError, from_dict, to_dict
+from ._schema import Document, SchemaError, field, from_dict, replace, to_dict
 from .errors import BundleError
 from .spec import DTYPES, elements, interface_fields
 
@@ -39,8 +37,7 @@ def _bundle_path(value: str, what: str) -> None:
         raise ValueError(f"{what} {value!r} must be a relative path inside the bundle")
 
 
-@dataclass(frozen=True)
-class IOSpec:
+class IOSpec(Document):
     name: str
     shape: tuple[Union[int, str], ...]
     dtype: str
@@ -76,8 +73,7 @@ class IOSpec:
         return data | interface_fields(self)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Document):
     """How a variant's tensors are laid out against the model's: ``perm`` per tensor name, with
     variant_tensor = transpose(model_tensor, perm)."""
 
@@ -90,14 +86,12 @@ class Layout:
                 raise ValueError(f"layout of {name!r}: {list(perm)} is not a permutation")
 
 
-@dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Document):
     name: str
     version: str = ""
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(Document):
     id: str
     file: str
     format: str
@@ -116,8 +110,7 @@ class Variant:
             raise ValueError("variant ids are 1-200 characters")
 
 
-@dataclass(frozen=True)
-class Golden:
+class Golden(Document):
     file: str
     min_cosine: float = 0.99
     samples: int = 0
@@ -133,8 +126,7 @@ class Golden:
             raise ValueError("golden sha256 must be 64 lowercase hex digits")
 
 
-@dataclass(frozen=True)
-class ImageInput:
+class ImageInput(Document):
     """A picture to the tensor ``input``: decode (PNG/JPEG), grey or RGB, invert, resize to
     height x width, multiply by ``scale``, subtract ``mean`` and divide by ``std`` per channel,
     lay out as NCHW or NHWC. ``invert`` 'auto' turns dark-on-light pictures into light-on-dark
@@ -163,8 +155,7 @@ class ImageInput:
             raise ValueError("std must not be 0")
 
 
-@dataclass(frozen=True)
-class TextInput:
+class TextInput(Document):
     """Text to token tensors with a ``tokenizers`` JSON file shipped inside the bundle."""
 
     tokenizer: str
@@ -183,8 +174,7 @@ class TextInput:
             raise ValueError("max_length must be 1-65536")
 
 
-@dataclass(frozen=True)
-class AudioInput:
+class AudioInput(Document):
     """Sound to frames of the tensor ``input``: mono, resampled to ``rate``, cut into frames of the
     input's length every ``hop`` samples (0: the frame length, no overlap). Silero VAD takes 576
     samples every 512: 64 of context from the frame before, then 512 new ones."""
@@ -200,8 +190,7 @@ class AudioInput:
             raise ValueError("hop must be >= 0")
 
 
-@dataclass(frozen=True)
-class OutputPost:
+class OutputPost(Document):
     """What an output means: class names, softmax, the top k; or an embedding to normalise."""
 
     output: str
@@ -215,8 +204,7 @@ class OutputPost:
             raise ValueError(f"top_k {self.top_k} must be within 0-{len(self.labels) or 'the classes'}")
 
 
-@dataclass(frozen=True)
-class Processing:
+class Processing(Document):
     image: Optional[ImageInput] = None
     text: Optional[TextInput] = None
     outputs: tuple[OutputPost, ...] = ()
@@ -230,8 +218,7 @@ class Processing:
         return [self.text.tokenizer] if self.text else []
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Document):
     schema_version: int
     model: ModelInfo
     inputs: tuple[IOSpec, ...]
@@ -303,7 +290,7 @@ class Manifest:
 
     def replace(self, **changes) -> "Manifest":
         """A changed copy, validated again as a whole (a new field must fit the others)."""
-        return Manifest.parse(dataclasses.replace(self, **changes).to_dict())
+        return Manifest.parse(replace(self, **changes).to_dict())
 
     def to_dict(self) -> dict:
         data = to_dict(self)

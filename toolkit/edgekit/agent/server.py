@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
+from .._schema import Document, SchemaError, from_dict, replace
 from ..errors import EdgekitError
 from ..tokens import new_token, read_token  # noqa: F401  (the agent's CLI and tests import them here)
 
@@ -38,8 +39,7 @@ MAX_ARTIFACTS = 16
 MAX_RUNS = 100_000
 
 
-@dataclass(frozen=True)
-class _Artifact:
+class _Artifact(Document):
     sha256: str
     format: str
     label: str = ""
@@ -56,7 +56,6 @@ class _Artifact:
 def parse_bench_request(raw: bytes) -> tuple[list[_Artifact], "BenchOptions", Optional[str]]:  # noqa: F821
     """Validate a POST /v1/bench body into (artifacts, options, input data sha256): the client's
     options are BenchOptions, typed and bounded before anything runs; ValueError (a 400) else."""
-    from .._schema import SchemaError, from_dict
     from ..bench import BenchOptions
 
     try:
@@ -230,7 +229,7 @@ class Handler(BaseHTTPRequestHandler):
         paths = [self.agent.path_for(a.sha256, a.format) for a in artifacts]
         labels = [a.label for a in artifacts]
         if data:
-            options.input_data = str(self.agent.path_for(data, "npz"))
+            options = replace(options, input_data=str(self.agent.path_for(data, "npz")))
         paths_needed = paths + ([Path(options.input_data)] if data else [])
         missing = [str(p.name) for p in paths_needed if not p.exists()]
         if missing:
@@ -253,9 +252,8 @@ class Handler(BaseHTTPRequestHandler):
 
         # The device owner's cap bounds every phase the client can ask for, not just the timed one.
         cap = self.agent.config.max_bench_seconds
-        options.max_seconds = min(options.max_seconds, cap)
-        options.min_seconds = min(options.min_seconds, cap)
-        options.warmup_s = min(options.warmup_s, cap / 10)
+        options = replace(options, max_seconds=min(options.max_seconds, cap),
+                          min_seconds=min(options.min_seconds, cap), warmup_s=min(options.warmup_s, cap / 10))
         result = run_bench([str(p) for p in paths], options)
         # One row per artifact x threads x batch: name each by the client's label for its file
         # (zipping rows with labels mislabelled every row after the first of a sweep).

@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 from .._io import sha256_file
+from .._schema import Document, field, to_dict
 from ..errors import EdgekitError, ModelLoadError
 from .env import environment
 from .stats import latency_stats
@@ -20,8 +20,7 @@ SCHEMA = "edgekit.bench/1"
 BURST_MS = 20.0  # interleaving granularity: each worker's turn lasts about this long
 
 
-@dataclass
-class BenchOptions:
+class BenchOptions(Document):
     threads: list[Optional[int]] = field(default_factory=lambda: [None])
     batches: list[int] = field(default_factory=lambda: [1])
     provider: str = "cpu"
@@ -44,7 +43,7 @@ class BenchOptions:
             raise EdgekitError("--max-seconds must be positive")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)
 
 
 def _format_of(path: Path) -> str:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import time
 
+import msgspec
+
 from ..monitor.derive import COLUMNS, Item, derive, sketch_rows
 from ..sync.record import Batch, BatchError
 from .db import SKETCH_UPSERT, Database, has_fallback
@@ -27,6 +29,10 @@ def _replay(tx, device: str, key: str, payload_hash: str) -> dict:
     if seen[0] != payload_hash:
         raise KeyConflict("this Idempotency-Key was used for a different payload")
     return json.loads(seen[1])
+
+
+def _text(value) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def ingest(db: Database, device: str, key: str, body: bytes) -> tuple[dict, bool]:
@@ -64,11 +70,12 @@ def _store(db: Database, device: str, key: str, payload_hash: str, batch: Batch)
                 "SELECT record_id FROM records WHERE device = ? AND store = ? AND record_id BETWEEN ? AND ?",
                 (device, store, min(ids), max(ids)))}
             records = [r for r in records if r.id not in seen]
-        derived, counts = derive([Item(r.model, r.version, r.time, r.latency_ms, r.outputs, r.inputs, r.summary)
+        # a version 1 device sent null for "no version"
+        derived, counts = derive([Item(r.model, r.version or "", r.time, r.latency_ms, r.outputs, r.inputs, r.summary)
                                   for r in records])
-        rows = [(device, store, r.id, r.request_id, r.time, r.model, r.version, r.variant, r.latency_ms,
-                 fallbacks, json.dumps(r.outputs), json.dumps(r.inputs) if r.inputs is not None else None,
-                 json.dumps(r.summary) if r.summary is not None else None, int(r.cached), now,
+        rows = [(device, store, r.id, r.request_id, r.time, r.model, r.version or "", r.variant or "", r.latency_ms,
+                 fallbacks, _text(r.outputs), _text(r.inputs) if r.inputs is not None else None,
+                 _text(r.summary) if r.summary is not None else None, int(r.cached), now,
                  *d.columns(), has_fallback(fallbacks))
                 for r, d in zip(records, derived) for fallbacks in (json.dumps(list(r.fallbacks)),)]
         feedback = [(device, store, f.id, f.request_id, f.time, json.dumps(f.label), f.outcome, now)
@@ -87,8 +94,8 @@ def _store(db: Database, device: str, key: str, payload_hash: str, batch: Batch)
         if batch.health is not None:
             h = batch.health
             tx.execute("UPDATE devices SET dropped = ?, pending = ?, oldest_pending = ?, dead_letter = ?, "
-                       "health_time = ? WHERE name = ?", (h.get("dropped"), h.get("pending"), h.get("oldest_pending"),
-                                                          h.get("dead_letter"), now, device))
+                       "health_time = ? WHERE name = ?", (h.dropped, h.pending, h.oldest_pending, h.dead_letter,
+                                                          now, device))
         result = {"accepted": new, "duplicates": len(batch.records) - new, "feedback_accepted": new_fb,
                   "feedback_duplicates": len(feedback) - new_fb}
         tx.execute("UPDATE batches SET result = ? WHERE device = ? AND idempotency_key = ?",

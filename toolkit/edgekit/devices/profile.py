@@ -6,9 +6,9 @@ module only describes and checks their shape. No device fact lives in code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Optional
 
+from .._schema import Document, field, replace, to_dict
 from ..names import check_name
 
 # Runtimes edgekit knows how to produce artifacts for and run, in the vocabulary of profiles.
@@ -31,8 +31,7 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 FP16_ARITHMETIC_FLAGS = frozenset({"asimdhp", "avx512_fp16"})
 
 
-@dataclass(frozen=True)
-class Cpu:
+class Cpu(Document):
     core: str
     cores: int
     max_ghz: float
@@ -71,8 +70,7 @@ class Cpu:
         return bool(FP16_ARITHMETIC_FLAGS.intersection(self.isa))
 
 
-@dataclass(frozen=True)
-class Memory:
+class Memory(Document):
     ram_mb: int
     bandwidth_gbs: float
 
@@ -81,16 +79,14 @@ class Memory:
             raise ValueError("ram_mb and bandwidth_gbs must be positive")
 
 
-@dataclass(frozen=True)
-class Accelerator:
+class Accelerator(Document):
     kind: Literal["gpu", "npu", "tpu", "dsp"]
     name: str
     dtypes: tuple[str, ...]
     tops: Optional[float] = None  # peak tera-operations per second in its best dtype, as published
 
 
-@dataclass(frozen=True)
-class Constraints:
+class Constraints(Document):
     full_int8_required: bool = False  # e.g. the Edge TPU runs nothing else
     static_shapes: bool = False  # every tensor shape fixed at compile time
     max_rank: Optional[int] = None  # Edge TPU: at most 3 dimensions larger than one
@@ -98,8 +94,7 @@ class Constraints:
     latency_budget_ms: Optional[float] = None
 
 
-@dataclass(frozen=True)
-class DeviceFit:
+class DeviceFit(Document):
     """A device's fitted efficiency parameters, with where they came from (``[estimator.fit]``)."""
 
     conv: float = 0.5  # share of the per-core peak that large dense convolutions reach
@@ -136,7 +131,7 @@ class DeviceFit:
 
     def to_toml(self) -> str:
         lines = []
-        for key, value in asdict(self).items():
+        for key, value in to_dict(self).items():
             if isinstance(value, (bool, int)):
                 lines.append(f"{key} = {str(value).lower()}")
             elif isinstance(value, float):
@@ -151,8 +146,7 @@ def _toml_str(value: str) -> str:
     return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
-@dataclass(frozen=True)
-class Estimator:
+class Estimator(Document):
     """Peak arithmetic rates for roofline latency estimates (derivations in each file), and the
     device model fitted to measurements on the device (edgekit.profile.fitted), where there is one."""
 
@@ -166,14 +160,12 @@ class Estimator:
             raise ValueError("estimator peaks must be positive")
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(Document):
     what: str
     ref: str
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Document):
     id: str
     name: str
     arch: Arch
@@ -236,7 +228,7 @@ class Profile:
             return _toml_str(v)
 
         def table(obj) -> list[str]:
-            return [f"{k} = {value(v)}" for k, v in asdict(obj).items() if v is not None]
+            return [f"{k} = {value(v)}" for k, v in to_dict(obj).items() if v is not None]
 
         lines = [f"id = {value(self.id)}", f"name = {value(self.name)}", f"aliases = {value(self.aliases)}",
                  f"arch = {value(self.arch)}", f"runtimes = {value(self.runtimes)}",

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from .._io import read_toml
-from .._schema import SchemaError, from_dict
+from .._schema import SchemaError, from_dict, replace
 from ..errors import ProfileError
 from .host import host_profile
 from .profile import Profile
@@ -27,9 +27,7 @@ def load_profile_file(path: str | os.PathLike) -> Profile:
 
 
 def _with_path(profile: Profile, path: str) -> Profile:
-    import dataclasses
-
-    return dataclasses.replace(profile, path=path)
+    return replace(profile, path=path)
 
 
 def _profile_files() -> list[tuple[str, object]]:

@@ -1,4 +1,4 @@
-"""``loop.toml``: one model's retraining loop, validated into frozen dataclasses.
+"""``loop.toml``: one model's retraining loop, validated into typed documents.
 
     model = "digits-cnn"                  # the model's name in the collector
     db = "sqlite:///collector.db"
@@ -28,16 +28,14 @@ Every path is relative to the config file's folder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from .._schema import SchemaError, from_dict
+from .._schema import Document, SchemaError, field, from_dict, replace
 from ..errors import EdgekitError
 from ..monitor.rules import parse_duration
 
-@dataclass(frozen=True)
-class Curation:
+class Curation(Document):
     budget: int = 300
     window: str = "7d"
     # Uncertainty finds what the model hesitates on; novelty what it is confidently wrong on
@@ -66,8 +64,7 @@ class Curation:
         parse_duration(self.window, "curation.window")
 
 
-@dataclass(frozen=True)
-class Trigger:
+class Trigger(Document):
     schedule: Optional[str] = None
     volume: Optional[int] = None
     alerts: tuple[str, ...] = ()
@@ -81,8 +78,7 @@ class Trigger:
                 parse_duration(getattr(self, name), f"trigger.{name}")
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
+class DatasetSpec(Document):
     history: int = 2000  # rows of earlier data kept in every data set (a reservoir sample)
     balance: bool = False  # down-sample the new data to its rarest class
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / validation / test, oldest first
@@ -93,8 +89,7 @@ class DatasetSpec:
             raise EdgekitError("dataset.split must be three positive shares that sum to 1", "e.g. [0.7, 0.15, 0.15]")
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(Document):
     slices: tuple[str, ...] = ("group", "source")
     formats: Optional[tuple[str, ...]] = None  # what optimize may try (all the target allows otherwise)
     thresholds: dict = field(default_factory=dict)  # report-card thresholds over the loop's defaults
@@ -103,8 +98,7 @@ class Gate:
     inputs: dict = field(default_factory=dict)  # the factory's input -> the data's array, where names differ
 
 
-@dataclass(frozen=True)
-class LoopConfig:
+class LoopConfig(Document):
     model: str
     db: str
     current: str

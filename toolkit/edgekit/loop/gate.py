@@ -6,7 +6,6 @@ with the memorisation check of the training code. Only a candidate that passes b
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from .._schema import replace, to_dict
 from .._io import atomic_write_bytes
 from .config import Gate
 
@@ -34,7 +34,7 @@ def _declaration(processing, root: Path) -> Optional[dict]:
             return [clean(v) for v in value]
         return value
 
-    data = clean(dataclasses.asdict(processing))
+    data = clean(to_dict(processing))
     if data.get("text"):
         data["text"]["tokenizer"] = str(root / data["text"]["tokenizer"])
         data["text"].pop("sha256", None)
@@ -113,7 +113,7 @@ def judge(candidate: str, current: str, dataset: Path, out: Path, gate: Gate, su
         # ... and its volume and class shares, which curation sets here: it queues what the model
         # finds hard, so a curated split's classes are skewed by design
         left_out += [f"{c.kind} ({CURATED[c.kind]})" for c in expect.checks if c.kind in CURATED]
-        expect = dataclasses.replace(expect, checks=tuple(c for c in expect.checks if c.kind not in CURATED))
+        expect = replace(expect, checks=tuple(c for c in expect.checks if c.kind not in CURATED))
     card = report_card(candidate, current, dataset / "test.npz", slices=tuple(gate.slices),
                        suite=suite if suite and suite.is_file() else None,
                        expect=expect, config=config, out=out / "card", latency=True)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .._schema import SchemaError, from_dict, to_dict
+from .._schema import Document, SchemaError, field, from_dict, to_dict
 from ..errors import DataError, EdgekitError
 from ..features import input_features, output_signals
 from .sketch import Histogram, histograms
@@ -30,8 +29,7 @@ CALIBRATION_BINS = 10
 LOW_CONFIDENCE_QUANTILE = 0.05
 
 
-@dataclass(frozen=True)
-class Calibration:
+class Calibration(Document):
     """Accuracy by confidence bin on the reference (equal-count bins; edges are upper bounds)."""
 
     edges: tuple[float, ...]
@@ -44,8 +42,7 @@ class Calibration:
         return np.asarray(self.accuracy)[which]
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Document):
     model: str
     created: float
     rows: int

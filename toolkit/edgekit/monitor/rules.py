@@ -24,11 +24,10 @@ import difflib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from .._schema import SchemaError, from_dict
+from .._schema import Document, SchemaError, from_dict, to_dict
 from ..errors import EdgekitError
 from .catalog import CATALOG, sample_of
 
@@ -44,8 +43,7 @@ def parse_duration(text: str, what: str = "duration") -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Document):
     name: str
     signal: str
     above: Optional[float] = None
@@ -153,8 +151,7 @@ def load_rules(path: Optional[str | Path]) -> tuple[Rule, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class Alert:
+class Alert(Document):
     rule: str
     severity: str
     model: str
@@ -178,7 +175,7 @@ class Alert:
                 f"{self.threshold} over {self.window} ({self.samples} samples){named}{quiet}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)
 
 
 def evaluate(db, model: str, rules: tuple[Rule, ...], now: Optional[float] = None, snapshots=None) -> list[Alert]:

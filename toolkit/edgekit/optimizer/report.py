@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .._schema import SchemaError, from_dict, replace
 from .. import __version__, formats
 from .._io import sha256_file, to_json
 from .._plot import pyplot, save
@@ -215,7 +215,6 @@ def bundle_processing(declared: dict | None, out: Path):
     """The model's declared processing as the manifest's, its tokenizer copied in and pinned."""
     if not declared:
         return None
-    from .._schema import SchemaError, from_dict
     from ..errors import EdgekitError
     from ..manifest import Processing
 
@@ -304,5 +303,5 @@ def _set_self_test_bar(out: Path, data, report: dict) -> None:
     bar = self_test_bar(scores, data.golden.min_cosine)
     report["self_test"] = {"bar": bar, "scores": scores, "margin": SELF_TEST_MARGIN}
     if bar != data.golden.min_cosine:
-        data = data.replace(golden=dataclasses.replace(data.golden, min_cosine=bar))
+        data = data.replace(golden=replace(data.golden, min_cosine=bar))
         (out / "manifest.json").write_bytes(data.dumps())

@@ -12,7 +12,6 @@ uses. Chains, not single ops: a runtime's per-session cost would otherwise domin
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .._schema import replace, to_dict
 from ..devices.profile import DeviceFit, Profile
 from ..errors import EdgekitError
 from ..names import BadName, check_name
@@ -320,18 +320,18 @@ def fit(p: Plan, results: dict, url: str, profile_id: Optional[str] = None,
     scored = score(obs, p.profile, fitted)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     graphs = len({m.label for m, _, _ in p.files})
-    fitted = dataclasses.replace(
+    fitted = replace(
         fitted, basis="calibrated",
         fitted_on=f"{len(obs)} microbenchmarks ({graphs} graphs, threads {p.threads}) through the agent at {url} "
                   f"on {p.environment.get('cpu_model', 'the device')}",
         validated_on="the microbenchmarks themselves (validate on your own models with edgekit bench --device)",
         fitted_at=now, expected_error=round(scored["geomean_error"], 3),
         within_1_5x=f"{scored['within_1_5x']} of {scored['rows']} microbenchmarks")
-    estimator = dataclasses.replace(p.profile.estimator, fit=fitted)
-    calibrated = dataclasses.replace(p.profile, id=profile_id or f"{p.profile.id}-calibrated",
+    estimator = replace(p.profile.estimator, fit=fitted)
+    calibrated = replace(p.profile, id=profile_id or f"{p.profile.id}-calibrated",
                                      name=f"{p.profile.name}, calibrated {now[:10]}", aliases=(), estimator=estimator,
                                      path="")
-    summary = {"device": url, "environment": p.environment, "threads": p.threads, "fit": dataclasses.asdict(fitted),
+    summary = {"device": url, "environment": p.environment, "threads": p.threads, "fit": to_dict(fitted),
                "microbenchmarks": [{"label": o.label, "measured_ms": o.ms, "estimate_ms": o.ms * r}
                                    for o, r in zip(obs, scored["ratios"])]}
     return calibrated, summary

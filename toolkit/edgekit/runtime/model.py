@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
@@ -15,6 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .._schema import to_dict
 from ..bundle import Limits, _inside, open_bundle, sha256_file
 from ..errors import BundleError, EdgekitError, InputError, PredictionFailed, first_line
 from ..metrics import cosine_rows
@@ -111,7 +111,7 @@ class RuntimeModel:
         self._checks = [(s.name, self._dtypes[s.name], len(s.shape),
                          tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int)),
                          s.name in self._finite and self._dtypes[s.name].kind == "f") for s in self.manifest.inputs]
-        self.variants = [_Variant(dataclasses.asdict(v), _inside(self.root, v.file)) for v in self.manifest.variants]
+        self.variants = [_Variant(to_dict(v), _inside(self.root, v.file)) for v in self.manifest.variants]
         self.active: Optional[_Variant] = None
         for variant in self.variants:
             if self._bring_up(variant):

@@ -21,12 +21,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from .._io import read_toml
-from .._schema import SchemaError, from_dict
+from .._schema import Document, SchemaError, from_dict
 from ..errors import EdgekitError
 from .record import Batch
 from .store import LogStore
@@ -48,8 +47,7 @@ class SyncError(EdgekitError):
         self.retry, self.status, self.retry_after = retry, status, retry_after
 
 
-@dataclass(frozen=True)
-class SyncConfig:
+class SyncConfig(Document):
     db: str
     url: str
     token_file: str

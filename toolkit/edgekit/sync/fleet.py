@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
 from typing import Optional
 
-from .._schema import SchemaError, from_dict
+from .._schema import Document, SchemaError, from_dict, to_dict
 from ..names import BadName, check_name
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -36,8 +35,7 @@ def check_version(version: str, what: str = "version") -> str:
         raise WireError(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(Document):
     """One published bundle of a model."""
 
     model: str
@@ -54,8 +52,7 @@ class Release:
             raise WireError(f"size must be a positive byte count, got {self.size}")
 
 
-@dataclass(frozen=True)
-class Assignment:
+class Assignment(Document):
     """What a device should run of ``model``: a release (``version``, ``sha256``, ``size``; no
     version: nothing assigned, keep what runs), and ``shadow``, a release to run beside it whose
     outputs are only logged. Flat, as devices in the field read it."""
@@ -90,11 +87,10 @@ class Assignment:
             raise WireError(str(exc)) from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)
 
 
-@dataclass(frozen=True)
-class DeviceState:
+class DeviceState(Document):
     """A device about one version of a model: it runs it, runs it in shadow, or it failed there
     (a self-test that did not pass, a signature that did not verify) with the reason."""
 
@@ -126,4 +122,4 @@ class DeviceState:
             raise WireError(str(exc)) from None
 
     def dumps(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps(to_dict(self)).encode()

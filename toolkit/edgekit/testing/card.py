@@ -18,15 +18,14 @@ import numpy as np
 
 from .._io import atomic_directory, to_json
 from .._plot import pyplot, save
-from .._schema import SchemaError, from_dict
+from .._schema import Document, SchemaError, from_dict
 from ..errors import DataError, EdgekitError
 from ..metrics import probabilities
 from .models import Predictor
 from ..tables import labels_of, load_columns
 
 
-@dataclass(frozen=True)
-class Thresholds:
+class Thresholds(Document):
     """What 'good enough' means; a TOML file overrides any of these."""
 
     max_overall_drop_points: float = 0.5  # accuracy may not fall by more than this

@@ -14,17 +14,15 @@ is one small class that registers itself; a suite file (TOML or JSON) lists them
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from .._schema import SchemaError, from_dict, to_dict
+from .._schema import Document, SchemaError, field, from_dict, replace, to_dict
 from ..errors import DataError, EdgekitError
 
 DIMENSIONS = ("completeness", "validity", "consistency", "timeliness", "integrity", "accuracy")
@@ -32,8 +30,7 @@ KINDS: dict[str, type["Check"]] = {}
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Document):
     kind: str
     dimension: str
     column: str
@@ -48,8 +45,7 @@ class Outcome:
         return self.failing_rows / self.rows if self.rows else 0.0
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Document):
     """One expectation. Subclasses set ``kind`` and ``dimension`` and implement ``update`` (one
     chunk, vectorised) and ``finish``; ``mostly`` is the share of rows that must pass."""
 
@@ -116,7 +112,6 @@ def _mostly(share_ok: float) -> str:
 
 # -- completeness ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Present(Check):
     kind = "present"
     dimension = "completeness"
@@ -134,7 +129,6 @@ class Present(Check):
                              f"columns {', '.join(self.columns)}")
 
 
-@dataclass(frozen=True)
 class NoMissing(Check):
     kind = "no_missing"
     dimension = "completeness"
@@ -150,7 +144,6 @@ class NoMissing(Check):
         return f"no NaN, infinite or empty values{_mostly(self.mostly)}"
 
 
-@dataclass(frozen=True)
 class RowCount(Check):
     kind = "row_count"
     dimension = "completeness"
@@ -174,7 +167,6 @@ def dtype_name(dtype) -> str:
     return {"U": "str", "S": "bytes", "O": "object"}.get(dtype.kind, dtype.name)
 
 
-@dataclass(frozen=True)
 class Dtype(Check):
     kind = "dtype"
     dimension = "validity"
@@ -191,7 +183,6 @@ class Dtype(Check):
         return self._outcome(not bad, ", ".join(sorted(state["seen"])), f"one of {', '.join(self.dtypes)}")
 
 
-@dataclass(frozen=True)
 class Shape(Check):
     """The shape of each row (after the first axis); -1 for a dimension of any size."""
 
@@ -214,7 +205,6 @@ class Shape(Check):
                              "x".join(map(str, self.shape)) or "scalar")
 
 
-@dataclass(frozen=True)
 class Range(Check):
     """Every value of a row within [min, max] (pixel intensities, token ids inside the vocabulary)."""
 
@@ -244,13 +234,12 @@ class Range(Check):
 
     def finish(self, state):
         out = super().finish(state)
-        return dataclasses.replace(out, observed=f"{out.observed}; values in [{state['lo']:g}, {state['hi']:g}]")
+        return replace(out, observed=f"{out.observed}; values in [{state['lo']:g}, {state['hi']:g}]")
 
     def expectation(self):
         return f"values within [{self.min}, {self.max}]{_mostly(self.mostly)}"
 
 
-@dataclass(frozen=True)
 class AllowedValues(Check):
     kind = "allowed_values"
     dimension = "validity"
@@ -267,7 +256,6 @@ class AllowedValues(Check):
 
 # -- consistency ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class MaskMatchesPadding(Check):
     """Text inputs: the attention mask is 0 exactly where the ids are padding."""
 
@@ -284,7 +272,6 @@ class MaskMatchesPadding(Check):
         return f"{self.column} is 0 exactly where {self.ids} == {self.pad_id}"
 
 
-@dataclass(frozen=True)
 class Rule(Check):
     """A user's rule: ``module:function`` taking the chunk (a dict of columns) and returning one
     boolean per row, True where the row is fine."""
@@ -319,7 +306,6 @@ def _import(ref: str):
 
 # -- timeliness ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class NotInFuture(Check):
     kind = "not_in_future"
     dimension = "timeliness"
@@ -332,7 +318,6 @@ class NotInFuture(Check):
         return f"no timestamp later than now + {self.skew_s:g} s"
 
 
-@dataclass(frozen=True)
 class Recent(Check):
     kind = "recent"
     dimension = "timeliness"
@@ -345,7 +330,6 @@ class Recent(Check):
         return f"timestamps within the last {self.max_age_s:g} s{_mostly(self.mostly)}"
 
 
-@dataclass(frozen=True)
 class Monotonic(Check):
     kind = "monotonic"
     dimension = "timeliness"
@@ -397,7 +381,6 @@ def combined_row_hashes(columns: dict, names) -> np.ndarray:
     return h
 
 
-@dataclass(frozen=True)
 class Unique(Check):
     """No value (or, with ``columns``, no combination of rows) appears twice."""
 
@@ -423,14 +406,13 @@ class Unique(Check):
         hashes = np.concatenate(state["hashes"]) if state["hashes"] else np.zeros(0, np.uint64)
         state["failing"] = int(len(hashes) - len(np.unique(hashes)))
         out = super().finish(state)
-        return dataclasses.replace(out, observed=f"{state['failing']} repeated rows of {state['rows']}")
+        return replace(out, observed=f"{state['failing']} repeated rows of {state['rows']}")
 
     def expectation(self):
         what = " + ".join(self.columns) if self.columns else self.column
         return f"no repeated {what}{_mostly(self.mostly)}"
 
 
-@dataclass(frozen=True)
 class References(Check):
     """Every value of ``column`` appears in column ``target`` (feedback refers to a known request)."""
 
@@ -458,7 +440,6 @@ class References(Check):
 
 # -- accuracy ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class LabelDistribution(Check):
     """The share of each class within bounds (a reference's shares, with a tolerance)."""
 
@@ -483,7 +464,6 @@ class LabelDistribution(Check):
                              "class shares within the reference's bounds")
 
 
-@dataclass(frozen=True)
 class MatchesReference(Check):
     """Values agree with a trusted reference by key (labels against the labelling team's)."""
 
@@ -519,7 +499,6 @@ class MatchesReference(Check):
         return f"{self.column} equals the reference's by {self.key}{_mostly(self.mostly)}"
 
 
-@dataclass(frozen=True)
 class MeanWithin(Check):
     kind = "mean_within"
     dimension = "accuracy"
@@ -542,8 +521,7 @@ class MeanWithin(Check):
 
 # -- suites --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Suite:
+class Suite(Document):
     name: str
     checks: tuple[Check, ...]
 
@@ -589,7 +567,7 @@ class Suite:
                 present = tuple(c for c in check.columns if c in columns)
                 if present != check.columns:
                     left.append(f"present: {', '.join(c for c in check.columns if c not in columns)}")
-                    check = dataclasses.replace(check, columns=present) if present else None
+                    check = replace(check, columns=present) if present else None
             elif not check.needs() <= columns:
                 left.append(f"{check.kind} on {', '.join(sorted(check.needs() - columns))}")
                 check = None
@@ -621,8 +599,7 @@ def _toml(value) -> str:
     return json.dumps(value)
 
 
-@dataclass(frozen=True)
-class SuiteResult:
+class SuiteResult(Document):
     suite: str
     data: str
     rows: int
@@ -637,7 +614,7 @@ class SuiteResult:
 
     def to_dict(self) -> dict:
         return {"suite": self.suite, "data": self.data, "rows": self.rows, "success": self.success,
-                "outcomes": [dataclasses.asdict(o) | {"failing_share": o.failing_share} for o in self.outcomes]}
+                "outcomes": [to_dict(o) | {"failing_share": o.failing_share} for o in self.outcomes]}
 
     def markdown(self) -> str:
         lines = [f"# Expectations: {self.suite}", "", f"Data: `{self.data}`, {self.rows} rows. "
