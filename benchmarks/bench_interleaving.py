@@ -36,8 +36,8 @@ def main() -> int:
     big = export_onnx(load_model(f"{src}:big"), work / "big.onnx").path
     opts = dict(min_runs=100, min_seconds=args.seconds, threads=[1])
     both = run_bench([str(big), str(small)], BenchOptions(**opts))
-    interleaved = both["results"][1]["steady"]["p50_ms"] / both["results"][0]["steady"]["p50_ms"]
-    alone = [run_bench([str(p)], BenchOptions(**opts))["results"][0]["steady"]["p50_ms"] for p in (big, small)]
+    interleaved = both.results[1].steady["p50_ms"] / both.results[0].steady["p50_ms"]
+    alone = [run_bench([str(p)], BenchOptions(**opts)).results[0].steady["p50_ms"] for p in (big, small)]
     isolated = alone[1] / alone[0]
     agreement = interleaved / isolated
     print(f"small/big p50 ratio: interleaved {interleaved:.4f}, isolated {isolated:.4f}")

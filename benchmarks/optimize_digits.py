@@ -34,7 +34,7 @@ def main() -> int:
     out = scratch("bench-digits-") / "out"
     result = optimize(model, target=args.target, out=out, timing_s=2)
     shipped = {v["id"] for v in json.loads((out / "manifest.json").read_text())["variants"]}
-    built = {c["id"]: c for c in result.report["candidates"] if c["file"]}  # passed and rejected alike
+    built = {c["id"]: c for c in result.report.to_dict()["candidates"] if c["file"]}  # passed and rejected alike
     sessions = {cid: open_session(out / c["file"], SessionOptions(threads=2), model) for cid, c in built.items()}
     accuracy = {cid: float((s.run_batched(data.arrays)[0].argmax(1) == data.labels).mean())
                 for cid, s in sessions.items()}

@@ -116,7 +116,7 @@ def main() -> int:
     print("\noptimizing for raspberrypi (TFLite int8 only) ...", flush=True)
     pi = optimize(model, target="raspberrypi", out=work / "pi", formats={"tflite"}, precisions={"int8-dynamic"},
                   timing_s=2)
-    row = pi.report["candidates"][0]
+    row = pi.report.to_dict()["candidates"][0]
     pi_ok = row["status"] == "passed" and row["metrics"]["cosine_mean"] >= 0.99 and row["metrics"]["cosine_min"] >= 0.98
     goals.check(f"raspberrypi {row['id']} cosine mean >= 0.99, min >= 0.98",
                 f"{row['metrics']['cosine_mean']:.4f} / {row['metrics']['cosine_min']:.4f} ({row['status']})",

@@ -101,9 +101,9 @@ def main() -> int:
             result = optimize(str(path), target=target, inputs=inputs, data=str(work / data),
                               processing=declaration(work / f"{proc}.toml"), tolerance=tolerance,
                               out=work / f"{name}-{target}".replace(" ", "-"), timing_s=10)
-            report = result.report
+            report = result.report.to_dict()
         except NoCandidatePassed as exc:
-            result, report = exc.result, exc.result.report
+            result, report = exc.result, exc.result.report.to_dict()
         seconds = time.perf_counter() - started
         export = report["exports"].get("tflite", {})
         if export.get("exporter"):
@@ -214,10 +214,10 @@ def zoo_case(work: Path, name: str, target: str, goals: Goals, rows: list) -> No
     try:
         result = optimize(str(path), target=target, data=str(data), task=task, out=out, timing_s=10)
     except NoCandidatePassed as exc:
-        rows += candidate_rows(name, target, {c["id"]: c for c in exc.result.report["candidates"]}, None)
+        rows += candidate_rows(name, target, {c["id"]: c for c in exc.result.report.to_dict()["candidates"]}, None)
         goals.check(f"{name} -> {target}: a passing variant, or a refusal that says why", f"refused: {exc}", True)
         return
-    report = result.report
+    report = result.report.to_dict()
     rows += candidate_rows(name, target, {c["id"]: c for c in report["candidates"]}, result.winner)
     if target == "host" and name != "minilm dynamic":
         int8_goal(goals, name, report)
@@ -289,12 +289,12 @@ def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
         result = optimize(str(path), target=target, data=str(work / "crnn" / "lines.npz"), task="ctc", out=out,
                           timing_s=10)
     except NoCandidatePassed as exc:
-        rows += candidate_rows("crnn ctc", target, {c["id"]: c for c in exc.result.report["candidates"]}, None)
-        reasons = [c["reason"] for c in exc.result.report["candidates"] if c["reason"]]
+        rows += candidate_rows("crnn ctc", target, {c["id"]: c for c in exc.result.report.to_dict()["candidates"]}, None)
+        reasons = [c["reason"] for c in exc.result.report.to_dict()["candidates"] if c["reason"]]
         goals.check(f"crnn ctc -> {target}: passes or refuses on the decoded text",
                     f"refused: {reasons[0][:100] if reasons else exc}", bool(reasons))
         return
-    rows += candidate_rows("crnn ctc", target, {c["id"]: c for c in result.report["candidates"]}, result.winner)
+    rows += candidate_rows("crnn ctc", target, {c["id"]: c for c in result.report.to_dict()["candidates"]}, result.winner)
     import onnxruntime as ort
 
     from edgekit.errors import PredictionFailed
@@ -302,7 +302,7 @@ def crnn_case(work: Path, target: str, goals: Goals, rows: list) -> None:
     try:
         runtime, source = load(out), ort.InferenceSession(str(path))
     except PredictionFailed as exc:  # an Edge TPU bundle runs on the device only: the guard's numbers
-        m = next(c for c in result.report["candidates"] if c["id"] == result.winner)["metrics"]
+        m = next(c for c in result.report.to_dict()["candidates"] if c["id"] == result.winner)["metrics"]
         goals.check(f"crnn ctc -> {target}: the winner passes its task check (the bundle needs the device: "
                     f"{str(exc)[:60]})", f"CER {m['cer']:.4f} against fp32's text (winner {result.winner})", True)
         return
@@ -334,14 +334,14 @@ def detector_case(work: Path, target: str, goals: Goals, rows: list) -> None:
     try:
         result = optimize(f"{path}:build", target=target, data=f"{path}:data", task="detection", out=out, timing_s=10)
     except NoCandidatePassed as exc:
-        rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in exc.result.report["candidates"]}, None)
-        reasons = [c["reason"] for c in exc.result.report["candidates"] if c["reason"]]
+        rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in exc.result.report.to_dict()["candidates"]}, None)
+        reasons = [c["reason"] for c in exc.result.report.to_dict()["candidates"] if c["reason"]]
         goals.check(f"yolo-style det -> {target}: passes or refuses on the decoded boxes",
                     f"refused: {reasons[0][:100] if reasons else exc}", any("mAP@0.5" in r for r in reasons))
         return
-    rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in result.report["candidates"]}, result.winner)
+    rows += candidate_rows("yolo-style det", target, {c["id"]: c for c in result.report.to_dict()["candidates"]}, result.winner)
     if target == "host":
-        int8_goal(goals, "yolo-style det", result.report)
+        int8_goal(goals, "yolo-style det", result.report.to_dict())
     namespace: dict = {}
     exec(path.read_text(), namespace)
     module, _ = namespace["build"]()

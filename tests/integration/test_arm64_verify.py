@@ -25,14 +25,14 @@ def test_verify_arm64_reruns_every_passing_variant_on_the_a72(tmp_path):
 
     result = optimize("edgekit:digits-cnn", target="raspberrypi4", out=tmp_path / "o", timing_s=0.5,
                       verify_arm64=16)
-    arm = result.report["arm64"]
+    arm = result.report.to_dict()["arm64"]
     assert arm["cpu"] == "cortex-a72" and arm["samples"] == 16  # the Pi 4's core: no sdot, no fp16
-    passed = [c["id"] for c in result.report["candidates"] if c["status"] == "passed"]
+    passed = [c["id"] for c in result.report.to_dict()["candidates"] if c["status"] == "passed"]
     assert passed and set(passed) <= set(arm["variants"])
     int8 = [v for k, v in arm["variants"].items() if "int8-static" in k]
     assert int8 and all(v["passed"] and v["top1_agreement_vs_x86"] >= 0.9 for v in int8)
     assert all("error" not in v and v["max_abs_diff_vs_x86"] >= 0 for v in arm["variants"].values())
-    assert any("ARM64 check" in note for note in result.report["notes"])
+    assert any("ARM64 check" in note for note in result.report.to_dict()["notes"])
 
 
 def test_a_variant_whose_arm_numerics_fail_is_rejected_with_the_numbers(monkeypatch, tmp_path):

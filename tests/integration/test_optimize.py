@@ -90,7 +90,7 @@ def test_optimize_minilm_host_finds_a_fast_accurate_variant(tmp_path):
     from edgekit.optimizer import optimize
 
     result = optimize("edgekit:minilm", target="host", out=tmp_path / "m", timing_s=5)
-    report = result.report
+    report = result.report.to_dict()
     winner = _check_out_dir(tmp_path / "m", report)
     # int8 variants pass the guard on any CPU; which one wins (or fp32, when a loaded machine cannot
     # tell them apart and the more accurate is kept) is a matter of timing, not of this test.

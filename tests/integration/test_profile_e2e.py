@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 def test_minilm_flops_match_the_known_figure():
     from edgekit.profile import run_profile
 
-    report = run_profile("edgekit:minilm", target="raspberrypi", runs=3)
+    report = run_profile("edgekit:minilm", target="raspberrypi", runs=3).to_dict()
     static = report["static"]
     assert static["macs"] / 1e9 == pytest.approx(1.4, rel=0.05)  # all-MiniLM-L6-v2 at sequence 128
     assert 22e6 < static["params"] < 23e6

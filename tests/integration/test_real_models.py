@@ -59,7 +59,7 @@ def test_ppocr_classifier_reaches_the_edge_tpu_through_onnx2tf(samples, tmp_path
     result = optimize(str(ppocr("cls")), target="coral-edgetpu", inputs=("x:1x3x48x192",),
                       data=str(samples / "lines"), processing=_processing(samples / "cls.toml"), out=tmp_path / "c",
                       tolerance="cosine=0.98", timing_s=0.5)
-    report = result.report
+    report = result.report.to_dict()
     export = report["exports"]["tflite"]
     assert export["exporter"] == "onnx2tf"
     skipped = {a["converter"]: a for a in export["attempts"]}
@@ -81,7 +81,7 @@ def test_ppocr_classifier_on_the_pi_keeps_a_float_tflite_and_onnx(samples, tmp_p
     result = optimize(str(ppocr("cls")), target="raspberrypi", inputs=("x:1x3x48x192",),
                       data=str(samples / "lines"), processing=_processing(samples / "cls.toml"), out=tmp_path / "p",
                       timing_s=0.5)
-    status = {c["id"]: c["status"] for c in result.report["candidates"]}
+    status = {c["id"]: c["status"] for c in result.report.to_dict()["candidates"]}
     assert status["tflite-fp32"] == "passed" and status["onnx-fp32"] == "passed"
     assert result.winner is not None
 
@@ -109,7 +109,7 @@ def test_ppocr_detector_on_rendered_pages(samples, tmp_path, target, size, toler
     result = optimize(str(ppocr("det")), target=target, inputs=(f"x:1x3x{size}x{size}",),
                       data=str(samples / "pages"), processing=_processing(samples / f"det{size}.toml"),
                       tolerance=tolerance, out=tmp_path / target, timing_s=0.5)
-    report = result.report
+    report = result.report.to_dict()
     assert result.winner is not None, report["candidates"]
     assert "pictures in" in report["data"]["eval"]
     cleaned = report["exports"]["onnx"]["cleaned"]
@@ -126,7 +126,7 @@ def test_silero_vad_with_state_fed_back_and_sr_fixed(samples, tmp_path):
     result = optimize(str(silero_vad()), target="raspberrypi", inputs=("input:1x576", "sr:int64:=16000"),
                       data=str(samples / "speech"), processing=_processing(samples / "vad.toml"),
                       tolerance="cosine=0.99,max_abs=0.02", out=tmp_path / "v", timing_s=0.5)
-    report = result.report
+    report = result.report.to_dict()
     assert "WAV files" in report["data"]["eval"]
     cleaned = report["exports"]["onnx"]["cleaned"]
     assert cleaned["folded_inputs"] == ["sr"] and cleaned["ops_removed"]  # the sample-rate branch is gone
@@ -160,9 +160,9 @@ def test_time_budget_bounds_the_whole_run_and_says_what_it_left_out(samples, tmp
                           out=tmp_path / "b", time_budget_s=1.0, timing_s=0.5)
     except NoCandidatePassed as exc:  # the budget may end before any candidate passed: still reported
         result = exc.result
-        if not any(c["metrics"] for c in result.report["candidates"]):  # the cause named, not the tolerance
+        if not any(c["metrics"] for c in result.report.to_dict()["candidates"]):  # the cause named, not the tolerance
             assert "ran out before any candidate was evaluated" in str(exc) and "tolerance" not in str(exc)
-    report = result.report
+    report = result.report.to_dict()
     skipped = [c for c in report["candidates"] if c["status"] == "skipped"]
     assert skipped and all("--time-budget of 1 s ran out" in c["reason"] for c in skipped)
     built = [c for c in report["candidates"] if c["status"] != "skipped"]

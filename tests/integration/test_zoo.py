@@ -90,7 +90,7 @@ def test_a_batch_1_mobilenet_export_is_judged_by_its_labels(tmp_path):
     np.savez(tmp_path / "digits.npz", input=x[:200], labels=labels[:200])
     result = optimize(str(path), target="host", data=str(tmp_path / "digits.npz"), out=tmp_path / "out",
                       formats={"onnx"}, timing_s=1)
-    report = result.report
+    report = result.report.to_dict()
     assert report["model"]["task"] == "classification" and any("judged as classification" in n for n in report["notes"])
     winner = next(c for c in report["candidates"] if c["id"] == result.winner)
     assert "accuracy" in winner["metrics"] and winner["metrics"]["accuracy_drop_points"] <= 1.0
@@ -112,7 +112,7 @@ def test_a_keyword_spotting_gru_keeps_its_words(tmp_path):
     np.savez(tmp_path / "clips.npz", mel=x, labels=labels)
     result = optimize(str(path), target="host", data=str(tmp_path / "clips.npz"), out=tmp_path / "out",
                       formats={"onnx"}, timing_s=1)
-    assert result.report["model"]["task"] == "classification"
+    assert result.report.to_dict()["model"]["task"] == "classification"
     fresh, truth = gru_kws.clips(60, seed=6)
     scores, runtime = _shipped(tmp_path / "out", "mel", fresh)
     assert (scores.argmax(1) == truth).mean() > 0.85 and runtime.stats()["fallbacks"] == 0
@@ -174,5 +174,5 @@ def test_the_bundle_runs_the_variant_optimize_chose(tmp_path):
     model = load(tmp_path / "out")
     assert model.active.id == result.winner, [(v.id, v.skip_reason) for v in model.variants]
     bar = json.loads((tmp_path / "out" / "manifest.json").read_text())["golden"]["min_cosine"]
-    scores = result.report["self_test"]["scores"]
+    scores = result.report.to_dict()["self_test"]["scores"]
     assert bar <= 0.99 and all(s - 0.01 >= bar - 1e-9 for s in scores.values()), (bar, scores)

@@ -101,10 +101,12 @@ def test_tradeoff_plot_labels_never_overlap_and_markers_follow_file_size(tmp_pat
     close = rows or [("tflite-int8-static", "tflite", 0.051, 0.9991, 40e3), ("tflite-int8-dynamic", "tflite", 0.052, 0.9995, 45e3),
              ("tflite-fp16", "tflite", 0.053, 1.0, 90e3), ("tflite-fp32", "tflite", 0.054, 1.0, 170e3),
              ("onnx-fp32", "onnx", 0.07, 1.0, 170e3)]
-    report = {"candidates": [{"id": i, "format": f, "latency_target_ms": ms, "metrics": {"cosine_mean": cos},
-                              "size_bytes": size} for i, f, ms, cos, size in close],
-              "winner": "tflite-int8-static", "tolerance": {"min_cosine": 0.99},
-              "target": {"id": "raspberrypi5", "is_host": False}, "model": {"name": "digits-cnn"}}
+    from types import SimpleNamespace as Row  # the attributes of an OptimizeReport that plot reads
+
+    report = Row(candidates=[Row(id=i, format=f, latency_target_ms=ms, metrics={"cosine_mean": cos}, size_bytes=size)
+                             for i, f, ms, cos, size in close],
+                 winner="tflite-int8-static", tolerance={"min_cosine": 0.99},
+                 target=Row(id="raspberrypi5", is_host=False), model=Row(name="digits-cnn"))
     layout = plot(report, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 0
     boxes = [Bbox.from_bounds(*b) for b in layout["labels"].values()]

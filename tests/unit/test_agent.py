@@ -103,7 +103,7 @@ def test_survives_a_client_that_disconnects_mid_run(agent, tiny_onnx):
     sock.sendall(request)
     sock.close()  # gone before the benchmark ends
     result = remote_bench(url, token_file, [str(tiny_onnx)], BenchOptions(**FAST))  # waits its turn if needed
-    assert result["results"][0]["label"] == "tiny.onnx"
+    assert result.results[0].label == "tiny.onnx"
 
 
 def test_a_thread_sweep_names_every_row_by_its_own_file(agent, tiny_onnx, tmp_path):
@@ -114,18 +114,18 @@ def test_a_thread_sweep_names_every_row_by_its_own_file(agent, tiny_onnx, tmp_pa
     result = remote_bench(url, token_file, [str(tiny_onnx), str(other)], BenchOptions(threads=[1, 2], **FAST))
     shas = {"tiny.onnx": hashlib.sha256(tiny_onnx.read_bytes()).hexdigest(),
             "other.onnx": hashlib.sha256(other.read_bytes()).hexdigest()}
-    rows = {(r["label"], r["threads"]): r for r in result["results"]}
+    rows = {(r.label, r.threads): r for r in result.results}
     assert set(rows) == {("tiny.onnx [t1]", 1), ("tiny.onnx [t2]", 2), ("other.onnx [t1]", 1), ("other.onnx [t2]", 2)}
     for (label, _), row in rows.items():
-        assert row["sha256"] == shas[label.split(" ")[0]] and row["artifact"] == label.split(" ")[0]
+        assert row.sha256 == shas[label.split(" ")[0]] and row.artifact == label.split(" ")[0]
 
 
 def test_remote_bench_end_to_end_and_content_addressing(agent, tiny_onnx):
     url, token_file, server = agent
     result = remote_bench(url, token_file, [str(tiny_onnx), str(tiny_onnx)], BenchOptions(**FAST))
-    assert result["device"] == url and result["schema"] == "edgekit.bench/1"
-    assert len(result["results"]) == 2 and result["interleaved"]
-    assert result["environment"]["cores"] >= 1
+    assert result.device == url and result.schema == "edgekit.bench/1"
+    assert len(result.results) == 2 and result.interleaved
+    assert result.environment["cores"] >= 1
     store = server.RequestHandlerClass.agent.config.storage
     assert len(list(store.glob("*.onnx"))) == 1  # the same content is stored and sent once
     with pytest.raises(EdgekitError, match="cannot reach the agent"):
@@ -168,8 +168,10 @@ def test_client_times_cannot_exceed_the_agents_cap(tmp_path, tiny_onnx, monkeypa
     import edgekit.bench as bench
 
     seen = []
-    monkeypatch.setattr(bench, "run_bench", lambda paths, opts: seen.append(opts) or {
-        "results": [{"artifact": "a", "label": "a"}], "environment": {"hostname": "h"}})
+    from types import SimpleNamespace as Fake  # what the agent reads of a BenchResult
+
+    monkeypatch.setattr(bench, "run_bench", lambda paths, opts: seen.append(opts) or Fake(
+        results=[Fake(artifact="a", label="a")], environment={"hostname": "h"}, to_dict=lambda: {}))
     token_file = tmp_path / "t"
     new_token(token_file)
     server = make_server("127.0.0.1", 0, AgentConfig(tmp_path / "store", read_token(token_file), max_bench_seconds=3))
@@ -236,3 +238,25 @@ def test_port_in_use_is_one_clear_error(tmp_path):
             make_server("127.0.0.1", first.server_address[1], AgentConfig(tmp_path / "s", read_token(token_file)))
     finally:
         first.server_close()
+
+
+def test_a_remote_bench_reads_the_agents_answer_as_a_typed_result(tmp_path, tiny_onnx, monkeypatch):
+    """The answer is a BenchResult like a local run's: an agent that answers something else
+    (another version, a broken one) is one clear error, not a KeyError deep in the report."""
+    import edgekit.bench as bench
+    from types import SimpleNamespace as Fake
+
+    monkeypatch.setattr(bench, "run_bench", lambda paths, opts: Fake(
+        results=[], environment={"hostname": "h"}, to_dict=lambda: {"schema": "edgekit.bench/0", "results": []}))
+    token_file = tmp_path / "t"
+    new_token(token_file)
+    server = make_server("127.0.0.1", 0, AgentConfig(tmp_path / "store", read_token(token_file)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(EdgekitError, match="answered a result this edgekit cannot read: the agent's answer.created: "
+                                               "missing"):
+            remote_bench(url, token_file, [str(tiny_onnx)], BenchOptions(**FAST))
+    finally:
+        server.shutdown()
+        server.server_close()

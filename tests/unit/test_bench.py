@@ -43,8 +43,8 @@ def test_interleaving_takes_turns_in_rotating_order():
 
 def test_json_schema_and_single_variant(tiny_onnx):
     result = run_bench([str(tiny_onnx)], BenchOptions(**FAST))
-    assert result["schema"] == "edgekit.bench/1" and not result["interleaved"] and result["spinning"]
-    row = result["results"][0]
+    assert result.schema == "edgekit.bench/1" and not result.interleaved and result.spinning
+    row = result.to_dict()["results"][0]
     for key in ("label", "artifact", "sha256", "file_size_bytes", "threads", "batch", "provider_requested",
                 "provider_active", "fell_back", "inputs", "phases", "steady", "memory", "ratio_p90_vs_baseline"):
         assert key in row, key
@@ -52,18 +52,18 @@ def test_json_schema_and_single_variant(tiny_onnx):
     assert row["phases"]["warmup"]["n"] >= 2 and row["steady"]["n"] >= 20
     assert row["memory"]["peak_rss_mb"] >= row["memory"]["rss_bare_mb"] > 0
     assert row["inputs"].startswith("synthetic")
-    env = result["environment"]
+    env = result.environment
     assert env["cores"] >= 1 and "onnxruntime" in env["versions"]
-    json.dumps(result)  # serialisable as is
+    assert json.loads(json.dumps(result.to_dict()))["results"][0]["label"] == result.results[0].label  # JSON as is
 
 
 def test_sweeps_make_variants_and_ratios(tiny_onnx):
     result = run_bench([str(tiny_onnx)], BenchOptions(threads=[1, 2], batches=[1, 4], **FAST))
-    labels = [r["label"] for r in result["results"]]
+    labels = [r.label for r in result.results]
     assert len(labels) == 4 and "tiny.onnx [t1 b4]" in labels
-    assert result["interleaved"] and not result["spinning"]
-    assert result["results"][0]["ratio_p50_vs_baseline"] == 1.0
-    assert {r["batch"] for r in result["results"]} == {1, 4}
+    assert result.interleaved and not result.spinning
+    assert result.results[0].ratio_p50_vs_baseline == 1.0
+    assert {r.batch for r in result.results} == {1, 4}
 
 
 def test_cuda_fallback_is_reported_and_strict_fails(tiny_onnx):
@@ -72,8 +72,8 @@ def test_cuda_fallback_is_reported_and_strict_fails(tiny_onnx):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("GPU: one is present, and this tests the fallback without")
     result = run_bench([str(tiny_onnx)], BenchOptions(provider="cuda", **FAST))
-    row = result["results"][0]
-    assert row["provider_requested"] == "cuda" and row["provider_active"] == "cpu" and row["fell_back"]
+    row = result.results[0]
+    assert row.provider_requested == "cuda" and row.provider_active == "cpu" and row.fell_back
     with pytest.raises(EdgekitError, match="asked for cuda, but cpu ran"):
         run_bench([str(tiny_onnx)], BenchOptions(provider="cuda", strict_provider=True, **FAST))
 
@@ -81,8 +81,8 @@ def test_cuda_fallback_is_reported_and_strict_fails(tiny_onnx):
 @pytest.mark.skipif("CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
                     reason="GPU: needs one, with onnxruntime-gpu")
 def test_cuda_provider_runs_where_present(tiny_onnx):  # pragma: no cover - GPU machines only
-    row = run_bench([str(tiny_onnx)], BenchOptions(provider="cuda", strict_provider=True, **FAST))["results"][0]
-    assert row["provider_active"] == "cuda"
+    row = run_bench([str(tiny_onnx)], BenchOptions(provider="cuda", strict_provider=True, **FAST)).results[0]
+    assert row.provider_active == "cuda"
 
 
 def test_bad_inputs_are_clear(tiny_onnx, tmp_path):
@@ -103,8 +103,8 @@ def test_bad_inputs_are_clear(tiny_onnx, tmp_path):
 def test_real_input_data(tiny_onnx, tmp_path):
     data = tmp_path / "x.npz"
     np.savez(data, x=np.ones((3, 4), np.float32))
-    row = run_bench([str(tiny_onnx)], BenchOptions(input_data=str(data), batches=[5], **FAST))["results"][0]
-    assert row["inputs"] == f"real: {data}" and row["input_shapes"] == {"x": [5, 4]}
+    row = run_bench([str(tiny_onnx)], BenchOptions(input_data=str(data), batches=[5], **FAST)).results[0]
+    assert row.inputs == f"real: {data}" and row.input_shapes == {"x": [5, 4]}
 
 
 def test_optimize_output_directory_expands_to_its_variants(tmp_path, tiny_onnx):

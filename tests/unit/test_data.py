@@ -161,7 +161,7 @@ def test_synthetic_ids_stay_inside_the_embedding(embedding_net, tmp_path):
     assert "ids integers in [0, 30) from an embedding of 30 rows" in data.describe()
     result = optimize(model, target="host", formats={"onnx"}, precisions={"fp32"}, out=tmp_path / "o",
                       timing_s=0.2)  # crashed with IndexError when ids were drawn from [0, 100)
-    assert "an embedding of 30 rows" in result.report["data"]["eval"]
+    assert "an embedding of 30 rows" in result.report.to_dict()["data"]["eval"]
 
 
 def test_synthetic_ids_of_an_onnx_gather_follow_its_table(tmp_path):

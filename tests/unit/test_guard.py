@@ -50,8 +50,14 @@ def damaged(tmp_path, monkeypatch):
 def test_damaged_candidate_is_repaired(damaged, tmp_path):
     result = optimize(f"{damaged}:build", target="host", data=f"{damaged}:data", out=tmp_path / "out",
                       formats={"onnx"}, precisions={"int8-dynamic"}, inputs=("input:batchx32",), timing_s=0.5)
-    row = result.report["candidates"][0]
-    first, last = row["repairs"][0], row["repairs"][-1]
+    row = result.report.candidate(result.report.candidates[0].id)
+    first, last = row.repairs[0], row.repairs[-1]
+    assert first["repair"] == "per-channel weights" and not first["passed"]  # tried first, in vain
+    # the report is a type; report.json is its JSON and reads back as the same report
+    from edgekit.optimizer.report import OptimizeReport
+
+    assert OptimizeReport.load(tmp_path / "out" / "report.json") == result.report
+    row = result.report.to_dict()["candidates"][0]
     assert first["repair"] == "per-channel weights" and not first["passed"]  # tried first, in vain
     assert row["status"] == "passed"
     assert row["reason"] == "repaired: kept the 1 most sensitive node in float (node_linear_1)"
@@ -107,13 +113,13 @@ def test_a_failed_conversion_is_reported_and_the_plan_goes_on(tmp_path):
     path.write_text(BRANCHY)
     result = optimize(f"{path}:build", target="raspberrypi", data=f"{path}:data", out=tmp_path / "o",
                       precisions={"fp32"}, timing_s=0.5)
-    rows = {c["id"]: c for c in result.report["candidates"]}
+    rows = {c["id"]: c for c in result.report.to_dict()["candidates"]}
     assert rows["tflite-fp32"]["status"] == "failed"
     assert rows["tflite-fp32"]["build"]["exporter"] == "litert-torch"
     assert "TFLite conversion of build failed" in rows["tflite-fp32"]["reason"]
     assert rows["onnx-fp32"]["status"] == "passed" and result.winner == "onnx-fp32"
-    assert result.report["exports"]["onnx"]["exporter"] == "torchscript"
-    assert result.report["exports"]["onnx"]["fallback_reason"].startswith("dynamo:")
+    assert result.report.to_dict()["exports"]["onnx"]["exporter"] == "torchscript"
+    assert result.report.to_dict()["exports"]["onnx"]["fallback_reason"].startswith("dynamo:")
 
 
 DETECTOR = Path(__file__).resolve().parents[1] / "zoo" / "detector.py"
@@ -141,7 +147,7 @@ def test_a_detector_whose_int8_scores_collapse_is_never_chosen_broken(tmp_path):
     path = DETECTOR
     result = optimize(f"{path}:build", target="host", data=f"{path}:data", out=tmp_path / "out", formats={"onnx"},
                       precisions={"int8-static"}, timing_s=0.2, task="detection")
-    row = result.report["candidates"][0]
+    row = result.report.to_dict()["candidates"][0]
     assert row["metrics"]["judged_by"].startswith("decoded boxes") and row["metrics"]["map50"] >= 0.95
     assert "collapsed to" in row["repairs"][0]["why"]  # the whole-output cosine would have passed it
     assert row["status"] == "passed" and row["reason"].startswith("repaired: kept the output head in float")

@@ -162,7 +162,7 @@ def test_optimize_options_are_one_validated_value(tiny_onnx, tmp_path):
                          ({"task": "nope"}, "nope"), ({"version": "../x"}, "version")]:
         with pytest.raises(EdgekitError, match=message):
             OptimizeOptions(**bad)
-    plan = optimize(str(tiny_onnx), target="host", options=options, precisions={"fp32"}).report["plan"]
+    plan = optimize(str(tiny_onnx), target="host", options=options, precisions={"fp32"}).plan
     assert [c["id"] for c in plan["candidates"]] == ["onnx-fp32"]  # the keyword narrows the value
     with pytest.raises(TypeError, match="unknown options formatz"):
         optimize(str(tiny_onnx), target="host", formatz={"onnx"})

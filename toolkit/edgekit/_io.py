@@ -49,6 +49,9 @@ def plain(value):
     else is a bug and raises TypeError instead of being written as its repr."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
+    if hasattr(value, "__struct_fields__"):  # a typed document or report: its own JSON form
+        to_dict = getattr(value, "to_dict", None)
+        return plain(to_dict() if to_dict else {f: getattr(value, f) for f in value.__struct_fields__})
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else None
     if isinstance(value, dict):

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
+from .._schema import SchemaError, from_dict
 from ..errors import EdgekitError
 from ..tokens import read_token
 
@@ -53,8 +54,8 @@ class AgentClient:
 
 
 def remote_bench(url: str, token_file: Optional[Path], refs: list[str], options,
-                 progress: Callable[[str], None] = lambda m: None) -> dict:
-    from ..bench.runner import expand
+                 progress: Callable[[str], None] = lambda m: None) -> "BenchResult":  # noqa: F821
+    from ..bench.runner import BenchResult, expand
 
     if token_file is None:
         raise EdgekitError("--device needs --token-file", "pass the file holding the agent's token")
@@ -77,8 +78,13 @@ def remote_bench(url: str, token_file: Optional[Path], refs: list[str], options,
         status, result, headers = client.request("POST", "/v1/bench", body,
                                                  timeout=options.max_seconds * 2 + 120 * len(artifacts))
         if status == 200:
-            result["device"] = url
-            return result
+            try:  # the agent's answer, checked like any document (an older or broken agent says so)
+                answer = from_dict(BenchResult, result, "the agent's answer")
+            except SchemaError as exc:
+                raise EdgekitError(f"the agent at {url} answered a result this edgekit cannot read: {exc}",
+                                   "run the same edgekit version on both sides") from None
+            answer.device = url
+            return answer
         if status == 429 and time.monotonic() < deadline:
             wait = float(headers.get("Retry-After", 5))
             progress(f"the device is busy with another benchmark; retrying in {wait:.0f}s")

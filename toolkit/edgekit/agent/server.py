@@ -258,13 +258,13 @@ class Handler(BaseHTTPRequestHandler):
         # One row per artifact x threads x batch: name each by the client's label for its file
         # (zipping rows with labels mislabelled every row after the first of a sweep).
         by_path = {str(p): label for p, label in zip(paths, labels)}
-        for row in result["results"]:
-            label = by_path.get(row["artifact"])
+        for row in result.results:
+            label = by_path.get(row.artifact)
             if label:
-                suffix = row["label"][len(Path(row["artifact"]).name):]  # " [t2 b8]" of a sweep
-                row["artifact"], row["label"] = label, label + suffix
-        result["device"] = f"agent on {result['environment']['hostname']}"
-        return result
+                suffix = row.label[len(Path(row.artifact).name):]  # " [t2 b8]" of a sweep
+                row.artifact, row.label = label, label + suffix
+        result.device = f"agent on {result.environment['hostname']}"
+        return result.to_dict()
 
 
 def make_server(host: str, port: int, config: AgentConfig) -> ThreadingHTTPServer:

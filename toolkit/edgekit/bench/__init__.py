@@ -1,5 +1,5 @@
 """``edgekit bench``: latency and memory of model artifacts, locally or on a remote device."""
 
-from .runner import BenchOptions, run_bench
+from .runner import BenchOptions, BenchResult, BenchRow, run_bench
 
-__all__ = ["BenchOptions", "run_bench"]
+__all__ = ["BenchOptions", "BenchResult", "BenchRow", "run_bench"]

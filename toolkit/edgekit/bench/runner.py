@@ -46,6 +46,51 @@ class BenchOptions(Document):
         return to_dict(self)
 
 
+class BenchRow(Document, frozen=False):
+    """One artifact x threads x batch, measured."""
+
+    label: str
+    artifact: str
+    format: str
+    sha256: Optional[str]
+    file_size_bytes: Optional[int]
+    threads: Optional[int]
+    batch: int
+    provider_requested: str
+    provider_active: str
+    fell_back: bool
+    inputs: str  # "real: FILE" or "synthetic ..."
+    input_shapes: dict[str, list[int]]
+    phases: dict  # load_ms, first_inference_ms, warmup
+    steady: dict  # latency_stats: n, mean, p50, p90, p95, p99, throughput...
+    samples_ms: list[float]
+    memory: dict  # rss_bare_mb, peak_rss_mb, increase_mb
+    ratio_p50_vs_baseline: float = 1.0
+    ratio_p90_vs_baseline: float = 1.0
+
+
+class BenchResult(Document, frozen=False):
+    """What ``edgekit bench`` measured; ``to_dict()`` is its JSON (results.json, --json, and the
+    agent's answer, which a remote bench reads back through this type)."""
+
+    schema: str
+    created: str
+    device: str
+    environment: dict
+    options: dict
+    interleaved: bool
+    spinning: bool
+    baseline: str
+    results: list[BenchRow]
+    plots: Optional[list[str]] = None  # the PNGs written beside results.json
+
+    def to_dict(self) -> dict:
+        data = to_dict(self)
+        if data["plots"] is None:
+            data.pop("plots")
+        return data
+
+
 def _format_of(path: Path) -> str:
     from .. import formats
 
@@ -113,7 +158,7 @@ class WorkerProcess:
 
 
 def run_bench(refs: list[str], options: Optional[BenchOptions] = None,
-              progress: Callable[[str], None] = lambda m: None) -> dict:
+              progress: Callable[[str], None] = lambda m: None) -> BenchResult:
     options = options or BenchOptions()
     items = expand(refs)
     variants = []
@@ -175,26 +220,27 @@ def _steady(workers, options: BenchOptions, progress) -> list[list[float]]:
             return samples
 
 
-def _result(workers, samples, memory, options: BenchOptions, spinning: bool) -> dict:
+def _result(workers, samples, memory, options: BenchOptions, spinning: bool) -> BenchResult:
     rows = []
     for (v, _, info), ms, mem in zip(workers, samples, memory):
         size = Path(v["path"]).stat().st_size if Path(v["path"]).is_file() else None
-        rows.append({
-            "label": v["label"], "artifact": v["path"], "format": v["format"], "sha256": sha256_file(Path(v["path"])) if Path(v["path"]).is_file() else None,
-            "file_size_bytes": size, "threads": v["threads"], "batch": v["batch"],
-            "provider_requested": info["provider_requested"], "provider_active": info["provider_active"],
+        rows.append(BenchRow(
+            label=v["label"], artifact=v["path"], format=v["format"],
+            sha256=sha256_file(Path(v["path"])) if Path(v["path"]).is_file() else None,
+            file_size_bytes=size, threads=v["threads"], batch=v["batch"],
+            provider_requested=info["provider_requested"], provider_active=info["provider_active"],
             # cpu is always satisfied (LiteRT's default XNNPACK delegate is still the CPU)
-            "fell_back": info["provider_requested"] != "cpu" and info["provider_active"] != info["provider_requested"],
-            "inputs": info["inputs"], "input_shapes": info["input_shapes"],
-            "phases": {"load_ms": info["load_ms"], "first_inference_ms": info["first_ms"], "warmup": info["warmup"]},
-            "steady": latency_stats(ms, v["batch"]), "samples_ms": ms,
-            "memory": {"rss_bare_mb": mem["rss_bare_mb"], "peak_rss_mb": mem["peak_rss_mb"],
-                       "increase_mb": mem["peak_rss_mb"] - mem["rss_bare_mb"]},
-        })
-    baseline = next((r for r in rows if options.baseline and options.baseline in (r["label"], r["artifact"])), rows[0])
+            fell_back=info["provider_requested"] != "cpu" and info["provider_active"] != info["provider_requested"],
+            inputs=info["inputs"], input_shapes=info["input_shapes"],
+            phases={"load_ms": info["load_ms"], "first_inference_ms": info["first_ms"], "warmup": info["warmup"]},
+            steady=latency_stats(ms, v["batch"]), samples_ms=ms,
+            memory={"rss_bare_mb": mem["rss_bare_mb"], "peak_rss_mb": mem["peak_rss_mb"],
+                    "increase_mb": mem["peak_rss_mb"] - mem["rss_bare_mb"]},
+        ))
+    baseline = next((r for r in rows if options.baseline and options.baseline in (r.label, r.artifact)), rows[0])
     for r in rows:
-        for q in ("p50", "p90"):
-            r[f"ratio_{q}_vs_baseline"] = r["steady"][f"{q}_ms"] / baseline["steady"][f"{q}_ms"]
-    return {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": "local", "environment": environment(), "options": options.to_dict(),
-            "interleaved": len(rows) > 1, "spinning": spinning, "baseline": baseline["label"], "results": rows}
+        r.ratio_p50_vs_baseline = r.steady["p50_ms"] / baseline.steady["p50_ms"]
+        r.ratio_p90_vs_baseline = r.steady["p90_ms"] / baseline.steady["p90_ms"]
+    return BenchResult(schema=SCHEMA, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       device="local", environment=environment(), options=options.to_dict(),
+                       interleaved=len(rows) > 1, spinning=spinning, baseline=baseline.label, results=rows)

@@ -68,14 +68,14 @@ def bench_cmd(artifacts, threads, batch, provider, strict_provider, input_data, 
     if out:
         write(result, out)
     if as_json:
-        print_json(result)
+        print_json(result.to_dict())
         return
     out_console = console()
-    env = result["environment"]
-    out_console.print(table(f"bench on {result['device']}: {env['cpu_model']} ({env['cores']} cores)", list(CONSOLE.values()), console_rows(result)))
-    for r in result["results"]:
-        if r["fell_back"]:
-            out_console.print(f"[yellow]warning:[/yellow] {r['label']} asked for {r['provider_requested']} "
-                              f"but ran on {r['provider_active']}")
-    out_console.print(f"inputs: {', '.join(sorted({r['inputs'] for r in result['results']}))}"
+    env = result.environment
+    out_console.print(table(f"bench on {result.device}: {env['cpu_model']} ({env['cores']} cores)", list(CONSOLE.values()), console_rows(result)))
+    for r in result.results:
+        if r.fell_back:
+            out_console.print(f"[yellow]warning:[/yellow] {r.label} asked for {r.provider_requested} "
+                              f"but ran on {r.provider_active}")
+    out_console.print(f"inputs: {', '.join(sorted({r.inputs for r in result.results}))}"
                       + (f"; results in {out}" if out else ""))

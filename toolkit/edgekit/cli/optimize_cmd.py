@@ -14,29 +14,29 @@ def _split(value: str | None) -> set[str] | None:
     return {v.strip() for v in value.split(",") if v.strip()} if value else None
 
 
-def _summary(report: dict) -> None:
+def _summary(report) -> None:
     out = console()
     rows = []
-    for c in report["candidates"]:
-        m = c["metrics"]
+    for c in report.candidates:
+        m = c.metrics
         task = (f"{m['accuracy']:.3f}" if "accuracy" in m else f"{m['top1_agreement']:.3f}" if "top1_agreement" in m
                 else f"{m['cer']:.4f}" if "cer" in m else f"{m['map50']:.3f}" if "map50" in m else "-")
-        mark = "★ " if c["id"] == report["winner"] else ""
-        rows.append([mark + c["id"], c["settings"] or "-", c["status"],
-                     f"{c['size_bytes'] / 1e6:.2f}" if c["size_bytes"] else "-",
-                     f"{c['latency_host']['p50_ms']:.2f}" if c["latency_host"] else "-",
-                     f"{c['latency_target_ms']:.2f}" if c["latency_target_ms"] is not None else "-",
+        mark = "★ " if c.id == report.winner else ""
+        rows.append([mark + c.id, c.settings or "-", c.status,
+                     f"{c.size_bytes / 1e6:.2f}" if c.size_bytes else "-",
+                     f"{c.latency_host['p50_ms']:.2f}" if c.latency_host else "-",
+                     f"{c.latency_target_ms:.2f}" if c.latency_target_ms is not None else "-",
                      f"{m['cosine_mean']:.4f} / {m['cosine_min']:.4f}" if "cosine_mean" in m else "-", task,
-                     (c["reason"] or "")[:70]])
-    target_col = "target ms" + ("" if report["target"]["is_host"] else " (est.)")
+                     (c.reason or "")[:70]])
+    task = report.model.task
+    target_col = "target ms" + ("" if report.target.is_host else " (est.)")
     headers = ["candidate", "settings", "status", "MB", "host p50 ms", target_col, "cosine mean / min",
-               "acc" if report["data"]["eval"].endswith("labelled") else
-               "CER" if report["model"]["task"].startswith("ctc") else "mAP@0.5" if report["model"]["task"] == "detection"
-               else "top-1", "reason"]
+               "acc" if report.data.eval.endswith("labelled") else
+               "CER" if task.startswith("ctc") else "mAP@0.5" if task == "detection" else "top-1", "reason"]
     if not any(r[-1] for r in rows):  # no reasons to show: keep the table narrow
         headers, rows = headers[:-1], [r[:-1] for r in rows]
-    out.print(table(f"{report['model']['name']} -> {report['target']['id']}", headers, rows))
-    for note in report["notes"]:
+    out.print(table(f"{report.model.name} -> {report.target.id}", headers, rows))
+    for note in report.notes:
         out.print(f"[yellow]note:[/yellow] {note}")
 
 
@@ -114,7 +114,7 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
     except NoCandidatePassed as exc:
         stop()
         if as_json:
-            print_json(exc.result.report)
+            print_json(exc.result.report.to_dict())
         else:
             _summary(exc.result.report)
         raise
@@ -122,13 +122,13 @@ def optimize_cmd(model, target, data, out, formats, precisions, tolerance, task,
         stop()
     if plan_only:
         if as_json:
-            print_json(result.report["plan"])
+            print_json(result.plan)
         else:
-            _print_plan(result.report["plan"])
+            _print_plan(result.plan)
         return
     bundle = result.package(sign_key=sign_key) if package else None
     if as_json:
-        print_json(result.report)
+        print_json(result.report.to_dict())
         return
     _summary(result.report)
     console().print(f"best: [bold]{result.best_path}[/bold]   report: {result.out_dir / 'report.md'}"
@@ -233,17 +233,17 @@ def quantize_cmd(model, precision, fmt, target, data, out, force, inputs, as_jso
                               precisions={precision}, tolerance="0", timing_s=1.0)
         except NoCandidatePassed as exc:
             raise ReportedError(f"quantisation failed: {exc}") from None
-        row = next(c for c in result.report["candidates"] if c["status"] == "passed")
+        row = next(c for c in result.report.candidates if c.status == "passed")
         out = out or Path(f"{loaded.name}-{precision}.{fmt}")
         import shutil
 
         with output_file(out, force) as staged:
-            shutil.copyfile(Path(tmp) / "out" / row["file"], staged)
+            shutil.copyfile(Path(tmp) / "out" / row.file, staged)
     info = {"file": str(out), "size_bytes": out.stat().st_size, "precision": precision, "format": fmt,
-            "settings": row["settings"], "metrics": row["metrics"]}
+            "settings": row.settings, "metrics": row.metrics}
     if as_json:
         print_json(info)
     else:
-        m = row["metrics"]
-        console().print(f"wrote {out} ({info['size_bytes'] / 1e6:.2f} MB, {row['settings'] or precision}); "
+        m = row.metrics
+        console().print(f"wrote {out} ({info['size_bytes'] / 1e6:.2f} MB, {row.settings or precision}); "
                         f"vs fp32: mean cosine {m['cosine_mean']:.4f}, min {m['cosine_min']:.4f}")

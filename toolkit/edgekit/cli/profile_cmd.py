@@ -60,35 +60,35 @@ def profile_cmd(args, target, data, runs, threads, pyspy, out, inputs, as_json):
     if out:
         write(report, out)
     if as_json:
-        print_json(report)
+        print_json(report.to_dict())
         return
     _print(report, out)
 
 
-def _print(r: dict, out) -> None:
+def _print(r, out) -> None:
     c = console()
-    s = r["static"]
-    c.print(f"[bold]{r['model']['name']}[/bold] on {r['target']['id']} (inputs: {r['inputs']['source']})")
+    s = r.static
+    c.print(f"[bold]{r.model['name']}[/bold] on {r.target['id']} (inputs: {r.inputs['source']})")
     if "flops" in s:
         c.print(f"{s['params']:,} parameters, {s['macs'] / 1e9:.3f} GMACs per run, peak activations "
-                f"{s['peak_activation_bytes'] / 1e6:.2f} MB; host {r['measured']['total_us_per_run'] / 1000:.2f} ms "
-                f"(profiled, per-node), {r['measured_fused_total_us'] / 1000:.2f} ms with fusions")
+                f"{s['peak_activation_bytes'] / 1e6:.2f} MB; host {r.measured['total_us_per_run'] / 1000:.2f} ms "
+                f"(profiled, per-node), {r.measured_fused_total_us / 1000:.2f} ms with fusions")
         rows = [[op, row.get("op_class", ""), row["nodes"], f"{row['us_per_run'] / 1000:.3f}", f"{row['share']:.1%}"]
-                for op, row in list(r["measured"]["by_op_type"].items())[:10]]
+                for op, row in list(r.measured["by_op_type"].items())[:10]]
         c.print(table("Time by op type (host)", ["op type", "class", "nodes", "ms/run", "share"], rows))
-        e = r["estimate"]
+        e = r.estimate
         threads = e.get("by_threads") or {"": e["total_ms"]}
         c.print(table(f"Estimated latency on {e['target']}",
                       ["precision"] + [f"{n} thread{'s' if n != '1' else ''} ms" if n else "ms" for n in threads],
                       [[p] + [f"{threads[n][p]:.2f}" for n in threads] for p in e["total_ms"]]))
         c.print("estimate basis: " + "; ".join(e["assumptions"]))
     else:
-        c.print(f"{s['params']:,} parameters; host {r['measured']['total_us_per_run'] / 1000:.3f} ms per run")
-        for limitation in r.get("limitations", []):
+        c.print(f"{s['params']:,} parameters; host {r.measured['total_us_per_run'] / 1000:.3f} ms per run")
+        for limitation in r.limitations:
             c.print(f"[yellow]note:[/yellow] {limitation}")
-    for issue in r["compatibility"]:
+    for issue in r.compatibility:
         c.print(f"[red]{issue['severity']}[/red]: {issue['what']}: {issue['detail']} (fix: {issue['fix']})")
-    for h in r["hints"]:
+    for h in r.hints:
         c.print(f"[bold]hint:[/bold] {h['finding']} -> {h['action']}")
     if out:
         c.print(f"report: {out / 'report.md'}")

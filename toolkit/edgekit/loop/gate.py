@@ -61,7 +61,7 @@ def package_candidate(model: str, current: str, dataset: Path, target: str, out:
         if holder is not None:
             holder.cleanup()
     bundle = result.package(out / "candidate.ekb", sign_key=sign_key, version=version)
-    return {"bundle": str(bundle), "winner": result.report.get("winner"), "report": str(result.out_dir / "report.md")}
+    return {"bundle": str(bundle), "winner": result.report.winner, "report": str(result.out_dir / "report.md")}
 
 
 def grow_hard_cases(current: str, labelled: Path, suite: Path, top: int = 50) -> dict:

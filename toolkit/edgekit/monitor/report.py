@@ -19,6 +19,7 @@ from string import Template
 from typing import Optional
 
 from .._io import atomic_directory, to_json
+from .._schema import Document
 from .._plot import pyplot
 from .rules import Alert
 from .signals import Snapshot
@@ -252,11 +253,23 @@ def _pairs(counts: Optional[dict]) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in list(counts.items())[:4])
 
 
+class MonitorReport(Document):
+    """One model's monitoring over one window: its signals and the alerts they raise.
+    ``to_dict()`` is report.json."""
+
+    snapshot: Snapshot
+    window: str
+    alerts: tuple[Alert, ...]
+
+    def to_dict(self) -> dict:
+        return {"snapshot": self.snapshot.to_dict(), "window": self.window, "alerts": [a.to_dict() for a in self.alerts]}
+
+
 def write_report(snap: Snapshot, alerts: list[Alert], out: str | Path, window: str, command: str = "") -> Path:
     """report.html and report.json, written whole or not at all."""
     out = Path(out)
+    report = MonitorReport(snap, window, tuple(alerts))
     with atomic_directory(out) as tmp:
         (tmp / "report.html").write_text(render(snap, alerts, window, command), encoding="utf-8")
-        (tmp / "report.json").write_text(to_json({"snapshot": snap.to_dict(), "window": window,
-                                                     "alerts": [a.to_dict() for a in alerts]}, indent=1))
+        (tmp / "report.json").write_text(to_json(report.to_dict(), indent=1))
     return out / "report.html"

@@ -28,11 +28,12 @@ import json
 import math
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
+from .._schema import Document, field
 from ..errors import EdgekitError
 from ..names import LABEL_STORE
 from .derive import HOUR
@@ -55,8 +56,9 @@ LATENCY_BASELINE_MIN = 50
 CLASS_SHIFT_P = 0.001  # a predicted-class shift counts only when sampling noise cannot explain it
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(Document):
+    """One scope of a snapshot (a version, group or device, or {} for all): its signals."""
+
     key: dict  # dimension -> value; {} for the model as a whole
     signals: dict
     details: dict = field(default_factory=dict)
@@ -66,8 +68,9 @@ class Scope:
         return ", ".join(f"{k}={v or '-'}" for k, v in self.key.items()) or "all"
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Document):
+    """Every signal of one model over one window, overall and per scope."""
+
     model: str
     start: float
     end: float

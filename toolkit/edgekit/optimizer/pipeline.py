@@ -58,9 +58,10 @@ class Outcome:
 
 @dataclass
 class OptimizeResult:
-    report: dict
+    report: Optional[report_mod.OptimizeReport]  # None for a plan-only run
     out_dir: Optional[Path]
     winner: Optional[str]
+    plan: dict = field(default_factory=dict)
 
     @property
     def best_path(self) -> Optional[Path]:
@@ -78,7 +79,7 @@ class OptimizeResult:
             raise EdgekitError("a plan-only run has nothing to package", "run optimize without --plan")
         bundle = Path(out) if out is not None else self.out_dir.with_suffix(".ekb")
         make_bundle(self.out_dir, bundle, sign_key=sign_key, version=version, name=name)
-        self.report["bundle"] = str(bundle)
+        self.report.bundle = str(bundle)
         return bundle
 
 
@@ -389,7 +390,7 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
     tolerance = o.tolerance
     plan = make_plan(model, profile, o.formats, o.precisions)
     if o.plan_only:
-        return OptimizeResult({"plan": plan.to_dict(), "model": model.name, "target": profile.id}, None, None)
+        return OptimizeResult(None, None, None, plan=plan.to_dict())
 
     notes: list[str] = list(plan.notes)
     if data:
@@ -457,19 +458,16 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
             notes.append(f"target latency is an {ASSUMPTION}; host: {opt.host.name}")
         report = report_mod.build_report(model, profile, opt, outcomes, winner, closest, eval_data,
                                          calibration, tolerance, plan, notes, time.time() - started)
-        if arm64 is not None:
-            report["arm64"] = arm64
-        report["int8_host"] = int8_host
-        report["budget"] = budget.to_dict()
+        report.arm64, report.int8_host, report.budget = arm64, int8_host, budget.to_dict()
         if budget.skipped:
-            report["notes"].append(f"the --time-budget of {budget.seconds:g} s ran out; left out: "
+            report.notes.append(f"the --time-budget of {budget.seconds:g} s ran out; left out: "
                                    + "; ".join(budget.skipped))
         progress(f"writing {out_dir}")
         with atomic_directory(out_dir) as staging:
             report_mod.write(staging, report, outcomes, winner, model, profile,
                              golden=(eval_data, opt.reference))
             progress(f"writing {out_dir}")  # a Ctrl-C during the write leaves nothing behind
-    result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None)
+    result = OptimizeResult(report, out_dir, winner.candidate.id if winner else None, plan=report.plan)
     if winner is None and not any(o.metrics for o in outcomes) and budget.skipped:
         error = NoCandidatePassed(f"the --time-budget of {budget.seconds:g} s ran out before any candidate was "
                                   "evaluated", f"raise --time-budget; the report is in {out_dir}")
@@ -484,7 +482,7 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
         raise error
     if winner is None:
         error = NoCandidatePassed(
-            f"no candidate met the tolerance ({report['tolerance_text']}); closest: {closest or 'none'}",
+            f"no candidate met the tolerance ({report.tolerance_text}); closest: {closest or 'none'}",
             f"the report is in {out_dir}; loosen --tolerance or give better --data",
         )
         error.result = result

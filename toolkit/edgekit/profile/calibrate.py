@@ -270,8 +270,8 @@ def measure(url: str, token_file: Path, paths: list[Path], threads: list[int], s
                 options = BenchOptions(threads=[n], warmup_runs=5, warmup_s=0.1, min_runs=20, min_seconds=seconds,
                                        max_seconds=max(seconds * 4, 10.0))
                 answer = remote_bench(url, token_file, [str(path)], options)
-                environment = answer.get("environment", environment)
-                ms = answer["results"][0]["steady"]["p50_ms"]
+                environment = answer.environment
+                ms = answer.results[0].steady["p50_ms"]
                 row = results.setdefault(str(path), {})
                 row[n] = min(ms, row.get(n, ms))
     return results, environment

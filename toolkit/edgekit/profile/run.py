@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .._schema import replace
 from ..data import load_data, synthesize
 from ..devices import host_profile, resolve
 from ..models import load_model
@@ -16,6 +17,7 @@ from ..spec import Model
 from .compat import check
 from .dynamic import profile_onnx, profile_torch
 from .hints import hints
+from .report import ProfileReport
 from .fitted import with_fit
 from .roofline import bound, estimate, host_efficiency, roofline_ms
 from .static import analyse
@@ -34,15 +36,14 @@ def _feeds(model: Model, data: Optional[str]) -> tuple[dict[str, np.ndarray], st
 
 def run_profile(model_ref: str | Model | None = None, target: str = "host", data: Optional[str] = None,
                 runs: int = 20, inputs: tuple[str, ...] = (), threads: Optional[int] = None,
-                progress: Callable[[str], None] = lambda m: None) -> dict:
+                progress: Callable[[str], None] = lambda m: None) -> ProfileReport:
     model = model_ref if isinstance(model_ref, Model) else load_model(model_ref, inputs)
     profile = resolve(target)
     host = host_profile()
     feeds, feed_source = _feeds(model, data)
-    report: dict = {"schema": "edgekit.profile/1", "model": {"name": model.name, "source": model.source,
-                                                             "format": model.format},
-                    "target": {"id": profile.id, "name": profile.name}, "host": host.name,
-                    "inputs": {"source": feed_source, "shapes": {k: list(v.shape) for k, v in feeds.items()}}}
+    report = ProfileReport(model={"name": model.name, "source": model.source, "format": model.format},
+                           target={"id": profile.id, "name": profile.name}, host=host.name,
+                           inputs={"source": feed_source, "shapes": {k: list(v.shape) for k, v in feeds.items()}})
     if model.format == "tflite":
         return _tflite(model, feeds, report, runs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +52,7 @@ def run_profile(model_ref: str | Model | None = None, target: str = "host", data
 
             progress("exporting to ONNX for the static analysis")
             path = export_onnx(model, Path(tmp) / "model.onnx").path
-            report["model"]["exported_with"] = "torch.onnx.export"
+            report.model["exported_with"] = "torch.onnx.export"
         else:
             path = model.path
         import onnx
@@ -82,18 +83,14 @@ def run_profile(model_ref: str | Model | None = None, target: str = "host", data
             "measured_us": t, "share": measured["nodes"].get(node.name, {}).get("share"),
             "achieved_gflops": (node.flops / (t * 1e3)) if t and node.flops else None,
             "host_roofline_ms": roofline_ms(node, host), "bound_on_target": bound(node, profile)})
-    report.update({
-        "static": static.to_dict() | {"nodes": nodes, "model_bytes": model_bytes},
-        "measured": measured, "measured_fused_total_us": fused["total_us_per_run"],
-        "measured_fused_by_op_type": fused["by_op_type"], "torch_profile": torch_profile,
-        "host_efficiency": efficiency, "estimate": est,
-        "compatibility": check(static, proto, profile, model_bytes),
-        "hints": hints(static, measured, profile, est),
-    })
-    return report
+    return replace(report, static=static.to_dict() | {"nodes": nodes, "model_bytes": model_bytes},
+                   measured=measured, measured_fused_total_us=fused["total_us_per_run"],
+                   measured_fused_by_op_type=fused["by_op_type"], torch_profile=torch_profile,
+                   host_efficiency=efficiency, estimate=est, compatibility=check(static, proto, profile, model_bytes),
+                   hints=hints(static, measured, profile, est))
 
 
-def _tflite(model: Model, feeds, report: dict, runs: int) -> dict:
+def _tflite(model: Model, feeds, report: ProfileReport, runs: int) -> ProfileReport:
     """LiteRT's Python API exposes no per-op profiler: whole-model time and the op list."""
     import time
 
@@ -110,11 +107,9 @@ def _tflite(model: Model, feeds, report: dict, runs: int) -> dict:
         call()
         times.append((time.perf_counter() - t0) * 1e6)
     info = describe(model)
-    report.update({"static": {"params": info["parameters"], "size_by_dtype": info["parameters_by_dtype"],
-                              "ops": info["ops"], "model_bytes": model.path.stat().st_size},
-                   "measured": {"total_us_per_run": float(np.median(times)), "source": "LiteRT whole-model timing",
-                                "by_op_type": {}, "nodes": {}},
-                   "limitations": ["LiteRT's Python interpreter has no per-op profiler: per-op times, the roofline "
-                                   "and the target estimate need the ONNX or PyTorch source"],
-                   "hints": [], "compatibility": []})
-    return report
+    return replace(report, static={"params": info["parameters"], "size_by_dtype": info["parameters_by_dtype"],
+                                   "ops": info["ops"], "model_bytes": model.path.stat().st_size},
+                   measured={"total_us_per_run": float(np.median(times)), "source": "LiteRT whole-model timing",
+                             "by_op_type": {}, "nodes": {}},
+                   limitations=["LiteRT's Python interpreter has no per-op profiler: per-op times, the roofline "
+                                "and the target estimate need the ONNX or PyTorch source"])

@@ -247,7 +247,7 @@ def _latency(cand: Predictor, base: Predictor) -> Optional[dict]:
     from ..bench import BenchOptions, run_bench
 
     result = run_bench(files, BenchOptions(min_runs=50, min_seconds=1.0, max_seconds=5.0, threads=[1]))
-    p50 = [r["steady"]["p50_ms"] for r in result["results"]]
+    p50 = [r.steady["p50_ms"] for r in result.results]
     return {"candidate_p50_ms": p50[0], "baseline_p50_ms": p50[1], "ratio": p50[0] / p50[1]}
 
 
