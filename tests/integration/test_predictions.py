@@ -101,6 +101,32 @@ def test_parquet_and_csv_inputs(bundles, tmp_path):
     assert info["written"] == 2
 
 
+def test_a_folder_of_pictures_and_a_text_of_sentences_score_through_the_bundles_processing(bundles, tmp_path, cli):
+    """`predict --input pics/` said "does not exist or is not a file": folders of pictures and
+    .txt files are tables too (tables.open_table), scored through the bundle's own processing."""
+    from PIL import Image
+
+    from edgekit.serve.predictions import predict_to_db
+    from edgekit.zoo import digits
+
+    _, x_test, _, y_test = digits._split()
+    for i in range(40):  # photographed digits: dark ink on light paper, larger than 8x8
+        folder = tmp_path / "pics" / str(y_test[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        ink = Image.fromarray((x_test[i][0] * 255).astype(np.uint8)).resize((32, 32), Image.NEAREST)
+        Image.fromarray(255 - np.asarray(ink)).save(folder / f"{i:03d}.png")
+    db_url = f"sqlite:///{tmp_path / 'f.db'}"
+    info = predict_to_db(bundles[0], tmp_path / "pics", db_url, chunk=16)
+    labels = {r[0]: r[3] for r in _rows(db_url)}
+    assert info["written"] == 40 and f"{y_test[0]}/000.png" in labels
+    assert np.mean([labels[f"{y}/{i:03d}.png"] == str(y) for i, y in enumerate(y_test[:40])]) > 0.9
+    (tmp_path / "s.txt").write_text("A cat sits on the mat.\n\nStocks fell sharply.\n")
+    info = predict_to_db(bundles[1], tmp_path / "s.txt", db_url, table="sentences")
+    assert info["written"] == 2 and [r[0] for r in _rows(db_url, "sentences")] == ["row-0", "row-1"]
+    result = cli("predict", bundles[0], "--input", tmp_path / "s.txt", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.exit_code == 1 and "holds sentences, but the bundle's processing takes image input" in result.output
+
+
 @pytest.mark.parametrize("content, message", [
     ("key,a,b\nx,1,2\n", "do not fill input input"),
     ("garbage\x00\x01", "is not a readable CSV file"),

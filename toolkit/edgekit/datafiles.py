@@ -10,6 +10,9 @@
   frames of the audio input's length every ``hop`` samples (declared; default: no overlap);
   each file is one sequence, so a stateful model carries its state through a file.
 - A text file is one sentence per line, tokenised with the declared tokenizer.
+
+Which files a folder holds, and the sentences of a text file, are read through ``tables.open_table``
+(the one reader of data, which ``edgekit predict`` uses too); this module turns them into tensors.
 """
 
 from __future__ import annotations
@@ -22,22 +25,14 @@ import numpy as np
 
 from .errors import DataError
 from .spec import Model, TensorSpec
+from .tables import IMAGES, files_kind, open_table
 
-IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-AUDIO = {".wav"}
 RATE_INPUTS = ("sr", "sample_rate", "sampling_rate")
+kind_of = files_kind  # 'images', 'audio' or 'text' for a path these loaders read, else None
 
 
-def kind_of(path: Path) -> Optional[str]:
-    """'images', 'audio' or 'text' for a path these loaders read, else None."""
-    if path.is_dir():
-        suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file()}
-        if suffixes & IMAGES:
-            return "images"
-        if suffixes & AUDIO:
-            return "audio"
-        return None
-    return "text" if path.suffix.lower() == ".txt" else None
+def _files(root: Path, limit: Optional[int] = None) -> list[Path]:
+    return list(open_table(root).files[:limit])
 
 
 def load_files(path: Path, model: Model, limit: Optional[int] = None):
@@ -92,7 +87,7 @@ def _images(root: Path, model: Model, limit: Optional[int]):
     from .processing import Preprocessor
 
     image, how = _image_spec(model)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGES)[:limit]
+    files = _files(root, limit)
     prep = Preprocessor(Processing(image=image), root)
     tensors = []
     for f in files:
@@ -178,7 +173,7 @@ def _audio(root: Path, model: Model, limit: Optional[int]):
     spec = _audio_input(model)
     frame, rate = spec.sample_shape[0], model_rate(model)
     hop = int(((model.meta.get("processing") or {}).get("audio") or {}).get("hop") or frame)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO)
+    files = _files(root)
     frames, sequences = [], []
     for index, f in enumerate(files):
         x, source_rate = read_wav(f)
@@ -207,7 +202,5 @@ def _sentences(path: Path, model: Model, limit: Optional[int]) -> dict[str, np.n
     tokenizer = Path(declared["tokenizer"])
     fields = {k: v for k, v in declared.items() if k in TextInput.__struct_fields__}
     text = TextInput(**{**fields, "tokenizer": tokenizer.name, "sha256": "0" * 64})
-    sentences = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()][:limit]
-    if not sentences:
-        raise DataError(f"{path} holds no sentences", "one sentence per line")
+    sentences = [str(t) for chunk in open_table(path).chunks() for t in chunk["text"]][:limit]
     return Preprocessor(Processing(text=text), tokenizer.parent)(sentences)

@@ -1,7 +1,9 @@
 """Data as tables of named columns (first axis = rows): .npz (a data set, or the collector's
 export), a Parquet file, a folder of Parquet files (the collector's partitioned export, read
-as one data set), or a CSV (one value per cell: feature columns, labels, keys). Parquet and CSV
-are streamed in chunks; an .npz array is read per key.
+as one data set), a CSV (one value per cell: feature columns, labels, keys), a folder of pictures
+or WAV files (a ``path`` per file, and its ``class`` where files sit in a folder per class), or a
+.txt of sentences (a ``text`` per line). Parquet, CSV and text are streamed in chunks; an .npz
+array is read per key.
 
 Column names are what every command expects: model inputs by name (``input``, ``input_ids``),
 ``labels``, and the export's ``outputs/<name>``, ``request_id``, ``device``, ``time``... Exports
@@ -24,6 +26,8 @@ from .errors import DataError
 EXPORT_META = ("request_id", "row", "device", "group", "time", "model", "version", "outcome", "labelled", "date",
                "source")
 OUTPUT_PREFIX = "outputs/"
+IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+AUDIO = {".wav"}
 
 
 def canonical(name: str) -> str:
@@ -86,6 +90,64 @@ class CsvTable(Table):
         for batch in csv_batches(self.path):
             for start in range(0, batch.num_rows, self.chunk):
                 yield _batch_columns(batch.slice(start, self.chunk))
+
+
+@dataclass
+class FilesTable(Table):
+    """Pictures or WAV files in a folder, one row per file in sorted order: its ``path``, and its
+    ``class`` (the folder's name) where every file sits in a folder per class (ImageFolder)."""
+
+    files: tuple = ()
+    kind: str = "images"
+
+    def _chunks(self):
+        labelled = "class" in self.columns
+        for start in range(0, len(self.files), self.chunk):
+            part = self.files[start:start + self.chunk]
+            chunk = {"path": np.array([str(f) for f in part])}
+            if labelled:
+                chunk["class"] = np.array([f.parent.name for f in part])
+            yield chunk
+
+
+class TextTable(Table):
+    """A .txt of sentences, one per line (blank lines skipped): a ``text`` per row, streamed."""
+
+    def _chunks(self):
+        batch = []
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    batch.append(line.strip())
+                if len(batch) == self.chunk:
+                    yield {"text": np.array(batch)}
+                    batch = []
+        if batch:
+            yield {"text": np.array(batch)}
+
+
+def files_kind(path: Path) -> Optional[str]:
+    """'images', 'audio' or 'text' for a folder of pictures or WAV files or a .txt, else None."""
+    if path.is_dir():
+        suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file()}
+        return "images" if suffixes & IMAGES else "audio" if suffixes & AUDIO else None
+    return "text" if path.suffix.lower() == ".txt" else None
+
+
+def _files_table(path: Path, kind: str, chunk: int) -> Table:
+    if kind == "text":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rows = sum(1 for line in fh if line.strip())
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not UTF-8 text", "save it as UTF-8, one sentence per line") from None
+        if not rows:
+            raise DataError(f"{path} holds no sentences", "one sentence per line")
+        return TextTable(path, rows, ["text"], chunk)
+    suffixes = IMAGES if kind == "images" else AUDIO
+    files = tuple(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes))
+    per_class = all(len(f.parent.relative_to(path).parts) == 1 for f in files)
+    return FilesTable(path, len(files), ["path"] + (["class"] if per_class else []), chunk, files, kind)
 
 
 def open_csv(path: Path):
@@ -174,6 +236,9 @@ def arrow_to_numpy(column) -> np.ndarray:
 
 def open_table(path: str | Path, chunk: int = 65536) -> Table:
     path = Path(path)
+    kind = files_kind(path) if path.exists() else None
+    if kind:
+        return _files_table(path, kind, chunk)
     if path.is_dir():
         dataset = _dataset(path)
         if not any(True for _ in dataset.get_fragments()):
@@ -205,7 +270,8 @@ def open_table(path: str | Path, chunk: int = 65536) -> Table:
     if path.suffix.lower() == ".csv":
         return CsvTable(path, csv_rows(path), list(open_csv(path).schema.names), chunk)
     raise DataError(f"cannot read {path.name}", "give an .npz, a .parquet file or a folder of them "
-                    "(a data set or 'edgekit collector export'), or a .csv")
+                    "(a data set or 'edgekit collector export'), a .csv, a folder of pictures or WAV files, "
+                    "or a .txt of sentences")
 
 
 def features_as_input(columns: dict[str, np.ndarray], name: str, sample_shape: tuple) -> dict[str, np.ndarray]:

@@ -90,7 +90,8 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--input", "source", type=click.Path(path_type=Path), required=True,
               help=".npz (one array per input), Parquet or CSV (a column per input, a 'text' or 'image' column, "
-                   "or numeric feature columns).")
+                   "or numeric feature columns), a folder of pictures (keyed by path) or a .txt of sentences "
+                   "(row-N) for a bundle with its processing.")
 @click.option("--db", required=True, help="sqlite:///preds.db or postgresql://user@host/db")
 @click.option("--table", default="predictions", show_default=True)
 @click.option("--key-column", default="key", show_default=True, help="The row key (else row-N).")
@@ -107,6 +108,7 @@ def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, thread
     Example:
       edgekit predict digits.ekb --input digits.npz --db sqlite:///preds.db
       edgekit predict minilm.ekb --input sentences.parquet --db postgresql://edgekit@db/edgekit --table embeddings
+      edgekit predict digits.ekb --input photos/ --db sqlite:///preds.db
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -22,6 +22,7 @@ import numpy as np
 from .._io import open_parquet
 from .._sql import SqlDatabase
 from ..errors import DataError, EdgekitError
+from ..tables import files_kind, open_table
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -60,6 +61,9 @@ class Chunk:
 
 def read_chunks(path: Path, model, key_column: str, chunk: int) -> tuple[Optional[int], Iterator[Chunk]]:
     """(total rows if known, chunks)."""
+    kind = files_kind(path) if path.exists() else None
+    if kind:
+        return _files(path, kind, model, chunk)
     if not path.is_file():
         raise DataError(f"input {path} does not exist or is not a file", "check the path")
     suffix = path.suffix.lower()
@@ -67,7 +71,33 @@ def read_chunks(path: Path, model, key_column: str, chunk: int) -> tuple[Optiona
         return _npz(path, model, key_column, chunk)
     if suffix in (".parquet", ".pq", ".csv"):
         return _arrow(path, model, key_column, chunk, suffix)
-    raise DataError(f"cannot read {path.name}", "give an .npz, a Parquet file or a CSV")
+    raise DataError(f"cannot read {path.name}", "give an .npz, a Parquet file, a CSV, a folder of pictures or a "
+                    ".txt of sentences")
+
+
+def _files(path: Path, kind: str, model, chunk: int) -> tuple[int, Iterator[Chunk]]:
+    """A folder of pictures (keyed by their path inside it) or a .txt of sentences (row-N), for a
+    bundle whose own processing takes pictures or text."""
+    wanted = {"images": "image", "text": "text"}.get(kind)
+    have = model.preprocess.kind if model.preprocess else ""
+    if wanted != have:
+        what = {"images": "pictures", "audio": "WAV files", "text": "sentences"}[kind]
+        raise DataError(f"{path} holds {what}, but the bundle's processing takes "
+                        f"{have + ' input' if have else 'tensors only'}",
+                        "give a table with a column per input, or package the model with its processing")
+    table = open_table(path, chunk)
+
+    def chunks():
+        seen = 0
+        for columns in table.chunks():
+            if kind == "images":
+                paths = [str(p) for p in columns["path"]]
+                yield Chunk([str(Path(p).relative_to(path)) for p in paths], raw=paths)
+            else:
+                texts = [str(t) for t in columns["text"]]
+                yield Chunk([f"row-{i}" for i in range(seen, seen + len(texts))], raw=texts)
+                seen += len(texts)
+    return table.rows, chunks()
 
 
 def _npz(path, model, key_column, chunk):
