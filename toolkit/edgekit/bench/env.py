@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from .._io import installed_versions
+
 
 def _read(path: str) -> str | None:
     try:
@@ -38,7 +40,6 @@ def environment() -> dict:
     from ..devices.host import _cpuinfo, _flags, _max_ghz, available_cores
 
     info = _cpuinfo()
-    from .._io import installed_versions
 
     versions = installed_versions(("onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tflite-runtime", "torch",
                                    "numpy", "edgekit"))

@@ -15,6 +15,7 @@ from .._schema import Document, field, to_dict
 from ..errors import EdgekitError, ModelLoadError
 from .env import environment
 from .stats import latency_stats
+from .. import formats
 
 SCHEMA = "edgekit.bench/1"
 BURST_MS = 20.0  # interleaving granularity: each worker's turn lasts about this long
@@ -92,8 +93,6 @@ class BenchResult(Document, frozen=False):
 
 
 def _format_of(path: Path) -> str:
-    from .. import formats
-
     spec = formats.by_suffix(path)
     return spec.name if spec else ""
 

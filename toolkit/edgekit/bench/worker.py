@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from ..errors import DataError, EdgekitError
+
 
 def _rss_kb(field: str) -> int:
     """VmRSS (now) or VmHWM (peak) of this process, from /proc; ru_maxrss where /proc is absent."""
@@ -96,8 +98,6 @@ class Worker:
             return feeds, f"real: {self.spec['input_data']}"
         fixed = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else None
         if isinstance(fixed, int) and fixed != batch:
-            from ..errors import DataError
-
             raise DataError(f"{self.spec['path']} has a fixed batch of {fixed}; --batch {batch} cannot run",
                             f"use --batch {fixed}, or export the model with a dynamic batch")
         data = synthesize(model, n=batch)
@@ -140,7 +140,6 @@ def main() -> None:
             else:
                 result = {"error": f"unknown command {cmd['cmd']!r}"}
         except Exception as exc:  # reported to the parent as one line; the parent decides
-            from ..errors import EdgekitError
 
             result = {"error": str(exc), "kind": type(exc).__name__, "user_error": isinstance(exc, EdgekitError)}
         reply.write(json.dumps(result) + "\n")

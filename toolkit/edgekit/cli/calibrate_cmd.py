@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from .common import console, json_option, print_json, table
+from .._io import atomic_write_bytes
+from ..errors import EdgekitError
 
 
 @click.command("calibrate")
@@ -32,9 +34,7 @@ def calibrate_cmd(device, token_file, out, base, profile_id, quick, seconds, for
       edgekit calibrate --device http://pi.local:8765 --token-file agent.token --out myboard.toml --base raspberrypi4
       edgekit optimize --target ./myboard.toml
     """
-    from ..errors import EdgekitError
     from ..profile.calibrate import calibrate
-    from .._io import atomic_write_bytes
 
     if out.suffix != ".toml":
         raise EdgekitError(f"--out {out} must end in .toml", "profiles are TOML files, e.g. --out myboard.toml")

@@ -8,6 +8,7 @@ import click
 
 from .common import (ReportedError, console, force_option, input_option, interface_options, json_option, output_file,
                      print_json, steps, table)
+from ..models import load_model
 
 
 def _split(value: str | None) -> set[str] | None:
@@ -166,7 +167,6 @@ def convert_cmd(model, to, out, exporter, data, force, inputs, batch_axes, state
       edgekit convert net.py:build --to tflite
       edgekit convert cls.onnx --to tflite --input x:1x3x48x192 --data lines/
     """
-    from ..models import load_model
 
     loaded = load_model(model, inputs, batch_axes, states)
     out = out or Path(f"{loaded.name}.{to}")
@@ -218,8 +218,6 @@ def quantize_cmd(model, precision, fmt, target, data, out, force, inputs, as_jso
       edgekit quantize edgekit:digits-cnn --precision int8-static --format tflite --out d.tflite
     """
     from ..optimizer import optimize
-
-    from ..models import load_model
 
     loaded = load_model(model, inputs)
     fmt = fmt or (loaded.format if loaded.format in ("onnx", "tflite") else "onnx")

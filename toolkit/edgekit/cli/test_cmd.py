@@ -8,6 +8,7 @@ import click
 
 from .._io import to_json
 from .common import FiniteFloat, ReportedError, console, json_option, print_json, table
+from .._io import atomic_directory
 
 
 @click.group("test")
@@ -62,7 +63,6 @@ def run_cmd(suite, data, out, chunk, as_json):
     Example:
       edgekit test expect run suite.toml --data new.npz --out expect-report/
     """
-    from .._io import atomic_directory
     from ..testing import Suite, run_suite
 
     result = run_suite(Suite.load(suite), data, chunk)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from .api import MAX_BODY, MAX_INFLATED, Api
 from .db import Database
+from ..errors import EdgekitError
+from . import routes_fleet, routes_logs
 
 
 def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_INFLATED,
                metrics_window_s: float = 3600.0, store=None):
     """The API over ``db``: the log routes and the fleet-update routes (one module each)."""
     from starlette.applications import Starlette
-
-    from . import routes_fleet, routes_logs
 
     api = Api(db, max_body, max_inflated, store)
     try:
@@ -35,7 +35,6 @@ def judge_canaries(db: Database, interval_s: float, stop) -> None:
     on devices, or is worse, is rolled back without anyone running a command."""
     import logging
 
-    from ..errors import EdgekitError
     from .canary import decide
 
     log = logging.getLogger("edgekit.collector")

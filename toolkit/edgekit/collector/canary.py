@@ -15,6 +15,7 @@ from typing import Optional
 
 from .db import LABEL_STORE, Database
 from .releases import current_rollout, set_state
+from ..metrics import mcnemar_p
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,6 @@ def shadow_verdict(version: str, baseline: str, pairs: int, differ: int, only_ba
     """Shadow: the new version answered the very requests the baseline served. Disagreement is
     reported; users' labels on those requests decide, paired (an exact McNemar test on the
     requests only one of the two got right)."""
-    from ..metrics import mcnemar_p
 
     signals = [{"signal": "disagreement with the served version", "canary": differ / pairs if pairs else 0.0,
                 "baseline": 0.0, "n": [pairs, pairs], "p": 1.0, "verdict": "pass"}]

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 
 from .._io import cache_dir, installed_versions
 from ..spec import Model
+from .. import __version__
 
 _EXPORTERS = {"onnx": ("onnx", "onnxscript"), "tflite": ("litert-torch", "ai-edge-litert")}
 
@@ -53,8 +54,6 @@ def _key(model: Model, fmt: str) -> Optional[str]:
         for part in parts:
             digest.update(part if isinstance(part, bytes) else repr(part).encode())
             digest.update(b"\0")
-
-    from .. import __version__
 
     add(fmt, __version__, torch.__version__, sorted(installed_versions(_EXPORTERS.get(fmt, ())).items()))
     add([(s.name, s.shape, s.dtype, s.batch_axis, s.value, s.state_of) for s in model.inputs + model.outputs])

@@ -16,6 +16,7 @@ import numpy as np
 from .._quiet import quiet
 from ..errors import ConversionError, require  # noqa: F401  (ConversionError: imported from here too)
 from ..spec import Model
+from .._quiet import load_onnxruntime
 
 DEFAULT_OPSET = 18
 
@@ -124,7 +125,6 @@ def _rename_outputs(path: Path, names: list[str]) -> None:
 def _verify(model: Model, path: Path) -> float:
     """Max abs difference between onnxruntime and torch on the example inputs."""
     import onnx
-    from .._quiet import load_onnxruntime
 
     ort = load_onnxruntime()
     torch = require("torch", "torch", "convert", "ONNX export")

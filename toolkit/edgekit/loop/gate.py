@@ -16,6 +16,7 @@ import numpy as np
 from .._schema import replace, to_dict
 from .._io import atomic_write_bytes
 from .config import Gate
+from .._io import atomic_write_text
 
 # The loop's defaults for the report card: a retrained model may fix many hard cases and still
 # flip a few near the decision boundary; it may not lose overall or on a slice.
@@ -97,7 +98,6 @@ CURATED = {"row_count": "curation and the split set a data set's size",
 
 def judge(candidate: str, current: str, dataset: Path, out: Path, gate: Gate, suite: Optional[Path]) -> dict:
     """The report card (and the memorisation check); returns the verdict with its reasons."""
-    from .._io import atomic_write_text
     from ..testing.card import report_card
 
     limits = {**DEFAULT_THRESHOLDS, **gate.thresholds}

@@ -23,6 +23,7 @@ from .._io import atomic_directory
 from ..collector.db import LABEL_STORE
 from ..errors import EdgekitError
 from ..tables import OUTPUT_PREFIX, model_columns, take_rows
+from .._io import atomic_write_text
 
 CSV_FIELDS = ("device", "request_id", "row", "label", "image", "predicted", "confidence", "score", "reason", "group")
 
@@ -225,7 +226,6 @@ def label_with_hook(hook_ref: str, queue: Path, out: Path) -> dict:
     bigger model, a labelling service's client, or in a simulation the ground truth. Writes the
     filled-in CSV that ``import_labels`` reads."""
     from .._hooks import import_callable
-    from .._io import atomic_write_text
 
     hook = import_callable(hook_ref, "labeler")
     with open(queue / "queue.csv", newline="") as f:

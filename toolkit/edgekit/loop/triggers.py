@@ -11,6 +11,7 @@ from typing import Callable
 from ..monitor.rules import parse_duration
 from .config import LoopConfig
 from .state import last_run, record_decision, runs_since
+from ..monitor.rules import evaluate, load_rules
 
 WEEK = 7 * 86400.0
 TRIGGERS: dict[str, Callable] = {}
@@ -61,7 +62,6 @@ def _alert(config: LoopConfig, db, now: float, since: float):
     """The monitor's rules (its default ones, or the loop's rules file) over the fleet now."""
     if not config.trigger.alerts:
         return None
-    from ..monitor.rules import evaluate, load_rules
 
     rules = [r for r in load_rules(config.path(config.trigger.rules)) if r.name in config.trigger.alerts]
     if not rules:

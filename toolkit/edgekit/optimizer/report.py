@@ -15,14 +15,15 @@ from .._io import sha256_file, to_json
 from .._plot import pyplot, save
 from ..manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..manifest import Golden, Manifest
+from .._io import installed_versions
+from ..errors import EdgekitError
+from ..manifest import Processing
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "litert-torch",
          "ai-edge-quantizer", "ai-edge-litert", "numpy")
 
 
 def toolchain() -> dict:
-    from .._io import installed_versions
-
     return {"edgekit": __version__} | installed_versions(TOOLS)
 
 
@@ -314,8 +315,6 @@ def bundle_processing(declared: dict | None, out: Path):
     """The model's declared processing as the manifest's, its tokenizer copied in and pinned."""
     if not declared:
         return None
-    from ..errors import EdgekitError
-    from ..manifest import Processing
 
     data = json.loads(json.dumps(declared))
     text = data.get("text")

@@ -14,14 +14,13 @@ from .. import formats
 from ..backends.base import SessionOptions
 from ..backends.litert import _from_output
 from ..data import Dataset
+from ..backends.litert import interpreter_class
 
 WEIGHTED = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV",
             "EMBEDDING_LOOKUP", "GATHER"}
 
 
 def _tensors(path: Path, data: Dataset, samples: int, model=None) -> tuple[dict[str, np.ndarray], list[dict], dict]:
-    from ..backends.litert import interpreter_class
-
     cls = interpreter_class()
     import sys
 

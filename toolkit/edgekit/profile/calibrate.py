@@ -24,6 +24,11 @@ from .._schema import replace, to_dict
 from ..devices.profile import DeviceFit, Profile
 from ..errors import EdgekitError
 from ..names import BadName, check_name
+from ..devices.host import profile_from_environment
+from ..data import Dataset
+from ..devices import resolve
+from .fitted import Observation, fit_device, score
+from .static import analyse
 
 CHAIN = 4  # identical kernels per graph
 FREE = ("conv", "depthwise", "gemm", "memory", "elementwise", "normalization", "half_mflops", "half_depth",
@@ -198,7 +203,6 @@ def suite(quick: bool = False) -> list[Micro]:
 def _quantize(src: Path, dst: Path, proto) -> None:
     """Static QDQ int8 (per-channel S8 weights, U8 activations) with edgekit's own quantiser, on
     one random sample: the scales do not change the time."""
-    from ..data import Dataset
     from ..quantize.onnx_int8 import OnnxInt8Settings, quantize_onnx_int8
 
     shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
@@ -225,8 +229,6 @@ def build(micros: list[Micro], folder: Path, start: int = 0) -> list[tuple[Micro
 def base_profile(base: Optional[str], environment: dict) -> Profile:
     """The profile whose facts (peaks, cores, memory) the fit starts from: ``base`` when given,
     else one derived from what the agent reported about its CPU."""
-    from ..devices import resolve
-    from ..devices.host import profile_from_environment
 
     if base:
         return resolve(base)
@@ -234,9 +236,6 @@ def base_profile(base: Optional[str], environment: dict) -> Profile:
 
 
 def observations(files, results: dict[str, dict]):
-    from .fitted import Observation
-    from .static import analyse
-
     statics = {}
     obs = []
     for micro, precision, path in files:
@@ -309,7 +308,6 @@ def plan(url: str, token_file: Path, folder: Path, base: Optional[str] = None, q
 def fit(p: Plan, results: dict, url: str, profile_id: Optional[str] = None,
         progress: Callable[[str], None] = lambda m: None) -> tuple[Profile, dict]:
     """The calibrated profile and a summary, from the plan's measurements."""
-    from .fitted import fit_device, score
 
     obs = observations(p.files, results)
     free = FREE + (("int8_speedup",) if any(o.precision == "int8" for o in obs) else ()) \

@@ -9,6 +9,7 @@ from typing import Optional
 from .._io import atomic_directory, to_json
 from .._plot import pyplot, save
 from .._schema import Document, field, to_dict
+from ..devices import host_profile
 
 
 class ProfileReport(Document, frozen=False):
@@ -97,8 +98,6 @@ def charts(r: ProfileReport, out: Path) -> list[str]:
     nodes = [n for n in r.static.get("nodes", []) if n.get("achieved_gflops") and n["intensity"] > 0]
     if nodes:
         import numpy as np
-
-        from ..devices import host_profile
 
         host = host_profile()
         fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -21,6 +21,7 @@ from .report import ProfileReport
 from .fitted import with_fit
 from .roofline import bound, estimate, host_efficiency, roofline_ms
 from .static import analyse
+from ..models import describe
 
 
 def _feeds(model: Model, data: Optional[str]) -> tuple[dict[str, np.ndarray], str]:
@@ -95,7 +96,6 @@ def _tflite(model: Model, feeds, report: ProfileReport, runs: int) -> ProfileRep
     import time
 
     from ..formats import open_session
-    from ..models import describe
 
     session = open_session(model.path, model=model)
     call = session.bind(feeds)

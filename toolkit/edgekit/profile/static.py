@@ -13,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from .._io import scratch_cwd
+
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Clip", "Max", "Min", "Neg", "Abs", "Sqrt",
                "Pow", "Where", "Equal", "Greater", "Less", "Not", "And", "Or", "Cast", "BiasAdd", "PRelu",
                "HardSigmoid", "HardSwish", "Reciprocal", "Floor", "Ceil", "Round", "Sign"}
@@ -129,7 +131,6 @@ def _shapes(proto, input_shapes: dict[str, list[int]]):
         # onnx's inference stops at onnxruntime's contrib ops and at shapes computed in the graph
         # (a channel split as Shape/Gather/Div/Slice: ShuffleNet's chunk); onnxruntime's symbolic
         # inference evaluates those, so convolutions after them keep their multiply-adds.
-        from .._io import scratch_cwd
 
         try:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference

@@ -9,6 +9,8 @@ from typing import Optional
 from .._quiet import quiet
 from ..data import Dataset
 from ..errors import EdgekitError, require
+from .. import formats
+from ..spec import TensorSpec
 
 # precision -> (ai-edge-quantizer recipe, why). Channel-wise weights throughout: per-tensor int8
 # loses accuracy on transformers and costs nothing at run time on XNNPACK.
@@ -40,7 +42,6 @@ def _recipe(precision: str):
 def _calibration_set(path: Path, data: Dataset, limit: int, model=None) -> dict:
     """{signature: [{input name: array}]}: each sample as the interpreter takes it (its layout,
     dtype and names), through the same session code the guard runs it with."""
-    from .. import formats
     from ..backends.base import SessionOptions
 
     session = formats.get("tflite").open_session(path, SessionOptions(threads=1),
@@ -57,8 +58,6 @@ def _calibration_set(path: Path, data: Dataset, limit: int, model=None) -> dict:
 def _plain(data: Dataset):
     """A stand-in model for data without one: its arrays, in order, are the inputs."""
     from types import SimpleNamespace
-
-    from ..spec import TensorSpec
 
     specs = [TensorSpec(k, tuple(v.shape), v.dtype.name) for k, v in data.arrays.items()]
     return SimpleNamespace(inputs=specs, outputs=[], format="tflite", meta={})

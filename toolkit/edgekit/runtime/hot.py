@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .model import RuntimeModel
+from . import load
 
 
 class HotModel:
     def __init__(self, bundle: str | Path, loader: Optional[Callable[[Path], RuntimeModel]] = None,
                  shadow_backlog: int = 64, **options):
-        from . import load
-
         self._loader = loader or (lambda path: load(path, **options))
         # The shadow model logs through the same store itself (its records carry its version);
         # it never logs through the runtime, which would give it request ids of its own.

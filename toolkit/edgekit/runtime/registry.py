@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .. import formats
+from ..errors import EdgekitError
+
 _OPENERS: dict[str, Callable] = {}
 _AVAILABLE: dict[str, Callable[[], bool]] = {}
 
@@ -30,8 +33,6 @@ def open_variant(name: str, path, variant: dict, threads, specs):
 
 
 def _register_formats() -> None:
-    from .. import formats
-
     for spec in formats.all_formats():
         register_runtime(spec.runtime, spec.open_variant, spec.available)
 
@@ -50,8 +51,6 @@ def _load_plugins() -> None:
     _PLUGINS_LOADED = True
     import importlib
     import os
-
-    from ..errors import EdgekitError
 
     for name in filter(None, (m.strip() for m in os.environ.get("EDGEKIT_RUNTIME_PLUGINS", "").split(","))):
         try:

@@ -23,6 +23,7 @@ from ..errors import EdgekitError, InputError
 from ..runtime.cache import OutputCache, key_of
 from .batching import AsyncBatcher, Overloaded
 from .protocol import ProtocolError, v2_datatype
+from ..runtime import load
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,6 @@ class NotFound(ProtocolError):
 class ServedModel:
     def __init__(self, bundle: str | Path, options: ServeOptions, public_key=None, log_store=None, metrics=None,
                  lookup=None):
-        from ..runtime import load
-
         self.options = options
         self.runtime = load(bundle, threads=options.threads, public_key=public_key)
         self.name, self.version = self.runtime.name, self.runtime.version or "1"

@@ -23,6 +23,8 @@ from .._io import open_parquet
 from .._sql import SqlDatabase
 from ..errors import DataError, EdgekitError
 from ..tables import files_kind, open_table
+from ..runtime import load
+from ..tables import csv_batches, csv_rows, open_csv
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -145,8 +147,6 @@ def _arrow(path, model, key_column, chunk, suffix):
     if suffix == ".csv":
         import pyarrow.csv as pacsv
 
-        from ..tables import csv_batches, csv_rows, open_csv
-
         total, reader = csv_rows(path), open_csv(path)
         if key_column in reader.schema.names:
             keys = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
@@ -238,7 +238,6 @@ def predict_to_db(bundle: str | Path, source: Path, db_url: str, table: str = "p
                   progress: Callable[[int, Optional[int]], None] = lambda done, total: None,
                   threads: Optional[int] = None) -> dict:
     """Score ``source`` into ``table``; returns counts. Resumable: existing keys are skipped."""
-    from ..runtime import load
 
     table = checked_table(table)
     if batch_size < 1 or chunk < 1:

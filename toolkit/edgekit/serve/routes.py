@@ -13,6 +13,7 @@ from .http import ALONE, HttpOptions, raw_items, read_body, rows
 from .metrics import ServeMetrics
 from .plane import Repository
 from .protocol import HEADER, InferRequest, encode_response
+from .. import __version__
 
 
 def routes(repository: Repository, http: HttpOptions, metrics: ServeMetrics) -> list[Route]:
@@ -23,8 +24,6 @@ def routes(repository: Repository, http: HttpOptions, metrics: ServeMetrics) -> 
         return JSONResponse({"ready": repository.ready}, status_code=200 if repository.ready else 503)
 
     async def server_metadata(request: Request):
-        from .. import __version__
-
         return JSONResponse({"name": "edgekit", "version": __version__,
                              "extensions": ["binary_tensor_data", "model_repository_metadata", "raw_input_predict"],
                              "models": [{"name": m.name, "version": m.version} for m in repository.all()]})

@@ -23,6 +23,9 @@ from ..errors import DataError, EdgekitError
 from ..metrics import probabilities
 from .models import Predictor
 from ..tables import labels_of, load_columns
+from .._io import read_toml
+from ..metrics import cosine_rows, mcnemar_p
+from .expect import Suite, run_suite
 
 
 class Thresholds(Document):
@@ -47,7 +50,6 @@ class Thresholds(Document):
     def load(cls, path: Optional[str | Path]) -> "Thresholds":
         if path is None:
             return cls()
-        from .._io import read_toml
 
         try:
             return from_dict(cls, read_toml(path, "card config"))
@@ -157,8 +159,6 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
             f"({-worst['drop_points']:+.1f} points on {worst['rows']} rows{_evidence(worst)}; at most "
             f"{thresholds.max_slice_drop_points} lost beyond chance)"))
     else:
-        from ..metrics import cosine_rows
-
         cos = cosine_rows(out_b, out_c)
         card.overall = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
         card.checks.append(Check("agreement with the baseline", float(cos.mean()) >= thresholds.min_cosine,
@@ -172,8 +172,6 @@ def report_card(candidate: str, baseline: str, data: str | Path, slices: tuple[s
                                  f"{len(result.regressions)} regressions, {result.fixes} fixes on {result.examples} "
                                  f"examples (at most {thresholds.max_hard_regressions} regressions)"))
     if expect is not None:
-        from .expect import Suite, run_suite
-
         result = run_suite(expect if isinstance(expect, Suite) else Suite.load(expect), data)
         card.expectations = result.to_dict()
         card.checks.append(Check("data expectations", result.success,
@@ -217,7 +215,6 @@ def _slices(columns, labels, right_c, right_b, names, thresholds) -> list[dict]:
 def _paired(name: str, right_c: np.ndarray, right_b: np.ndarray, max_drop: float, t: Thresholds) -> dict:
     """Candidate against baseline on the same rows: accuracies, the rows each alone got right, the
     McNemar p-value, and whether that is a drop beyond ``max_drop`` points and beyond chance."""
-    from ..metrics import mcnemar_p
 
     regressed, fixed = int((right_b & ~right_c).sum()), int((right_c & ~right_b).sum())
     n = len(right_c)

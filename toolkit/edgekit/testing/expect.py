@@ -24,6 +24,8 @@ import numpy as np
 
 from .._schema import Document, SchemaError, field, from_dict, replace, to_dict
 from ..errors import DataError, EdgekitError
+from .._io import read_toml
+from ..tables import Table, open_table
 
 DIMENSIONS = ("completeness", "validity", "consistency", "timeliness", "integrity", "accuracy")
 KINDS: dict[str, type["Check"]] = {}
@@ -474,8 +476,6 @@ class MatchesReference(Check):
     reference_column: str = ""
 
     def start(self):
-        from ..tables import open_table
-
         table = open_table(self.reference)
         keys, values = [], []
         for chunk in table.chunks():
@@ -550,8 +550,6 @@ class Suite(Document):
             except (OSError, ValueError) as exc:
                 raise EdgekitError(f"suite {path} is not readable JSON: {exc}") from None
         else:
-            from .._io import read_toml
-
             data = read_toml(path, "suite", "make one with: edgekit test expect suggest --data ref.npz")
         return cls.parse(data, str(path))
 
@@ -630,7 +628,6 @@ class SuiteResult(Document):
 def run_suite(suite: Suite, data, chunk: int = 65536) -> SuiteResult:
     """Every check of ``suite`` over ``data`` (a path, or any ``tables.Table``: monitoring passes
     the logged inputs of a window) in one pass, chunk by chunk."""
-    from ..tables import Table, open_table
 
     table = data if isinstance(data, Table) else open_table(data, chunk)
     states = [c.start() for c in suite.checks]

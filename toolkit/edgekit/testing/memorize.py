@@ -20,6 +20,7 @@ import numpy as np
 from .._hooks import import_callable
 from .._plot import pyplot, save
 from ..errors import DataError, EdgekitError, require
+from ..tables import labels_of, load_columns
 
 
 @dataclass
@@ -81,7 +82,6 @@ def memorize(factory: str, data: str | Path, loss: str = "cross_entropy", sample
     torch = require("torch", "torch", "convert", "the memorisation test")
     from ..data import Dataset, check_against
     from ..models import load_model
-    from ..tables import labels_of, load_columns
 
     model = load_model(factory, inputs)
     if not model.is_torch:

@@ -16,6 +16,7 @@ from .expect import (AllowedValues, Dtype, LabelDistribution, MaskMatchesPadding
                      NoMissing, NotInFuture, Present, Range, RowCount, Shape, Suite, Unique, dtype_name, row_hashes,
                      run_suite)
 from ..tables import open_table
+from ..errors import DataError
 
 LABELS = ("labels", "label")
 TIME = ("time", "timestamp")
@@ -44,8 +45,6 @@ def suggest(data: str | Path, name: str | None = None, chunk: int = 65536, key: 
         checks.append(Unique(columns=tensors, mostly=round(max(0.0, 1 - share - 0.001), 4)))
     if key is not None:
         if key not in stats:
-            from ..errors import DataError
-
             raise DataError(f"--key {key} is not a column of {data}", f"its columns are {', '.join(stats)}")
         for label in (c for c in LABELS if c in stats):
             checks.append(MatchesReference(column=label, key=key, reference=str(Path(data).resolve())))

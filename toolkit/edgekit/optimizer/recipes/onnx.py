@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Iterator
 
 from . import Recipe, exclusion_steps, guard
+from ...backends import SessionOptions
+from ...data import run_dataset
+from ...errors import first_line
+from ...formats import open_session
+from ...metrics import max_relative_error
 
 
 def int8_preset(profile, mode: str):
@@ -69,11 +74,7 @@ class OnnxRecipe(Recipe):
         the source does on the evaluation samples; else the source as it is, and why."""
         if builder.probe is None:
             return super().from_source(builder, dst)
-        from ...backends import SessionOptions
-        from ...formats import open_session
         from ...convert.onnx_clean import clean
-        from ...data import run_dataset
-        from ...metrics import max_relative_error
 
         model = builder.model
         try:
@@ -94,7 +95,6 @@ class OnnxRecipe(Recipe):
 
         def fuse():
             from ...convert.onnx_optimize import optimize_transformer
-            from ...errors import first_line
 
             dst = builder.workdir / "base-fp32-fused.onnx"
             try:

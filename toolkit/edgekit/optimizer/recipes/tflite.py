@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import Recipe, exclusion_steps, guard
+from ...errors import ConversionError
 
 TF_INT8 = "TensorFlow Lite converter, full-integer (from onnx2tf's SavedModel)"
 
@@ -54,7 +55,6 @@ class TfliteRecipe(Recipe):
         from ...quantize.tflite_quant import quantize_tflite
 
         from ...convert.onnx_tflite import int8_path
-        from ...errors import ConversionError
 
         fallback = int8_path(base)
         if candidate.tflite_quantizer == "tf-converter":
