@@ -177,3 +177,16 @@ def test_long_commands_print_one_line_per_step_when_not_on_a_terminal():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and all(re.fullmatch(r"\[ *\d+\.\d s\] .+", line) for line in lines)
     assert lines[0].endswith("building onnx-fp32")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--input", "x:1xbad!"], "--input"),
+    (["--batch-axis", "state"], "--batch-axis"),
+    (["--state", "state"], "--state"),
+    (["--tolerance", "cosine=lots"], "--tolerance"),
+])
+def test_a_bad_spec_is_a_usage_error_before_anything_loads(cli, args, option):
+    """--input, --batch-axis, --state and --tolerance are parsed as click reads them: a bad one
+    names its option and exits 2 before any model loads (the loader said it later, exit 1)."""
+    result = cli("optimize", "edgekit:digits-cnn", *args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output

@@ -160,6 +160,19 @@ def parse_input_spec(text: str) -> TensorSpec:
     return TensorSpec(match["name"], tuple(dims), dtype, value=value)
 
 
+@dataclass(frozen=True)
+class InputOverride:
+    """One ``--input``: its spec, and whether it names its dtype (a dtype left out is not a claim
+    about the model: the file's own stays)."""
+
+    spec: TensorSpec
+    dtype_given: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> "InputOverride":
+        return cls(parse_input_spec(text), dtype_given(text))
+
+
 @dataclass
 class Model:
     """A loaded model: its interface plus whatever the format needs to run or convert it."""

@@ -14,6 +14,7 @@ import click
 
 from .._io import to_json
 from ..errors import EdgekitError
+from . import specs
 
 
 def debug_enabled(ctx: click.Context | None = None) -> bool:
@@ -86,7 +87,7 @@ def json_option(func):
 
 def input_option(func):
     return click.option(
-        "--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE][:=VALUE]",
+        "--input", "inputs", multiple=True, type=specs.INPUT, metavar="NAME:SHAPE[:DTYPE][:=VALUE]",
         help="Name and shape of a model input, e.g. input_ids:batchx128:int64 (named dims are "
         "dynamic), or a fixed value fed with every call, e.g. sr:int64:=16000. Repeat for each input.",
     )(func)
@@ -94,10 +95,10 @@ def input_option(func):
 
 def interface_options(func):
     """--batch-axis and --state: inputs that are not batch first, and recurrent state."""
-    func = click.option("--state", "states", multiple=True, metavar="IN=OUT",
+    func = click.option("--state", "states", multiple=True, type=specs.STATE, metavar="IN=OUT",
                         help="A recurrent state: output OUT is fed back into input IN along each sequence "
                              "(found by name, e.g. state=stateN, when not given).")(func)
-    return click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME:AXIS",
+    return click.option("--batch-axis", "batch_axes", multiple=True, type=specs.BATCH_AXIS, metavar="NAME:AXIS",
                         help="The batch axis of an input when it is not the model's named batch dim, e.g. "
                              "state:1, or NAME:none for an input fed as it is.")(func)
 

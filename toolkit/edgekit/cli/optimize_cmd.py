@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import specs
 from .common import (ReportedError, console, force_option, input_option, interface_options, json_option, output_file,
                      print_json, steps, table)
 from ..models import load_model
@@ -49,7 +50,7 @@ def _summary(report) -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output directory [edgekit-out/MODEL-TARGET].")
 @click.option("--formats", help="Comma list to narrow the plan: onnx,tflite.")
 @click.option("--precisions", help="Comma list: fp32,fp16,int8-dynamic,int8-static,int8-weight-only.")
-@click.option("--tolerance", help="Mean cosine (0.99) or cosine=0.99,min_cosine=0.98,top1=0.99,accuracy_drop=1.")
+@click.option("--tolerance", type=specs.TOLERANCE, help="Mean cosine (0.99) or cosine=0.99,min_cosine=0.98,top1=0.99,accuracy_drop=1.")
 @click.option("--task", help="How outputs are judged: classification, embedding, ctc[:BLANK] (greedy-decoded "
                               "text, character error rate vs fp32), detection (decoded boxes after NMS, mAP@0.5 "
                               "vs fp32's), generic [the model's own].")

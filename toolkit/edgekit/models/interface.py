@@ -34,26 +34,29 @@ def name_dims(tensor: str, dims: Sequence[Dim]) -> tuple[Dim, ...]:
                  for i, d in enumerate(dims))
 
 
-def parse_batch_axes(texts: Sequence[str]) -> dict[str, Optional[int]]:
+def parse_batch_axis(text: str) -> tuple[str, Optional[int]]:
     """``--batch-axis NAME:K`` or ``NAME:none``."""
-    axes: dict[str, Optional[int]] = {}
-    for text in texts:
-        name, _, axis = text.rpartition(":")
-        if not name or not (axis.isdigit() or axis.lower() == "none"):
-            raise ModelLoadError(f"bad --batch-axis {text!r}", "write NAME:AXIS (e.g. state:1) or NAME:none")
-        axes[name] = None if axis.lower() == "none" else int(axis)
-    return axes
+    name, _, axis = text.rpartition(":")
+    if not name or not (axis.isdigit() or axis.lower() == "none"):
+        raise ModelLoadError(f"bad --batch-axis {text!r}", "write NAME:AXIS (e.g. state:1) or NAME:none")
+    return name, None if axis.lower() == "none" else int(axis)
 
 
-def parse_states(texts: Sequence[str]) -> dict[str, str]:
+def parse_state(text: str) -> tuple[str, str]:
     """``--state IN=OUT``: the output fed back into the input at the next step."""
-    states = {}
-    for text in texts:
-        src, _, out = text.partition("=")
-        if not src or not out:
-            raise ModelLoadError(f"bad --state {text!r}", "write INPUT=OUTPUT, e.g. state=stateN")
-        states[src.strip()] = out.strip()
-    return states
+    src, _, out = text.partition("=")
+    if not src or not out:
+        raise ModelLoadError(f"bad --state {text!r}", "write INPUT=OUTPUT, e.g. state=stateN")
+    return src.strip(), out.strip()
+
+
+def parse_batch_axes(items: Sequence) -> dict[str, Optional[int]]:
+    """Texts (Python callers) or (name, axis) pairs (the CLI parsed them already)."""
+    return dict(parse_batch_axis(i) if isinstance(i, str) else i for i in items)
+
+
+def parse_states(items: Sequence) -> dict[str, str]:
+    return dict(parse_state(i) if isinstance(i, str) else i for i in items)
 
 
 def _batch_names(inputs: list[TensorSpec]) -> set[str]:

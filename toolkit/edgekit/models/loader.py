@@ -6,26 +6,32 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ModelLoadError
-from ..spec import Model, TensorSpec, dtype_given, parse_input_spec
+from ..spec import InputOverride, Model, TensorSpec
 
 BUILTIN_PREFIX = "edgekit:"
 DEFAULT_MODEL = "edgekit:digits-cnn"
 
 
-def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec] = (),
-               batch_axes: Sequence[str] = (), states: Sequence[str] = ()) -> Model:
-    """Load ``ref`` (default: the demo model). ``inputs`` are ``--input NAME:SHAPE[:DTYPE][:=VALUE]``
-    specs, ``batch_axes`` ``--batch-axis NAME:K`` and ``states`` ``--state IN=OUT`` (see
-    :mod:`edgekit.models.interface`)."""
+def _override(item) -> InputOverride:
+    if isinstance(item, InputOverride):
+        return item
+    return InputOverride(item) if isinstance(item, TensorSpec) else InputOverride.parse(item)
+
+
+def load_model(ref: Optional[str] = None, inputs: Sequence[str | TensorSpec | InputOverride] = (),
+               batch_axes: Sequence = (), states: Sequence = ()) -> Model:
+    """Load ``ref`` (default: the demo model). ``inputs`` are ``--input`` specs (parsed, as the CLI
+    passes them, or their text ``NAME:SHAPE[:DTYPE][:=VALUE]``), ``batch_axes`` ``--batch-axis``
+    (``NAME:K`` or (name, axis)) and ``states`` ``--state`` (``IN=OUT`` or (in, out)); see
+    :mod:`edgekit.models.interface`."""
     ref = ref or DEFAULT_MODEL
-    overrides = [s if isinstance(s, TensorSpec) else parse_input_spec(s) for s in inputs]
+    given = [_override(s) for s in inputs]
+    overrides = [g.spec for g in given]
     names = [o.name for o in overrides]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ModelLoadError(f"--input {repeated[0]} is given more than once", "give each input once")
-    # A dtype the user did not write is not a claim about the model: keep the file's own.
-    explicit = {s.name for s in inputs if isinstance(s, TensorSpec)} | {
-        s.name for s, raw in zip(overrides, inputs) if isinstance(raw, str) and dtype_given(raw)}
+    explicit = {g.spec.name for g in given if g.dtype_given}
     if ref.startswith(BUILTIN_PREFIX):
         from ..zoo import load_builtin
 

@@ -18,14 +18,16 @@ EVAL_SAMPLES = 512
 class OptimizeOptions:
     formats: Optional[frozenset[str]] = None  # narrow the plan (None: what the target runs)
     precisions: Optional[frozenset[str]] = None
-    tolerance: Optional[Tolerance] = None  # a Tolerance or its text ("0.99", "cosine=0.99,top1=0.98")
+    tolerance: Optional[Tolerance] = None  # a Tolerance (the CLI parses --tolerance) or its text ("0.99")
     allow_synthetic_calibration: bool = False
     eval_samples: int = EVAL_SAMPLES
     time_budget_s: Optional[float] = None  # bounds the whole run; what it left out is in the report
     timing_s: float = 20.0  # what the interleaved timing may take of it
-    inputs: tuple[str, ...] = ()  # --input texts (edgekit.models.interface)
-    batch_axes: tuple[str, ...] = ()  # --batch-axis texts
-    states: tuple[str, ...] = ()  # --state texts
+    # --input, --batch-axis, --state: parsed (spec.InputOverride, (name, axis), (in, out)), as
+    # the CLI passes them, or their text (edgekit.models.interface)
+    inputs: tuple = ()
+    batch_axes: tuple = ()
+    states: tuple = ()
     plan_only: bool = False
     processing: Optional[dict] = None  # the bundle's pre/post-processing (built-in models carry theirs)
     verify_arm64: int = 0  # re-run the passing candidates on this many samples on ARM64 kernels
