@@ -19,11 +19,13 @@ def load_data(ref: str, model: Model, limit: Optional[int] = None) -> Dataset:
     """Load ``ref`` (an .npz, a .parquet file or folder - the collector's export too -, a .csv, a folder of
     pictures or WAV files, a .txt of sentences (edgekit.datafiles), or a factory ``module:function``)
     and check it against ``model``."""
-    from .datafiles import kind_of, load_files
+    from .datafiles import load_files
+    from .tables import files_table
 
     path = Path(ref)
-    if path.exists() and kind_of(path):  # pictures, WAV files or sentences
-        dataset = load_files(path, model, limit)
+    files = files_table(path)  # pictures, WAV files or sentences
+    if files is not None:
+        dataset = load_files(files, model, limit)
     elif path.suffix in (".npz", ".parquet", ".pq", ".csv") or path.exists():
         dataset = _load_table(path, model)
     elif ":" in ref:

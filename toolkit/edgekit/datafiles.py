@@ -11,8 +11,9 @@
   each file is one sequence, so a stateful model carries its state through a file.
 - A text file is one sentence per line, tokenised with the declared tokenizer.
 
-Which files a folder holds, and the sentences of a text file, are read through ``tables.open_table``
-(the one reader of data, which ``edgekit predict`` uses too); this module turns them into tensors.
+Which files a folder holds, and the sentences of a text file, are read by ``tables.files_table``
+(what ``tables.open_table`` and ``edgekit predict`` read them with too); this module turns them
+into tensors.
 """
 
 from __future__ import annotations
@@ -25,30 +26,22 @@ import numpy as np
 
 from .errors import DataError
 from .spec import Model, TensorSpec
-from .tables import IMAGES, files_kind, open_table
+from .tables import FilesTable, TextTable
 
 RATE_INPUTS = ("sr", "sample_rate", "sampling_rate")
-kind_of = files_kind  # 'images', 'audio' or 'text' for a path these loaders read, else None
 
 
-def _files(root: Path, limit: Optional[int] = None) -> list[Path]:
-    return list(open_table(root).files[:limit])
-
-
-def load_files(path: Path, model: Model, limit: Optional[int] = None):
+def load_files(table: FilesTable | TextTable, model: Model, limit: Optional[int] = None):
+    """A Dataset from ``tables.files_table``: pictures, WAV files or sentences."""
     from .dataset import Dataset
 
-    kind = kind_of(path)
-    if kind == "images":
-        arrays, labels, source = _images(path, model, limit)
+    if table.kind == "images":
+        arrays, labels, source = _images(table, model, limit)
         return Dataset(arrays, labels, source=source)
-    if kind == "audio":
-        arrays, sequences, source = _audio(path, model, limit)
+    if table.kind == "audio":
+        arrays, sequences, source = _audio(table, model, limit)
         return Dataset(arrays, None, source=source, sequences=sequences)
-    if kind == "text":
-        return Dataset(_sentences(path, model, limit), None, source=f"{path} (sentences)")
-    raise DataError(f"{path} holds no pictures ({', '.join(sorted(IMAGES))}) or WAV files",
-                    "pass a folder of pictures or .wav files, a .txt of sentences, or an .npz")
+    return Dataset(_sentences(table, model, limit), None, source=f"{table.path} (sentences)")
 
 
 # -- pictures ----------------------------------------------------------------------------------------
@@ -82,12 +75,12 @@ def _image_spec(model: Model):
     return image, f"pictures scaled to [0, 1], {layout}, {w}x{h} (no mean/std declared: give --processing)"
 
 
-def _images(root: Path, model: Model, limit: Optional[int]):
+def _images(table: FilesTable, model: Model, limit: Optional[int]):
     from .manifest import Processing
     from .processing import Preprocessor
 
     image, how = _image_spec(model)
-    files = _files(root, limit)
+    root, files = table.path, list(table.files[:limit])
     prep = Preprocessor(Processing(image=image), root)
     tensors = []
     for f in files:
@@ -169,11 +162,11 @@ def _audio_input(model: Model) -> TensorSpec:
     return spec
 
 
-def _audio(root: Path, model: Model, limit: Optional[int]):
+def _audio(table: FilesTable, model: Model, limit: Optional[int]):
     spec = _audio_input(model)
     frame, rate = spec.sample_shape[0], model_rate(model)
     hop = int(((model.meta.get("processing") or {}).get("audio") or {}).get("hop") or frame)
-    files = _files(root)
+    root, files = table.path, table.files
     frames, sequences = [], []
     for index, f in enumerate(files):
         x, source_rate = read_wav(f)
@@ -191,16 +184,16 @@ def _audio(root: Path, model: Model, limit: Optional[int]):
 
 
 # -- text ----------------------------------------------------------------------------------------------
-def _sentences(path: Path, model: Model, limit: Optional[int]) -> dict[str, np.ndarray]:
+def _sentences(table: TextTable, model: Model, limit: Optional[int]) -> dict[str, np.ndarray]:
     from .manifest import Processing, TextInput
     from .processing import Preprocessor
 
     declared = (model.meta.get("processing") or {}).get("text")
     if not declared:
-        raise DataError(f"{model.name} declares no tokenizer to turn {path}'s sentences into tokens",
+        raise DataError(f"{model.name} declares no tokenizer to turn {table.path}'s sentences into tokens",
                         "declare [text] with a tokenizer.json in --processing (see the README)")
     tokenizer = Path(declared["tokenizer"])
     fields = {k: v for k, v in declared.items() if k in TextInput.__struct_fields__}
     text = TextInput(**{**fields, "tokenizer": tokenizer.name, "sha256": "0" * 64})
-    sentences = [str(t) for chunk in open_table(path).chunks() for t in chunk["text"]][:limit]
+    sentences = [str(t) for chunk in table.chunks() for t in chunk["text"]][:limit]
     return Preprocessor(Processing(text=text), tokenizer.parent)(sentences)

@@ -113,6 +113,8 @@ class FilesTable(Table):
 class TextTable(Table):
     """A .txt of sentences, one per line (blank lines skipped): a ``text`` per row, streamed."""
 
+    kind = "text"
+
     def _chunks(self):
         batch = []
         with open(self.path, encoding="utf-8") as fh:
@@ -126,16 +128,10 @@ class TextTable(Table):
             yield {"text": np.array(batch)}
 
 
-def files_kind(path: Path) -> Optional[str]:
-    """'images', 'audio' or 'text' for a folder of pictures or WAV files or a .txt, else None."""
-    if path.is_dir():
-        suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file()}
-        return "images" if suffixes & IMAGES else "audio" if suffixes & AUDIO else None
-    return "text" if path.suffix.lower() == ".txt" else None
-
-
-def _files_table(path: Path, kind: str, chunk: int) -> Table:
-    if kind == "text":
+def files_table(path: Path, chunk: int = 65536) -> Optional[FilesTable | TextTable]:
+    """A folder of pictures (or else WAV files) or a .txt as a table, else None; the folder is
+    walked once."""
+    if path.is_file() and path.suffix.lower() == ".txt":
         try:
             with open(path, encoding="utf-8") as fh:
                 rows = sum(1 for line in fh if line.strip())
@@ -144,10 +140,15 @@ def _files_table(path: Path, kind: str, chunk: int) -> Table:
         if not rows:
             raise DataError(f"{path} holds no sentences", "one sentence per line")
         return TextTable(path, rows, ["text"], chunk)
-    suffixes = IMAGES if kind == "images" else AUDIO
-    files = tuple(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes))
-    per_class = all(len(f.parent.relative_to(path).parts) == 1 for f in files)
-    return FilesTable(path, len(files), ["path"] + (["class"] if per_class else []), chunk, files, kind)
+    if not path.is_dir():
+        return None
+    listing = sorted(p for p in path.rglob("*") if p.is_file())
+    for kind, suffixes in (("images", IMAGES), ("audio", AUDIO)):
+        files = tuple(p for p in listing if p.suffix.lower() in suffixes)
+        if files:
+            per_class = all(len(f.parent.relative_to(path).parts) == 1 for f in files)
+            return FilesTable(path, len(files), ["path"] + (["class"] if per_class else []), chunk, files, kind)
+    return None
 
 
 def open_csv(path: Path):
@@ -236,9 +237,9 @@ def arrow_to_numpy(column) -> np.ndarray:
 
 def open_table(path: str | Path, chunk: int = 65536) -> Table:
     path = Path(path)
-    kind = files_kind(path) if path.exists() else None
-    if kind:
-        return _files_table(path, kind, chunk)
+    files = files_table(path, chunk)
+    if files is not None:
+        return files
     if path.is_dir():
         dataset = _dataset(path)
         if not any(True for _ in dataset.get_fragments()):

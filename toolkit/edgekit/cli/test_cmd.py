@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from .._io import to_json
+from .._io import atomic_directory, to_json
 from .common import FiniteFloat, ReportedError, console, json_option, print_json, table
-from .._io import atomic_directory
 
 
 @click.group("test")

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._quiet import quiet
+from .._quiet import load_onnxruntime, quiet
 from ..errors import ConversionError, require  # noqa: F401  (ConversionError: imported from here too)
 from ..spec import Model
-from .._quiet import load_onnxruntime
 
 DEFAULT_OPSET = 18
 

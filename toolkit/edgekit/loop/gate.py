@@ -14,9 +14,8 @@ from typing import Optional
 import numpy as np
 
 from .._schema import replace, to_dict
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, atomic_write_text
 from .config import Gate
-from .._io import atomic_write_text
 
 # The loop's defaults for the report card: a retrained model may fix many hard cases and still
 # flip a few near the decision boundary; it may not lose overall or on a slice.

@@ -19,11 +19,10 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_directory
+from .._io import atomic_directory, atomic_write_text
 from ..collector.db import LABEL_STORE
 from ..errors import EdgekitError
 from ..tables import OUTPUT_PREFIX, model_columns, take_rows
-from .._io import atomic_write_text
 
 CSV_FIELDS = ("device", "request_id", "row", "label", "image", "predicted", "confidence", "score", "reason", "group")
 

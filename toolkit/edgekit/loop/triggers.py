@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..monitor.rules import parse_duration
+from ..monitor.rules import evaluate, load_rules, parse_duration
 from .config import LoopConfig
 from .state import last_run, record_decision, runs_since
-from ..monitor.rules import evaluate, load_rules
 
 WEEK = 7 * 86400.0
 TRIGGERS: dict[str, Callable] = {}

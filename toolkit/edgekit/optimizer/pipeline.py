@@ -461,7 +461,7 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
         report.arm64, report.int8_host, report.budget = arm64, int8_host, budget.to_dict()
         if budget.skipped:
             report.notes.append(f"the --time-budget of {budget.seconds:g} s ran out; left out: "
-                                   + "; ".join(budget.skipped))
+                                + "; ".join(budget.skipped))
         progress(f"writing {out_dir}")
         with atomic_directory(out_dir) as staging:
             report_mod.write(staging, report, outcomes, winner, model, profile,

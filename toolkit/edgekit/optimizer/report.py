@@ -11,13 +11,10 @@ from typing import Optional
 
 from .. import __version__, formats
 from .._schema import Document, SchemaError, from_dict, replace, to_dict
-from .._io import sha256_file, to_json
+from .._io import installed_versions, sha256_file, to_json
 from .._plot import pyplot, save
-from ..manifest import SCHEMA_VERSION as MANIFEST_SCHEMA
-from ..manifest import Golden, Manifest
-from .._io import installed_versions
+from ..manifest import Golden, Manifest, Processing, SCHEMA_VERSION as MANIFEST_SCHEMA
 from ..errors import EdgekitError
-from ..manifest import Processing
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxconverter-common", "onnxscript", "litert-torch",
          "ai-edge-quantizer", "ai-edge-litert", "numpy")

@@ -12,9 +12,8 @@ import numpy as np
 
 from .. import formats
 from ..backends.base import SessionOptions
-from ..backends.litert import _from_output
+from ..backends.litert import _from_output, interpreter_class
 from ..data import Dataset
-from ..backends.litert import interpreter_class
 
 WEIGHTED = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "TRANSPOSE_CONV",
             "EMBEDDING_LOOKUP", "GATHER"}

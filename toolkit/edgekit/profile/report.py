@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Optional
 
 from .._io import atomic_directory, to_json

@@ -12,7 +12,7 @@ import numpy as np
 from .._schema import replace
 from ..data import load_data, synthesize
 from ..devices import host_profile, resolve
-from ..models import load_model
+from ..models import describe, load_model
 from ..spec import Model
 from .compat import check
 from .dynamic import profile_onnx, profile_torch
@@ -21,7 +21,6 @@ from .report import ProfileReport
 from .fitted import with_fit
 from .roofline import bound, estimate, host_efficiency, roofline_ms
 from .static import analyse
-from ..models import describe
 
 
 def _feeds(model: Model, data: Optional[str]) -> tuple[dict[str, np.ndarray], str]:

@@ -22,9 +22,8 @@ import numpy as np
 from .._io import open_parquet
 from .._sql import SqlDatabase
 from ..errors import DataError, EdgekitError
-from ..tables import files_kind, open_table
+from ..tables import FilesTable, TextTable, csv_batches, csv_rows, files_table, open_csv
 from ..runtime import load
-from ..tables import csv_batches, csv_rows, open_csv
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -63,9 +62,9 @@ class Chunk:
 
 def read_chunks(path: Path, model, key_column: str, chunk: int) -> tuple[Optional[int], Iterator[Chunk]]:
     """(total rows if known, chunks)."""
-    kind = files_kind(path) if path.exists() else None
-    if kind:
-        return _files(path, kind, model, chunk)
+    files = files_table(path, chunk)
+    if files is not None:
+        return _files(files, model)
     if not path.is_file():
         raise DataError(f"input {path} does not exist or is not a file", "check the path")
     suffix = path.suffix.lower()
@@ -77,9 +76,10 @@ def read_chunks(path: Path, model, key_column: str, chunk: int) -> tuple[Optiona
                     ".txt of sentences")
 
 
-def _files(path: Path, kind: str, model, chunk: int) -> tuple[int, Iterator[Chunk]]:
+def _files(table: FilesTable | TextTable, model) -> tuple[int, Iterator[Chunk]]:
     """A folder of pictures (keyed by their path inside it) or a .txt of sentences (row-N), for a
     bundle whose own processing takes pictures or text."""
+    path, kind = table.path, table.kind
     wanted = {"images": "image", "text": "text"}.get(kind)
     have = model.preprocess.kind if model.preprocess else ""
     if wanted != have:
@@ -87,7 +87,6 @@ def _files(path: Path, kind: str, model, chunk: int) -> tuple[int, Iterator[Chun
         raise DataError(f"{path} holds {what}, but the bundle's processing takes "
                         f"{have + ' input' if have else 'tensors only'}",
                         "give a table with a column per input, or package the model with its processing")
-    table = open_table(path, chunk)
 
     def chunks():
         seen = 0

