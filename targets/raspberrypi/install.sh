@@ -7,6 +7,7 @@
 #   ./install.sh --venv /opt/edgekit --source edgekit-0.1.0-py3-none-any.whl
 #   ./install.sh --onnxruntime         # LiteRT and onnxruntime (bundles with ONNX variants)
 #   ./install.sh --no-litert           # onnxruntime only
+#   ./install.sh --text                # also sentences as input (tokenizers: MiniLM-style bundles)
 #   ./install.sh --serve               # also edgekit serve (Starlette, uvicorn, Pillow, tokenizers)
 set -euo pipefail
 
@@ -22,9 +23,10 @@ while [ $# -gt 0 ]; do
     --source) source_spec="$2"; shift 2 ;;
     --no-litert) extras="${extras/litert/onnxruntime}"; shift ;;
     --onnxruntime) [[ "$extras" == *onnxruntime* ]] || extras="${extras:+$extras,}onnxruntime"; shift ;;
+    --text) extras="${extras:+$extras,}text"; shift ;;
     --serve) extras="${extras:+$extras,}serve"; shift ;;
     --python) python="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -4,7 +4,7 @@ Builds (or reuses) the cached ARM64 Debian root, installs edgekit into it with
 targets/raspberrypi/install.sh exactly as on a Pi (runtime only, no torch), then on an emulated
 Cortex-A72 (Pi 4: no sdot, no fp16) and Cortex-A76 (Pi 5: both) runs `edgekit run` on the digits
 bundle, the runtime's fallback chain, the log store and a sync to a collector on this host's
-loopback (device_checks.py). Needs root on x86_64 Debian/Ubuntu; exits 1 on any failure.
+loopback (device_checks.py), and MiniLM's sentences at their own lengths (text_checks.py). Needs root on x86_64 Debian/Ubuntu; exits 1 on any failure.
 
     .venv/bin/python tests/arm64/run_arm64.py [--bundle digits.ekb] [--keep]
 """
@@ -60,6 +60,28 @@ def build_bundle(out_dir: Path) -> Path:
     return out.with_suffix(".ekb")
 
 
+def build_text_bundle(out_dir: Path) -> tuple[Path, Path]:
+    """MiniLM for the Pi (TFLite int8 with length signatures) and 24 held-out sentences with their
+    fp32 torch embeddings at their own lengths, made here where torch is."""
+    import numpy as np
+    import torch
+
+    from edgekit.zoo import minilm
+
+    log("building the MiniLM bundle on this host (edgekit optimize edgekit:minilm --target raspberrypi)")
+    out = out_dir / "minilm"
+    subprocess.run([host_edgekit(), "optimize", "edgekit:minilm", "--target", "raspberrypi", "--formats", "tflite",
+                    "--precisions", "int8-dynamic", "--out", str(out), "--package", "--timing-seconds", "1"],
+                   check=True, capture_output=True, text=True)
+    sentences = minilm.sentences()[1::8]
+    module = minilm.build_module()
+    with torch.no_grad():
+        embeddings = [module(*(torch.from_numpy(a) for a in minilm.tokenize([s]).values())).numpy()[0] for s in sentences]
+    np.savez(out_dir / "sentences.npz", text=np.array(sentences), embedding=np.array(embeddings),
+             tokens=np.array([len(minilm.tokenizer().encode(s).ids) for s in sentences]))
+    return out.with_suffix(".ekb"), out_dir / "sentences.npz"
+
+
 def start_collector(workdir: Path):
     """The host's collector on loopback, with a token for the emulated Pi: (Collector, token file)."""
     db = f"sqlite:///{workdir / 'collector.db'}"
@@ -90,6 +112,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgekit-arm64-") as tmp:
         tmp = Path(tmp)
         bundle = args.bundle or build_bundle(tmp)
+        text_bundle, sentences = build_text_bundle(tmp)
         collector, token = start_collector(tmp)
         url = collector.url
         try:
@@ -99,6 +122,8 @@ def main() -> int:
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir(parents=True)
                 shutil.copy(bundle, work / "digits.ekb")
+                shutil.copy(text_bundle, work / "minilm.ekb")
+                shutil.copy(sentences, work / "sentences.npz")
                 shutil.copy(ROOT / "targets/raspberrypi/sample_digits.npz", work / "sample_digits.npz")
                 shutil.copy(token, work / "collector.token")
                 # a fresh venv, as on a new Pi: one left from an earlier run keeps packages install.sh no
@@ -106,7 +131,7 @@ def main() -> int:
                 shutil.rmtree(root.path(VENV_IN_ROOT), ignore_errors=True)
                 log("installing edgekit with targets/raspberrypi/install.sh (as on a Pi; pip under emulation)")
                 t = time.monotonic()
-                done = root.run(["bash", f"{SRC_IN_ROOT}/targets/raspberrypi/install.sh", "--venv", VENV_IN_ROOT],
+                done = root.run(["bash", f"{SRC_IN_ROOT}/targets/raspberrypi/install.sh", "--venv", VENV_IN_ROOT, "--text"],
                                 check=False, timeout=1800)
                 print(done.stdout[-2000:], done.stderr[-2000:], sep="\n", flush=True)
                 if done.returncode:
@@ -144,6 +169,12 @@ def main() -> int:
                     print(f"{'PASS' if ok else 'FAIL'} collector on the host stored {arrived} of the 16 records "
                           f"shipped from emulated {cpu}", flush=True)
                     failures += not ok
+                    log(f"emulated {cpu}: MiniLM's sentences at their own lengths (TFLite length signatures)")
+                    text = root.run([f"{VENV_IN_ROOT}/bin/python", f"{SRC_IN_ROOT}/tests/arm64/text_checks.py",
+                                     "--bundle", f"{WORK_IN_ROOT}/minilm.ekb", "--sentences", f"{WORK_IN_ROOT}/sentences.npz"],
+                                    cpu=cpu, check=False, timeout=1200)
+                    print(text.stdout, text.stderr[-1500:] if text.returncode else "", sep="", flush=True)
+                    failures += text.returncode != 0
         finally:
             collector.stop()
     log(f"{'FAILED' if failures else 'passed'} in {time.monotonic() - start:.0f} s")

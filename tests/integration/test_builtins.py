@@ -97,7 +97,7 @@ def test_describe_both_builtins(digits, minilm):
     m = describe(minilm)
     assert 22e6 < m["parameters"] < 23e6  # all-MiniLM-L6-v2 has 22.7M parameters
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
-    assert m["inputs"][0]["shape"] == ["batch", 128]
+    assert m["inputs"][0]["shape"] == ["batch", "sequence"]  # a sentence runs at its own length
 
 
 @pytest.mark.parametrize("name", ["edgekit:digits-cnn", "edgekit:minilm"])
@@ -115,8 +115,13 @@ def test_inspect_exported_minilm_onnx(cli, minilm, tmp_path):
     info = json.loads(cli("inspect", result.path, "--json").output)
     assert info["outputs"][0]["name"] == "embedding"
     assert info["ops"]["MatMul"] >= 36 and info["opset"] >= 17
-    ids = np.zeros((3, 128), np.int64)
-    assert info["inputs"][0]["dynamic"] == ["batch"] and ids.shape[1] == info["inputs"][0]["shape"][1]
+    assert info["inputs"][0]["dynamic"] == ["batch", "sequence"]  # a sentence runs at its own length
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(result.path))
+    for length in (3, 40, 128):
+        ids = np.full((2, length), 1000, np.int64)
+        assert session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0].shape == (2, 384)
 
 
 def test_minilm_weights_are_pinned_by_sha256(tmp_path, monkeypatch, cli):

@@ -21,7 +21,7 @@ from typing import Optional
 from ._schema import replace
 from ._io import atomic_write_bytes, sha256_file, sweep_stale
 from .errors import BundleError, EdgekitError, first_line
-from .manifest import SCHEMA_VERSION, Manifest
+from .manifest import Manifest, schema_needed
 
 SIGNATURE = "manifest.sig"
 
@@ -55,7 +55,7 @@ def make_bundle(source: str | Path, out: str | Path, sign_key: Optional[str | Pa
     if golden is not None:  # schema 2: the self-test data is pinned like every variant
         golden = replace(golden, sha256=sha256_file(_inside(source, golden.file)))
     manifest = manifest.replace(
-        schema_version=SCHEMA_VERSION, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        schema_version=schema_needed(manifest), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         golden=golden, model=replace(manifest.model, name=name or manifest.model.name,
                                                  version=version or manifest.model.version))
     body = manifest.dumps()

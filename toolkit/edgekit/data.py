@@ -153,7 +153,26 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
     if labels is not None and labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise DataError(f"labels from {dataset.source} are not one finite value per sample",
                         "give integer class labels, one per sample")
-    return Dataset(arrays, labels, dataset.source, dataset.synthetic, layout, dataset.sequences)
+    lengths, ragged = _ragged(arrays, layout, model, dataset)
+    return Dataset(arrays, labels, dataset.source, dataset.synthetic, layout, dataset.sequences, {}, lengths, ragged)
+
+
+def _ragged(arrays: dict, layout: list[TensorSpec], model: Model, dataset: Dataset):
+    """Padded token rows of a model whose sequence axis is dynamic: each row's length, read off its
+    attention mask (the declared text processing's, else an integer input named like a mask), and
+    the inputs that share that axis. A model with a fixed sequence is fed its padding as it is."""
+    from .dataset import row_lengths
+
+    axis = {s.name: s.shape[1] for s in layout if s.is_data and s.batch_axis == 0 and len(s.shape) >= 2
+            and isinstance(s.shape[1], str) and s.name in arrays}
+    if not axis:
+        return None, ()
+    text = (model.meta.get("processing") or {}).get("text") or {}
+    masks = [text["mask"]] if text.get("mask") in axis else [n for n in axis if "mask" in n.lower()]
+    if len(masks) != 1 or arrays[masks[0]].dtype.kind not in "iub":
+        return dataset.lengths, dataset.ragged if dataset.lengths is not None else ()
+    lengths = dataset.lengths if dataset.lengths is not None else row_lengths(arrays[masks[0]])
+    return lengths, tuple(n for n, dim in axis.items() if dim == axis[masks[0]])
 
 
 def _sample_first(value: np.ndarray, axis: Optional[int], count: int) -> np.ndarray:
@@ -169,6 +188,8 @@ def run_dataset(session, data: Dataset, model: Model, batch_size: int = 32) -> l
     from .models.interface import standard
 
     layout = data.layout or model.inputs
+    if data.lengths is not None and standard(layout):  # each sample at its own length
+        return data.grouped(lambda feeds: session.run_batched(feeds, batch_size), batch_size)
     if standard(layout):
         return session.run_batched(data.feeds(0, len(data)), batch_size)
     out_axes = [o.batch_axis for o in model.outputs]

@@ -5,6 +5,10 @@ RNN state); inputs with a fixed value or a fed-back state are not data and are a
 :meth:`Dataset.feeds`, which gives what the model takes. It is iterable in batches and also offers
 ``get_next()``, the protocol onnxruntime's calibrators use, so it can feed them directly.
 ``sequences`` (one id per sample, consecutive) marks the streams a stateful model runs through.
+``lengths`` (one per sample) marks padded token rows of a model whose sequence axis is dynamic:
+the arrays named in ``ragged`` are cut to the longest row of each batch, and :meth:`grouped` runs
+every sample at its own length, so calibration and the accuracy guard see the real length
+distribution instead of padding.
 Readers of every data format (edgekit.data, edgekit.datafiles) and the built-in models build it.
 """
 
@@ -32,6 +36,8 @@ class Dataset:
     layout: Optional[list[TensorSpec]] = field(default=None, repr=False, compare=False)
     sequences: Optional[np.ndarray] = None
     fixed: dict[str, np.ndarray] = field(default_factory=dict)  # 0-d arrays of a data file: fixed inputs
+    lengths: Optional[np.ndarray] = None  # each sample's own length along the ragged arrays' axis 1
+    ragged: tuple[str, ...] = ()  # the arrays padded along their sample axis 1 (token ids and mask)
     _cursor: Iterator = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -47,6 +53,8 @@ class Dataset:
                 f"data arrays have different sample counts: {sizes}",
                 "every input array needs the same first dimension (the sample axis)",
             )
+        if self.lengths is not None and len(self.lengths) != len(self):
+            raise DataError(f"{len(self.lengths)} lengths for {len(self)} samples", "give one length per sample")
         if self.labels is not None and len(self.labels) != len(self):
             raise DataError(
                 f"{len(self.labels)} labels for {len(self)} samples", "give one label per sample"
@@ -58,6 +66,10 @@ class Dataset:
     def feeds(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Samples ``start:stop`` as the model takes them: each on its batch axis, fixed values as
         they are, states at zero (the start of a sequence)."""
+        if self.lengths is not None:  # cut the padding every row of this batch has
+            width = int(self.lengths[start:stop].max(initial=1))
+            arrays = {k: (v[start:stop, :width] if k in self.ragged else v[start:stop]) for k, v in self.arrays.items()}
+            return _cut(self, arrays).feeds(0, stop - start)
         if self.layout is None:
             return {k: v[start:stop] for k, v in self.arrays.items()}
         count = min(stop, len(self)) - start
@@ -83,17 +95,38 @@ class Dataset:
         return self.batches(1)
 
     def head(self, n: int) -> "Dataset":
-        labels = None if self.labels is None else self.labels[:n]
-        sequences = None if self.sequences is None else self.sequences[:n]
-        return Dataset({k: v[:n] for k, v in self.arrays.items()}, labels, self.source, self.synthetic,
-                       self.layout, sequences)
+        return self.subset(slice(0, n))
 
     def subset(self, index) -> "Dataset":
-        """The samples at ``index`` (an index array), in that order."""
-        labels = None if self.labels is None else self.labels[index]
-        sequences = None if self.sequences is None else self.sequences[index]
-        return Dataset({k: v[index] for k, v in self.arrays.items()}, labels, self.source, self.synthetic,
-                       self.layout, sequences)
+        """The samples at ``index`` (an index array or a slice), in that order."""
+        def take(a):
+            return None if a is None else a[index]
+
+        return Dataset({k: v[index] for k, v in self.arrays.items()}, take(self.labels), self.source, self.synthetic,
+                       self.layout, take(self.sequences), self.fixed, take(self.lengths), self.ragged)
+
+    def grouped(self, run, batch_size: int = 32) -> list[np.ndarray]:
+        """``run(feeds)`` (sample-first outputs) over every sample at its own length: samples of one
+        length run together, in batches of ``batch_size``, and the outputs come back in the
+        dataset's order. Without lengths, plain batches."""
+        if self.lengths is None:
+            chunks = [run(self.feeds(i, i + batch_size)) for i in range(0, len(self), batch_size)]
+            return [np.concatenate(parts) for parts in zip(*chunks)]
+        order = np.argsort(self.lengths, kind="stable")
+        bounds = np.flatnonzero(np.diff(self.lengths[order])) + 1
+        pieces, chunks = [], []
+        for same in np.split(order, bounds):
+            for i in range(0, len(same), batch_size):
+                index = same[i:i + batch_size]
+                part = self.subset(index)
+                chunks.append(run(part.feeds(0, len(part))))
+                pieces.append(index)
+        where = np.argsort(np.concatenate(pieces), kind="stable")
+        return [np.concatenate(parts)[where] for parts in zip(*chunks)]
+
+    def length_range(self) -> Optional[tuple[int, int]]:
+        """The shortest and longest sample (None without lengths)."""
+        return None if self.lengths is None else (int(self.lengths.min()), int(self.lengths.max()))
 
     # onnxruntime.quantization.CalibrationDataReader protocol
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
@@ -107,4 +140,18 @@ class Dataset:
     def describe(self) -> str:
         kind = self.source or "synthetic inputs"
         labelled = ", labelled" if self.labels is not None else ""
-        return f"{len(self)} samples from {kind}{labelled}"
+        span = self.length_range()
+        lengths = f", lengths {span[0]}-{span[1]} (mean {self.lengths.mean():.0f})" if span else ""
+        return f"{len(self)} samples from {kind}{labelled}{lengths}"
+
+
+def _cut(dataset: Dataset, arrays: dict) -> Dataset:
+    """``dataset``'s layout over ``arrays`` already cut to one batch (feeds without lengths)."""
+    return Dataset(arrays, None, dataset.source, dataset.synthetic, dataset.layout)
+
+
+def row_lengths(mask: np.ndarray) -> np.ndarray:
+    """Each row's length in a padded [samples, positions] mask: up to its last non-zero (at least 1)."""
+    flags = np.asarray(mask).reshape(len(mask), mask.shape[1] if np.ndim(mask) > 1 else 1, -1).any(axis=2)
+    last = flags.shape[1] - np.argmax(flags[:, ::-1], axis=1)
+    return np.where(flags.any(axis=1), last, 1).astype(np.int64)

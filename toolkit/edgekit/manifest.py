@@ -21,7 +21,14 @@ from ._schema import Document, SchemaError, field, from_dict, replace, to_dict
 from .errors import BundleError
 from .spec import DTYPES, elements, interface_fields
 
-SCHEMA_VERSION = 4
+# 5: axes (dims that vary between calls and their ranges)
+SCHEMA_VERSION = 5
+
+
+def schema_needed(manifest: "Manifest") -> int:
+    """The oldest schema that holds ``manifest``: a bundle without varying axes is written as 4,
+    so that devices on an older edgekit keep taking it."""
+    return SCHEMA_VERSION if manifest.axes else 4
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -218,6 +225,25 @@ class Processing(Document):
         return [self.text.tokenizer] if self.text else []
 
 
+class Axis(Document):
+    """A dimension that varies between calls (a sentence's tokens, a text line's width): the sizes
+    every variant accepts (``max`` None: no bound known) and the sizes the guard judged them on."""
+
+    min: int = 1
+    max: Optional[int] = None
+    judged: tuple[int, ...] = ()  # the shortest and longest size in the evaluation data
+    # Edges of the length buckets the server batches within (read off the data's lengths)
+    buckets: tuple[int, ...] = ()
+
+    def validate(self) -> None:
+        if self.min < 1 or (self.max is not None and self.max < self.min):
+            raise ValueError(f"sizes {self.min}-{self.max} are not a range of sizes >= 1")
+        if list(self.buckets) != sorted(set(self.buckets)) or any(b < 1 for b in self.buckets):
+            raise ValueError("buckets are increasing sizes >= 1")
+        if self.judged and (len(self.judged) != 2 or self.judged[0] > self.judged[1]):
+            raise ValueError("judged is the [shortest, longest] size")
+
+
 class Manifest(Document):
     schema_version: int
     model: ModelInfo
@@ -229,6 +255,8 @@ class Manifest(Document):
     toolchain: dict[str, str] = field(default_factory=dict)
     golden: Optional[Golden] = None
     processing: Optional[Processing] = None
+    # The dynamic dims besides the batch, by name (a shape's "sequence"): which axes vary and how far
+    axes: dict[str, Axis] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.schema_version < 1:
@@ -245,6 +273,12 @@ class Manifest(Document):
             raise ValueError(f"input names repeat: {names}")
         if self.processing is not None:
             self._check_processing(set(names), {s.name: s for s in self.outputs})
+        if self.axes and self.schema_version < 5:
+            raise ValueError(f"axes need schema_version 5, the manifest says {self.schema_version}")
+        dims = {d for s in self.inputs for d in s.shape if isinstance(d, str)}
+        unknown = sorted(set(self.axes) - dims)
+        if unknown:
+            raise ValueError(f"axes {', '.join(unknown)} name no dim of the inputs ({', '.join(sorted(dims)) or 'none'})")
 
     def _check_processing(self, inputs: set[str], outputs: dict) -> None:
         p = self.processing
@@ -296,6 +330,8 @@ class Manifest(Document):
         data = to_dict(self)
         data["inputs"] = [s.to_dict() for s in self.inputs]
         data["outputs"] = [s.to_dict() for s in self.outputs]
+        if not data["axes"]:
+            data.pop("axes")
         for optional in ("golden", "processing"):
             if data[optional] is None:
                 data.pop(optional)

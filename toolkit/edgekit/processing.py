@@ -133,6 +133,8 @@ class Preprocessor:
             tok.enable_truncation(self.text.max_length)
             if self.text.pad_to_max:
                 tok.enable_padding(length=self.text.max_length, pad_id=tok.token_to_id("[PAD]") or 0)
+            else:  # a tokenizer.json may carry its own fixed padding (MiniLM's pads to 128): that is ours to set
+                tok.no_padding()
             self._tokenizer = tok
         return self._tokenizer
 

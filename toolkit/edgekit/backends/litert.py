@@ -21,6 +21,7 @@ from ..spec import TensorSpec
 from .base import Session, SessionOptions
 
 _ARG = re.compile(r"args_(\d+)$")
+_BUCKET = re.compile(r"len(\d+)$")  # convert.tflite_export.SIGNATURE: one signature per sequence length
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8 of every .tflite
 
 
@@ -85,6 +86,12 @@ def open_interpreter(path: Path, num_threads: int | None = None, delegates: bool
     return interpreter
 
 
+def _output_order(key: str):
+    """output_0, output_1, ... in number order (output_10 after output_9)."""
+    match = re.search(r"(\d+)$", key)
+    return (int(match.group(1)) if match else 0, key)
+
+
 def _spec(detail: dict) -> TensorSpec:
     sig = detail.get("shape_signature")
     shape = sig if sig is not None and len(sig) else detail["shape"]
@@ -128,6 +135,42 @@ class LiteRTSession(Session):
         self.requested_provider = options.provider
         ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
         self.active_provider = "xnnpack" if "DELEGATE" in ops else "cpu"
+        self.buckets = self._bucket_runners()
+        if self.buckets:  # the file takes any length up to its longest bucket, one row at a time
+            self.inputs = [s.with_(shape=(s.shape[0], "sequence") + tuple(s.shape[2:])) if len(s.shape) > 1 else s
+                           for s in self.inputs]
+
+    def _bucket_runners(self) -> dict[int, object]:
+        """length -> signature runner, for a file with one signature per sequence length."""
+        signatures = self.interpreter.get_signature_list()
+        sizes = {key: _BUCKET.fullmatch(key) for key in signatures}
+        if len(signatures) < 2 or not all(sizes.values()):
+            return {}
+        return {int(match.group(1)): self.interpreter.get_signature_runner(key) for key, match in sizes.items()}
+
+    def _run_bucketed(self, feeds) -> list[np.ndarray]:
+        """Each row padded with zeros to the smallest bucket that holds it (ids and mask: the mask
+        hides what was added) and run by that bucket's signature."""
+        values = [feeds[n] for n in self._names]
+        rows = []
+        for i in range(len(values[0])):
+            length = values[0].shape[1]
+            fits = [b for b in self.buckets if b >= length]
+            if not fits:
+                raise EdgekitError(f"a sequence of {length} is longer than this file's longest signature "
+                                   f"({max(self.buckets)})", "truncate inputs to the bundle's max_length")
+            runner = self.buckets[fits[0]]
+            details = runner.get_input_details()
+            args = {}
+            for position, value in enumerate(values):
+                key = f"args_{position}" if f"args_{position}" in details else list(details)[position]
+                row = value[i:i + 1]
+                if row.ndim > 1 and row.shape[1] < fits[0]:
+                    row = np.pad(row, [(0, 0), (0, fits[0] - row.shape[1])] + [(0, 0)] * (row.ndim - 2))
+                args[key] = row.astype(details[key]["dtype"], copy=False)
+            got = runner(**args)
+            rows.append([np.asarray(got[k]) for k in sorted(got, key=_output_order)])
+        return [np.concatenate(parts) for parts in zip(*rows)]
 
     def _by_signature(self, details: list, model) -> list:
         """Input details in the source model's order where the signature names its inputs."""
@@ -173,6 +216,8 @@ class LiteRTSession(Session):
         return self._restore([_from_output(self.interpreter.get_tensor(d["index"]), d) for d in self._out])
 
     def bind(self, feeds):
+        if self.buckets:
+            return lambda: self._run_bucketed(feeds)
         batch = len(feeds[self._names[0]]) if self._names else 1
         if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:
             return lambda: self.run(feeds)
@@ -192,6 +237,8 @@ class LiteRTSession(Session):
         return call
 
     def run(self, feeds):
+        if self.buckets:
+            return self._run_bucketed(feeds)
         batch = len(feeds[self._names[0]]) if self._names else 1
         if self.fixed_batch and batch != self._shapes[self._in[0]["index"]][0]:
             rows = [self._invoke({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]

@@ -56,6 +56,11 @@ def _key(model: Model, fmt: str) -> Optional[str]:
             digest.update(b"\0")
 
     add(fmt, __version__, torch.__version__, sorted(installed_versions(_EXPORTERS.get(fmt, ())).items()))
+    add(model.meta.get("sequence_buckets"))  # a TFLite's signature lengths
+    if fmt == "onnx":  # which exporter goes first is part of what the export is made of
+        from .onnx_export import exporters
+
+        add(exporters(model))
     add([(s.name, s.shape, s.dtype, s.batch_axis, s.value, s.state_of) for s in model.inputs + model.outputs])
     for name, tensor in sorted(model.module.state_dict(keep_vars=False).items()):
         array = tensor.detach().cpu().contiguous()

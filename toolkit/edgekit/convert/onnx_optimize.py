@@ -23,11 +23,30 @@ def _attention_shape(proto) -> tuple[int, int]:
         if node.op_type == "LayerNormalization" and len(node.input) > 1 and node.input[1] in inits:
             hidden = int(np.prod(inits[node.input[1]].dims))
             break
+    made = {o: n for n in proto.graph.node for o in n.output}
+
+    def constant(name: str):
+        if name in inits:
+            return numpy_helper.to_array(inits[name]).reshape(-1).tolist()
+        node = made.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t).reshape(-1).tolist()
+        return None
+
     for node in proto.graph.node:
-        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in inits:
-            shape = numpy_helper.to_array(inits[node.input[1]]).tolist()
-            if len(shape) == 4 and hidden and shape[2] * shape[3] == hidden:
-                return int(shape[2]), hidden
+        if node.op_type != "Reshape" or len(node.input) < 2 or not hidden:
+            continue
+        shape = constant(node.input[1])
+        if shape is None and node.input[1] in made and made[node.input[1]].op_type == "Concat":
+            # a dynamic sequence: the shape is (batch, sequence, heads, head_dim) concatenated at
+            # run time from the input's shape and constants; the heads are a constant there
+            parts = [constant(i) for i in made[node.input[1]].input]
+            if len(parts) == 4 and parts[2] and len(parts[2]) == 1:
+                heads, size = int(parts[2][0]), parts[3]
+                if heads > 0 and hidden % heads == 0 and (size is None or heads * int(size[0]) == hidden):
+                    return heads, hidden
+        if shape is not None and len(shape) == 4 and shape[2] * shape[3] == hidden:
+            return int(shape[2]), hidden
     return 0, hidden
 
 

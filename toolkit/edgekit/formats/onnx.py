@@ -25,4 +25,5 @@ class Onnx(ArtifactFormat):
     def open_variant(self, path, variant, threads, specs):
         from ..backends.base import SessionOptions
 
-        return self.open_session(path, SessionOptions(threads=threads, provider=variant.get("provider", "cpu")))
+        return self.open_session(path, SessionOptions(threads=threads, provider=variant.get("provider", "cpu"),
+                                                      allow_spinning=bool(variant.get("allow_spinning", False))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .int8_host import judge as judge_int8
+from .lengths import signature_buckets
 from .int8_host import text as int8_text
 from .options import OptimizeOptions
 from .plan import Candidate, Plan, make_plan
@@ -88,13 +90,13 @@ def _reference(model: Model, data: Dataset) -> list[np.ndarray]:
     if model.is_torch:
         import torch
 
-        chunks = []
-        with torch.no_grad():
-            for batch in data.batches(32):
+        def run(batch: dict) -> list[np.ndarray]:
+            with torch.no_grad():
                 out = model.module(*(torch.from_numpy(batch[s.name]) for s in model.inputs))
-                outs = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) else list(out)
-                chunks.append([o.numpy() for o in outs])
-        return [np.concatenate(parts) for parts in zip(*chunks)]
+            outs = [out] if isinstance(out, torch.Tensor) else list(out.values()) if isinstance(out, dict) else list(out)
+            return [o.numpy() for o in outs]
+
+        return data.grouped(run, 32)  # every sample at its own length where the data has lengths
     return run_dataset(open_session(model.path, SessionOptions(), model), data, model)
 
 
@@ -110,6 +112,25 @@ def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
                         f"({fed}): {type(exc).__name__}: {first_line(exc, 200)}",
                         "pass --data with real inputs (an .npz with one array per input)" if data.synthetic else
                         "check that --data holds inputs the model accepts") from None
+
+
+def timed_samples(data: Dataset, count: int = 16) -> list[dict[str, np.ndarray]]:
+    """What a candidate is timed on at batch 1: the first sample, or, where samples have their own
+    lengths, ``count`` samples spread over the length distribution (its quantiles), so that a
+    latency is that of the data's sentences and not of one of them."""
+    if data.lengths is None:
+        return [data.feeds(0, 1)]
+    order = np.argsort(data.lengths, kind="stable")
+    picks = order[np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))]
+    return [data.feeds(int(i), int(i) + 1) for i in picks]
+
+
+def _cycle(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    """One call per invocation, each in turn."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+    return lambda: next(turn)()
 
 
 class Optimizer:
@@ -219,9 +240,9 @@ class Optimizer:
         if not passing:
             return
         self.progress(f"timing {len(passing)} candidates side by side")
-        sample = self.eval.feeds(0, 1)
+        samples = timed_samples(self.eval)
         sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
-        calls = {cid: s.bind(sample) for cid, s in sessions.items()}
+        calls = {cid: _cycle([s.bind(f) for f in samples]) for cid, s in sessions.items()}
         samples = interleaved(calls, budget_s=self.budget.share(self.timing_s), burst_ms=2.0)
         same = self.target.id == "host"
         fitted = None if same else self.fitted_estimate()
@@ -407,6 +428,10 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
         notes.append(f"judged as classification: --data has labels 0-{int(eval_data.labels.max())} and "
                      f"{model.outputs[0].name} has one score per class; --task generic judges by cosine only")
     calibration = _calibration_for(model, data, profile, plan, o.allow_synthetic_calibration, notes)
+    text = (model.meta.get("processing") or {}).get("text")
+    if eval_data.lengths is not None and text and model.is_torch:
+        # a TFLite export gets one signature per length bucket of the data (convert.tflite_export)
+        model.meta["sequence_buckets"] = signature_buckets(eval_data.lengths, text["max_length"])
 
     out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / as_file_name(f"{model.name}-{profile.id}"))
     sweep_stale("edgekit-opt-")  # work directories of runs that were killed

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__, formats
+from .lengths import batch_buckets
 from .._schema import Document, SchemaError, from_dict, replace, to_dict
 from .._io import installed_versions, sha256_file, to_json
 from .._plot import pyplot, save
@@ -224,7 +225,34 @@ def url_safe_stamp(created: str) -> str:
     return created.replace("-", "").replace(":", "").replace("+0000", "Z")
 
 
-def manifest(report: OptimizeReport, outcomes, winner, model, profile, out: Path) -> Manifest:
+def varying_axes(model, dataset) -> dict[str, dict]:
+    """The dims besides the batch that vary between calls, as the manifest records them: the sizes
+    judged (the data's shortest and longest sample) and the most a variant takes (a tokenizer's
+    max_length for a sequence)."""
+    axes: dict[str, dict] = {}
+    text = (model.meta.get("processing") or {}).get("text") or {}
+    for spec in model.inputs:
+        if not spec.is_data:
+            continue
+        for axis, dim in enumerate(spec.shape):
+            if not isinstance(dim, str) or axis == spec.batch_axis or dim in axes:
+                continue
+            sample_axis = axis + 1 - (spec.batch_axis is not None and spec.batch_axis < axis)  # in the data's arrays
+            array = dataset.arrays.get(spec.name)
+            if dataset.lengths is not None and spec.name in dataset.ragged:
+                judged = dataset.length_range()
+            elif array is not None and array.ndim > sample_axis:
+                judged = (array.shape[sample_axis],) * 2
+            else:
+                judged = ()
+            most = text.get("max_length") if spec.name in (text.get("ids"), text.get("mask"), text.get("type_ids")) else None
+            axes[dim] = {"min": 1, "max": most, "judged": list(judged)}
+            if dataset.lengths is not None and spec.name in dataset.ragged:
+                axes[dim]["buckets"] = batch_buckets(dataset.lengths, most)
+    return axes
+
+
+def manifest(report: OptimizeReport, outcomes, winner, model, profile, out: Path, axes: Optional[dict] = None) -> Manifest:
     """The variants a device should try, in order: the winner, the other passing candidates by
     target latency, and an fp32 variant last as the safe fallback."""
     passing = sorted((o for o in outcomes if o.status == "passed"), key=lambda o: o.target_ms or 1e9)
@@ -239,9 +267,11 @@ def manifest(report: OptimizeReport, outcomes, winner, model, profile, out: Path
         "layout": model.meta.get("tflite_layout") if o.candidate.format == "tflite" and model.format == "onnx" else None,
     } for o in order]
     return Manifest.parse({
-        "schema_version": MANIFEST_SCHEMA, "model": {"name": model.name, "version": model.meta.get("version") or url_safe_stamp(report.created)},
+        # as manifest.schema_needed: 5 only where a dim varies, so older devices keep taking the rest
+        "schema_version": MANIFEST_SCHEMA if axes else 4,
+        "model": {"name": model.name, "version": model.meta.get("version") or url_safe_stamp(report.created)},
         "target": profile.id, "created": report.created, "toolchain": report.toolchain,
-        "inputs": report.model.inputs, "outputs": report.model.outputs, "variants": variants,
+        "inputs": report.model.inputs, "outputs": report.model.outputs, "variants": variants, "axes": axes or {},
     })
 
 
@@ -349,7 +379,7 @@ def write(out: Path, report: OptimizeReport, outcomes, winner, model, profile, g
 
 def _write_manifest(out: Path, report: OptimizeReport, outcomes, winner, model, profile, golden) -> None:
     """manifest.json and golden.npz; the self-test bar (report.self_test) once they are on disk."""
-    data = manifest(report, outcomes, winner, model, profile, out)
+    data = manifest(report, outcomes, winner, model, profile, out, varying_axes(model, golden[0]) if golden else None)
     if golden is not None:
         import numpy as np
 

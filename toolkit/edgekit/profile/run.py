@@ -29,6 +29,10 @@ def _feeds(model: Model, data: Optional[str]) -> tuple[dict[str, np.ndarray], st
         ds = load_data(data, model, limit=1)
     else:
         ds = model.builtin_data("eval")
+    if ds is not None and len(ds) and ds.lengths is not None:
+        # sentences at their own lengths: the one of median length stands for them
+        index = int(np.argsort(ds.lengths, kind="stable")[len(ds) // 2])
+        return ds.feeds(index, index + 1), f"{ds.source}: the sentence of median length, {int(ds.lengths[index])} tokens"
     if ds is not None and len(ds):
         return {k: v[:1] for k, v in ds.arrays.items()}, ds.source
     return synthesize(model, n=1).arrays, "synthetic inputs"

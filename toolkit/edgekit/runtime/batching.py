@@ -68,11 +68,17 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            batch, rows = [], 0
-            while self._pending and (not batch or rows + self._pending[0].rows <= self.max_batch_size):
+            # the oldest request and those after it in its length bucket (runtime.ragged)
+            batch, rows, passed = [], 0, []
+            key = self.model.joiner.key(self._pending[0].inputs)
+            for _ in range(min(len(self._pending), 4 * self.max_batch_size)):
                 slot = self._pending.popleft()
+                if batch and (self.model.joiner.key(slot.inputs) != key or rows + slot.rows > self.max_batch_size):
+                    passed.append(slot)
+                    continue
                 batch.append(slot)
                 rows += slot.rows
+            self._pending.extendleft(reversed(passed))
             self._rows -= rows
             return batch
 
@@ -87,10 +93,7 @@ class MicroBatcher:
         self.batches += 1
         self.requests += len(batch)
         try:
-            if len(batch) == 1:
-                joined = batch[0].inputs
-            else:
-                joined = {n: np.concatenate([s.inputs[n] for s in batch]) for n in batch[0].inputs}
+            joined = self.model.joiner.join([s.inputs for s in batch])
             outputs = self.model.predict(joined, _validated=True)
             start = 0
             for slot in batch:

@@ -28,7 +28,8 @@ def available(name: str) -> bool:
 
 def open_variant(name: str, path, variant: dict, threads, specs):
     """``specs``: (inputs, outputs) from the manifest, so files with converter-made tensor names
-    are fed and read by the model's own names."""
+    are fed and read by the model's own names. ``variant`` holds the manifest's fields for it, plus
+    ``allow_spinning``: whether the runtime's thread pool may spin between runs."""
     return _OPENERS[name](path, variant, threads, specs)
 
 

@@ -47,8 +47,12 @@ class _Pending:
 class AsyncBatcher:
     def __init__(self, run: Callable[[dict], dict], executor: Executor, max_batch: int = 16,
                  max_delay_ms: float = 2.0, max_queue: int = 256, workers: int = 1,
-                 on_batch: Optional[Callable[[int, int], None]] = None):
+                 on_batch: Optional[Callable[[int, int], None]] = None, joiner=None):
         self.run, self.executor = run, executor
+        # Which requests may share a batch and how their rows join (runtime.ragged.Joiner): by
+        # length bucket, padded to the longest, where sentences run at their own length
+        self.key = joiner.key if joiner is not None else (lambda feeds: None)
+        self.join = joiner.join if joiner is not None else join
         self.max_batch, self.max_delay, self.max_queue = max_batch, max_delay_ms / 1000, max_queue
         self.on_batch = on_batch or (lambda rows, requests: None)
         self._queue: deque[_Pending] = deque()
@@ -160,14 +164,28 @@ class AsyncBatcher:
                 self._more.set()
 
     def _take(self) -> list[_Pending]:
-        batch, rows = [], 0
-        while self._queue and (not batch or rows + self._queue[0].rows <= self.max_batch):
+        """The oldest request and those queued after it that may share its batch (the same
+        length bucket), up to max_batch rows; the others keep their places."""
+        batch, rows, key, passed = [], 0, None, []
+        for _ in range(min(len(self._queue), 4 * self.max_batch)):
             pending = self._queue.popleft()
-            self._rows -= pending.rows
             if pending.future.done():  # timed out or cancelled while it waited
+                self._rows -= pending.rows
                 continue
+            mine = self.key(pending.feeds)
+            if batch and mine != key:
+                passed.append(pending)
+                continue
+            if batch and rows + pending.rows > self.max_batch:
+                passed.append(pending)
+                break
+            key = mine
             batch.append(pending)
             rows += pending.rows
+            self._rows -= pending.rows
+            if rows >= self.max_batch:
+                break
+        self._queue.extendleft(reversed(passed))
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
@@ -178,10 +196,7 @@ class AsyncBatcher:
             self.batches += 1
             self.requests += len(batch)
             self.on_batch(rows, len(batch))
-            if len(batch) == 1:
-                joined = batch[0].feeds
-            else:
-                joined = {n: np.concatenate([p.feeds[n] for p in batch]) for n in batch[0].feeds}
+            joined = self.join([p.feeds for p in batch])
             try:
                 outputs, took_ms = await loop.run_in_executor(self.executor, self._timed, joined)
             except Exception as exc:
@@ -208,6 +223,13 @@ class AsyncBatcher:
         """Wait until everything queued has been answered (graceful shutdown)."""
         while self._queue or self._running:
             await asyncio.sleep(0.01)
+
+
+def join(batch: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Requests of one shape as one batch: their rows, in order."""
+    if len(batch) == 1:
+        return batch[0]
+    return {n: np.concatenate([feeds[n] for feeds in batch]) for n in batch[0]}
 
 
 def _settle(pending: _Pending, result=None, exception: Optional[BaseException] = None) -> None:

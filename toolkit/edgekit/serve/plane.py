@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .._io import unique_ids
+from .._schema import to_dict
 from ..errors import EdgekitError, InputError
 from ..runtime.cache import OutputCache, key_of
 from .batching import AsyncBatcher, Overloaded
@@ -76,7 +77,7 @@ class ServedModel:
     def __init__(self, bundle: str | Path, options: ServeOptions, public_key=None, log_store=None, metrics=None,
                  lookup=None):
         self.options = options
-        self.runtime = load(bundle, threads=options.threads, public_key=public_key)
+        self.runtime = load(bundle, threads=options.threads, public_key=public_key, spin=False)
         self.name, self.version = self.runtime.name, self.runtime.version or "1"
         self.log_store = log_store
         self.metrics = metrics
@@ -89,7 +90,7 @@ class ServedModel:
         if options.batching and self.batch_reason is None:
             self.batcher = AsyncBatcher(self.runtime.predict_validated, self.executor, options.max_batch,
                                         options.max_delay_ms, options.max_queue, options.workers,
-                                        on_batch=self._observe_batch)
+                                        on_batch=self._observe_batch, joiner=self.runtime.joiner)
 
     @property
     def budget_ms(self) -> Optional[float]:
@@ -149,6 +150,9 @@ class ServedModel:
                 "batching_note": self.batch_reason or f"up to {self.options.max_batch} rows, "
                                                       f"{self.options.max_delay_ms} ms queue delay",
                 "raw_input": self.runtime.preprocess.kind if self.runtime.preprocess else None,
+                # dims shown as -1 above that vary between calls: their range, and the length
+                # buckets requests are batched within
+                "variable_axes": {name: to_dict(axis) for name, axis in manifest.axes.items()},
                 "response_cache": self.options.cache_size,
                 "latency_budget_ms": self.budget_ms, "latency_budget": self.budget_basis,
             },

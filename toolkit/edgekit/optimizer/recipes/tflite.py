@@ -42,7 +42,7 @@ class TfliteRecipe(Recipe):
             return export_tflite_from_onnx(model, dst, probe, timeout_s, calibration)
         from ...convert.tflite_export import export_tflite
 
-        return export_tflite(model, dst).to_dict()
+        return export_tflite(model, dst, buckets=tuple(model.meta.get("sequence_buckets", ()))).to_dict()
 
     def convert_for(self, builder, dst: Path) -> dict:
         return self.convert(builder.model, dst, builder.probe, builder.seconds_left(), builder.calibration)
@@ -89,6 +89,8 @@ class TfliteRecipe(Recipe):
         if candidate.precision == "int8-static" and candidate.tflite_quantizer != "tf-converter" \
                 and int8_path(base).exists():
             yield "the TensorFlow Lite converter's full-integer model", replace(candidate, tflite_quantizer="tf-converter")
+        if opt.model.meta.get("sequence_buckets"):
+            return  # one signature per length: the op probe runs a file's one graph, not several
         probe_path, info = opt.builder.build(replace(candidate, tflite_quantizer="ai-edge-quantizer"))
         if info.get("recipe") == TF_INT8:
             return  # ai-edge-quantizer cannot quantise this graph: it has nothing to exclude ops from

@@ -1,0 +1,32 @@
+"""Length buckets read off the data's length histogram (issue 30): where a server batches
+sentences together, and which lengths a TFLite file gets a signature for."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def _round_up(value: float, step: int) -> int:
+    return int(-(-value // step) * step)
+
+
+def batch_buckets(lengths: np.ndarray, most: Optional[int]) -> list[int]:
+    """Edges of the buckets a server batches within: the lengths below which a quarter, half,
+    three quarters and 90% of the samples lie, and the longest (rounded up to a multiple of 4, so
+    that a batch pads a few tokens at most), then doubling up to ``most``."""
+    edges = {_round_up(np.quantile(lengths, q), 4) for q in (0.25, 0.5, 0.75, 0.9, 1.0)}
+    top = max(edges)
+    while most and top < most:
+        top = min(top * 2, most)
+        edges.add(top)
+    return sorted(e for e in edges if e >= 1)
+
+
+def signature_buckets(lengths: np.ndarray, most: int) -> list[int]:
+    """The lengths a TFLite file gets a signature for: few, since each is a converted graph (about
+    10 s for MiniLM) and a padded sentence pays for its bucket: the median and the 90th percentile
+    (rounded up to a multiple of 8) and ``most``, which every sentence fits after truncation."""
+    edges = {min(_round_up(np.quantile(lengths, q), 8), most) for q in (0.5, 0.9)} | {most}
+    return sorted(edges)
