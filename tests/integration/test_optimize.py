@@ -106,7 +106,18 @@ def test_optimize_minilm_host_finds_a_fast_accurate_variant(tmp_path):
     # How much faster it is belongs to benchmarks/optimize_minilm.py, not to a test.
     # both formats were built from the one PyTorch source
     assert {"onnx", "tflite"} <= {c["format"] for c in report["candidates"] if c["status"] == "passed"}
-    assert "onnx-fused" in report["exports"] and report["exports"]["onnx"]["exporter"] in ("dynamo", "torchscript")
+    assert "onnx-fused" in report["exports"] and report["exports"]["onnx"]["exporter"] == "torchscript"
+    # the fusions onnxruntime matches on TorchScript's graph, and SkipLayerNormalization kept or left
+    # apart by what was measured here (it is slower fused on some CPUs); the shipped graph agrees
+    fused = report["exports"]["onnx-fused"]
+    verdict = fused["skip_layer_norm"]
+    assert fused["fusions"]["Attention"] == 6 and "side by side on this host" in verdict
+    assert verdict.startswith(("fused:", "left apart")) and any(verdict in n for n in report["notes"])
+    import onnx
+
+    shipped = {n.op_type for n in onnx.load(str(tmp_path / "m" / "artifacts" / "onnx-fp32.onnx")).graph.node}
+    assert ("SkipLayerNormalization" in shipped) == ("SkipLayerNormalization" in fused["fusions"]) == \
+        verdict.startswith("fused:")
 
 
 def _similarity_kept(out) -> tuple[float, float]:

@@ -125,3 +125,20 @@ def test_the_server_shows_the_variable_axis_and_answers_each_length(minilm_bundl
     json.dumps(meta)  # the metadata is JSON as served
     for sentence, (outputs, _) in zip(sentences, answers):
         assert _cosine(outputs["embedding"][0], torch_reference(sentence))[0] >= 0.97
+
+
+def test_bench_reports_latency_per_sentence_length(minilm_bundle, bundles, cli):
+    """`edgekit bench --length` sweeps the sequence of a dynamic model (synthetic tokens, all
+    attended); a model without a varying axis is told so, not timed at a made-up size."""
+    out_dir = minilm_bundle.with_suffix("")  # the optimize output the bundle was packed from
+    result = cli("bench", out_dir / "best.onnx", "--length", "8,64", "--min-runs", "5", "--min-seconds", "0.2",
+                 "--warmup-runs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["results"]  # progress lines go to stderr
+    assert [(r["length"], r["input_shapes"]["input_ids"]) for r in rows] == [(8, [1, 8]), (64, [1, 64])]
+    assert all(r["label"].endswith(f"[len{r['length']}]") for r in rows)
+    shown = cli("bench", out_dir / "best.onnx", "--length", "8", "--min-runs", "5", "--min-seconds", "0.2")
+    assert shown.exit_code == 0 and "[len8]" in shown.stdout  # the table's label is text, not rich markup
+    digits = bundles[0].with_suffix("")
+    refused = cli("bench", digits / "best.onnx", "--length", "8")
+    assert refused.exit_code != 0 and "no input whose axis 1 varies" in refused.output

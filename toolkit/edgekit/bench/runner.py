@@ -24,6 +24,8 @@ BURST_MS = 20.0  # interleaving granularity: each worker's turn lasts about this
 class BenchOptions(Document):
     threads: list[Optional[int]] = field(default_factory=lambda: [None])
     batches: list[int] = field(default_factory=lambda: [1])
+    # sequence lengths to sweep (the varying axis 1 of token inputs, synthetic inputs); None: as given
+    lengths: list[Optional[int]] = field(default_factory=lambda: [None])
     provider: str = "cpu"
     input_data: Optional[str] = None
     warmup_runs: int = 10
@@ -40,6 +42,10 @@ class BenchOptions(Document):
             raise EdgekitError(f"unknown provider {self.provider!r}", "use cpu, cuda, tensorrt or xnnpack")
         if any(b < 1 for b in self.batches) or any(t is not None and t < 1 for t in self.threads):
             raise EdgekitError("--batch and --threads must be positive")
+        if any(n is not None and not 1 <= n <= 65536 for n in self.lengths):
+            raise EdgekitError("--length must be 1-65536")
+        if self.input_data and self.lengths != [None]:
+            raise EdgekitError("--length sizes synthetic inputs; --input-data has its own lengths", "drop one of them")
         if self.max_seconds <= 0:
             raise EdgekitError("--max-seconds must be positive")
 
@@ -68,6 +74,7 @@ class BenchRow(Document, frozen=False):
     memory: dict  # rss_bare_mb, peak_rss_mb, increase_mb
     ratio_p50_vs_baseline: float = 1.0
     ratio_p90_vs_baseline: float = 1.0
+    length: Optional[int] = None  # the sequence length swept (--length), None where not
 
 
 class BenchResult(Document, frozen=False):
@@ -164,13 +171,16 @@ def run_bench(refs: list[str], options: Optional[BenchOptions] = None,
     for label, path, fmt in items:
         for threads in options.threads:
             for batch in options.batches:
-                suffix = []
-                if len(options.threads) > 1:
-                    suffix.append(f"t{threads or 'auto'}")
-                if len(options.batches) > 1:
-                    suffix.append(f"b{batch}")
-                variants.append({"label": label + (f" [{' '.join(suffix)}]" if suffix else ""), "path": path,
-                                 "format": fmt, "threads": threads, "batch": batch})
+                for length in options.lengths:
+                    suffix = []
+                    if len(options.threads) > 1:
+                        suffix.append(f"t{threads or 'auto'}")
+                    if len(options.batches) > 1:
+                        suffix.append(f"b{batch}")
+                    if length is not None:
+                        suffix.append(f"len{length}")
+                    variants.append({"label": label + (f" [{' '.join(suffix)}]" if suffix else ""), "path": path,
+                                     "format": fmt, "threads": threads, "batch": batch, "length": length})
     spinning = options.allow_spinning if options.allow_spinning is not None else len(variants) == 1
     workers: list[tuple[dict, WorkerProcess, dict]] = []
     try:
@@ -226,7 +236,7 @@ def _result(workers, samples, memory, options: BenchOptions, spinning: bool) -> 
         rows.append(BenchRow(
             label=v["label"], artifact=v["path"], format=v["format"],
             sha256=sha256_file(Path(v["path"])) if Path(v["path"]).is_file() else None,
-            file_size_bytes=size, threads=v["threads"], batch=v["batch"],
+            file_size_bytes=size, threads=v["threads"], batch=v["batch"], length=v.get("length"),
             provider_requested=info["provider_requested"], provider_active=info["provider_active"],
             # cpu is always satisfied (LiteRT's default XNNPACK delegate is still the CPU)
             fell_back=info["provider_requested"] != "cpu" and info["provider_active"] != info["provider_requested"],

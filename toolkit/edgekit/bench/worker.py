@@ -33,6 +33,22 @@ def _rss_kb(field: str) -> int:
 BARE_RSS_KB = _rss_kb("VmRSS")  # the bare interpreter, before any runtime is imported
 
 
+def _sized(model, spec: dict):
+    """``model`` with the varying axis 1 of its inputs (a sequence) at ``spec['length']``."""
+    length = spec.get("length")
+    if not length:
+        return model
+    from dataclasses import replace
+
+    varying = [s.name for s in model.inputs if len(s.shape) > 1 and isinstance(s.shape[1], str) and s.batch_axis == 0]
+    if not varying:
+        raise DataError(f"{spec['path']} has no input whose axis 1 varies (shapes: "
+                        f"{', '.join(s.shape_str() for s in model.inputs)}); --length {length} cannot size it",
+                        "drop --length, or give a model with a dynamic sequence")
+    return replace(model, inputs=[s.with_(shape=(s.shape[0], length) + tuple(s.shape[2:])) if s.name in varying else s
+                                  for s in model.inputs])
+
+
 class Worker:
     def __init__(self, spec: dict):
         self.spec = spec
@@ -70,8 +86,12 @@ class Worker:
             session = open_session(spec["path"], options, model)
             bind = session.bind
             provider = (session.requested_provider, session.active_provider)
+            if getattr(session, "buckets", None):  # a TFLite with a signature per length takes any length
+                from dataclasses import replace
+
+                model = replace(model, inputs=session.inputs)
         load_ms = (time.perf_counter() - t0) * 1000
-        self.feeds, source = self._feeds(model, np)
+        self.feeds, source = self._feeds(_sized(model, spec), np)
         self.call = bind(self.feeds)
         t0 = time.perf_counter()
         self.call()

@@ -22,6 +22,8 @@ def _ints(value: str | None, allow_auto: bool = False):
 @click.argument("artifacts", nargs=-1, required=True)
 @click.option("--threads", help="Intra-op threads; a comma list sweeps (e.g. 1,2,4). Default: the runtime's.")
 @click.option("--batch", help="Batch size; a comma list sweeps (e.g. 1,8,32).")
+@click.option("--length", help="Sequence length of token inputs (their varying axis 1, synthetic inputs); "
+                               "a comma list sweeps, e.g. 8,16,32,128: latency per length bucket.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt", "xnnpack"]), default="cpu", show_default=True)
 @click.option("--strict-provider", is_flag=True, help="Fail when the runtime fell back to another provider.")
 @click.option("--input-data", help="Real inputs: .npz with one array per input (else synthetic).")
@@ -34,7 +36,7 @@ def _ints(value: str | None, allow_auto: bool = False):
 @click.option("--token-file", type=click.Path(path_type=Path), help="The agent's token (with --device).")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Write results.json, results.md and PNG plots here.")
 @json_option
-def bench_cmd(artifacts, threads, batch, provider, strict_provider, input_data, baseline, warmup_runs, min_runs,
+def bench_cmd(artifacts, threads, batch, length, provider, strict_provider, input_data, baseline, warmup_runs, min_runs,
               min_seconds, max_seconds, device, token_file, out, as_json):
     """Benchmark .onnx/.tflite files, PyTorch factories or an optimize output directory.
 
@@ -47,11 +49,13 @@ def bench_cmd(artifacts, threads, batch, provider, strict_provider, input_data, 
       edgekit bench model.onnx model-int8.onnx --threads 1,2
       edgekit bench edgekit-out/digits-cnn-raspberrypi5 --out bench-results
       edgekit bench best.tflite --device http://pi.local:8765 --token-file agent.token
+      edgekit bench edgekit-out/minilm-host/best.onnx --length 8,16,32,128   # per sentence length
     """
     from ..bench import BenchOptions, run_bench
     from ..bench.report import CONSOLE, console_rows, write
 
-    options = BenchOptions(threads=_ints(threads, allow_auto=True), batches=_ints(batch), provider=provider,
+    options = BenchOptions(threads=_ints(threads, allow_auto=True), batches=_ints(batch),
+                           lengths=_ints(length) if length else [None], provider=provider,
                            input_data=input_data, warmup_runs=warmup_runs, min_runs=min_runs,
                            min_seconds=min_seconds, max_seconds=max_seconds, strict_provider=strict_provider,
                            baseline=baseline)

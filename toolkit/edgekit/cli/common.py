@@ -167,6 +167,7 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]):
     (names, reasons) wraps, never a number or a header cut to 'threa...'."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
@@ -181,8 +182,8 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]):
         # A name column that fits is kept out of rich's shrinking: when rich shrank it below its
         # min_width, the table came out wider than the console and the last column lost words.
         t.add_column(col, min_width=width, overflow="fold", no_wrap=i == 0 and longest <= 30)
-    for row in cells:
-        t.add_row(*row)
+    for row in cells:  # plain text: a label such as 'best.onnx [len8]' is not rich markup
+        t.add_row(*(Text(c) for c in row))
     return t
 
 

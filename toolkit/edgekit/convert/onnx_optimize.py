@@ -50,9 +50,11 @@ def _attention_shape(proto) -> tuple[int, int]:
     return 0, hidden
 
 
-def optimize_transformer(src: Path, dst: Path) -> dict:
-    """Apply onnxruntime's BERT fusions; returns the fused-operator counts."""
+def optimize_transformer(src: Path, dst: Path, skip_layer_norm: bool = True) -> dict:
+    """Apply onnxruntime's BERT fusions; returns the fused-operator counts. ``skip_layer_norm``
+    False leaves residual Adds and LayerNormalization apart (slower fused on some CPUs)."""
     import onnx
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     proto = onnx.load(str(src))
@@ -60,7 +62,10 @@ def optimize_transformer(src: Path, dst: Path) -> dict:
     if not heads:  # a graph with a dynamic sequence computes its head split at run time
         hidden = 0  # onnxruntime detects both, or neither
     with quiet():
-        optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1)
+        options = FusionOptions("bert")
+        options.enable_skip_layer_norm = skip_layer_norm
+        optimized = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
+                                   optimization_options=options)
         optimized.save_model_to_file(str(dst))
     stats = optimized.get_fused_operator_statistics()
     return {k: v for k, v in stats.items() if v}

@@ -21,8 +21,10 @@ class Builder:
     """Builds candidates into ``workdir``; base conversions are made once and reused."""
 
     def __init__(self, model: Model, workdir: Path, calibration: Optional[Dataset], probe: Optional[Dataset] = None,
-                 budget=None):
+                 budget=None, measure_here: bool = False):
         self.model, self.workdir, self.calibration = model, workdir, calibration
+        # the target is this host: what runs faster can be measured here (graph fusions)
+        self.measure_here = measure_here
         self.probe = probe  # evaluation samples converters check their result on
         self.budget = budget  # the run's --time-budget (optimizer.budget.Budget), if any
         self._base: dict[str, tuple[Optional[Path], Optional[ConversionError], dict]] = {}

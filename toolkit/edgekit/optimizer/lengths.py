@@ -26,7 +26,8 @@ def batch_buckets(lengths: np.ndarray, most: Optional[int]) -> list[int]:
 
 def signature_buckets(lengths: np.ndarray, most: int) -> list[int]:
     """The lengths a TFLite file gets a signature for: few, since each is a converted graph (about
-    10 s for MiniLM) and a padded sentence pays for its bucket: the median and the 90th percentile
-    (rounded up to a multiple of 8) and ``most``, which every sentence fits after truncation."""
-    edges = {min(_round_up(np.quantile(lengths, q), 8), most) for q in (0.5, 0.9)} | {most}
+    10 s for MiniLM), and each sentence pays for its bucket: the median, the 90th and the 99th
+    percentile (rounded up to a multiple of 8) and ``most``, which every sentence fits after
+    truncation. Without the 99th, MiniLM's sentences of 25-48 tokens ran at 128, 30 ms each."""
+    edges = {min(_round_up(np.quantile(lengths, q), 8), most) for q in (0.5, 0.9, 0.99)} | {most}
     return sorted(edges)

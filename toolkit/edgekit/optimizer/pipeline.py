@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
 import time
@@ -33,7 +32,7 @@ from .options import OptimizeOptions
 from .plan import Candidate, Plan, make_plan
 from .select import TIE, median_ci, pick
 from .sizes import drop_fixed_sizes
-from .timing import interleaved, summary
+from .timing import cycle, interleaved, summary, timed_samples
 
 
 class NoCandidatePassed(EdgekitError):
@@ -114,25 +113,6 @@ def _checked_reference(model: Model, data: Dataset) -> list[np.ndarray]:
                         "check that --data holds inputs the model accepts") from None
 
 
-def timed_samples(data: Dataset, count: int = 16) -> list[dict[str, np.ndarray]]:
-    """What a candidate is timed on at batch 1: the first sample, or, where samples have their own
-    lengths, ``count`` samples spread over the length distribution (its quantiles), so that a
-    latency is that of the data's sentences and not of one of them."""
-    if data.lengths is None:
-        return [data.feeds(0, 1)]
-    order = np.argsort(data.lengths, kind="stable")
-    picks = order[np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))]
-    return [data.feeds(int(i), int(i) + 1) for i in picks]
-
-
-def _cycle(calls: list[Callable[[], object]]) -> Callable[[], object]:
-    """One call per invocation, each in turn."""
-    if len(calls) == 1:
-        return calls[0]
-    turn = itertools.cycle(calls)
-    return lambda: next(turn)()
-
-
 class Optimizer:
     def __init__(self, model: Model, target: Profile, eval_data: Dataset, calibration: Optional[Dataset],
                  tolerance: Tolerance, plan: Plan, workdir: Path, progress: Callable[[str], None],
@@ -140,7 +120,8 @@ class Optimizer:
         self.model, self.target, self.eval, self.calibration = model, target, eval_data, calibration
         self.tolerance, self.plan, self.workdir, self.progress = tolerance, plan, workdir, progress
         self.budget = budget or Budget(None)
-        self.builder = Builder(model, workdir, calibration, eval_data.head(8), self.budget)
+        self.builder = Builder(model, workdir, calibration, eval_data.head(8), self.budget,
+                               measure_here=target.id == "host")
         self.host = host_profile()
         self.timing_s = timing_s
         self.reference = _checked_reference(model, eval_data)
@@ -242,7 +223,7 @@ class Optimizer:
         self.progress(f"timing {len(passing)} candidates side by side")
         samples = timed_samples(self.eval)
         sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
-        calls = {cid: _cycle([s.bind(f) for f in samples]) for cid, s in sessions.items()}
+        calls = {cid: cycle([s.bind(f) for f in samples]) for cid, s in sessions.items()}
         samples = interleaved(calls, budget_s=self.budget.share(self.timing_s), burst_ms=2.0)
         same = self.target.id == "host"
         fitted = None if same else self.fitted_estimate()

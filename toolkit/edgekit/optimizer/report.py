@@ -166,7 +166,8 @@ def build_report(model, profile, opt, outcomes, winner, closest, eval_data, cali
         candidates=[_candidate_row(o) for o in outcomes],
         winner=winner.candidate.id if winner else None,
         closest=closest,
-        notes=notes,
+        notes=notes + [f"transformer fusions: SkipLayerNormalization {reason}" for reason in
+                       [opt.builder.exports.get("onnx-fused", {}).get("skip_layer_norm")] if reason],
         toolchain=toolchain(),
     )
 

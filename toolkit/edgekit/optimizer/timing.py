@@ -6,10 +6,14 @@ opened with onnxruntime's thread spinning off so that they do not steal each oth
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable
 
+import numpy as np
+
 from ..bench.stats import latency_stats as summary  # noqa: F401  (the optimizer reports the same statistics as bench)
+from ..dataset import Dataset
 
 
 def interleaved(runs: dict[str, Callable[[], object]], warmup: int = 5, min_rounds: int = 20,
@@ -39,3 +43,21 @@ def interleaved(runs: dict[str, Callable[[], object]], warmup: int = 5, min_roun
             break
     return samples
 
+
+def timed_samples(data: Dataset, count: int = 16) -> list[dict[str, np.ndarray]]:
+    """What a candidate is timed on at batch 1: the first sample, or, where samples have their own
+    lengths, ``count`` samples spread over the length distribution (its quantiles), so that a
+    latency is that of the data's sentences and not of one of them."""
+    if data.lengths is None:
+        return [data.feeds(0, 1)]
+    order = np.argsort(data.lengths, kind="stable")
+    picks = order[np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))]
+    return [data.feeds(int(i), int(i) + 1) for i in picks]
+
+
+def cycle(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    """One call per invocation, each in turn."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+    return lambda: next(turn)()
