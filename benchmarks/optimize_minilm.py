@@ -1,4 +1,4 @@
-"""edgekit optimize on all-MiniLM-L6-v2 (sequence 128, batch 1) against the usual baselines.
+"""edgekit optimize on all-MiniLM-L6-v2 (each sentence at its own length, batch 1) against the usual baselines.
 
 Measured side by side in one run, interleaved, onnxruntime spinning off: torch eager fp32,
 onnxruntime fp32, onnxruntime's default quantize_dynamic, and edgekit's chosen variant for the
@@ -6,7 +6,8 @@ host. Prints latency ratios against torch eager and the cosine metrics on the se
 checks that the raspberrypi plan's TFLite int8 variant passes the same accuracy bar.
 
 Goals, each against a named baseline measured in the same interleaved run: edgekit's choice is
->= 4x faster than torch eager fp32 and >= 2x faster than onnxruntime fp32; against onnxruntime's
+>= 4x faster than torch eager fp32 and >= 2x faster than onnxruntime fp32 on the sentences at their
+own lengths (the 128-token times printed beside them); against onnxruntime's
 default quantize_dynamic it is not slower (>= 1.0x) and at least as accurate (min cosine); mean
 cosine >= 0.99 and min >= 0.98 against torch; the Pi plan's TFLite int8 passes the same bar.
 
@@ -41,14 +42,21 @@ def main() -> int:
     from edgekit.formats import open_session
     from edgekit.convert.onnx_export import export_onnx
     from edgekit.models import load_model
+    from edgekit.data import run_dataset
     from edgekit.optimizer import optimize
+    from edgekit.optimizer.timing import cycle, timed_samples
 
     torch.set_num_threads(2)
     model = load_model("edgekit:minilm")
     data = model.builtin_data("eval")
-    one = {k: v[:1] for k, v in data.arrays.items()}
-    with torch.no_grad():
-        reference = model.module(*(torch.from_numpy(data.arrays[s.name]) for s in model.inputs)).numpy()
+    # timed on 16 sentences spread over the length distribution, each at its own length, in turn
+    samples = timed_samples(data, 16)
+
+    def embed(feeds):
+        with torch.no_grad():
+            return [model.module(*(torch.from_numpy(feeds[s.name]) for s in model.inputs)).numpy()]
+
+    reference = data.grouped(embed)[0]
 
     work = scratch("bench-minilm-")
     os.environ["EDGEKIT_CACHE"] = str(work / "cache")  # an empty export cache: the first run is cold
@@ -72,23 +80,25 @@ def main() -> int:
         "onnxruntime quantize_dynamic (defaults)": open_session(work / "ort-default-int8.onnx", options, model),
         f"edgekit choice ({chosen.winner})": open_session(best, options, model),
     }
-    tensors = tuple(torch.from_numpy(one[s.name]) for s in model.inputs)
+    tensors = [tuple(torch.from_numpy(f[s.name]) for s in model.inputs) for f in samples]
 
-    def eager():
+    def eager_one(t):
         with torch.no_grad():
-            model.module(*tensors)
+            model.module(*t)
 
-    runs = {"torch eager fp32": eager} | {name: (lambda s=s: s.run(one)) for name, s in sessions.items()}
+    eager = cycle([lambda t=t: eager_one(t) for t in tensors])
+
+    runs = {"torch eager fp32": eager} | {name: cycle([s.bind(f) for f in samples]) for name, s in sessions.items()}
     timings = side_by_side(runs, budget_s=args.budget)
 
     accuracy = {"torch eager fp32": (1.0, 1.0)}
     for name, session in sessions.items():
-        cos = cosine_rows(reference, session.run_batched(data.arrays)[0])
+        cos = cosine_rows(reference, run_dataset(session, data, model)[0])
         accuracy[name] = (float(cos.mean()), float(cos.min()))
     base = timings["torch eager fp32"]["p50_ms"]
     rows = [[name, f"{t['p50_ms']:.2f}", f"{t['p90_ms']:.2f}", t["n"], f"{base / t['p50_ms']:.2f}x",
              f"{accuracy[name][0]:.4f}", f"{accuracy[name][1]:.4f}"] for name, t in timings.items()]
-    print(f"\nall-MiniLM-L6-v2, seq 128, batch 1, {len(data)} sentences; interleaved medians")
+    print(f"\nall-MiniLM-L6-v2, batch 1, {len(data)} sentences at their own lengths; interleaved medians")
     print_table(["variant", "p50 ms", "p90 ms", "n", "speed-up vs torch", "cos mean", "cos min"], rows)
 
     name = f"edgekit choice ({chosen.winner})"
@@ -104,6 +114,14 @@ def main() -> int:
     goals.check("optimize again with the export cache is faster", f"{warm_s:.0f} s vs {cold_s:.0f} s",
                 warm_s < cold_s, baseline="the same run with an empty cache")
     goals.check("host choice >= 4x faster", f"{base / ours:.2f}x", base / ours >= 4.0, baseline="torch eager fp32")
+    # int8 speeds up the matrix products, a smaller share of a 15-token sentence's time than of
+    # 128 tokens (issue 27 set this goal at 128): both printed, the goal on the sentences as sent
+    from edgekit.zoo import minilm
+
+    long = minilm.tokenize([" ".join(minilm.sentences())], 128)
+    at_128 = side_by_side({n: sessions[n].bind(long) for n in (ort_fp32, name)}, budget_s=args.budget / 3)
+    print(f"at 128 tokens: {ort_fp32} {at_128[ort_fp32]['p50_ms']:.2f} ms, {name} {at_128[name]['p50_ms']:.2f} ms "
+          f"({at_128[ort_fp32]['p50_ms'] / at_128[name]['p50_ms']:.2f}x)")
     goals.check("host choice >= 2x faster", f"{timings[ort_fp32]['p50_ms'] / ours:.2f}x",
                 timings[ort_fp32]["p50_ms"] / ours >= 2.0, baseline=ort_fp32)
     goals.check("host choice not slower", f"{timings[ort_int8]['p50_ms'] / ours:.2f}x",
