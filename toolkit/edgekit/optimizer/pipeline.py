@@ -222,9 +222,14 @@ class Optimizer:
             return
         self.progress(f"timing {len(passing)} candidates side by side")
         samples = timed_samples(self.eval)
-        sessions = {o.candidate.id: open_session(o.path, self.options, self.model) for o in passing}
+        # As the runtime runs them: onnxruntime's threads spinning between runs (a 12-token MiniLM
+        # sentence took 2.9 ms without, 1.8 ms with; timed without, TFLite won on a host where the
+        # shipped ONNX ran faster). In bursts of ~20 ms, so that one session's spin after its
+        # burst costs the next at most its first call.
+        spinning = replace(self.options, allow_spinning=True)
+        sessions = {o.candidate.id: open_session(o.path, spinning, self.model) for o in passing}
         calls = {cid: cycle([s.bind(f) for f in samples]) for cid, s in sessions.items()}
-        samples = interleaved(calls, budget_s=self.budget.share(self.timing_s), burst_ms=2.0)
+        samples = interleaved(calls, budget_s=self.budget.share(self.timing_s), burst_ms=20.0)
         same = self.target.id == "host"
         fitted = None if same else self.fitted_estimate()
         roofline = None if same or fitted else self.roofline_ratios()
