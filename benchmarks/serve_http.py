@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import _common  # noqa: F401
 import numpy as np
@@ -145,13 +146,17 @@ def binary_body(inputs: dict[str, np.ndarray]) -> tuple[bytes, str]:
     return head + b"".join(np.ascontiguousarray(v).tobytes() for v in inputs.values()), str(len(head))
 
 
-def wrk(url: str, body: bytes, headers: dict, seconds: float, connections: int) -> dict:
-    """Throughput and latency percentiles from wrk, keep-alive, one thread."""
+def wrk(url: str, body: bytes, headers: dict, seconds: float, connections: int, lines_of: Optional[Path] = None) -> dict:
+    """Throughput and latency percentiles from wrk, keep-alive, one thread; with ``lines_of``, each
+    request's body is the next line of that file (real sentences, one per request)."""
     work = Path(tempfile.mkdtemp(prefix="wrk-"))
     (work / "body.bin").write_bytes(body)
     lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    per_line = (f'bodies = {{}}\nfor line in io.lines("{lines_of}") do bodies[#bodies + 1] = line end\n'
+                'i = 0\nrequest = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n'
+                if lines_of else "")
     (work / "post.lua").write_text(f'wrk.method = "POST"\nlocal f = io.open("{work / "body.bin"}", "rb")\n'
-                                   f'wrk.body = f:read("*all")\nf:close()\n{lines}\n'
+                                   f'wrk.body = f:read("*all")\nf:close()\n{lines}\n{per_line}'
                                    'done = function(summary, latency, requests)\n'
                                    '  io.write(string.format("JSON {\\"p50\\": %d, \\"p99\\": %d, \\"n\\": %d, '
                                    '\\"non2xx\\": %d}\\n", latency:percentile(50), latency:percentile(99), '

@@ -19,19 +19,14 @@ answered (2xx); against the dynamic hand-written server, not slower (>= 1.0x) at
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import _common  # noqa: F401
-import numpy as np
 from _common import Goals, free_port, print_table, scratch
-from serve_http import onnx_of, wait_ready
+from serve_http import alternate, onnx_of, wait_ready, wrk
 from variable_length import fixed_model
 
 BASELINE = '''
@@ -64,24 +59,6 @@ async def predict(request: Request):
 def ready():
     return {"ready": True}
 '''
-
-
-def wrk_sentences(url: str, sentences: Path, seconds: float, connections: int) -> dict:
-    """wrk, keep-alive, one thread, each request the next sentence of the file."""
-    work = Path(tempfile.mkdtemp(prefix="wrk-"))
-    (work / "post.lua").write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "text/plain"\n'
-        f'bodies = {{}}\nfor line in io.lines("{sentences}") do bodies[#bodies + 1] = line end\n'
-        'i = 0\nrequest = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n'
-        'done = function(summary, latency, requests)\n'
-        '  io.write(string.format("JSON {\\"p50\\": %d, \\"p99\\": %d, \\"n\\": %d, \\"non2xx\\": %d}\\n", '
-        'latency:percentile(50), latency:percentile(99), summary.requests, summary.errors.status))\nend\n')
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(work / "post.lua"),
-                          url], capture_output=True, text=True, check=True)
-    shutil.rmtree(work, ignore_errors=True)
-    stats = json.loads(re.search(r"^JSON (.*)$", out.stdout, re.M).group(1))
-    rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out.stdout).group(1))
-    return {"rps": rate, "p50_ms": stats["p50"] / 1000, "p99_ms": stats["p99"] / 1000, "non2xx": stats["non2xx"]}
 
 
 def main() -> int:
@@ -129,17 +106,12 @@ def main() -> int:
         paths = {name: "/predict" for name in ports} | {"edgekit": "/v1/models/minilm/predict"}
 
         rows = []
+        text_h = {"Content-Type": "text/plain"}
         for connections in (8, 32):
             print(f"{connections} connections ...", flush=True)
-            pooled: dict[str, list] = {name: [] for name in ports}
-            for r in range(3):
-                for name in (list(ports) if r % 2 == 0 else list(ports)[::-1]):
-                    pooled[name].append(wrk_sentences(f"http://127.0.0.1:{ports[name]}{paths[name]}", sentences,
-                                                      args.seconds, connections))
-            result = {name: {"rps": float(np.mean([x["rps"] for x in xs])),
-                             "p50_ms": float(np.median([x["p50_ms"] for x in xs])),
-                             "p99_ms": float(np.max([x["p99_ms"] for x in xs])),
-                             "non2xx": sum(x["non2xx"] for x in xs)} for name, xs in pooled.items()}
+            result = alternate({name: (lambda name=name: wrk(f"http://127.0.0.1:{ports[name]}{paths[name]}", b"", text_h,
+                                                             args.seconds, connections, lines_of=sentences))
+                                for name in ports})
             rows += [[f"{connections}", name, f"{v['rps']:.0f}", f"{v['p50_ms']:.1f}", f"{v['p99_ms']:.1f}", v["non2xx"]]
                      for name, v in result.items()]
             ratio = result["edgekit"]["rps"] / result["baseline (fixed 128)"]["rps"]

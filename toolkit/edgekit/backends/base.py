@@ -10,6 +10,14 @@ import numpy as np
 from ..spec import TensorSpec
 
 
+def pad_sequence(value: np.ndarray, width: int) -> np.ndarray:
+    """``value`` zero-padded on its axis 1 (a token sequence) to ``width``: ids and mask, where
+    the mask's zeros hide what was added."""
+    if value.shape[1] >= width:
+        return value
+    return np.pad(value, [(0, 0), (0, width - value.shape[1])] + [(0, 0)] * (value.ndim - 2))
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     threads: Optional[int] = None  # None: the runtime's default (all cores)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import EdgekitError, MissingDependencyError, ModelLoadError, first_line
 from ..spec import TensorSpec
-from .base import Session, SessionOptions
+from .base import Session, SessionOptions, pad_sequence
 
 _ARG = re.compile(r"args_(\d+)$")
 _BUCKET = re.compile(r"len(\d+)$")  # convert.tflite_export.SIGNATURE: one signature per sequence length
@@ -148,27 +148,28 @@ class LiteRTSession(Session):
             return {}
         return {int(match.group(1)): self.interpreter.get_signature_runner(key) for key, match in sizes.items()}
 
+    def bucketed(self, feeds, row: int = 0) -> tuple[int, dict[str, np.ndarray]]:
+        """(bucket, the signature's arguments) for one row of ``feeds``: padded with zeros to the
+        smallest bucket that holds it (ids and mask: the mask hides what was added), named and
+        typed as that signature takes them."""
+        length = feeds[self._names[0]].shape[1]
+        bucket = next((b for b in sorted(self.buckets) if b >= length), None)
+        if bucket is None:
+            raise EdgekitError(f"a sequence of {length} is longer than this file's longest signature "
+                               f"({max(self.buckets)})", "truncate inputs to the bundle's max_length")
+        details = self.buckets[bucket].get_input_details()
+        args = {}
+        for position, name in enumerate(self._names):
+            key = f"args_{position}" if f"args_{position}" in details else list(details)[position]
+            args[key] = pad_sequence(feeds[name][row:row + 1], bucket).astype(details[key]["dtype"], copy=False)
+        return bucket, args
+
     def _run_bucketed(self, feeds) -> list[np.ndarray]:
-        """Each row padded with zeros to the smallest bucket that holds it (ids and mask: the mask
-        hides what was added) and run by that bucket's signature."""
-        values = [feeds[n] for n in self._names]
+        """Each row run by the signature of the smallest bucket that holds it."""
         rows = []
-        for i in range(len(values[0])):
-            length = values[0].shape[1]
-            fits = [b for b in self.buckets if b >= length]
-            if not fits:
-                raise EdgekitError(f"a sequence of {length} is longer than this file's longest signature "
-                                   f"({max(self.buckets)})", "truncate inputs to the bundle's max_length")
-            runner = self.buckets[fits[0]]
-            details = runner.get_input_details()
-            args = {}
-            for position, value in enumerate(values):
-                key = f"args_{position}" if f"args_{position}" in details else list(details)[position]
-                row = value[i:i + 1]
-                if row.ndim > 1 and row.shape[1] < fits[0]:
-                    row = np.pad(row, [(0, 0), (0, fits[0] - row.shape[1])] + [(0, 0)] * (row.ndim - 2))
-                args[key] = row.astype(details[key]["dtype"], copy=False)
-            got = runner(**args)
+        for i in range(len(feeds[self._names[0]])):
+            bucket, args = self.bucketed(feeds, i)
+            got = self.buckets[bucket](**args)
             rows.append([np.asarray(got[k]) for k in sorted(got, key=_output_order)])
         return [np.concatenate(parts) for parts in zip(*rows)]
 

@@ -1,7 +1,9 @@
 """Latency of several sessions measured side by side (A B C A B C ...), medians per session.
 
-Interleaving keeps a comparison valid while a shared machine's speed drifts; the sessions are
-opened with onnxruntime's thread spinning off so that they do not steal each other's cores.
+Interleaving keeps a comparison valid while a shared machine's speed drifts. A session whose
+threads spin after a run steals the cores of the next one for a moment: the optimizer, which times
+candidates as the runtime runs them (spinning), gives each a burst of ~20 ms per turn, so that the
+spin costs the next at most its first call.
 """
 
 from __future__ import annotations

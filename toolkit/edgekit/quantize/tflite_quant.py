@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 
 from .._quiet import quiet
 from ..data import Dataset
@@ -50,33 +48,19 @@ def _calibration_set(path: Path, data: Dataset, limit: int, model=None) -> dict:
                                                  model if model is not None else _plain(data))
     signatures = session.interpreter._get_full_signature_list()
     if session.buckets:  # one signature per sequence length: each sample calibrates its own bucket
-        return _bucketed_calibration_set(session, signatures, data, limit)
+        from ..convert.tflite_export import SIGNATURE
+
+        sets: dict = {}
+        for i in range(min(limit, len(data))):
+            bucket, args = session.bucketed(data.feeds(i, i + 1))
+            sets.setdefault(SIGNATURE.format(bucket), []).append(args)
+        return sets
     key = next(iter(signatures))
     by_index = {index: name for name, index in signatures[key]["inputs"].items()}
     rows = []
     for i in range(min(limit, len(data))):
         rows.append({by_index[detail["index"]]: value for detail, value in session.prepared(data.feeds(i, i + 1))})
     return {key: rows}
-
-
-def _bucketed_calibration_set(session, signatures: dict, data: Dataset, limit: int) -> dict:
-    from ..convert.tflite_export import SIGNATURE
-
-    sets: dict = {}
-    for i in range(min(limit, len(data))):
-        feeds = data.feeds(i, i + 1)
-        length = next(iter(feeds.values())).shape[1]
-        bucket = min((b for b in session.buckets if b >= length), default=max(session.buckets))
-        key = SIGNATURE.format(bucket)
-        row = {}
-        for position, name in enumerate(session._names):
-            value = feeds[name][:, :bucket]
-            value = np.pad(value, [(0, 0), (0, bucket - value.shape[1])] + [(0, 0)] * (value.ndim - 2))
-            arg = f"args_{position}"
-            detail = signatures[key]["inputs"]
-            row[arg if arg in detail else list(detail)[position]] = value.astype(np.int32 if value.dtype == np.int64 else value.dtype)
-        sets.setdefault(key, []).append(row)
-    return sets
 
 
 def _plain(data: Dataset):

@@ -15,6 +15,8 @@ from collections import deque
 
 import numpy as np
 
+from .ragged import take
+
 
 class _Slot:
     __slots__ = ("inputs", "rows", "done", "result", "error")
@@ -68,18 +70,10 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            # the oldest request and those after it in its length bucket (runtime.ragged)
-            batch, rows, passed = [], 0, []
-            key = self.model.joiner.key(self._pending[0].inputs)
-            for _ in range(min(len(self._pending), 4 * self.max_batch_size)):
-                slot = self._pending.popleft()
-                if batch and (self.model.joiner.key(slot.inputs) != key or rows + slot.rows > self.max_batch_size):
-                    passed.append(slot)
-                    continue
-                batch.append(slot)
-                rows += slot.rows
-            self._pending.extendleft(reversed(passed))
-            self._rows -= rows
+            # the oldest request and those after it in its length bucket
+            batch, taken, _ = take(self._pending, self.max_batch_size, lambda s: self.model.joiner.key(s.inputs),
+                                   lambda s: s.rows)
+            self._rows -= taken
             return batch
 
     def _loop(self) -> None:

@@ -12,9 +12,12 @@ varies without a mask (a text line's width) is never padded: only equal shapes s
 from __future__ import annotations
 
 import bisect
-from typing import Optional
+from collections import deque
+from typing import Callable, Optional
 
 import numpy as np
+
+from ..backends.base import pad_sequence
 
 # Bucket edges where the bundle names none: a batch pads at most to about 1.5x its shortest row.
 DEFAULT_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -56,7 +59,34 @@ class Joiner:
             parts = [feeds[name] for feeds in batch]
             if name in self.padded:
                 width = max(p.shape[1] for p in parts)
-                parts = [p if p.shape[1] == width else np.pad(p, [(0, 0), (0, width - p.shape[1])] + [(0, 0)] * (p.ndim - 2))
-                         for p in parts]
+                parts = [pad_sequence(p, width) for p in parts]
             joined[name] = np.concatenate(parts)
         return joined
+
+
+def take(queue: deque, limit: int, key: Callable, rows: Callable, stale: Callable = lambda item: False):
+    """The oldest item of ``queue`` and those queued after it with the same ``key`` (one length
+    bucket), up to ``limit`` rows, looking at most 4 x ``limit`` items deep; the others keep their
+    places, and ``stale`` items (given up while they waited) are dropped. Both batchers (the
+    runtime's and the server's) take their batches with it. Returns (batch, rows taken, rows
+    dropped)."""
+    batch, taken, dropped, passed, first = [], 0, 0, [], None
+    for _ in range(min(len(queue), 4 * limit)):
+        item = queue.popleft()
+        if stale(item):
+            dropped += rows(item)
+            continue
+        mine = key(item)
+        if batch and mine != first:
+            passed.append(item)
+            continue
+        if batch and taken + rows(item) > limit:
+            passed.append(item)
+            break
+        first = mine
+        batch.append(item)
+        taken += rows(item)
+        if taken >= limit:
+            break
+    queue.extendleft(reversed(passed))
+    return batch, taken, dropped

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import EdgekitError
+from ..runtime.ragged import take
 
 
 # A forward pass up to this long may run on the event loop for a lone request (see can_inline).
@@ -164,28 +165,11 @@ class AsyncBatcher:
                 self._more.set()
 
     def _take(self) -> list[_Pending]:
-        """The oldest request and those queued after it that may share its batch (the same
-        length bucket), up to max_batch rows; the others keep their places."""
-        batch, rows, key, passed = [], 0, None, []
-        for _ in range(min(len(self._queue), 4 * self.max_batch)):
-            pending = self._queue.popleft()
-            if pending.future.done():  # timed out or cancelled while it waited
-                self._rows -= pending.rows
-                continue
-            mine = self.key(pending.feeds)
-            if batch and mine != key:
-                passed.append(pending)
-                continue
-            if batch and rows + pending.rows > self.max_batch:
-                passed.append(pending)
-                break
-            key = mine
-            batch.append(pending)
-            rows += pending.rows
-            self._rows -= pending.rows
-            if rows >= self.max_batch:
-                break
-        self._queue.extendleft(reversed(passed))
+        """The oldest request and those queued after it in its length bucket, up to max_batch
+        rows; requests given up while they waited (timed out, cancelled) are dropped."""
+        batch, taken, dropped = take(self._queue, self.max_batch, lambda p: self.key(p.feeds), lambda p: p.rows,
+                                     lambda p: p.future.done())
+        self._rows -= taken + dropped
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
