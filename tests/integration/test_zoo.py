@@ -17,48 +17,57 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def recogniser(tmp_path_factory):
     folder = tmp_path_factory.mktemp("crnn")
     path = crnn.build(folder)
-    np.savez(folder / "lines.npz", x=crnn.held_out(256, seed=5)[0])
-    return path, folder / "lines.npz"
+    return path, crnn.data_file(folder / "lines.npz")
 
 
-def test_crnn_batch1_dynamic_width_is_judged_by_its_text_and_keeps_any_width(recogniser, tmp_path, cli):
-    """A CTC recogniser exported with a fixed batch of 1 and a dynamic width: static int8 calibrates
-    one line at a time, every candidate is judged by its decoded text, and the TFLite variants,
-    which onnx2tf fixed to the data's width, are not chosen: the shipped bundle reads a line of any
-    width on its first variant."""
+def test_crnn_batch1_dynamic_width_reads_rendered_lines_at_their_own_width(recogniser, tmp_path, cli):
+    """A CTC recogniser exported with a fixed batch of 1 and a dynamic width, on font-rendered lines
+    of their natural widths (48-246 px): static int8 calibrates one line at a time at its own
+    width, every candidate is judged by its decoded text, the TFLite variants hold one graph per
+    width bucket of the data (onnx2tf fixes widths), and the bundle reads fresh lines of any
+    width as fp32 does, through the winner and through the TFLite variant."""
     require_onnx2tf()
-    from edgekit.runtime import load
+    from edgekit.runtime import load, registry
 
     onnx_path, lines = recogniser
     out = tmp_path / "o"
     result = cli("optimize", onnx_path, "--data", lines, "--task", "ctc", "--target", "host", "--timing-seconds", "2",
                  "--out", out)
     assert result.exit_code == 0, result.output
-    assert "CER" in result.output
+    assert "CER" in result.output and "lengths 4" in result.output  # the widths were read, not the padding
     report = json.loads((out / "report.json").read_text())
     by_id = {c["id"]: c for c in report["candidates"]}
     assert by_id["onnx-int8-static"]["status"] == "passed"  # batch 1: calibrated one line at a time
     assert all("CTC" in c["metrics"]["judged_by"] and "cer" in c["metrics"]
                for c in report["candidates"] if c["metrics"])
-    fixed = [c for c in report["candidates"] if c["format"] == "tflite" and c["metrics"]]
-    assert fixed and all(c["status"] == "unfit" and "fixed width 80" in c["reason"] for c in fixed)
-    assert by_id[report["winner"]]["format"] == "onnx"
+    tflite = by_id["tflite-fp32"]
+    assert tflite["status"] == "passed", tflite["reason"]
+    widths = np.load(lines)["lengths"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    axis = manifest["axes"]["width"]
+    assert axis["judged"] == [int(widths.min()), int(widths.max())]
 
     runtime = load(out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert {v["id"] for v in manifest["variants"]}.isdisjoint(c["id"] for c in fixed)
-    for length, seed in ((5, 7), (3, 8), (8, 9)):  # the data's width, narrower, wider
-        x, truth = crnn.held_out(60, length, seed)
-        reference = [crnn.text_of(_run_source(onnx_path, x[i:i + 1]))[0] for i in range(len(x))]
-        shipped = []
-        for i in range(len(x)):
-            answer = runtime.predict_validated({"x": x[i:i + 1]})
-            assert answer["__variant__"] == report["winner"]  # no fallback at any width
-            shipped += crnn.text_of(answer["logits"])
-        same = np.mean([a == b for a, b in zip(shipped, reference)])
-        right, right_fp32 = (np.mean([a == b for a, b in zip(t, truth)]) for t in (shipped, reference))
-        assert same >= 0.95 and right >= right_fp32 - 0.05, (length, same, right, right_fp32)
-        assert right_fp32 >= 0.6  # the recogniser reads held-out lines (a check of the check)
+    variant = next(v for v in manifest["variants"] if v["format"] == "tflite")
+    litert = registry.open_variant("litert", out / variant["file"], variant, 1, (manifest["inputs"], manifest["outputs"]))
+    assert len(litert.buckets) >= 3 and max(litert.buckets) >= widths.max()  # one graph per width bucket
+    x, truth = crnn.held_out(80, seed=7)
+    reference = [crnn.text_of(_run_source(onnx_path, line))[0] for line in x]
+    shipped, through_tflite = [], []
+    for line in x:
+        answer = runtime.predict_validated({"x": line})
+        assert answer["__variant__"] == report["winner"]  # no fallback at any width
+        assert answer["logits"].shape[1] == line.shape[-1] // 4  # the line's own steps, not a bucket's
+        shipped += crnn.text_of(answer["logits"])
+        if line.shape[-1] <= max(litert.buckets):
+            through_tflite += crnn.text_of(litert.run({"x": line})[0])
+        else:
+            through_tflite.append(None)
+    right_fp32 = np.mean([a == b for a, b in zip(reference, truth)])
+    assert right_fp32 >= 0.9  # the recogniser reads fresh rendered lines (a check of the check)
+    assert np.mean([a == b for a, b in zip(shipped, reference)]) >= 0.95
+    padded = [(a, b) for a, b in zip(through_tflite, reference) if a is not None]
+    assert len(padded) >= 60 and np.mean([a == b for a, b in padded]) >= 0.95, padded[:5]
 
 
 def _run_source(path, x):
@@ -176,3 +185,21 @@ def test_the_bundle_runs_the_variant_optimize_chose(tmp_path):
     bar = json.loads((tmp_path / "out" / "manifest.json").read_text())["golden"]["min_cosine"]
     scores = result.report.to_dict()["self_test"]["scores"]
     assert bar <= 0.99 and all(s - 0.01 >= bar - 1e-9 for s in scores.values()), (bar, scores)
+
+
+def test_crnn_without_lengths_a_tflite_fixed_to_one_width_is_unfit(recogniser, tmp_path, cli):
+    """The same lines without `lengths` (one padded width, as a user might save them): onnx2tf fixes
+    the width it was given, so the TFLite variant runs that width only; it is marked unfit rather
+    than shipped to fall back on every other line."""
+    require_onnx2tf()
+    onnx_path, lines = recogniser
+    padded = tmp_path / "padded.npz"
+    np.savez(padded, x=np.load(lines)["x"][:64])
+    out = tmp_path / "o"
+    result = cli("optimize", onnx_path, "--data", padded, "--task", "ctc", "--target", "host", "--precisions", "fp32",
+                 "--timing-seconds", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    by_id = {c["id"]: c for c in json.loads((out / "report.json").read_text())["candidates"]}
+    width = np.load(lines)["x"].shape[-1]
+    assert by_id["tflite-fp32"]["status"] == "unfit" and f"fixed width {width}" in by_id["tflite-fp32"]["reason"]
+    assert by_id["onnx-fp32"]["status"] == "passed"

@@ -25,7 +25,7 @@ def _tokens(lengths, width):
 def test_each_sample_runs_at_its_own_length_and_outputs_keep_the_datasets_order():
     lengths = [3, 7, 3, 5, 7, 1]
     tokens = _tokens(lengths, 12)
-    data = Dataset(tokens, None, lengths=row_lengths(tokens["attention_mask"]), ragged=tuple(tokens))
+    data = Dataset(tokens, None, lengths=row_lengths(tokens["attention_mask"]), ragged=dict.fromkeys(tokens, 1))
     assert data.lengths.tolist() == lengths and data.length_range() == (1, 7)
     assert data.feeds(0, 2)["input_ids"].shape == (2, 7)  # the longest of the batch, not the padded 12
     seen = []
@@ -93,3 +93,51 @@ def test_the_batcher_groups_by_bucket_and_keeps_each_its_rows():
     for width, rows in calls:  # one bucket per batch, padded to its longest row only
         assert width == max(rows) and len({joiner.bucket(n) for n in rows}) == 1, calls
     assert len(calls) <= 3  # and they did batch
+
+
+def _line_model(shape=(1, 1, 4, "width")):
+    from edgekit.spec import Model, TensorSpec
+
+    return Model("lines", "onnx", "lines.onnx", [TensorSpec("x", shape, "float32")],
+                 [TensorSpec("logits", (1, "steps", 3), "float32")])
+
+
+def test_text_lines_of_their_own_widths_from_a_data_files_lengths():
+    """A data file's `lengths` for a model that varies along one axis without a mask (text-line
+    images): each line runs at its own width, the outputs of different widths come back padded
+    with zero steps, and greedy CTC decoding skips those steps."""
+    from edgekit.data import check_against
+    from edgekit.optimizer.accuracy import ctc_decode
+
+    widths = np.array([5, 9, 5, 2])
+    x = np.zeros((4, 1, 4, 12), np.float32)
+    for i, w in enumerate(widths):
+        x[i, ..., :w] = i + 1
+    data = check_against(Dataset({"x": x}, source="t", lengths=widths), _line_model())
+    assert data.ragged == {"x": 3} and data.feeds(0, 2)["x"].shape == (2, 1, 4, 9)
+    seen = []
+
+    def run(feeds):  # one step per column: class 1 where the line has ink, else the blank (2)
+        seen.append(feeds["x"].shape[-1])
+        steps = feeds["x"][:, 0, 0, :]
+        return [np.stack([np.full_like(steps, -1.0), np.where(steps > 0, 0.0, -9.0), np.full_like(steps, -0.5)], -1)]
+
+    (logits,) = data.grouped(run)
+    assert sorted(seen) == [2, 5, 9] and logits.shape == (4, 9, 3)
+    assert ctc_decode(logits, blank=2) == [(1,)] * 4  # zero padding is not read as steps of class 0
+    assert not logits[0, 5:].any() and logits[1, 8].any()
+
+
+def test_a_data_files_lengths_that_do_not_fit_the_model_are_refused():
+    import pytest
+
+    from edgekit.data import check_against
+    from edgekit.errors import DataError
+
+    x = np.zeros((2, 1, 4, 8), np.float32)
+    with pytest.raises(DataError, match="past the padded size 8"):
+        check_against(Dataset({"x": x}, source="t", lengths=np.array([3, 9])), _line_model())
+    with pytest.raises(DataError, match="vary along 0 dims"):
+        check_against(Dataset({"x": x}, source="t", lengths=np.array([3, 4])), _line_model((1, 1, 4, 8)))
+    with pytest.raises(DataError, match="one positive integer"):
+        check_against(Dataset({"x": x}, source="t", lengths=np.array([0, 4])), _line_model())

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from .dataset import LABELS, SEQUENCE, Dataset  # noqa: F401  (imported from here too)
+from .dataset import LABELS, LENGTHS, SEQUENCE, Dataset  # noqa: F401  (imported from here too)
 from .errors import DataError
 from .spec import Model, TensorSpec
 
@@ -55,9 +55,10 @@ def _load_table(path: Path, model: Model) -> Dataset:
     labels = arrays.pop(LABELS, None)
     fixed = {k: arrays.pop(k) for k in [k for k, v in arrays.items() if np.ndim(v) == 0]}
     sequences = arrays.pop(SEQUENCE, None)
+    lengths = arrays.pop(LENGTHS, None)
     if "labelled" in columns:  # an export: feedback labels, as text; a partly labelled one is judged without
         labels = labels_of(columns, origin=str(path)) if labels is not None and columns["labelled"].all() else None
-    return Dataset(arrays, labels, source=str(path), sequences=sequences, fixed=fixed)
+    return Dataset(arrays, labels, source=str(path), sequences=sequences, fixed=fixed, lengths=lengths)
 
 
 def _load_factory(ref: str, limit: Optional[int]) -> Dataset:
@@ -158,21 +159,43 @@ def check_against(dataset: Dataset, model: Model) -> Dataset:
 
 
 def _ragged(arrays: dict, layout: list[TensorSpec], model: Model, dataset: Dataset):
-    """Padded token rows of a model whose sequence axis is dynamic: each row's length, read off its
-    attention mask (the declared text processing's, else an integer input named like a mask), and
-    the inputs that share that axis. A model with a fixed sequence is fed its padding as it is."""
+    """Padded samples of a model with a dynamic axis: each sample's length and the inputs padded
+    along that axis (name -> axis of the sample-first array). Token rows: the lengths are read off
+    the attention mask (the declared text processing's, else an integer input named like a mask).
+    Anything else (text-line images of different widths): the data file's own ``lengths``, along
+    the one dynamic axis its inputs share. A model with fixed sizes is fed its padding as it is."""
     from .dataset import row_lengths
 
     axis = {s.name: s.shape[1] for s in layout if s.is_data and s.batch_axis == 0 and len(s.shape) >= 2
             and isinstance(s.shape[1], str) and s.name in arrays}
-    if not axis:
-        return None, ()
     text = (model.meta.get("processing") or {}).get("text") or {}
     masks = [text["mask"]] if text.get("mask") in axis else [n for n in axis if "mask" in n.lower()]
-    if len(masks) != 1 or arrays[masks[0]].dtype.kind not in "iub":
-        return dataset.lengths, dataset.ragged if dataset.lengths is not None else ()
-    lengths = dataset.lengths if dataset.lengths is not None else row_lengths(arrays[masks[0]])
-    return lengths, tuple(n for n, dim in axis.items() if dim == axis[masks[0]])
+    if len(masks) == 1 and arrays[masks[0]].dtype.kind in "iub":
+        lengths = dataset.lengths if dataset.lengths is not None else row_lengths(arrays[masks[0]])
+        return lengths, {n: 1 for n, dim in axis.items() if dim == axis[masks[0]]}
+    if dataset.lengths is None:
+        return None, {}
+    return _checked_lengths(np.asarray(dataset.lengths), arrays, layout, dataset.source)
+
+
+def _checked_lengths(lengths: np.ndarray, arrays: dict, layout: list[TensorSpec], source: str):
+    """A data file's ``lengths`` against the one dynamic, non-batch dim of its inputs."""
+    dims = {(s.name, i, d) for s in layout if s.is_data and s.batch_axis == 0 and s.name in arrays
+            for i, d in enumerate(s.shape) if i > 0 and isinstance(d, str)}
+    names = {d for _, _, d in dims}
+    if len(names) != 1:
+        raise DataError(f"data from {source} gives 'lengths', but the model's inputs vary along "
+                        f"{len(names)} dims ({', '.join(sorted(names)) or 'none'}), not one",
+                        "give 'lengths' only for a model with one dynamic axis besides the batch, or pad to one size")
+    ragged = {name: axis for name, axis, _ in dims}
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or len(lengths) and lengths.min() < 1:
+        raise DataError(f"'lengths' from {source} is not one positive integer per sample",
+                        "save each padded sample's own size along the dynamic axis, e.g. a text line's width")
+    longest = min(arrays[n].shape[a] for n, a in ragged.items())
+    if len(lengths) and lengths.max() > longest:
+        raise DataError(f"'lengths' from {source} goes up to {int(lengths.max())}, past the padded size {longest}",
+                        "give each sample's size within the padded arrays")
+    return lengths.astype(np.int64), ragged
 
 
 def _sample_first(value: np.ndarray, axis: Optional[int], count: int) -> np.ndarray:

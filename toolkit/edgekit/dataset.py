@@ -5,10 +5,11 @@ RNN state); inputs with a fixed value or a fed-back state are not data and are a
 :meth:`Dataset.feeds`, which gives what the model takes. It is iterable in batches and also offers
 ``get_next()``, the protocol onnxruntime's calibrators use, so it can feed them directly.
 ``sequences`` (one id per sample, consecutive) marks the streams a stateful model runs through.
-``lengths`` (one per sample) marks padded token rows of a model whose sequence axis is dynamic:
-the arrays named in ``ragged`` are cut to the longest row of each batch, and :meth:`grouped` runs
-every sample at its own length, so calibration and the accuracy guard see the real length
-distribution instead of padding.
+``lengths`` (one per sample) marks padded samples of a model with a dynamic axis (token rows
+along their sequence, text-line images along their width): the arrays named in ``ragged`` are cut
+along their axis to the longest sample of each batch, and :meth:`grouped` runs every sample at its
+own length, so calibration and the accuracy guard see the real length distribution instead of
+padding.
 Readers of every data format (edgekit.data, edgekit.datafiles) and the built-in models build it.
 """
 
@@ -24,6 +25,7 @@ from .spec import TensorSpec
 
 LABELS = "labels"
 SEQUENCE = "sequence"  # an optional array in a data file: the stream each sample belongs to
+LENGTHS = "lengths"  # an optional array in a data file: each padded sample's own size along the dynamic axis
 
 
 @dataclass
@@ -36,8 +38,8 @@ class Dataset:
     layout: Optional[list[TensorSpec]] = field(default=None, repr=False, compare=False)
     sequences: Optional[np.ndarray] = None
     fixed: dict[str, np.ndarray] = field(default_factory=dict)  # 0-d arrays of a data file: fixed inputs
-    lengths: Optional[np.ndarray] = None  # each sample's own length along the ragged arrays' axis 1
-    ragged: tuple[str, ...] = ()  # the arrays padded along their sample axis 1 (token ids and mask)
+    lengths: Optional[np.ndarray] = None  # each sample's own length along the ragged arrays' axis
+    ragged: dict[str, int] = field(default_factory=dict)  # padded array -> its padded axis (1: token rows)
     _cursor: Iterator = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -68,7 +70,8 @@ class Dataset:
         they are, states at zero (the start of a sequence)."""
         if self.lengths is not None:  # cut the padding every row of this batch has
             width = int(self.lengths[start:stop].max(initial=1))
-            arrays = {k: (v[start:stop, :width] if k in self.ragged else v[start:stop]) for k, v in self.arrays.items()}
+            arrays = {k: (_first(v[start:stop], self.ragged[k], width) if k in self.ragged else v[start:stop])
+                      for k, v in self.arrays.items()}
             return _cut(self, arrays).feeds(0, stop - start)
         if self.layout is None:
             return {k: v[start:stop] for k, v in self.arrays.items()}
@@ -122,7 +125,7 @@ class Dataset:
                 chunks.append(run(part.feeds(0, len(part))))
                 pieces.append(index)
         where = np.argsort(np.concatenate(pieces), kind="stable")
-        return [np.concatenate(parts)[where] for parts in zip(*chunks)]
+        return [_joined(parts)[where] for parts in zip(*chunks)]
 
     def length_range(self) -> Optional[tuple[int, int]]:
         """The shortest and longest sample (None without lengths)."""
@@ -148,6 +151,23 @@ class Dataset:
 def _cut(dataset: Dataset, arrays: dict) -> Dataset:
     """``dataset``'s layout over ``arrays`` already cut to one batch (feeds without lengths)."""
     return Dataset(arrays, None, dataset.source, dataset.synthetic, dataset.layout)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Outputs of groups of different lengths in one array: an output that follows the length (a
+    recogniser's [samples, steps, classes]) is padded with zeros to the longest group's. A row of
+    zeros is never a softmax's or log-softmax's, so a decoder can tell padding from output
+    (optimizer.accuracy.ctc_decode skips it), and fp32 and a candidate are padded alike."""
+    shape = np.max([p.shape for p in parts], axis=0)
+    return np.concatenate([np.pad(p, [(0, 0)] + [(0, int(m) - n) for m, n in zip(shape[1:], p.shape[1:])])
+                           for p in parts])
+
+
+def _first(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``array`` cut to its first ``size`` entries along ``axis``."""
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(0, size)
+    return array[tuple(index)]
 
 
 def row_lengths(mask: np.ndarray) -> np.ndarray:

@@ -10,12 +10,14 @@ import numpy as np
 from ..spec import TensorSpec
 
 
-def pad_sequence(value: np.ndarray, width: int) -> np.ndarray:
-    """``value`` zero-padded on its axis 1 (a token sequence) to ``width``: ids and mask, where
-    the mask's zeros hide what was added."""
-    if value.shape[1] >= width:
+def pad_sequence(value: np.ndarray, width: int, axis: int = 1) -> np.ndarray:
+    """``value`` zero-padded on ``axis`` (1: a token sequence) to ``width``: ids and mask, where
+    the mask's zeros hide what was added; a text line's width, where zeros are background."""
+    if value.shape[axis] >= width:
         return value
-    return np.pad(value, [(0, 0), (0, width - value.shape[1])] + [(0, 0)] * (value.ndim - 2))
+    pads = [(0, 0)] * value.ndim
+    pads[axis] = (0, width - value.shape[axis])
+    return np.pad(value, pads)
 
 
 @dataclass(frozen=True)

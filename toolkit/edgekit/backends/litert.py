@@ -136,9 +136,21 @@ class LiteRTSession(Session):
         ops = {op["op_name"] for op in self.interpreter._get_ops_details()}
         self.active_provider = "xnnpack" if "DELEGATE" in ops else "cpu"
         self.buckets = self._bucket_runners()
+        # the axis the signatures differ along, in the source's layout: a token sequence's (1), or
+        # the one named dim of the source's input (a text line's width, axis 3 of NCHW)
+        self._axis, self._varying_out = 1, [False] * len(self.outputs)
         if self.buckets:  # the file takes any length up to its longest bucket, one row at a time
-            self.inputs = [s.with_(shape=(s.shape[0], "sequence") + tuple(s.shape[2:])) if len(s.shape) > 1 else s
-                           for s in self.inputs]
+            source = {s.name: s for s in model.inputs} if model is not None else {}
+            named = [i for i, d in enumerate(source[self._names[0]].shape) if isinstance(d, str) and i > 0] \
+                if self._names and self._names[0] in source else []
+            self._axis = named[0] if len(named) == 1 else 1
+            dim = source[self._names[0]].shape[self._axis] if named else "sequence"
+            self.inputs = [s.with_(shape=tuple(dim if i == self._axis else d for i, d in enumerate(
+                source[s.name].shape if s.name in source else s.shape))) if len(s.shape) > self._axis else s
+                for s in self.inputs]
+            outs = {s.name: s for s in model.outputs} if model is not None else {}
+            self._varying_out = [any(isinstance(d, str) for d in outs[s.name].shape[1:]) if s.name in outs else False
+                                 for s in self.outputs]
 
     def _bucket_runners(self) -> dict[int, object]:
         """length -> signature runner, for a file with one signature per sequence length."""
@@ -150,9 +162,9 @@ class LiteRTSession(Session):
 
     def bucketed(self, feeds, row: int = 0) -> tuple[int, dict[str, np.ndarray]]:
         """(bucket, the signature's arguments) for one row of ``feeds``: padded with zeros to the
-        smallest bucket that holds it (ids and mask: the mask hides what was added), named and
-        typed as that signature takes them."""
-        length = feeds[self._names[0]].shape[1]
+        smallest bucket that holds it (ids and mask: the mask hides what was added; a text line:
+        background), laid out, named and typed as that signature takes them."""
+        length = feeds[self._names[0]].shape[self._axis]
         bucket = next((b for b in sorted(self.buckets) if b >= length), None)
         if bucket is None:
             raise EdgekitError(f"a sequence of {length} is longer than this file's longest signature "
@@ -160,17 +172,25 @@ class LiteRTSession(Session):
         details = self.buckets[bucket].get_input_details()
         args = {}
         for position, name in enumerate(self._names):
-            key = f"args_{position}" if f"args_{position}" in details else list(details)[position]
-            args[key] = pad_sequence(feeds[name][row:row + 1], bucket).astype(details[key]["dtype"], copy=False)
+            key = name if name in details else f"args_{position}" if f"args_{position}" in details else list(details)[position]
+            value = self._arrange(name, pad_sequence(feeds[name][row:row + 1], bucket, self._axis))
+            args[key] = value.astype(details[key]["dtype"], copy=False)
         return bucket, args
 
     def _run_bucketed(self, feeds) -> list[np.ndarray]:
-        """Each row run by the signature of the smallest bucket that holds it."""
+        """Each row run by the signature of the smallest bucket that holds it. An output that
+        follows the length (a recogniser's steps) is cut back in proportion to the row's own length,
+        so that it has the source's shape; pooled outputs (a sentence embedding) are as they are."""
         rows = []
         for i in range(len(feeds[self._names[0]])):
+            length = feeds[self._names[0]].shape[self._axis]
             bucket, args = self.bucketed(feeds, i)
             got = self.buckets[bucket](**args)
-            rows.append([np.asarray(got[k]) for k in sorted(got, key=_output_order)])
+            names = [o.name for o in self.outputs]
+            keys = names if set(names) <= set(got) else sorted(got, key=_output_order)
+            outs = self._restore([np.asarray(got[k]) for k in keys])
+            rows.append([_cut_in_proportion(o, length, bucket) if varying else o
+                         for o, varying in zip(outs, self._varying_out)])
         return [np.concatenate(parts) for parts in zip(*rows)]
 
     def _by_signature(self, details: list, model) -> list:
@@ -245,6 +265,13 @@ class LiteRTSession(Session):
             rows = [self._invoke({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
             return [np.concatenate(parts) for parts in zip(*rows)]
         return self._invoke(feeds)
+
+
+def _cut_in_proportion(value: np.ndarray, length: int, bucket: int) -> np.ndarray:
+    """``value`` cut along its first non-batch axis to ``length / bucket`` of its size: a bucket of
+    256 columns gives 64 steps; a line of 137 columns has 34 of its own."""
+    keep = max(1, value.shape[1] * length // bucket)
+    return value[:, :keep]
 
 
 def _to_input(value: np.ndarray, detail: dict) -> np.ndarray:

@@ -32,9 +32,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import ConversionError, first_line
+from ..backends.base import pad_sequence
 from ..metrics import max_relative_error
 from ..spec import Model
 from .onnx_clean import clean
+from .tflite_export import SIGNATURE
 from .tool_env import ensure, install_hint, missing_reason, python_for
 
 TOLERANCE = 1e-3  # relative to the largest output value: a conversion, not a quantisation
@@ -59,6 +61,8 @@ def _onnx2torch_missing() -> Optional[str]:
 
 
 def _via_onnx2torch(src: Path, dst: Path, timeout_s: float, calib: Optional[Path] = None) -> dict:
+    if not isinstance(src, Path):
+        raise ConversionError("one graph per length is onnx2tf's route here", "onnx2torch+litert-torch")
     import onnx
     import torch
     from onnx2torch import convert
@@ -90,7 +94,7 @@ def _via_onnx2tf(src: Path, dst: Path, timeout_s: float, calib: Optional[Path] =
         try:
             # absolute paths: the driver works in its own directory
             extra = [str(Path(calib).resolve()), str(int8_path(dst).resolve())] if calib else []
-            done = subprocess.run([str(python), str(driver), str(Path(src).resolve()), work, str(Path(dst).resolve())]
+            done = subprocess.run([str(python), str(driver), _sources(src), work, str(Path(dst).resolve())]
                                   + extra, capture_output=True, text=True, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:
             raise ConversionError(f"onnx2tf ran past {timeout_s:.0f} s", "onnx2tf",
@@ -102,6 +106,36 @@ def _via_onnx2tf(src: Path, dst: Path, timeout_s: float, calib: Optional[Path] =
                               detail=text[-3000:])
     last = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     return json.loads(last[-1]) if last else {}
+
+
+def _sized(value: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """``value`` zero-padded or cut to ``size`` along ``axis``: the shape a length's graph is fixed at."""
+    return np.take(pad_sequence(value, size, axis), range(size), axis=axis)
+
+
+def _calibration_rows(calibration, buckets: tuple, ragged: dict, folded: list) -> dict[str, np.ndarray]:
+    """The converter's calibration samples, stacked per input; with one graph per length, per
+    ``SIGNATURE/INPUT``: the samples each length's graph takes (those longer than the bucket below
+    it), zero-padded to its length, 16 at most."""
+    if not buckets:
+        rows = [calibration.feeds(i, i + 1) for i in range(min(len(calibration), 64))]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0] if k not in folded}
+    arrays, below = {}, 0
+    lengths = calibration.lengths if calibration.lengths is not None else np.full(len(calibration), buckets[-1])
+    for bucket in buckets:
+        mine = [i for i, n in enumerate(lengths) if below < n <= bucket][:16] or [0]
+        rows = [{k: _sized(v, bucket, ragged[k]) if k in ragged else v
+                 for k, v in calibration.feeds(i, i + 1).items()} for i in mine]
+        arrays |= {f"{SIGNATURE.format(bucket)}/{k}": np.stack([r[k] for r in rows]) for k in rows[0] if k not in folded}
+        below = bucket
+    return arrays
+
+
+def _sources(src) -> str:
+    """The driver's SRC: one fixed ONNX file, or ``len64=a.onnx,len128=b.onnx`` (one per length)."""
+    if isinstance(src, dict):
+        return ",".join(f"{SIGNATURE.format(length)}={Path(p).resolve()}" for length, p in src.items())
+    return str(Path(src).resolve())
 
 
 def int8_path(dst: Path) -> Path:
@@ -119,19 +153,23 @@ def _channel_last(rank: int) -> tuple[int, ...]:
     return (0,) + tuple(range(2, rank)) + (1,)
 
 
-def _input_layout(model: Model, tflite: Path, example: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Per input, the permutation from the source's layout to the TFLite's, by shape."""
+def _input_layout(model: Model, tflite: Path, examples: list[dict[str, np.ndarray]]) -> dict[str, tuple[int, ...]]:
+    """Per input, the permutation from the source's layout to the TFLite's, by shape (against the
+    example of each length where the file has one signature per length)."""
     from ..backends.litert import LiteRTSession
     from ..backends.base import SessionOptions
 
     session = LiteRTSession(tflite, SessionOptions(threads=1), model)
     perms = {}
     for name, detail in zip(session._names, session._in):
-        want, got = tuple(example[name].shape), tuple(int(d) for d in detail["shape"])
-        if len(want) >= 3 and got == tuple(want[i] for i in _channel_last(len(want))) and got != want:
-            perms[name] = _channel_last(len(want))
-        elif got != want:
-            raise ConversionError(f"the TFLite input {name} is {list(got)} for the source's {list(want)}", "onnx2tf")
+        got = tuple(int(d) for d in detail["shape"])
+        wants = [tuple(e[name].shape) for e in examples]
+        if got in wants:
+            continue
+        last = [w for w in wants if len(w) >= 3 and got == tuple(w[i] for i in _channel_last(len(w)))]
+        if not last:
+            raise ConversionError(f"the TFLite input {name} is {list(got)} for the source's {list(wants[0])}", "onnx2tf")
+        perms[name] = _channel_last(len(last[0]))
     return perms
 
 
@@ -167,14 +205,24 @@ def export_tflite_from_onnx(model: Model, dst: Path, probe, timeout_s: float = 6
     start = time.perf_counter()
     attempts = []
     example = probe.feeds(0, 1)
+    # one graph per length where the data's samples vary along an axis without a mask to hide
+    # padding (a text line's width): the sources fixed at each bucket, zero-padded (background)
+    buckets = tuple(model.meta.get("sequence_buckets", ())) if probe.lengths is not None else ()
+    examples = {b: {k: _sized(v, b, probe.ragged[k]) if k in probe.ragged else v for k, v in example.items()}
+                for b in buckets}
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-tflite-") as tmp:
         fixed = Path(tmp) / f"{model.name}-static.onnx"
-        cleaned = clean(model, fixed, example)
+        if examples:
+            fixed = {b: Path(tmp) / f"{model.name}-{b}.onnx" for b in buckets}
+            cleaned = [clean(model, fixed[b], e) for b, e in examples.items()][-1]
+            cleaned["fixed_shapes"] = {k: [("|".join(map(str, buckets)) if k in probe.ragged and a == probe.ragged[k]
+                                            else n) for a, n in enumerate(v.shape)] for k, v in example.items()}
+        else:
+            cleaned = clean(model, fixed, example)
         calib = None
         if calibration is not None and len(calibration):
             calib = Path(tmp) / "calibration.npz"
-            rows = [calibration.feeds(i, i + 1) for i in range(min(len(calibration), 64))]
-            np.savez(calib, **{k: np.stack([r[k] for r in rows]) for k in rows[0] if k not in cleaned["folded_inputs"]})
+            np.savez(calib, **_calibration_rows(calibration, buckets, probe.ragged, cleaned["folded_inputs"]))
         chosen = None
         for conv in CONVERTERS:
             why = conv.unavailable()
@@ -206,17 +254,22 @@ def export_tflite_from_onnx(model: Model, dst: Path, probe, timeout_s: float = 6
         raise ConversionError(f"no ONNX -> TFLite converter worked ({reasons})", "onnx2tf",
                               hint=hint, detail=json.dumps(attempts)[:2000])
     source = open_session(model.path, SessionOptions(), model)
-    perms_in = _input_layout(model, dst, example)
+    perms_in = _input_layout(model, dst, list(examples.values()) or [example])
     perms_out = _output_layout(model, dst, perms_in, example, source.run(example))
     layout = {"inputs": {k: list(v) for k, v in perms_in.items()}, "outputs": {k: list(v) for k, v in perms_out.items()}}
     # the guard before anything else happens to it: the probe samples through both runtimes
     model.meta["tflite_layout"] = layout
-    diff = max_relative_error(run_dataset(source, probe, model),
-                              run_dataset(open_session(dst, SessionOptions(), model), probe, model))
+    converted = open_session(dst, SessionOptions(), model)
+    if examples:  # the conversion of each length's graph, at its own length; what padding a shorter
+        # sample to it costs is the accuracy guard's to judge, by the task's metric
+        diff = max(max_relative_error(source.run(e), converted.run(e)) for e in examples.values())
+    else:
+        diff = max_relative_error(run_dataset(source, probe, model), run_dataset(converted, probe, model))
     if not np.isfinite(diff) or diff > TOLERANCE:
         model.meta.pop("tflite_layout", None)
         dst.unlink(missing_ok=True)
         raise ConversionError(f"the TFLite from {chosen} differs from the ONNX source by {diff:.3g} (relative) on "
                               f"{len(probe)} samples", chosen, detail=json.dumps(attempts)[:2000])
     return {"exporter": chosen, "attempts": attempts, "cleaned": cleaned, "layout": layout,
-            "max_rel_diff": diff, "checked_on": len(probe), "seconds": round(time.perf_counter() - start, 2)}
+            "max_rel_diff": diff, "checked_on": len(examples) or len(probe), "signatures": list(examples),
+            "seconds": round(time.perf_counter() - start, 2)}

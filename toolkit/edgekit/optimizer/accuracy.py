@@ -135,10 +135,14 @@ def check_task(task: str) -> str:
 
 def ctc_decode(logits: np.ndarray, blank: int = 0) -> list[tuple[int, ...]]:
     """Greedy CTC decoding of [samples, time, classes] scores: best class per step, repeats
-    merged, blanks dropped (what CRNN/PP-OCR recognisers ship with)."""
-    best = np.asarray(logits).argmax(-1)
+    merged, blanks dropped (what CRNN/PP-OCR recognisers ship with). Steps of all zeros are the
+    padding that lines of different widths get when judged together (Dataset.grouped): skipped."""
+    logits = np.asarray(logits)
+    best = logits.argmax(-1).reshape(len(logits), -1)
+    padding = ~logits.reshape(best.shape + (-1,)).any(-1)
     decoded = []
-    for steps in best.reshape(len(best), -1):
+    for steps, pad in zip(best, padding):
+        steps = steps[~pad]
         kept = steps[np.r_[True, steps[1:] != steps[:-1]]]
         decoded.append(tuple(int(k) for k in kept if k != blank))
     return decoded

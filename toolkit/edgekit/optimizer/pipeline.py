@@ -418,6 +418,10 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
     if eval_data.lengths is not None and text and model.is_torch:
         # a TFLite export gets one signature per length bucket of the data (convert.tflite_export)
         model.meta["sequence_buckets"] = signature_buckets(eval_data.lengths, text["max_length"])
+    elif eval_data.lengths is not None and model.format == "onnx" and not text:
+        # text lines of different widths: one graph per width bucket (convert.onnx_tflite), up to
+        # the widest line judged, rounded up
+        model.meta["sequence_buckets"] = signature_buckets(eval_data.lengths, -(-int(eval_data.lengths.max()) // 8) * 8)
 
     out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / as_file_name(f"{model.name}-{profile.id}"))
     sweep_stale("edgekit-opt-")  # work directories of runs that were killed

@@ -388,9 +388,15 @@ def _write_manifest(out: Path, report: OptimizeReport, outcomes, winner, model, 
         from ..models.interface import standard
 
         if standard(model.inputs):
+            pick = slice(0, GOLDEN_SAMPLES)
+            if dataset.lengths is not None:
+                # samples of the data's longest length, so that one call takes them unpadded and the
+                # reference outputs, padded to the longest (Dataset.grouped), are theirs as they are
+                pick = np.flatnonzero(dataset.lengths == dataset.lengths.max())[:GOLDEN_SAMPLES]
+                dataset = dataset.subset(pick)
             inputs = dataset.feeds(0, GOLDEN_SAMPLES)
             arrays = {f"input:{k}": v for k, v in inputs.items()}
-            arrays |= {f"output:{spec.name}": o[:GOLDEN_SAMPLES] for spec, o in zip(data.outputs, outputs)}
+            arrays |= {f"output:{spec.name}": o[pick] for spec, o in zip(data.outputs, outputs)}
         else:  # one call as the model takes it: batch axes where they are, fixed values, zero state
             inputs = dataset.feeds(0, 1)
             arrays = {f"input:{k}": v for k, v in inputs.items()}

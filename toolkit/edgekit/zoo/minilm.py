@@ -179,7 +179,7 @@ def dataset(split: str) -> Dataset:
     # Each sentence runs at its own length (the sequence axis is dynamic): calibration and the
     # guard see the real length distribution, not padding.
     return Dataset(tokens, None, source=f"{len(chosen)} English sentences (edgekit/zoo/sentences.txt)",
-                   lengths=row_lengths(tokens["attention_mask"]), ragged=tuple(tokens))
+                   lengths=row_lengths(tokens["attention_mask"]), ragged=dict.fromkeys(tokens, 1))
 
 
 def load() -> Model:
