@@ -46,6 +46,12 @@ def test_crnn_batch1_dynamic_width_reads_rendered_lines_at_their_own_width(recog
     manifest = json.loads((out / "manifest.json").read_text())
     axis = manifest["axes"]["width"]
     assert axis["judged"] == [int(widths.min()), int(widths.max())]
+    by_length = report["latency_by_length"]  # the winner timed at the data's median ... longest line
+    assert by_length["candidate"] == report["winner"] and "at the data's own lengths" in result.output
+    rows = by_length["rows"]
+    median = int(np.sort(widths)[round(0.5 * (len(widths) - 1))])
+    assert rows[0]["at"] == "median" and [rows[0]["length"], rows[-1]["length"]] == [median, int(widths.max())]
+    assert all(r["target_ms"] == r["host_ms"] > 0 for r in rows)  # the host is the target: measured
 
     runtime = load(out)
     variant = next(v for v in manifest["variants"] if v["format"] == "tflite")

@@ -141,3 +141,12 @@ def test_a_data_files_lengths_that_do_not_fit_the_model_are_refused():
         check_against(Dataset({"x": x}, source="t", lengths=np.array([3, 4])), _line_model((1, 1, 4, 8)))
     with pytest.raises(DataError, match="one positive integer"):
         check_against(Dataset({"x": x}, source="t", lengths=np.array([0, 4])), _line_model())
+
+
+def test_latency_is_reported_at_the_datas_median_p90_p99_and_longest_length():
+    from edgekit.optimizer.lengths import length_picks
+
+    lengths = np.array([30, 10] + [12] * 97 + [50])  # 100 samples
+    picks = length_picks(lengths)
+    assert [(label, n) for label, n, _ in picks] == [("median", 12), ("p99", 30), ("longest", 50)]  # p90 is 12 too
+    assert all(lengths[i] == n for _, n, i in picks)

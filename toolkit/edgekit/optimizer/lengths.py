@@ -1,5 +1,6 @@
 """Length buckets read off the data's length histogram (issue 30): where a server batches
-sentences together, and which lengths a TFLite file gets a signature for."""
+sentences together, which lengths a TFLite file gets a signature for, and the lengths the
+winner's latency is reported at."""
 
 from __future__ import annotations
 
@@ -31,3 +32,20 @@ def signature_buckets(lengths: np.ndarray, most: int) -> list[int]:
     truncation. Without the 99th, MiniLM's sentences of 25-48 tokens ran at 128, 30 ms each."""
     edges = {min(_round_up(np.quantile(lengths, q), 8), most) for q in (0.5, 0.9, 0.99)} | {most}
     return sorted(edges)
+
+
+# where the report gives the winner's latency: half the data is no longer than the first, 90% and
+# 99% than the next, and the last is the longest sample
+LATENCY_AT = ((0.5, "median"), (0.9, "p90"), (0.99, "p99"), (1.0, "longest"))
+
+
+def length_picks(lengths: np.ndarray) -> list[tuple[str, int, int]]:
+    """(label, length, sample index) at each of LATENCY_AT's quantiles, one per distinct length."""
+    order = np.argsort(lengths, kind="stable")
+    picks, seen = [], set()
+    for q, label in LATENCY_AT:
+        index = int(order[int(round(q * (len(order) - 1)))])
+        if int(lengths[index]) not in seen:
+            seen.add(int(lengths[index]))
+            picks.append((label, int(lengths[index]), index))
+    return picks

@@ -26,7 +26,7 @@ from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .int8_host import judge as judge_int8
-from .lengths import signature_buckets
+from .lengths import length_picks, signature_buckets
 from .int8_host import text as int8_text
 from .options import OptimizeOptions
 from .plan import Candidate, Plan, make_plan
@@ -264,6 +264,23 @@ class Optimizer:
                                           self.host, self.target, o.size)
                 o.latency_source = "estimate (peak ratio)"
 
+    def by_length(self, o: Outcome) -> list[dict]:
+        """``o``'s latency at the data's median, 90th and 99th percentile and longest length, timed
+        side by side on this host, and on the target scaled as ``o``'s estimate is (its target/host
+        ratio: the op mix is taken to be the same at every length; a transformer's attention share
+        grows with it, which the host timing already holds)."""
+        picks = length_picks(self.eval.lengths)
+        session = open_session(o.path, replace(self.options, allow_spinning=True), self.model)
+        calls = {label: session.bind(self.eval.feeds(i, i + 1)) for label, _, i in picks}
+        times = interleaved(calls, min_rounds=10, budget_s=self.budget.share(2.0), burst_ms=20.0)
+        scale = o.target_ms / o.latency["p50_ms"] if o.target_ms and o.latency.get("p50_ms") else None
+        rows = []
+        for label, length, _ in picks:
+            host = float(np.median(times[label]))
+            rows.append({"at": label, "length": length, "host_ms": round(host, 4),
+                         "target_ms": round(host * scale, 4) if scale else None})
+        return rows
+
     def measured_floor(self, o: Outcome, passing: list[Outcome], fp32_level_ms: float) -> float:
         """The least the target can take for ``o`` given what this host measured: its ratio to the
         fastest candidate computing in fp32 there, scaled by how much more the target's peak for ``o``'s precision
@@ -461,6 +478,13 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
 
         notes += [f"{o.candidate.id}: {edgetpu_text(o.build['edgetpu'])}" for o in outcomes if o.build.get("edgetpu")]
         winner, tied = opt.choose(outcomes)
+        by_length = None
+        if winner is not None and eval_data.lengths is not None and not budget.spent():
+            by_length = {"candidate": winner.candidate.id, "rows": opt.by_length(winner)}
+            how = "measured" if profile.id == "host" else "estimated as its target latency is"
+            notes.append(f"{winner.candidate.id} at the data's own lengths on {profile.name} ({how}): "
+                         + ", ".join(f"{r['length']} ({r['at']}) {r['target_ms']:.2f} ms" for r in by_length["rows"]
+                                     if r["target_ms"] is not None))
         if tied:
             notes.append(f"{winner.candidate.id} won on accuracy, then size: its latency cannot be told apart from "
                          f"{', '.join(o.candidate.id for o in tied)} (95% intervals of the median overlap, or "
@@ -474,6 +498,7 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
         report = report_mod.build_report(model, profile, opt, outcomes, winner, closest, eval_data,
                                          calibration, tolerance, plan, notes, time.time() - started)
         report.arm64, report.int8_host, report.budget = arm64, int8_host, budget.to_dict()
+        report.latency_by_length = by_length
         if budget.skipped:
             report.notes.append(f"the --time-budget of {budget.seconds:g} s ran out; left out: "
                                 + "; ".join(budget.skipped))

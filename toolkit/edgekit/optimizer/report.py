@@ -77,7 +77,7 @@ class DataSummary(Document):
 
 
 # keys the report carries only when they apply (today's JSON leaves them out otherwise)
-_WHEN_SET = ("arm64", "plot", "self_test", "bundle")
+_WHEN_SET = ("arm64", "plot", "self_test", "bundle", "latency_by_length")
 
 
 class OptimizeReport(Document, frozen=False):
@@ -103,6 +103,7 @@ class OptimizeReport(Document, frozen=False):
     int8_host: Optional[dict] = None
     budget: Optional[dict] = None
     arm64: Optional[dict] = None
+    latency_by_length: Optional[dict] = None  # the winner at the data's median/p90/p99/longest length
     plot: Optional[str] = None
     self_test: Optional[dict] = None
     bundle: Optional[str] = None
@@ -201,6 +202,11 @@ def markdown(report: OptimizeReport) -> str:
             f"| {c.id} | {c.settings or '-'} | {c.status} | {_fmt(c.size_bytes and c.size_bytes / 1e6, '.2f')} "
             f"| {_fmt(c.latency_host.get('p50_ms'), '.2f')} | {_fmt(c.latency_target_ms, '.2f')} "
             f"| {_fmt(m.get('cosine_mean'))} | {_fmt(m.get('cosine_min'))} | {task} | {c.reason or '-'} |")
+    if report.latency_by_length:
+        lines += ["", f"## `{report.latency_by_length['candidate']}` at the data's own lengths", "",
+                  "| at | length | host p50 ms | target ms |", "|---|---|---|---|"]
+        lines += [f"| {r['at']} | {r['length']} | {r['host_ms']:.2f} | {_fmt(r['target_ms'], '.2f')} |"
+                  for r in report.latency_by_length["rows"]]
     repaired = [c for c in report.candidates if c.repairs]
     if repaired:
         lines += ["", "## Repairs", ""]
