@@ -87,3 +87,88 @@ class Collector(Service):
     def __init__(self, db_url, port=None, extra=()):
         super().__init__(["collector", "serve", "--db", db_url, *extra], port)
         self.db_url, self.extra = db_url, extra
+
+
+class Balancer:
+    """Debian's haproxy in front of ``backends`` (ports): round robin, health-checked on
+    ``health`` every 0.5 s, a dead backend out of rotation after two failed checks. Requests on a
+    connection the backend drops are not retried by haproxy: the client's own retries (the sync
+    client's, with the same Idempotency-Key) carry them to a live replica."""
+
+    def __init__(self, backends, health="/v1/health", port=None):
+        self.backends, self.health, self.port = list(backends), health, port or free_port()
+        self.proc, self.folder = None, None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        servers = "\n".join(f"  server r{i} 127.0.0.1:{p} check inter 500ms fall 2 rise 1"
+                            for i, p in enumerate(self.backends))
+        return (f"global\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 120s\n"
+                f"  timeout server 120s\nfrontend collectors\n  bind 127.0.0.1:{self.port}\n  default_backend replicas\n"
+                f"backend replicas\n  balance roundrobin\n  option httpchk GET {self.health}\n{servers}\n")
+
+    def start(self, timeout_s: float = 30.0):
+        import shutil
+
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not os.path.exists(binary):
+            raise RuntimeError("haproxy is not installed: apt-get install haproxy (.ci/run does)")
+        self.folder = tempfile.mkdtemp(prefix="edgekit-haproxy-")
+        path = os.path.join(self.folder, "haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(self.config())
+        self.log = open(os.path.join(self.folder, "haproxy.log"), "w")
+        self.proc = subprocess.Popen([binary, "-db", "-f", path], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}{self.health}", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"haproxy did not answer {self.health} in {timeout_s:.0f} s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        if self.folder:
+            import shutil
+
+            self.log.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def fill_store(path, name, version, n):
+    """A device's log store at path/NAME.db with ``n`` predictions of a 10-class model."""
+    import numpy as np
+
+    from edgekit.sync.store import LogStore
+
+    store = LogStore(path / f"{name}.db", flush_ms=200)
+    rng = np.random.default_rng(len(name))
+    for i in range(n):
+        scores = rng.random(10).astype(np.float32)
+        store.append({"input": np.ones((1, 4), np.float32)}, {"logits": scores[None]}, "digits-cnn", version=version,
+                     latency_ms=1.0 + 0.01 * (i % 7))
+    store.close()
+
+
+def drain_store(path, name, token, url, errors):
+    """Ship path/NAME.db to ``url`` with the sync client until it is empty; errors are appended."""
+    from edgekit.sync.client import SyncClient
+    from edgekit.sync.store import LogStore
+
+    store = LogStore(path / f"{name}.db")
+    client = SyncClient(store, url, token, batch_size=500, backoff_base_s=0.05, backoff_max_s=0.5, timeout_s=30)
+    try:
+        client.drain(deadline_s=300)
+    except Exception as exc:  # reported by the test, with the device's name
+        errors.append(f"{name}: {exc}")
+    finally:
+        store.close()

@@ -27,27 +27,68 @@ def create_app(db: Database, max_body: int = MAX_BODY, max_inflated: int = MAX_I
         api.registry.register(SignalCollector(db, window_s=metrics_window_s))
     except ImportError:  # metrics need the monitor extra; ingest works without
         pass
-    return Starlette(routes=routes_logs.routes(api) + routes_fleet.routes(api))
+    app = Starlette(routes=routes_logs.routes(api) + routes_fleet.routes(api))
+    app.state.api = api
+    return app
 
 
-def judge_canaries(db: Database, interval_s: float, stop) -> None:
+def judge_canaries(db: Database, interval_s: float, stop, replica: str = "", counters=None) -> None:
     """Every ``interval_s``, the canary decision for each model in canary: a version that failed
-    on devices, or is worse, is rolled back without anyone running a command."""
+    on devices, or is worse, is rolled back without anyone running a command. ``counters``
+    (monitor.metrics.IngestCounters) count the intervals this replica judged."""
     import logging
-
-    from .canary import decide
+    import time
 
     log = logging.getLogger("edgekit.collector")
     while not stop.wait(interval_s):
         try:
-            with db.read() as tx:
-                models = [r[0] for r in tx.all("SELECT model FROM rollouts WHERE state = 'canary'")]
-            for model in models:
-                verdict = decide(db, model)
-                if verdict is not None and verdict.decision != "wait":
-                    log.warning("%s: %s - %s", model, verdict.decision, verdict.reason)
+            decided = tick(db, interval_s, replica or _replica(), time.time()) is not None
+            if counters is not None:
+                counters.ticked(decided)
         except (EdgekitError, ImportError, OSError) as exc:  # retried at the next interval
             log.warning("canary decision: %s", exc)
+
+
+def tick(db: Database, interval_s: float, replica: str, now: float) -> list | None:
+    """One interval's canary decisions, taken by exactly one of the replicas over the database:
+    the one holding the advisory lock (so two never judge at once and promote twice) that first
+    claims the interval's row in collector_ticks (so a replica whose timer fires later in the same
+    interval does nothing). Returns the verdicts, None where another replica had them."""
+    import json
+    import logging
+
+    from .._locks import exclusive
+    from .canary import decide
+
+    slot = int(now // interval_s)
+    with exclusive(db, "edgekit-canary") as mine:
+        if not mine:
+            return None
+        with db.connect() as tx:
+            claimed = tx.execute("INSERT INTO collector_ticks (task, slot, replica, time, detail) VALUES "
+                                 "('canary', ?, ?, ?, '[]') ON CONFLICT DO NOTHING", (slot, replica, now)).rowcount
+            if claimed != 1:
+                return None
+            models = [r[0] for r in tx.all("SELECT model FROM rollouts WHERE state = 'canary'")]
+        verdicts = []
+        for model in models:
+            verdict = decide(db, model)
+            if verdict is not None:
+                verdicts.append({"model": model, "decision": verdict.decision, "reason": verdict.reason})
+                if verdict.decision != "wait":
+                    logging.getLogger("edgekit.collector").warning("%s: %s - %s", model, verdict.decision,
+                                                                   verdict.reason)
+        with db.connect() as tx:
+            tx.execute("UPDATE collector_ticks SET detail = ? WHERE task = 'canary' AND slot = ?",
+                       (json.dumps(verdicts), slot))
+    return verdicts
+
+
+def _replica() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,
@@ -59,7 +100,8 @@ def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile:
     database = Database(db_url)
     app = create_app(database, max_body=max_body, metrics_window_s=metrics_window_s, store=store)
     if decide_every_s > 0:
-        threading.Thread(target=judge_canaries, args=(database, decide_every_s, threading.Event()),
+        threading.Thread(target=judge_canaries, args=(database, decide_every_s, threading.Event(), "",
+                                                      app.state.api.counters),
                          name="edgekit-canary", daemon=True).start()
     uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile)
 

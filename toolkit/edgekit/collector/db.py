@@ -18,7 +18,7 @@ from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
 from ..names import LABEL_STORE  # noqa: F401  (imported from here too)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
 # store restarts its ids at 1. Idempotency keys are scoped per device.
@@ -27,6 +27,8 @@ SCHEMA_VERSION = 4
 # feature histograms per model, version, device and hour; devices have a group and report their
 # log store's health; references and alert state for `edgekit monitor`.
 # Version 4: records carry their inputs' hash (identical outputs count for different inputs only).
+# Version 5: collector_ticks, one row per timed task (the canary decision) and interval, claimed by
+# the replica that ran it.
 # Times and measurements are DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, which rounds an epoch
 # time to 128 seconds and puts a just-received record outside "the last hour" (SQLite's REAL is
 # already 8 bytes; it reads DOUBLE PRECISION as REAL).
@@ -78,6 +80,10 @@ TABLES = {
     "device_models": """CREATE TABLE IF NOT EXISTS device_models (device TEXT NOT NULL, model TEXT NOT NULL,
        version TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
        PRIMARY KEY (device, model))""",
+    # What the collectors did on their timers: one row per task and interval, by whichever replica
+    # claimed it (the primary key makes that one), with what it decided.
+    "collector_ticks": """CREATE TABLE IF NOT EXISTS collector_ticks (task TEXT NOT NULL, slot BIGINT NOT NULL,
+       replica TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (task, slot))""",
     "rollout_events": """CREATE TABLE IF NOT EXISTS rollout_events (model TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
        version TEXT NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL)""",
 }

@@ -143,7 +143,20 @@ def _alive(owner: str) -> bool:
 
 @contextmanager
 def loop_lock(db, model: str, lease_s: float = LEASE_S):
-    """One loop per model: a lease row, taken over when its holder is gone."""
+    """One loop per model. On PostgreSQL (loop daemons on several machines) an advisory lock,
+    which PostgreSQL frees the moment its holder dies; on SQLite (one machine) a lease row, taken
+    over when its holder's process is gone."""
+    if db.kind == "postgresql":
+        from .._locks import exclusive, holder
+
+        with exclusive(db, f"edgekit-loop:{model}") as mine:
+            if not mine:
+                who = holder(db, f"edgekit-loop:{model}") or {}
+                raise EdgekitError(f"another loop runs model {model!r} (PostgreSQL backend {who.get('pid', '?')} from "
+                                   f"{who.get('client') or 'a local socket'}, since {who.get('since', '?')})",
+                                   "one loop per model: stop the other one, or let it finish its pass")
+            yield
+        return
     owner = f"{socket.gethostname()}:{os.getpid()}"
     now = time.time()
     with db.connect() as tx:

@@ -91,6 +91,12 @@ class IngestCounters:
         self.batches = Counter("edgekit_collector_batches", "Device batches by outcome", ["result"], registry=registry)
         self.records = Counter("edgekit_collector_records", "Records received", ["result"], registry=registry)
         self.feedback = Counter("edgekit_collector_feedback", "Feedback rows received", ["result"], registry=registry)
+        self.intervals = Counter("edgekit_collector_canary_intervals",
+                                 "Canary decision intervals this replica judged, or left to another replica",
+                                 ["result"], registry=registry)
+
+    def ticked(self, decided: bool) -> None:
+        self.intervals.labels("decided" if decided else "another_replica").inc()
 
     def accepted(self, result: dict, replayed: bool) -> None:
         self.batches.labels("replayed" if replayed else "accepted").inc()
