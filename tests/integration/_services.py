@@ -19,6 +19,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(proc, url: str, timeout_s: float) -> bool:
+    """Whether ``url`` answered before ``proc`` exited or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 class Service:
     """``python -m edgekit ARGS --port PORT`` in its own process, ready once ``health`` answers."""
 
@@ -38,13 +50,8 @@ class Service:
         self.log = tempfile.NamedTemporaryFile(prefix=f"edgekit-{self.name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "edgekit", *self.args, "--port", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log, env={**os.environ, **(self.env or {})})
-        deadline = time.monotonic() + timeout_s
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}{self.health}", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.05)
+        if wait_ready(self.proc, f"{self.url}{self.health}", timeout_s):
+            return self
         alive = self.proc.poll() is None
         if alive:
             self.proc.kill()
@@ -122,13 +129,8 @@ class Balancer:
             f.write(self.config())
         self.log = open(os.path.join(self.folder, "haproxy.log"), "w")
         self.proc = subprocess.Popen([binary, "-db", "-f", path], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}{self.health}", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.1)
+        if wait_ready(self.proc, f"{self.url}{self.health}", timeout_s):
+            return self
         self.stop()
         raise RuntimeError(f"haproxy did not answer {self.health} in {timeout_s:.0f} s")
 
