@@ -98,8 +98,12 @@ def serve_cmd(bundles, host, port, max_batch, max_delay_ms, max_queue, max_wait_
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--chunk", default=1024, show_default=True, help="Rows read and committed at a time.")
 @click.option("--threads", type=int, help="Intra-op threads for the session.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="local: this process; spark: Spark executors score the Parquet/CSV table (mapInPandas), "
+                   "this process writes the rows.")
+@click.option("--spark-master", default="local[*]", show_default=True, help="With --engine spark: the master URL.")
 @json_option
-def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, threads, as_json):
+def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, threads, engine, spark_master, as_json):
     """Batch prediction into a database (model-in-DB): one row per key with the model name and
     version, label and score (for classifiers) and the outputs. Interrupted runs resume without
     duplicates; 'edgekit serve --lookup-db' then answers known keys from the table.
@@ -109,6 +113,7 @@ def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, thread
       edgekit predict digits.ekb --input digits.npz --db sqlite:///preds.db
       edgekit predict minilm.ekb --input sentences.parquet --db postgresql://edgekit@db/edgekit --table embeddings
       edgekit predict digits.ekb --input photos/ --db sqlite:///preds.db
+      edgekit predict digits.ekb --input digits.parquet --db sqlite:///preds.db --engine spark
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -118,8 +123,15 @@ def predict_cmd(bundle, source, db, table, key_column, batch_size, chunk, thread
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("rows", total=None)
-        info = predict_to_db(bundle, source, db, table, key_column, batch_size, chunk,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total), threads=threads)
+        tick = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        if engine == "spark":
+            from ..serve.predict_spark import predict_with_spark
+
+            info = predict_with_spark(bundle, source, db, table, key_column, batch_size, chunk, progress=tick,
+                                      threads=threads, master=spark_master)
+        else:
+            info = predict_to_db(bundle, source, db, table, key_column, batch_size, chunk, progress=tick,
+                                 threads=threads)
     if as_json:
         print_json(info)
     else:

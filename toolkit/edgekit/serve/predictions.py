@@ -267,14 +267,20 @@ def predict_to_db(bundle: str | Path, source: Path, db_url: str, table: str = "p
                 raise DataError(f"{str(exc).splitlines()[0]} (in the rows keyed {part.keys[index[0]]!r} to "
                                 f"{part.keys[index[-1]]!r}); {written} rows were written to {table} before it",
                                 "fix those rows and run the same command again: written keys are skipped") from None
-        with db.connect() as tx:  # one transaction per chunk: an interruption loses at most this chunk
-            written += tx.executemany(f"INSERT INTO {table} (key, model, version, label, score, result, outputs, "
-                                      "created) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
+        written += write_rows(db, table, rows)
         done += len(part.keys)
         progress(done, total)
     model.close()
     return {"model": name, "version": version, "table": table, "rows": done, "written": written,
             "skipped_existing": skipped, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def write_rows(db: SqlDatabase, table: str, rows: list[tuple]) -> int:
+    """Scored rows into ``table`` in one transaction (an interruption loses at most this chunk);
+    keys already there are skipped. Returns the rows written."""
+    with db.connect() as tx:
+        return tx.executemany(f"INSERT INTO {table} (key, model, version, label, score, result, outputs, created) "
+                              "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
 
 
 def _score(model, part: Chunk, index: list[int], name: str, version: str) -> list[tuple]:
