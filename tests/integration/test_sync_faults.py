@@ -709,3 +709,42 @@ def test_a_version_3_database_gains_the_input_hash_column(db_url):
     ingest_predictions(db, "pi-1", "m", "1", 3, labels=[None] * 3)  # inputs shipped: hashed on arrival
     with db.read() as tx:
         assert tx.one("SELECT COUNT(DISTINCT in_hash) FROM records")[0] == 3
+
+
+def test_an_incremental_parquet_export_adds_only_what_arrived_since_its_last_run(db_url, tmp_path, monkeypatch, cli):
+    """`collector export --format parquet --incremental`: the first run makes the lake, each later
+    run adds the records received since as new part files (none twice, none missed), a run with
+    nothing new adds nothing, and a folder edgekit did not make is refused untouched."""
+    import duckdb
+
+    from edgekit.collector import export as export_mod
+    from tests.conftest import ingest_predictions
+
+    monkeypatch.setattr(export_mod, "SETTLE_S", 0.0)  # the test's batches are committed when it exports
+    db, lake = Database(db_url), tmp_path / "lake"
+
+    def count():
+        return duckdb.sql(f"SELECT count(*), count(DISTINCT request_id) FROM read_parquet('{lake}/**/*.parquet', "
+                          "hive_partitioning = true)").fetchall()[0]
+
+    ingest_predictions(db, "pi-1", "m", "1", 50, labels=[1] * 50)
+    first = export_mod.export(db, lake, model="m", fmt="parquet", incremental=True)
+    assert first["records"] == 50 and first["run"] == 0 and count() == (50, 50)
+    time.sleep(0.05)  # later arrivals: received after the first run's watermark
+    ingest_predictions(db, "pi-1", "m", "1", 30, start_id=51, labels=[2] * 30)
+    ingest_predictions(db, "pi-2", "m", "1", 20, labels=[0] * 20)
+    second = export_mod.export(db, lake, model="m", fmt="parquet", incremental=True)
+    assert second["records"] == 50 and second["run"] == 1 and count() == (100, 100)
+    assert len(list(lake.glob("model=m/date=*/part-1.parquet"))) >= 1 and list(lake.glob("model=m/date=*/part-0.parquet"))
+    result = cli("collector", "export", "--db", db_url, "--model", "m", "--format", "parquet", "--incremental",
+                 "--out", lake)
+    assert result.exit_code == 0 and "nothing new" in result.output and count() == (100, 100)
+    other = cli("collector", "export", "--db", db_url, "--model", "other", "--format", "parquet", "--incremental",
+                "--out", lake)
+    assert other.exit_code != 0 and "was exported with" in other.output  # a lake keeps its filters
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused = cli("collector", "export", "--db", db_url, "--format", "parquet", "--incremental", "--out", mine)
+    assert refused.exit_code != 0 and "not a lake" in refused.output
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -127,9 +127,12 @@ def revoke_device_cmd(name, db):
 @click.option("--format", "fmt", type=click.Choice(["npz", "parquet"]), default="npz", show_default=True,
               help="An .npz file, or a folder of Parquet files partitioned by model and date (streamed).")
 @click.option("--labelled-only", is_flag=True, help="Only predictions with a feedback label (a training set).")
+@click.option("--incremental", is_flag=True,
+              help="With --format parquet: make the folder a lake and, on later runs, add only the records "
+                   "received since the last one (new part files; up to a minute ago).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True)
 @json_option
-def export_cmd(db, since, model, model_version, fmt, labelled_only, out, as_json):
+def export_cmd(db, since, model, model_version, fmt, labelled_only, incremental, out, as_json):
     """Export logged predictions with their feedback, for retraining and analysis. The inputs
     keep their names and the labels are 'labels', so the export is --data for every command.
 
@@ -138,6 +141,7 @@ def export_cmd(db, since, model, model_version, fmt, labelled_only, out, as_json
       edgekit collector export --since 2026-11-01 --model minilm --out minilm-logs.npz
       edgekit collector export --model digits-cnn --format parquet --out logs/   # pandas, DuckDB, Spark
       edgekit collector export --model digits-cnn --labelled-only --out labelled.npz
+      edgekit collector export --model digits-cnn --format parquet --incremental --out lake/   # hourly, from cron
     """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -149,13 +153,16 @@ def export_cmd(db, since, model, model_version, fmt, labelled_only, out, as_json
                   console=Console(stderr=True), transient=True, disable=as_json) as bar:
         task = bar.add_task("exporting", total=None)
         info = export(Database(db, existing=True), out, since=since, model=model, version=model_version, fmt=fmt,
-                      labelled_only=labelled_only,
+                      labelled_only=labelled_only, incremental=incremental,
                       progress=lambda rows: bar.update(task, description=f"exported {rows:,} rows"))
     if as_json:
         print_json(info)
         return
+    if incremental and not info["records"]:
+        console().print(f"nothing new for {out} (records received up to a minute ago are in it)")
+        return
     console().print(f"wrote {info['rows']} rows from {info['records']} predictions ({info['labelled']} rows labelled) "
-                    f"to {out}")
+                    f"to {out}" + (f" (run {info['run']} of the lake)" if incremental else ""))
     if info["skipped"]:
         console().print(f"[yellow]skipped {info['skipped']} unreadable stored rows:[/yellow] {info['skipped_reasons']}")
     if info["labels_unplaced"]:

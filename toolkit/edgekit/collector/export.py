@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -168,12 +169,21 @@ def _tensor_column(arrays: list[np.ndarray]):
     return column
 
 
-class _ParquetWriter(_Writer):
-    """Hive-partitioned Parquet (model=NAME/date=YYYY-MM-DD/part-0.parquet), streamed: a chunk is
-    written as soon as it is read. Labels are text ('' without feedback) next to ``labelled``."""
+# The state file of a folder ``export --incremental`` keeps: what it holds, up to when.
+LAKE_STATE = "_edgekit_export.json"
+# How far behind the clock an incremental export stops: a batch is stamped ``received`` when its
+# ingest starts and becomes visible when it commits, so rows stamped just before an export's
+# snapshot may commit after it; they would fall behind the watermark and never be exported.
+SETTLE_S = 60.0
 
-    def __init__(self, out: Path):
-        self.out = out
+
+class _ParquetWriter(_Writer):
+    """Hive-partitioned Parquet (model=NAME/date=YYYY-MM-DD/part-RUN.parquet), streamed: a chunk is
+    written as soon as it is read. Labels are text ('' without feedback) next to ``labelled``.
+    ``run`` > 0 adds files to an existing lake: each new file is moved in at the end."""
+
+    def __init__(self, out: Path, run: int = 0):
+        self.out, self.run = out, run
         self.tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         self.writers: dict[tuple, object] = {}
 
@@ -196,14 +206,22 @@ class _ParquetWriter(_Writer):
             if writer is None:
                 folder = self.tmp / f"model={key[0]}" / f"date={key[1]}"
                 folder.mkdir(parents=True, exist_ok=True)
-                writer = self.writers[key] = pq.ParquetWriter(folder / "part-0.parquet", table.schema)
+                writer = self.writers[key] = pq.ParquetWriter(folder / f"part-{self.run}.parquet", table.schema)
             writer.write_table(table)
 
     def finish(self, out: Path) -> None:
         for writer in self.writers.values():
             writer.close()
+        if self.run:  # into the lake, file by file: readers see whole files or none
+            for key in self.writers:
+                folder = Path("model=" + key[0]) / f"date={key[1]}"
+                (out / folder).mkdir(parents=True, exist_ok=True)
+                os.replace(self.tmp / folder / f"part-{self.run}.parquet", out / folder / f"part-{self.run}.parquet")
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
         if out.exists():
             raise EdgekitError(f"{out} appeared while exporting", "export to a new folder")
+        self.tmp.mkdir(parents=True, exist_ok=True)  # an empty first run still makes the lake
         os.replace(self.tmp, out)
 
     def abort(self) -> None:
@@ -213,9 +231,23 @@ class _ParquetWriter(_Writer):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _lake_state(out: Path) -> dict:
+    """The state of a lake ``export --incremental`` made, or an error naming what is wrong."""
+    try:
+        state = json.loads((out / LAKE_STATE).read_text())
+        return {"runs": int(state["runs"]), "received_until": float(state["received_until"]),
+                "filters": dict(state["filters"])}
+    except FileNotFoundError:
+        raise EdgekitError(f"{out} exists and is not a lake edgekit's incremental export made (no {LAKE_STATE})",
+                           "export to a new folder; edgekit never writes into one it did not make") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EdgekitError(f"{out / LAKE_STATE} is unreadable ({exc})", "export to a new folder") from None
+
+
 def export(db: Database, out: str | Path, since: Optional[str] = None, model: Optional[str] = None,
            version: Optional[str] = None, fmt: str = "npz", labelled_only: bool = False,
-           progress=None, until: Optional[float] = None, as_of: Optional[float] = None) -> dict:
+           progress=None, until: Optional[float] = None, as_of: Optional[float] = None,
+           incremental: bool = False) -> dict:
     """One row per predicted sample: the model's inputs under their own names (what every
     ``--data`` reads), ``outputs/<name>``, and per row ``labels`` (-1 or '' without feedback),
     ``labelled``, request_id, row (its index inside a batch prediction), device, group, time,
@@ -225,11 +257,25 @@ def export(db: Database, out: str | Path, since: Optional[str] = None, model: Op
     if fmt not in FORMATS:
         raise EdgekitError(f"unknown export format {fmt!r}", f"use {' or '.join(FORMATS)}")
     out = Path(out)
-    if fmt == "parquet" and out.exists():
+    if incremental and fmt != "parquet":
+        raise EdgekitError("--incremental adds to a Parquet lake", "use --format parquet")
+    state, wanted = None, {"since": since, "model": model, "version": version, "labelled_only": labelled_only}
+    if incremental:
+        # A lake grows by the records received since its last run, up to a minute ago (SETTLE_S).
+        as_of = min(as_of if as_of is not None else math.inf, time.time() - SETTLE_S)
+        if out.exists():
+            state = _lake_state(out)
+            if state["filters"] != wanted:
+                raise EdgekitError(f"{out} was exported with {state['filters']}, not {wanted}",
+                                   "run with the lake's own filters, or export to a new folder")
+    elif fmt == "parquet" and out.exists():
         raise EdgekitError(f"{out} exists", "export Parquet to a new folder (edgekit never writes into one it did not make)")
     end = math.inf if as_of is None else as_of
     params: list = [end, end, parse_time(since)]
     filters = ""
+    if state is not None:
+        filters += " AND r.received > ?"
+        params.append(state["received_until"])
     if until is not None:
         filters += " AND r.time < ?"
         params.append(until)
@@ -244,7 +290,8 @@ def export(db: Database, out: str | Path, since: Optional[str] = None, model: Op
         params.append(version)
     if labelled_only:
         filters += " AND fb.label IS NOT NULL AND fb.label <> 'null'"
-    writer: _Writer = _NpzWriter() if fmt == "npz" else _ParquetWriter(out)
+    run = state["runs"] + 1 if state else 0
+    writer: _Writer = _NpzWriter() if fmt == "npz" else _ParquetWriter(out, run)
     signature = None
     skipped: Counter = Counter()
     records = ambiguous = rows_out = labelled = 0
@@ -293,17 +340,24 @@ def export(db: Database, out: str | Path, since: Optional[str] = None, model: Op
                     labelled += sum(part.columns["labelled"])
                     if progress:
                         progress(rows_out)
-        if not records:
+        if not records and not incremental:
             bad = f" ({sum(skipped.values())} unreadable rows skipped)" if skipped else ""
             raise EdgekitError(f"no logged predictions with inputs match{bad}",
                                "widen --since/--model, or check the sampling policy")
         writer.finish(out)
+        if incremental:  # the watermark moves only once the run's files are in
+            atomic_write_bytes(out / LAKE_STATE, json.dumps(
+                {"runs": run if records else (state["runs"] if state else 0), "received_until": as_of,
+                 "filters": wanted}).encode())
     except BaseException:
         if isinstance(writer, _ParquetWriter):
             writer.abort()
         raise
     not_classes = getattr(writer, "not_classes", 0)
-    return {"records": records, "rows": rows_out, "labelled": labelled - not_classes, "labels_unplaced": ambiguous,
+    if signature is None:  # an incremental run with nothing new
+        return {"records": 0, "rows": 0, "labelled": 0, "file": str(out), "format": fmt, "run": None,
+                "received_until": as_of, "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped)}
+    return {"run": run if incremental else None, "records": records, "rows": rows_out, "labelled": labelled - not_classes, "labels_unplaced": ambiguous,
             "labels_not_classes": not_classes,
             "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped), "file": str(out), "format": fmt,
             "inputs": sorted(k for k, _, _ in signature if not k.startswith(OUTPUT_PREFIX)),
