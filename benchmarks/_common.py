@@ -67,6 +67,16 @@ class Goals:
         return 1 if failed else 0
 
 
+def fresh_schema(base: str, name: str) -> str:
+    """A URL of ``base`` (PostgreSQL) whose search path is schema ``name``, made empty."""
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        conn.execute(f"CREATE SCHEMA {name}")
+    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
+
+
 def scratch(prefix: str) -> Path:
     """A work directory for one script's run, removed when the script exits (set
     EDGEKIT_BENCH_KEEP=1 to keep it for a look at the artifacts)."""

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals, print_table, scratch
+from _common import Goals, fresh_schema, print_table, scratch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -110,15 +110,6 @@ def ceiling(folder: Path, url: str, records: int, threads: int = 4) -> float:
     for w in workers:
         w.join()
     return threads * records / (time.perf_counter() - start)
-
-
-def fresh_schema(base: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        conn.execute(f"CREATE SCHEMA {name}")
-    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
-from _common import Goals, print_table
+from _common import Goals, fresh_schema, print_table
 
 MODEL = "digits-cnn"
 BATCH = 1000
@@ -41,8 +41,9 @@ def _fake_outputs(labels: np.ndarray, rng, flip: np.ndarray) -> np.ndarray:
     return logits
 
 
-def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now: float) -> float:
-    """Fill the collector through ingest(); returns records per second."""
+def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now: float, hours: float = 48) -> float:
+    """Fill the collector through ingest() with ``records`` spread over the last ``hours``; returns
+    records per second."""
     from edgekit.collector.db import Database, add_device
     from edgekit.collector.ingest import ingest
     from edgekit.features import input_features
@@ -59,7 +60,7 @@ def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now
         name, group = devices[batch_no % len(devices)]
         n = min(BATCH, records - done)
         idx = rng.integers(0, len(images), n)
-        t = now - rng.uniform(0, 48 * 3600, n)
+        t = now - rng.uniform(0, hours * 3600, n)
         drifted = (group == "group-4") & (t > now - 24 * 3600)
         pics = np.where(drifted[:, None, None, None], 1.0 - images[idx], images[idx]).astype(np.float32)
         logits = _fake_outputs(labels[idx], rng, drifted)
@@ -91,11 +92,11 @@ def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now
     return records / (time.perf_counter() - start)
 
 
-def report(url: str, out: Path) -> dict:
+def report(url: str, out: Path, window: str = "2d") -> dict:
     """`edgekit monitor report` in its own process: wall time and peak RSS from outside."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "edgekit", "monitor", "report", "--model", MODEL, "--window", "2d",
+    run = subprocess.run([sys.executable, "-m", "edgekit", "monitor", "report", "--model", MODEL, "--window", window,
                           "--out", str(out), "--db", url, "--json"], capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -156,13 +157,7 @@ def main() -> int:
 
 
 def _fresh_schema(url: str) -> str:
-    import psycopg
-
-    schema = f"bench_{os.getpid()}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute(f"CREATE SCHEMA {schema}")
-    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    return fresh_schema(url, f"bench_{os.getpid()}")
 
 
 def _drop_schema(url: str) -> None:

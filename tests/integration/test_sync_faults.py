@@ -748,3 +748,37 @@ def test_an_incremental_parquet_export_adds_only_what_arrived_since_its_last_run
     refused = cli("collector", "export", "--db", db_url, "--format", "parquet", "--incremental", "--out", mine)
     assert refused.exit_code != 0 and "not a lake" in refused.output
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_history_is_partitioned_by_day_on_postgresql_and_pruned_by_retention(db_url, tmp_path, cli):
+    """A new PostgreSQL collector database keeps records in one partition per UTC day (a window's
+    query reads its days only); `collector prune --older-than` drops whole old days there, and
+    deletes old rows on SQLite; newer records, and the hourly sketches, stay. A record sent again
+    after its day was created is still stored once."""
+    from tests.conftest import ingest_predictions
+
+    db = Database(db_url)
+    now = time.time()
+    for days_ago in (5, 3, 1, 0):
+        ingest_predictions(db, f"pi-{days_ago}", "m", "1", 40, time_s=now - days_ago * 86400, labels=[1] * 40)
+    ingest_predictions(db, "pi-0", "m", "1", 40, time_s=now, labels=[1] * 40)  # the same batch again: no new rows
+    with db.read() as tx:
+        assert tx.one("SELECT COUNT(*) FROM records")[0] == 160
+        sketched = tx.one("SELECT SUM(n) FROM sketches WHERE feature = 'sys.latency_ms'")[0]
+        parts = {r[0] for r in tx.all("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                      "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'records' AND "
+                                      "p.relnamespace = to_regnamespace(current_schema())")} \
+            if db.kind == "postgresql" else set()
+    if db.kind == "postgresql":
+        assert db.partitioned and len(parts) == 5  # four days and the default partition for stray clocks
+    result = cli("collector", "prune", "--db", db_url, "--older-than", "2d", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    with db.read() as tx:
+        left = {r[0] for r in tx.all("SELECT device FROM records")}
+        assert tx.one("SELECT SUM(n) FROM sketches WHERE feature = 'sys.latency_ms'")[0] == sketched
+        assert tx.one("SELECT COUNT(*) FROM feedback WHERE time < ?", (now - 3 * 86400 + 1,))[0] == 0
+    assert left == {"pi-1", "pi-0"} and info["records_deleted"] == 80
+    assert info["partitioned"] == (db.kind == "postgresql")
+    if info["partitioned"]:
+        assert len(info["partitions_dropped"]) == 2

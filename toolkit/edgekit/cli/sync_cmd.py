@@ -170,6 +170,33 @@ def export_cmd(db, since, model, model_version, fmt, labelled_only, incremental,
                         "left unlabelled[/yellow]")
 
 
+@collector.command("prune")
+@_db_option
+@click.option("--older-than", required=True, help="Keep this much history, e.g. 90d or 2160h.")
+@json_option
+def prune_cmd(db, older_than, as_json):
+    """Retention: drop the records (and their feedback) older than --older-than. On a PostgreSQL
+    database made partitioned by day, whole days are dropped as tables; elsewhere rows are deleted
+    in chunks. The hourly sketches (drift and quantiles) are kept.
+
+    \b
+    Example:
+      edgekit collector prune --db postgresql://edgekit@db/edgekit --older-than 90d   # daily, from cron
+    """
+    from ..collector.db import Database
+    from ..collector.partitions import prune
+    from ..monitor.rules import parse_duration
+
+    info = prune(Database(db, existing=True), parse_duration(older_than, "--older-than"))
+    if as_json:
+        print_json(info)
+        return
+    what = (f"{len(info['partitions_dropped'])} day partitions ({info['records_deleted']:,} records)"
+            if info["partitioned"] else f"{info['records_deleted']:,} records")
+    console().print(f"dropped {what} and {info['feedback_deleted']:,} feedback rows from before "
+                    f"{datetime.fromtimestamp(info['cut'], timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
 @collector.command("stats")
 @_db_option
 @json_option

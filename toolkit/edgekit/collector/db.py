@@ -87,6 +87,10 @@ TABLES = {
     "rollout_events": """CREATE TABLE IF NOT EXISTS rollout_events (model TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,
        version TEXT NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL)""",
 }
+# A new PostgreSQL database partitions records by day (collector.partitions): the primary key
+# holds the partition key, time, which a record keeps when it is sent again.
+PARTITIONED_RECORDS = (TABLES["records"].replace("PRIMARY KEY (device, store, record_id))",
+                                                 "PRIMARY KEY (device, store, record_id, time)) PARTITION BY RANGE (time)"))
 INDEXES = [
     # Monitoring reads a model's records over a time window, aggregating these columns: with them
     # in the index, a scan never touches the wide rows (outputs, inputs, summaries).
@@ -161,6 +165,10 @@ class Database(SqlDatabase):
                 tx.execute("DROP INDEX IF EXISTS records_monitor")  # made again below, with the new column
                 for index in ("records_time", "records_request"):  # records_monitor starts with the first one's
                     tx.execute(f"DROP INDEX IF EXISTS {index}")  # columns; the second one gains some
+            fresh = row is None and not existing
+            if fresh and self.kind == "postgresql":  # a new fleet database: records partitioned by day
+                tx.execute(PARTITIONED_RECORDS)
+                tx.execute("CREATE TABLE IF NOT EXISTS records_other PARTITION OF records DEFAULT")
             for statement in list(TABLES.values()) + INDEXES:
                 tx.execute(statement)
             if version == 1:
@@ -174,6 +182,9 @@ class Database(SqlDatabase):
             if row is None or version != SCHEMA_VERSION:
                 tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
                 tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            from .partitions import partitioned
+
+            self.partitioned = partitioned(tx)
 
 def _widen_reals(tx) -> None:
     """Versions 1 and 2 declared times REAL, 4 bytes on PostgreSQL: widen them (the precision

@@ -42,6 +42,10 @@ def ingest(db: Database, device: str, key: str, body: bytes) -> tuple[dict, bool
         raise BatchError("an Idempotency-Key header (1-200 printable ASCII characters) is required")
     payload_hash = hashlib.sha256(body).hexdigest()
     batch = Batch.parse(body)
+    if getattr(db, "partitioned", False):  # the days' partitions first, outside the ingest transaction
+        from .partitions import ensure
+
+        ensure(db, [r.time for r in batch.records])
     for _ in range(4):
         try:
             return _store(db, device, key, payload_hash, batch)
