@@ -46,7 +46,7 @@ def test_three_replicas_behind_haproxy_store_every_record_once_through_a_kill(tm
 
         replicas = [Collector(url, extra=("--store", str(tmp_path / "store"), "--decide-every", "1s")).start()
                     for _ in range(3)]
-        balancer = Balancer([r.port for r in replicas]).start()
+        balancer, victim = Balancer([r.port for r in replicas]).start(), None
         try:
             errors = []
             syncs = [threading.Thread(target=drain_store, args=(tmp_path, n, tokens[n], balancer.url, errors)) for n in names]

@@ -138,7 +138,7 @@ class LiteRTSession(Session):
         self.buckets = self._bucket_runners()
         # the axis the signatures differ along, in the source's layout: a token sequence's (1), or
         # the one named dim of the source's input (a text line's width, axis 3 of NCHW)
-        self._axis, self._varying_out = 1, [False] * len(self.outputs)
+        self._axis, self._varying_out = 1, [None] * len(self.outputs)
         if self.buckets:  # the file takes any length up to its longest bucket, one row at a time
             source = {s.name: s for s in model.inputs} if model is not None else {}
             named = [i for i, d in enumerate(source[self._names[0]].shape) if isinstance(d, str) and i > 0] \
@@ -149,8 +149,9 @@ class LiteRTSession(Session):
                 source[s.name].shape if s.name in source else s.shape))) if len(s.shape) > self._axis else s
                 for s in self.inputs]
             outs = {s.name: s for s in model.outputs} if model is not None else {}
-            self._varying_out = [any(isinstance(d, str) for d in outs[s.name].shape[1:]) if s.name in outs else False
-                                 for s in self.outputs]
+            # per output, the axis that follows the length (a recogniser's steps), or None (pooled)
+            self._varying_out = [next((i for i, d in enumerate(outs[s.name].shape) if i > 0 and isinstance(d, str)),
+                                      None) if s.name in outs else None for s in self.outputs]
 
     def _bucket_runners(self) -> dict[int, object]:
         """length -> signature runner, for a file with one signature per sequence length."""
@@ -189,8 +190,8 @@ class LiteRTSession(Session):
             names = [o.name for o in self.outputs]
             keys = names if set(names) <= set(got) else sorted(got, key=_output_order)
             outs = self._restore([np.asarray(got[k]) for k in keys])
-            rows.append([_cut_in_proportion(o, length, bucket) if varying else o
-                         for o, varying in zip(outs, self._varying_out)])
+            rows.append([o if axis is None else _cut_in_proportion(o, length, bucket, axis)
+                         for o, axis in zip(outs, self._varying_out)])
         return [np.concatenate(parts) for parts in zip(*rows)]
 
     def _by_signature(self, details: list, model) -> list:
@@ -267,11 +268,11 @@ class LiteRTSession(Session):
         return self._invoke(feeds)
 
 
-def _cut_in_proportion(value: np.ndarray, length: int, bucket: int) -> np.ndarray:
-    """``value`` cut along its first non-batch axis to ``length / bucket`` of its size: a bucket of
-    256 columns gives 64 steps; a line of 137 columns has 34 of its own."""
-    keep = max(1, value.shape[1] * length // bucket)
-    return value[:, :keep]
+def _cut_in_proportion(value: np.ndarray, length: int, bucket: int, axis: int) -> np.ndarray:
+    """``value`` cut along ``axis`` to ``length / bucket`` of its size: a bucket of 256 columns
+    gives 64 steps; a line of 137 columns has 34 of its own."""
+    keep = max(1, value.shape[axis] * length // bucket)
+    return np.take(value, range(keep), axis=axis)
 
 
 def _to_input(value: np.ndarray, detail: dict) -> np.ndarray:
