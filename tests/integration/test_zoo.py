@@ -183,9 +183,11 @@ def test_the_bundle_runs_the_variant_optimize_chose(tmp_path):
     path = minilm_dynamic.build(tmp_path)
     sentences = minilm.sentences()
     np.savez(tmp_path / "data.npz", **minilm_dynamic.tokens(sentences[::2], length=32))
+    # int8 alone, so that it wins whatever this CPU times: at a sentence's own length int8 and fp32
+    # can be a tie on a noisy 2-core host, and a tie goes to the more accurate fp32
     result = optimize(str(path), target="host", data=str(tmp_path / "data.npz"), task="embedding",
-                      out=tmp_path / "out", formats={"onnx"}, precisions={"fp32", "int8-dynamic"}, timing_s=1)
-    assert result.winner == "onnx-int8-dynamic"  # int8 wins here, as on every CPU with a real int8 path
+                      out=tmp_path / "out", formats={"onnx"}, precisions={"int8-dynamic"}, timing_s=1)
+    assert result.winner == "onnx-int8-dynamic"
     model = load(tmp_path / "out")
     assert model.active.id == result.winner, [(v.id, v.skip_reason) for v in model.variants]
     bar = json.loads((tmp_path / "out" / "manifest.json").read_text())["golden"]["min_cosine"]
