@@ -12,10 +12,17 @@ serialises them; the callers keep their own rules there.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from contextlib import contextmanager
 from typing import Iterator
 
 from .errors import EdgekitError, first_line
+
+
+def process_name() -> str:
+    """host:pid, how a replica or a loop daemon names itself where it records what it did."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def lock_key(name: str) -> int:

@@ -111,7 +111,7 @@ class Tx:
         55% of the collector's ingest time there)."""
         if self.db.kind == "postgresql":
             rows = list(rows)
-            insert = _INSERT.match(sql) if COPY_FROM and len(rows) >= COPY_FROM else None
+            insert = _INSERT.match(sql) if len(rows) >= COPY_FROM else None
             with self.conn.cursor() as cur:
                 if insert is None:
                     cur.executemany(self._sql(sql), rows)

@@ -70,7 +70,7 @@ class Dataset:
         they are, states at zero (the start of a sequence)."""
         if self.lengths is not None:  # cut the padding every row of this batch has
             width = int(self.lengths[start:stop].max(initial=1))
-            arrays = {k: (_first(v[start:stop], self.ragged[k], width) if k in self.ragged else v[start:stop])
+            arrays = {k: (first_along(v[start:stop], self.ragged[k], width) if k in self.ragged else v[start:stop])
                       for k, v in self.arrays.items()}
             return _cut(self, arrays).feeds(0, stop - start)
         if self.layout is None:
@@ -163,8 +163,9 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
                            for p in parts])
 
 
-def _first(array: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """``array`` cut to its first ``size`` entries along ``axis``."""
+def first_along(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``array`` cut to its first ``size`` entries along ``axis`` (a view): a padded sample to its own
+    length, a bucket's output to a line's own steps."""
     index = [slice(None)] * array.ndim
     index[axis] = slice(0, size)
     return array[tuple(index)]

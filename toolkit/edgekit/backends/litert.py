@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import EdgekitError, MissingDependencyError, ModelLoadError, first_line
+from ..dataset import first_along
 from ..spec import TensorSpec
 from .base import Session, SessionOptions, pad_sequence
 
@@ -271,8 +272,7 @@ class LiteRTSession(Session):
 def _cut_in_proportion(value: np.ndarray, length: int, bucket: int, axis: int) -> np.ndarray:
     """``value`` cut along ``axis`` to ``length / bucket`` of its size: a bucket of 256 columns
     gives 64 steps; a line of 137 columns has 34 of its own."""
-    keep = max(1, value.shape[axis] * length // bucket)
-    return np.take(value, range(keep), axis=axis)
+    return first_along(value, axis, max(1, value.shape[axis] * length // bucket))
 
 
 def _to_input(value: np.ndarray, detail: dict) -> np.ndarray:

@@ -39,10 +39,12 @@ def judge_canaries(db: Database, interval_s: float, stop, replica: str = "", cou
     import logging
     import time
 
+    from .._locks import process_name
+
     log = logging.getLogger("edgekit.collector")
     while not stop.wait(interval_s):
         try:
-            decided = tick(db, interval_s, replica or _replica(), time.time()) is not None
+            decided = tick(db, interval_s, replica or process_name(), time.time()) is not None
             if counters is not None:
                 counters.ticked(decided)
         except (EdgekitError, ImportError, OSError) as exc:  # retried at the next interval
@@ -82,13 +84,6 @@ def tick(db: Database, interval_s: float, replica: str, now: float) -> list | No
             tx.execute("UPDATE collector_ticks SET detail = ? WHERE task = 'canary' AND slot = ?",
                        (json.dumps(verdicts), slot))
     return verdicts
-
-
-def _replica() -> str:
-    import os
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,

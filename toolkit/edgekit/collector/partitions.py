@@ -38,6 +38,11 @@ def name_of(day: int) -> str:
     return "records_d" + datetime.fromtimestamp(day * DAY, timezone.utc).strftime("%Y%m%d")
 
 
+def _end_of(name: str) -> float:
+    """When the day of partition ``name`` (name_of's) ends."""
+    return datetime.strptime(name[len("records_d"):], "%Y%m%d").replace(tzinfo=timezone.utc).timestamp() + DAY
+
+
 def ensure(db, times) -> None:
     """The partitions of the UTC days of ``times`` (within the window), created where missing."""
     known = _known.setdefault(db.url, set())
@@ -61,7 +66,7 @@ def prune(db, older_than_s: float, now: float | None = None, chunk: int = 10000)
     partitioned database (those ending before the cut), else chunked DELETEs. Sketches stay."""
     now = time.time() if now is None else now
     cut = now - older_than_s
-    dropped, deleted = [], 0
+    dropped, deleted, cut_rows = [], 0, None
     with db.connect() as tx:
         is_partitioned = partitioned(tx)
         if is_partitioned:
@@ -72,16 +77,14 @@ def prune(db, older_than_s: float, now: float | None = None, chunk: int = 10000)
         for name in sorted(parts):
             if not name.startswith("records_d"):
                 continue
-            end = datetime.strptime(name[len("records_d"):], "%Y%m%d").replace(tzinfo=timezone.utc).timestamp() + DAY
+            end = _end_of(name)
             if end <= cut:
                 with db.connect() as tx:
                     deleted += tx.one(f"SELECT COUNT(*) FROM {name}")[0]
                     tx.execute(f"DROP TABLE {name}")
                 dropped.append(name)
                 _known.get(db.url, set()).discard(name)
-        ends = [datetime.strptime(n[len("records_d"):], "%Y%m%d").replace(tzinfo=timezone.utc).timestamp() + DAY
-                for n in dropped]
-        cut_rows = max(ends) if ends else None
+                cut_rows = end  # names sort by day: the last one dropped ends latest
     else:
         while True:  # bounded transactions: a big backlog never holds the write lock for long
             with db.connect() as tx:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ConversionError, first_line
 from ..backends.base import pad_sequence
+from ..dataset import first_along
 from ..metrics import max_relative_error
 from ..spec import Model
 from .onnx_clean import clean
@@ -110,7 +111,7 @@ def _via_onnx2tf(src: Path, dst: Path, timeout_s: float, calib: Optional[Path] =
 
 def _sized(value: np.ndarray, size: int, axis: int) -> np.ndarray:
     """``value`` zero-padded or cut to ``size`` along ``axis``: the shape a length's graph is fixed at."""
-    return np.take(pad_sequence(value, size, axis), range(size), axis=axis)
+    return first_along(pad_sequence(value, size, axis), axis, size)
 
 
 def _calibration_rows(calibration, buckets: tuple, ragged: dict, folded: list) -> dict[str, np.ndarray]:

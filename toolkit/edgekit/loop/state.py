@@ -157,7 +157,9 @@ def loop_lock(db, model: str, lease_s: float = LEASE_S):
                                    "one loop per model: stop the other one, or let it finish its pass")
             yield
         return
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    from .._locks import process_name
+
+    owner = process_name()
     now = time.time()
     with db.connect() as tx:
         row = tx.one("SELECT owner, expires FROM loop_lock WHERE model = ?", (model,))

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 
-def _round_up(value: float, step: int) -> int:
+def round_up(value: float, step: int) -> int:
     return int(-(-value // step) * step)
 
 
@@ -17,7 +17,7 @@ def batch_buckets(lengths: np.ndarray, most: Optional[int]) -> list[int]:
     """Edges of the buckets a server batches within: the lengths below which a quarter, half,
     three quarters and 90% of the samples lie, and the longest (rounded up to a multiple of 4, so
     that a batch pads a few tokens at most), then doubling up to ``most``."""
-    edges = {_round_up(np.quantile(lengths, q), 4) for q in (0.25, 0.5, 0.75, 0.9, 1.0)}
+    edges = {round_up(np.quantile(lengths, q), 4) for q in (0.25, 0.5, 0.75, 0.9, 1.0)}
     top = max(edges)
     while most and top < most:
         top = min(top * 2, most)
@@ -30,7 +30,7 @@ def signature_buckets(lengths: np.ndarray, most: int) -> list[int]:
     10 s for MiniLM), and each sentence pays for its bucket: the median, the 90th and the 99th
     percentile (rounded up to a multiple of 8) and ``most``, which every sentence fits after
     truncation. Without the 99th, MiniLM's sentences of 25-48 tokens ran at 128, 30 ms each."""
-    edges = {min(_round_up(np.quantile(lengths, q), 8), most) for q in (0.5, 0.9, 0.99)} | {most}
+    edges = {min(round_up(np.quantile(lengths, q), 8), most) for q in (0.5, 0.9, 0.99)} | {most}
     return sorted(edges)
 
 

@@ -26,7 +26,7 @@ from .budget import Budget
 from .build import Builder
 from .estimate import ASSUMPTION, compute_precision, estimate_ms, peak
 from .int8_host import judge as judge_int8
-from .lengths import length_picks, signature_buckets
+from .lengths import length_picks, round_up, signature_buckets
 from .int8_host import text as int8_text
 from .options import OptimizeOptions
 from .plan import Candidate, Plan, make_plan
@@ -438,7 +438,7 @@ def _optimize(model, target, data, out, o: OptimizeOptions, budget, progress) ->
     elif eval_data.lengths is not None and model.format == "onnx" and not text:
         # text lines of different widths: one graph per width bucket (convert.onnx_tflite), up to
         # the widest line judged, rounded up
-        model.meta["sequence_buckets"] = signature_buckets(eval_data.lengths, -(-int(eval_data.lengths.max()) // 8) * 8)
+        model.meta["sequence_buckets"] = signature_buckets(eval_data.lengths, round_up(eval_data.lengths.max(), 8))
 
     out_dir = check_replaceable(Path(out) if out else Path("edgekit-out") / as_file_name(f"{model.name}-{profile.id}"))
     sweep_stale("edgekit-opt-")  # work directories of runs that were killed
