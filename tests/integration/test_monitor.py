@@ -279,3 +279,103 @@ def test_a_report_never_shows_drift_red_beside_no_alerts_without_saying_why(flee
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert "group=drifted" in page and "dataset drift over this report&#x27;s window; no alert" in page, page[:3000]
+
+
+def _same(a, b, path="snapshot"):
+    """Equal documents: counts and text exactly, floats within 1e-6 (sums run in another order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert sorted(a, key=str) == sorted(b, key=str), f"{path}: keys {sorted(a, key=str)} vs {sorted(b, key=str)}"
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        assert len(a) == len(b), f"{path}: {len(a)} items vs {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a is not None and b is not None and abs(a - b) <= 1e-6 * max(1.0, abs(a)), f"{path}: {a} vs {b}"
+    else:
+        assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+def _lake_numbers(db, model, end):
+    from edgekit.monitor.rules import evaluate, load_rules
+    from edgekit.monitor.signals import snapshot
+
+    snaps = [snapshot(db, model, end - 86400, end, by=by, now=end).to_dict()
+             for by in (("version", "group"), ("device",))]
+    return snaps, [a.to_dict() for a in evaluate(db, model, load_rules(None), now=end)]
+
+
+def test_the_lake_gives_the_databases_monitoring_numbers_with_duckdb_and_spark(fleet, bundles, tmp_path):
+    """The telemetry lake, run by run, read by DuckDB and by Spark: every signal of every scope,
+    and every alert, as the collector's database gives them (counts exact, floats within 1e-6);
+    feedback that arrives after its prediction was exported counts too."""
+    import duckdb
+
+    from edgekit.collector.db import Database
+    from edgekit.lake.layout import files
+    from edgekit.lake.read import LakeDatabase
+    from edgekit.lake.write import update
+    from edgekit.runtime import load
+    from edgekit.sync import SyncClient
+    from edgekit.sync.store import LogStore, SamplingPolicy
+    from edgekit.zoo import digits
+
+    db, model, lake = Database(fleet["url"]), fleet["model"], tmp_path / "lake"
+    first = update(db, lake, settle_s=0)
+    with db.read() as tx:
+        stored = tx.one("SELECT COUNT(*) FROM records")[0]
+    assert first["run"] == 1 and first["records"] == stored and first["feedback"] > 0
+    # a device that joins after the first run; its users answer after the second
+    enrolled = _cli(fleet, "collector", "add-device", "late-0", "--group", "clean")
+    store = LogStore(tmp_path / "late-0.db", sampling=SamplingPolicy.parse("fraction:0.5"))
+    runtime = load(bundles[0], log_store=store)
+    _, x, _, y = digits._split()
+    answered = [runtime.predict({"input": x[i:i + 1]}).request_id for i in range(40)]
+    SyncClient(store, fleet["collector"].url, enrolled.output.strip()).drain()
+    assert update(db, lake, settle_s=0)["records"] == 40
+    for i, request_id in enumerate(answered[:30]):
+        runtime.feedback(request_id, label=int(y[i]))
+    for i in range(40, 60):  # and it goes on predicting: the hour's counts grow between runs
+        runtime.predict({"input": x[i:i + 1]})
+    SyncClient(store, fleet["collector"].url, enrolled.output.strip()).drain()
+    store.close()
+    third = update(db, lake, settle_s=0)
+    assert third["run"] == 3 and third["records"] == 20 and third["feedback"] == 30
+    # a run that died before its state was written leaves files no reader counts
+    stray = lake / "records" / "date=2020-01-01" / "part-4.parquet"
+    stray.parent.mkdir()
+    stray.write_bytes(next((lake / "records").rglob("part-1.parquet")).read_bytes())
+
+    end = third["received_until"]
+    expected = _lake_numbers(db, model, end)
+    with db.read() as tx:
+        sketch_total = tx.one("SELECT SUM(n) FROM sketches")[0]
+    counted = duckdb.sql(f"SELECT SUM(n) FROM read_parquet({[str(p) for p in files(lake, 'sketches', 3)]})").fetchall()[0]
+    assert counted[0] == sketch_total  # the hourly counts, grown run by run, add up to the database's
+    for engine in ("duckdb", "spark"):
+        lake_db = LakeDatabase(lake, engine)
+        try:
+            got = _lake_numbers(lake_db, model, end)
+        finally:
+            lake_db.close()
+        _same(got, expected, engine)
+    total = expected[0][0]["total"]["signals"]
+    assert total["records"] == stored + 60 and total["feedback.labelled"] > 0
+    assert any(a["scope"] == "group=fallback" for a in expected[1])  # numbers worth comparing: faults show
+    assert any(c["source"] == "raw inputs" for c in expected[0][0]["total"]["details"]["quality"])
+    update(db, lake, settle_s=0)
+    assert not stray.exists()  # the next run removes what the dead one left
+
+    # the same from the command line: the report over the lake, and a folder that is not a lake
+    report = _cli(fleet, "monitor", "report", "--model", model, "--lake", lake, "--out", tmp_path / "report", "--json",
+                  db=False)
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)["records"] == total["records"]
+    shown = _cli(fleet, "monitor", "show", "--model", model, "--lake", lake, "--by", "group", db=False)
+    assert shown.exit_code == 0 and "group=fallback" in shown.stdout, shown.output
+    made = _cli(fleet, "collector", "lake", "--out", tmp_path / "lake2", "--json")
+    assert made.exit_code == 0 and json.loads(made.stdout)["run"] == 1, made.output
+    refused = _cli(fleet, "collector", "lake", "--out", tmp_path / "report")
+    assert refused.exit_code != 0 and "is not a telemetry lake" in refused.output
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [".edgekit-output", "report.html", "report.json"]

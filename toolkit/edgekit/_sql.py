@@ -76,6 +76,13 @@ class SqlDatabase:
     def connect(self) -> "Tx":
         return Tx(self)
 
+    def close(self) -> None:
+        """Close this thread's connection (the next transaction opens another)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
+
     def read(self) -> "Tx":
         """A read-only transaction: on SQLite it takes no write lock, so a long report does not
         hold up the devices' uploads (WAL lets readers and the writer run side by side)."""

@@ -16,6 +16,18 @@ def _db_option(func):
                         help="The collector's database: sqlite:///path.db or postgresql://user@host/db.")(func)
 
 
+def _source_options(func):
+    """--db, or --lake with its engine: the same signals from the collector or from its lake."""
+    func = click.option("--spark-master", default="local[*]", show_default=True,
+                        help="With --engine spark: the cluster to run on.")(func)
+    func = click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+                        help="With --lake: DuckDB on this machine, or Spark.")(func)
+    func = click.option("--lake", type=click.Path(path_type=Path),
+                        help="Read a telemetry lake (edgekit collector lake) instead of the database; the window "
+                             "ends where the lake does.")(func)
+    return _db_option(func)
+
+
 def _window(text: str) -> float:
     from ..monitor.rules import parse_duration
 
@@ -67,30 +79,44 @@ def reference_cmd(data, model, predictor, db, as_json):
                     f"{info['features']} features, {info['expectations']} expectations")
 
 
-def _snapshot(db, model, window, by):
-    from ..collector.db import Database
+def _source(db, lake, engine, master):
+    """The database, or the lake through its engine (its window ends where the lake does)."""
+    if lake is None:
+        from ..collector.db import Database
+
+        return Database(db, existing=True), time.time()
+    from ..lake.read import LakeDatabase
+
+    source = LakeDatabase(lake, engine, master)
+    return source, source.received_until
+
+
+def _snapshot(database, now, model, window, by):
     from ..monitor.signals import snapshot
 
-    now = time.time()
     dims = tuple(d.strip() for d in by.split(",") if d.strip()) if by else ()
-    database = Database(db, existing=True)
-    return database, snapshot(database, model, now - _window(window), now, by=dims, now=now)
+    return snapshot(database, model, now - _window(window), now, by=dims, now=now)
 
 
 @monitor.command("show")
 @click.option("--model", required=True)
 @click.option("--window", default="1d", show_default=True, help="How far back: 15m, 6h, 1d, 2w.")
 @click.option("--by", default="version,group", show_default=True, help="Scopes: version, group and/or device.")
-@_db_option
+@_source_options
 @json_option
-def show_cmd(model, window, by, db, as_json):
+def show_cmd(model, window, by, db, lake, engine, spark_master, as_json):
     """The signals per scope, as a table (or --json).
 
     \b
     Example:
       edgekit monitor show --model digits-cnn --window 6h --by group
+      edgekit monitor show --model digits-cnn --window 7d --lake /data/lake   # DuckDB over the lake
     """
-    _, snap = _snapshot(db, model, window, by)
+    database, now = _source(db, lake, engine, spark_master)
+    try:
+        snap = _snapshot(database, now, model, window, by)
+    finally:
+        database.close()
     if as_json:
         print_json(snap.to_dict())
         return
@@ -107,21 +133,26 @@ def show_cmd(model, window, by, db, as_json):
 @click.option("--by", default="version,group", show_default=True, help="Scopes: version, group and/or device.")
 @click.option("--rules", type=click.Path(path_type=Path), help="Alert rules (TOML); the defaults otherwise.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for report.html and report.json.")
-@_db_option
+@_source_options
 @json_option
-def report_cmd(model, window, by, rules, out, db, as_json):
+def report_cmd(model, window, by, rules, out, db, lake, engine, spark_master, as_json):
     """A self-contained HTML report (and report.json): alerts on top, health per version and
     device group, each signal over time, drift per feature, data quality, feedback, system.
 
     \b
     Example:
       edgekit monitor report --model digits-cnn --window 1d --out report/
+      edgekit monitor report --model digits-cnn --window 30d --lake /data/lake --engine spark --out report/
     """
     from ..monitor.report import write_report
     from ..monitor.rules import evaluate, load_rules
 
-    database, snap = _snapshot(db, model, window, by)
-    alerts = evaluate(database, model, load_rules(rules), now=snap.end)
+    database, now = _source(db, lake, engine, spark_master)
+    try:
+        snap = _snapshot(database, now, model, window, by)
+        alerts = evaluate(database, model, load_rules(rules), now=snap.end)
+    finally:
+        database.close()
     path = write_report(snap, alerts, out, window, command=f"edgekit monitor report --model {model} --window {window}")
     if as_json:
         print_json({"report": str(path), "alerts": [a.to_dict() for a in alerts], "records": snap.total.signals["records"]})

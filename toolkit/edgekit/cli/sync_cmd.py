@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, json_option, print_json, table
+from .common import console, json_option, print_json, steps, table
 
 DEFAULT_DB = "sqlite:///edgekit-collector.db"
 DEFAULT_STORE = Path("edgekit-bundles")
@@ -168,6 +168,38 @@ def export_cmd(db, since, model, model_version, fmt, labelled_only, incremental,
     if info["labels_unplaced"]:
         console().print(f"[yellow]{info['labels_unplaced']} batch predictions had one label for several rows; "
                         "left unlabelled[/yellow]")
+
+
+@collector.command("lake")
+@_db_option
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+              help="The lake's folder: made on the first run, added to on each later one.")
+@json_option
+def lake_cmd(db, out, as_json):
+    """Keep a telemetry lake: every record's signals, inputs and outputs, all feedback, the hourly
+    sketches, devices and references as Parquet. Each run adds what the collector received since
+    the last one (up to a minute ago), so feedback that comes days late is in it too. Monitoring
+    and curation read it with DuckDB or Spark: edgekit monitor report --lake DIR.
+
+    \b
+    Example:
+      edgekit collector lake --db postgresql://edgekit@db/edgekit --out /data/lake   # hourly, from cron
+      edgekit monitor report --model digits-cnn --lake /data/lake --engine spark --out report/
+    """
+    from ..collector.db import Database
+    from ..lake.write import update
+
+    say, stop = steps()
+    try:
+        info = update(Database(db, existing=True), out, progress=lambda table, rows: say(f"{table}: {rows:,} rows"))
+    finally:
+        stop()
+    if as_json:
+        print_json(info)
+        return
+    console().print(f"run {info['run']} of {out}: {info['records']:,} records, {info['feedback']:,} feedback rows and "
+                    f"{info['sketch_rows']:,} sketch changes, received up to "
+                    f"{datetime.fromtimestamp(info['received_until'], timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
 
 
 @collector.command("prune")

@@ -102,6 +102,10 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS records_request ON records (device, request_id, model, time, version, top_class)",
     "CREATE INDEX IF NOT EXISTS feedback_request ON feedback (device, request_id)",
     "CREATE INDEX IF NOT EXISTS feedback_time ON feedback (time)",
+    # The incremental exports (the lake, export --incremental) read what arrived since their last
+    # run: an index range, not a scan of the whole history each hour.
+    "CREATE INDEX IF NOT EXISTS records_received ON records (received)",
+    "CREATE INDEX IF NOT EXISTS feedback_received ON feedback (received)",
 ]
 # Version 2 -> 3: new columns (records' are filled by the backfill), new tables from TABLES.
 DEVICE_COLUMNS_3 = ("grp TEXT NOT NULL DEFAULT ''", "dropped BIGINT", "pending BIGINT",

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._io import atomic_write_bytes
 from ..errors import EdgekitError
+from ..lake.write import SETTLE_S  # how far behind the clock an incremental export stops
 from ..sync.record import decode_array
 from ..tables import EXPORT_META, OUTPUT_PREFIX
 from .db import Database
@@ -171,10 +172,6 @@ def _tensor_column(arrays: list[np.ndarray]):
 
 # The state file of a folder ``export --incremental`` keeps: what it holds, up to when.
 LAKE_STATE = "_edgekit_export.json"
-# How far behind the clock an incremental export stops: a batch is stamped ``received`` when its
-# ingest starts and becomes visible when it commits, so rows stamped just before an export's
-# snapshot may commit after it; they would fall behind the watermark and never be exported.
-SETTLE_S = 60.0
 
 
 class _ParquetWriter(_Writer):

@@ -15,13 +15,12 @@ number rows by.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import DataError, EdgekitError
+from ..lake.spark import session
 
 SCHEMA = ("key string, model string, version string, label string, score double, result string, outputs string, "
           "created double")
@@ -63,26 +62,6 @@ def score_batches(bundle_name: str, key_column: str, batch_size: int, threads: O
     return score
 
 
-def session(master: str):
-    """A Spark session (local[*] by default) whose Python workers run this interpreter."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        raise EdgekitError("--engine spark needs pyspark (and a Java runtime)",
-                           "pip install 'edgekit[spark]' and apt-get install default-jre-headless") from None
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    try:
-        spark = (SparkSession.builder.master(master).appName("edgekit predict")
-                 .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true")
-                 .getOrCreate())
-    except Exception as exc:  # no Java, a bad master URL
-        raise EdgekitError(f"Spark did not start ({str(exc).splitlines()[0][:200]})",
-                           "install a Java runtime (apt-get install default-jre-headless) or check --spark-master") \
-            from None
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
 def predict_with_spark(bundle: str | Path, source: Path, db_url: str, table: str = "predictions",
                        key_column: str = "key", batch_size: int = 64, chunk: int = 1024,
                        progress: Callable[[int, Optional[int]], None] = lambda done, total: None,
@@ -104,7 +83,7 @@ def predict_with_spark(bundle: str | Path, source: Path, db_url: str, table: str
     db = SqlDatabase(db_url)
     with db.connect() as tx:
         tx.execute(_table_sql(table))
-    spark = session(master)
+    spark = session(master, "edgekit predict")
     start = time.perf_counter()
     try:
         reader = spark.read.option("header", "true").option("inferSchema", "true") if source.suffix.lower() == ".csv" \
