@@ -333,9 +333,10 @@ def test_the_lake_gives_the_databases_monitoring_numbers_with_duckdb_and_spark(f
     _, x, _, y = digits._split()
     answered = [runtime.predict({"input": x[i:i + 1]}).request_id for i in range(40)]
     SyncClient(store, fleet["collector"].url, enrolled.output.strip()).drain()
-    assert update(db, lake, settle_s=0)["records"] == 40
-    for i, request_id in enumerate(answered[:30]):
+    for i, request_id in enumerate(answered[:30]):  # answered before the second run, received after it
         runtime.feedback(request_id, label=int(y[i]))
+    second = update(db, lake, settle_s=0)
+    assert second["records"] == 40 and second["feedback"] == 0
     for i in range(40, 60):  # and it goes on predicting: the hour's counts grow between runs
         runtime.predict({"input": x[i:i + 1]})
     SyncClient(store, fleet["collector"].url, enrolled.output.strip()).drain()
@@ -366,6 +367,7 @@ def test_the_lake_gives_the_databases_monitoring_numbers_with_duckdb_and_spark(f
     assert any(c["source"] == "raw inputs" for c in expected[0][0]["total"]["details"]["quality"])
     update(db, lake, settle_s=0)
     assert not stray.exists()  # the next run removes what the dead one left
+    _curation_reads_the_lake_as_the_database(db, fleet, lake, end, tmp_path)
 
     # the same from the command line: the report over the lake, and a folder that is not a lake
     report = _cli(fleet, "monitor", "report", "--model", model, "--lake", lake, "--out", tmp_path / "report", "--json",
@@ -379,3 +381,45 @@ def test_the_lake_gives_the_databases_monitoring_numbers_with_duckdb_and_spark(f
     refused = _cli(fleet, "collector", "lake", "--out", tmp_path / "report")
     assert refused.exit_code != 0 and "is not a telemetry lake" in refused.output
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [".edgekit-output", "report.html", "report.json"]
+
+
+def _curation_reads_the_lake_as_the_database(db, fleet, lake, end, tmp_path):
+    """The loop's pool from the lake (DuckDB, Spark) holds the database's rows, labels as they
+    were at the run's start, and curation picks the same ones; a loop configured with the lake
+    queues from it."""
+    import pandas as pd
+
+    from edgekit.collector.export import export
+    from edgekit.lake.read import LakeDatabase
+    from edgekit.loop.config import Curation, LoopConfig
+    from edgekit.loop.curate import curate
+    from edgekit.loop.runner import Context, step_curate
+    from edgekit.loop.state import Run
+
+    model, since = fleet["model"], end - 86400
+    pools, picks = {}, {}
+    config = Curation(budget=25, strategies={"entropy": 1.0, "margin": 0.5}, diversity=True)
+    for engine in ("database", "duckdb", "spark"):
+        source = db if engine == "database" else LakeDatabase(lake, engine)
+        try:
+            export(source, tmp_path / engine, since=str(since), model=model, fmt="parquet", until=end, as_of=end)
+        finally:
+            if source is not db:
+                source.close()
+        frame = pd.read_parquet(tmp_path / engine).sort_values(["device", "request_id", "row"]).reset_index(drop=True)
+        pools[engine] = frame
+        chosen = curate(str(tmp_path / engine), config)
+        picks[engine] = (chosen.to_dict(), pd.read_parquet(tmp_path / engine)[["device", "request_id", "row"]]
+                         .iloc[chosen.rows].values.tolist())
+    assert pools["database"]["labelled"].sum() > 0 and len(picks["database"][1]) == 25
+    for engine in ("duckdb", "spark"):
+        pd.testing.assert_frame_equal(pools[engine], pools["database"], check_like=True)
+        assert picks[engine] == picks["database"]
+    loop = LoopConfig(model=model, db=fleet["url"], current=str(fleet["folder"] / "broken.ekb"), train="unused:train",
+                      workdir=str(tmp_path / "loop"), curation=Curation(budget=10, strategies={"entropy": 1.0},
+                                                                         lake=str(lake)))
+    said = []
+    run = Run("lake-run", model, end, end, "curate", "running", "test", "the lake", str(tmp_path / "loop" / "lake-run"))
+    (tmp_path / "loop" / "lake-run").mkdir(parents=True)
+    out = step_curate(Context(loop, db, said.append), run)
+    assert out["selected"] == 10 and out["pool"] == len(pools["database"]) and any("from the lake" in s for s in said)

@@ -46,6 +46,11 @@ class Curation(Document):
     rules: tuple[str, ...] = ()
     other: Optional[str] = None  # the second model for disagreement (a bigger one, or the candidate)
     seed: int = 0
+    # The pool from a telemetry lake (edgekit collector lake) instead of the database, read with
+    # DuckDB or Spark: the same rows, without a week of raw inputs read from the fleet's database.
+    lake: Optional[str] = None
+    engine: str = "duckdb"
+    spark_master: str = "local[*]"
 
     def __post_init__(self):
         if self.budget < 1:
@@ -62,6 +67,8 @@ class Curation(Document):
         if "disagreement" in self.strategies and not self.other:
             raise EdgekitError("the disagreement strategy needs a second model", "set curation.other = 'big.onnx'")
         parse_duration(self.window, "curation.window")
+        if self.engine not in ("duckdb", "spark"):
+            raise EdgekitError(f"curation.engine = {self.engine!r} is not a lake engine", "use 'duckdb' or 'spark'")
 
 
 class Trigger(Document):

@@ -49,13 +49,22 @@ def step_curate(ctx: Context, run: Run) -> dict:
     if not pool.exists():
         from ..collector.export import export
 
-        ctx.say(f"exporting the pool: {c.model} predictions since {_stamp(since)}")
+        source = ctx.db
+        if c.curation.lake:
+            from ..lake.read import LakeDatabase
+
+            source = LakeDatabase(c.path(c.curation.lake), c.curation.engine, c.curation.spark_master)
+        ctx.say(f"exporting the pool: {c.model} predictions since {_stamp(since)}"
+                + (f" from the lake {c.curation.lake} ({c.curation.engine})" if c.curation.lake else ""))
         try:
-            export(ctx.db, pool, since=str(since), model=c.model, fmt="parquet", until=run.started, as_of=run.started)
+            export(source, pool, since=str(since), model=c.model, fmt="parquet", until=run.started, as_of=run.started)
         except EdgekitError as exc:
             if "no logged predictions" in str(exc):
                 raise Stop(f"no logged inputs of {c.model} since {_stamp(since)} to curate") from None
             raise
+        finally:
+            if source is not ctx.db:
+                source.close()
     other = None
     if c.curation.other:
         from ..testing.models import Predictor
