@@ -18,6 +18,8 @@ def _db_option(func):
 
 def _source_options(func):
     """--db, or --lake with its engine: the same signals from the collector or from its lake."""
+    func = click.option("--end", help="The window's end, ISO 8601 or a Unix time (default: now, or where the lake "
+                                      "ends): yesterday's report again, or the database's beside the lake's.")(func)
     func = click.option("--spark-master", default="local[*]", show_default=True,
                         help="With --engine spark: the cluster to run on.")(func)
     func = click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
@@ -79,16 +81,19 @@ def reference_cmd(data, model, predictor, db, as_json):
                     f"{info['features']} features, {info['expectations']} expectations")
 
 
-def _source(db, lake, engine, master):
-    """The database, or the lake through its engine (its window ends where the lake does)."""
+def _source(db, lake, engine, master, end):
+    """The database, or the lake through its engine (its window ends where the lake does), and
+    the window's end."""
+    from ..collector.export import parse_time
+
     if lake is None:
         from ..collector.db import Database
 
-        return Database(db, existing=True), time.time()
+        return Database(db, existing=True), parse_time(end) if end else time.time()
     from ..lake.read import LakeDatabase
 
     source = LakeDatabase(lake, engine, master)
-    return source, source.received_until
+    return source, parse_time(end) if end else source.received_until
 
 
 def _snapshot(database, now, model, window, by):
@@ -104,7 +109,7 @@ def _snapshot(database, now, model, window, by):
 @click.option("--by", default="version,group", show_default=True, help="Scopes: version, group and/or device.")
 @_source_options
 @json_option
-def show_cmd(model, window, by, db, lake, engine, spark_master, as_json):
+def show_cmd(model, window, by, db, lake, engine, spark_master, end, as_json):
     """The signals per scope, as a table (or --json).
 
     \b
@@ -112,7 +117,7 @@ def show_cmd(model, window, by, db, lake, engine, spark_master, as_json):
       edgekit monitor show --model digits-cnn --window 6h --by group
       edgekit monitor show --model digits-cnn --window 7d --lake /data/lake   # DuckDB over the lake
     """
-    database, now = _source(db, lake, engine, spark_master)
+    database, now = _source(db, lake, engine, spark_master, end)
     try:
         snap = _snapshot(database, now, model, window, by)
     finally:
@@ -135,7 +140,7 @@ def show_cmd(model, window, by, db, lake, engine, spark_master, as_json):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for report.html and report.json.")
 @_source_options
 @json_option
-def report_cmd(model, window, by, rules, out, db, lake, engine, spark_master, as_json):
+def report_cmd(model, window, by, rules, out, db, lake, engine, spark_master, end, as_json):
     """A self-contained HTML report (and report.json): alerts on top, health per version and
     device group, each signal over time, drift per feature, data quality, feedback, system.
 
@@ -147,7 +152,7 @@ def report_cmd(model, window, by, rules, out, db, lake, engine, spark_master, as
     from ..monitor.report import write_report
     from ..monitor.rules import evaluate, load_rules
 
-    database, now = _source(db, lake, engine, spark_master)
+    database, now = _source(db, lake, engine, spark_master, end)
     try:
         snap = _snapshot(database, now, model, window, by)
         alerts = evaluate(database, model, load_rules(rules), now=snap.end)
