@@ -782,3 +782,48 @@ def test_history_is_partitioned_by_day_on_postgresql_and_pruned_by_retention(db_
     assert info["partitioned"] == (db.kind == "postgresql")
     if info["partitioned"]:
         assert len(info["partitions_dropped"]) == 2
+
+
+def test_an_older_postgresql_database_is_partitioned_in_place(db_url, cli):
+    """`collector partition` turns an older database's one records table into the partition of
+    everything before tomorrow, copying no row: the history stays, a record sent again is still
+    stored once, tomorrow's records get a day of their own, and prune deletes the old table's
+    rows past the retention. SQLite is refused in one line."""
+    from edgekit._sql import SqlDatabase
+    from edgekit.collector.db import TABLES
+    from tests.conftest import ingest_predictions
+
+    if not db_url.startswith("postgresql"):
+        Database(db_url)
+        refused = cli("collector", "partition", "--db", db_url)
+        assert refused.exit_code != 0 and "only a PostgreSQL collector database" in refused.output
+        return
+    with SqlDatabase(db_url).connect() as tx:  # what a collector made before partitioning left
+        tx.execute("CREATE TABLE collector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', '5')")
+        tx.execute(TABLES["records"])
+    db = Database(db_url)
+    assert not db.partitioned
+    now = time.time()
+    for days_ago in (5, 3, 1, 0):
+        ingest_predictions(db, f"pi-{days_ago}", "m", "1", 40, time_s=now - days_ago * 86400, labels=[1] * 40)
+    result = cli("collector", "partition", "--db", db_url, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["converted"] and info["records"] == 160
+    db = Database(db_url)
+    assert db.partitioned
+    ingest_predictions(db, "pi-0", "m", "1", 40, time_s=now, labels=[1] * 40)  # sent again: stored once
+    ingest_predictions(db, "pi-next", "m", "1", 10, time_s=info["legacy_until"] + 3600)
+    with db.read() as tx:
+        assert tx.one("SELECT COUNT(*) FROM records")[0] == 170
+        assert tx.one("SELECT COUNT(*) FROM records_legacy")[0] == 160
+        day = tx.one("SELECT tableoid::regclass::text FROM records WHERE device = 'pi-next' LIMIT 1")[0]
+    assert day.startswith("records_d")  # a day partition of its own, not the default one
+    again = cli("collector", "partition", "--db", db_url)
+    assert again.exit_code == 0 and "already partitioned" in again.output
+    pruned = json.loads(cli("collector", "prune", "--db", db_url, "--older-than", "2d", "--json").stdout)
+    assert pruned["records_deleted"] == 80
+    with db.read() as tx:
+        assert {r[0] for r in tx.all("SELECT DISTINCT device FROM records")} == {"pi-1", "pi-0", "pi-next"}
+        assert tx.one("SELECT COUNT(*) FROM feedback WHERE time < ?", (now - 3 * 86400 + 1,))[0] == 0

@@ -229,6 +229,34 @@ def prune_cmd(db, older_than, as_json):
                     f"{datetime.fromtimestamp(info['cut'], timezone.utc):%Y-%m-%d %H:%M} UTC")
 
 
+@collector.command("partition")
+@_db_option
+@json_option
+def partition_cmd(db, as_json):
+    """Partition an older PostgreSQL collector database's records by day, copying no row: the
+    table becomes the partition of everything before tomorrow (UTC), and each day from then on
+    gets its own, which prune drops whole. Ingest waits while it runs (PostgreSQL indexes the
+    new key and checks the old table's range); new databases are partitioned from the start.
+
+    \b
+    Example:
+      edgekit collector partition --db postgresql://edgekit@db/edgekit
+    """
+    from ..collector.db import Database
+    from ..collector.partitions import convert
+
+    info = convert(Database(db, existing=True))
+    if as_json:
+        print_json(info)
+        return
+    if not info["converted"]:
+        console().print("records are already partitioned by day")
+        return
+    console().print(f"partitioned: {info['records']:,} records kept in one partition up to "
+                    f"{datetime.fromtimestamp(info['legacy_until'], timezone.utc):%Y-%m-%d} UTC, a partition per day "
+                    f"after that ({info['seconds']:.1f} s)")
+
+
 @collector.command("stats")
 @_db_option
 @json_option
