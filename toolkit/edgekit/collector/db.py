@@ -186,9 +186,14 @@ class Database(SqlDatabase):
             if row is None or version != SCHEMA_VERSION:
                 tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
                 tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            from .partitions import partitioned
-
             self.partitioned = partitioned(tx)
+
+def partitioned(tx) -> bool:
+    """Whether records are partitioned by day (edgekit.collector.partitions)."""
+    return tx.db.kind == "postgresql" and bool(tx.one(
+        "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+        "WHERE c.relname = 'records' AND c.relnamespace = to_regnamespace(current_schema())"))
+
 
 def _widen_reals(tx) -> None:
     """Versions 1 and 2 declared times REAL, 4 bytes on PostgreSQL: widen them (the precision

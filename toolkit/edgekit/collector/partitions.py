@@ -29,18 +29,13 @@ import time
 from datetime import datetime, timezone
 
 from ..errors import EdgekitError
+from .db import INDEXES, PARTITIONED_RECORDS, partitioned
 
 DAY = 86400.0
 LEGACY = "records_legacy"  # an older database's records table, attached whole as one partition
 WINDOW_DAYS = (400, 2)  # days before and after now that get a partition of their own
 _known: dict[str, set[str]] = {}  # database URL -> partitions seen to exist (per process)
 log = logging.getLogger("edgekit.collector")
-
-
-def partitioned(tx) -> bool:
-    return tx.db.kind == "postgresql" and bool(tx.one(
-        "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
-        "WHERE c.relname = 'records' AND c.relnamespace = to_regnamespace(current_schema())"))
 
 
 def name_of(day: int) -> str:
@@ -133,7 +128,6 @@ def convert(db, now: float | None = None) -> dict:
     """Partition an older PostgreSQL database's records by day, copying no row: the table is
     attached whole as the partition of everything before tomorrow, UTC. Ingest waits while it
     runs: PostgreSQL builds the partitioned key's index over the table and checks its range."""
-    from .db import INDEXES, PARTITIONED_RECORDS
 
     if db.kind != "postgresql":
         raise EdgekitError("only a PostgreSQL collector database is partitioned",
