@@ -270,3 +270,31 @@ def test_identical_outputs_count_for_different_inputs_only(db_url):
     assert share["device=kiosk"] == 0.0 and share["device=stuck-cam"] > 0.95, share
     repeated = {s.name: s.signals["proxy.repeated_input_share"] for s in scopes}  # what a frozen camera shows
     assert repeated["device=kiosk"] > 0.95 and repeated["device=stuck-cam"] == 0.0, repeated
+
+
+def test_a_weeks_series_keeps_48_points_and_the_window_adds_up_the_same(db_url):
+    """A week's series is drawn in steps of whole hours (at most 48 points per scope, not 168 hourly
+    drift tests: most of a week's report went there); each step holds its hours' rows, and every
+    signal of the window is the same with the series, without it (one bucket for the window) and
+    over an hourly series of a day."""
+    from edgekit.monitor.signals import SERIES_POINTS, series_step, snapshot
+
+    db = Database(db_url)
+    end = (int(1.8e9) // 3600) * 3600 + 1800.0
+    for i, hours_ago in enumerate((1, 5, 30, 70, 120, 160)):
+        ingest_predictions(db, f"pi-{i % 2}", "tiny", "1", 20 + i, start_id=1000 * i + 1, time_s=end - hours_ago * 3600,
+                           latency_ms=3.0 + i, labels=[i % 3] * (20 + i))
+    week = snapshot(db, "tiny", end - 7 * 86400, end, by=("device",), now=end)
+    step = series_step(end - 7 * 86400, end)
+    assert step == 4 * 3600
+    for scope, points in week.series["records"].items():
+        assert len(points) <= SERIES_POINTS
+        assert all((t - points[0][0]) % step == 0 for t, _ in points)
+    assert sum(n for points in week.series["records"].values() for _, n in points) == sum(20 + i for i in range(6))
+    flat = snapshot(db, "tiny", end - 7 * 86400, end, by=("device",), now=end, series=False)
+    assert flat.total.signals == week.total.signals
+    assert [s.signals for s in flat.scopes] == [s.signals for s in week.scopes]
+    day = snapshot(db, "tiny", end - 86400, end, by=("device",), now=end)
+    assert series_step(end - 86400, end) == 3600 and day.total.signals["records"] == 20 + 21
+    assert sorted(t for points in day.series["records"].values() for t, _ in points) == \
+        [(int(end) // 3600 - 5) * 3600, (int(end) // 3600 - 1) * 3600]

@@ -53,6 +53,7 @@ FEEDBACK_MAX_SPAN_S = 7 * 86400
 LAG_EDGES_S = (3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400)
 LATENCY_BASELINE_S = 7 * 86400  # a scope's latency is compared with its own week before the window
 LATENCY_BASELINE_MIN = 50
+SERIES_POINTS = 48  # at most this many points per scope in a series over time
 CLASS_SHIFT_P = 0.001  # a predicted-class shift counts only when sampling noise cannot explain it
 
 
@@ -205,7 +206,8 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
                                "AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device, r.variant",
                                (model, start, end), lambda v: [v or "-"])
         features = _sketch_features(signals)
-        sketches = _sketches(tx, model, start, end, by, features) if need_sketches else {}
+        sketches = _sketches(tx, model, start, end, by, features, series_step(start, end) if series else None) \
+            if need_sketches else {}
         devices = _devices(tx, model, now)
 
     def scope_of(version, device) -> tuple:
@@ -427,17 +429,29 @@ def _latency_baseline(tx, model, start, by) -> dict:
     return out
 
 
-def _sketches(tx, model, start, end, by, features: Optional[tuple[str, ...]] = None) -> dict:
-    """scope key -> hour -> feature -> Histogram (of ``features`` only, when given)."""
+def series_step(start: float, end: float) -> int:
+    """Seconds per point of a series: an hour, or whole hours enough to keep SERIES_POINTS points
+    (a week's report judges drift 42 times per scope, not 168: most of its time went there)."""
+    hours = math.ceil(end / HOUR) - int(start // HOUR)
+    return HOUR * max(1, math.ceil(hours / SERIES_POINTS))
+
+
+def _sketches(tx, model, start, end, by, features: Optional[tuple[str, ...]] = None,
+              step: Optional[int] = HOUR) -> dict:
+    """scope key -> time -> feature -> Histogram (of ``features`` only, when given), one time per
+    ``step`` seconds from the window's first hour (None: one for the whole window, when no series
+    is drawn: the database adds the hours up)."""
     first, last = int(start // HOUR) * HOUR, math.ceil(end / HOUR) * HOUR
     out: dict = defaultdict(lambda: defaultdict(dict))
     if features == ():
         return out
     n = len(by)
+    step = int(step or max(last - first, HOUR))
+    when = "s.hour" if step == HOUR else f"{first} + {tx.int_floor(f'(s.hour - {first}) / {step}')} * {step}"
     only = f"AND s.feature IN ({', '.join('?' * len(features))}) " if features is not None else ""
-    for chunk in tx.stream(f"SELECT {_dims(by, 's')}s.hour, s.feature, s.bucket, SUM(s.n) FROM sketches s "
+    for chunk in tx.stream(f"SELECT {_dims(by, 's')}{when}, s.feature, s.bucket, SUM(s.n) FROM sketches s "
                            f"JOIN devices d ON d.name = s.device WHERE s.model = ? AND s.hour >= ? AND s.hour < ? {only}"
-                           f"GROUP BY {_dims(by, 's')}s.hour, s.feature, s.bucket",
+                           f"GROUP BY {_dims(by, 's')}{when}, s.feature, s.bucket",
                            (model, first, last, *(features or ())), 20000):
         for r in chunk:
             hours = out[tuple(r[:n])]
@@ -656,7 +670,8 @@ def _raw_quality(db, model, start, end, reference, scope: Scope) -> None:
 
 
 def _series(reference, sketches: dict, by) -> dict:
-    """Per hour and scope: estimated accuracy, low-confidence share, drift share, latency p95."""
+    """Per step (series_step) and scope: estimated accuracy, low-confidence share, drift share,
+    latency p95."""
     out: dict = defaultdict(dict)
     ref_h = {f: reference.histogram(f) for f in reference.histograms} if reference else {}
     features = drift_features(reference) if reference else []
