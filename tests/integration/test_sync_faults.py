@@ -512,6 +512,7 @@ def test_a_first_release_collector_database_is_migrated(tmp_path):
     with db.connect() as tx:
         assert tx.all("SELECT device, store, record_id, request_id FROM records") == [("pi-1", "", 1, "r1")]
         assert tx.one("SELECT COUNT(*) FROM feedback")[0] == 1
+        assert tx.all("SELECT model, device FROM model_devices") == [("m", "pi-1")]  # monitoring's device list
         tx.execute("INSERT INTO records (device, store, record_id, request_id, time, model, received) "
                    "VALUES ('pi-1', 'new-store', 1, 'r2', 1.0, 'm', 1.0)")  # same id, new store: allowed
         assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == str(SCHEMA_VERSION)

@@ -18,7 +18,7 @@ from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
 from ..names import LABEL_STORE  # noqa: F401  (imported from here too)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
 # store restarts its ids at 1. Idempotency keys are scoped per device.
@@ -29,6 +29,8 @@ SCHEMA_VERSION = 5
 # Version 4: records carry their inputs' hash (identical outputs count for different inputs only).
 # Version 5: collector_ticks, one row per timed task (the canary decision) and interval, claimed by
 # the replica that ran it.
+# Version 6: model_devices, the devices that ever logged each model (monitoring's device list read
+# every sketch of a model's history to find them: the part of a day's report that grew with it).
 # Times and measurements are DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, which rounds an epoch
 # time to 128 seconds and puts a just-received record outside "the last hour" (SQLite's REAL is
 # already 8 bytes; it reads DOUBLE PRECISION as REAL).
@@ -53,6 +55,8 @@ TABLES = {
     "sketches": """CREATE TABLE IF NOT EXISTS sketches (model TEXT NOT NULL, version TEXT NOT NULL, device TEXT NOT NULL,
        hour BIGINT NOT NULL, feature TEXT NOT NULL, bucket INTEGER NOT NULL, n BIGINT NOT NULL,
        PRIMARY KEY (model, hour, version, device, feature, bucket))""",
+    "model_devices": """CREATE TABLE IF NOT EXISTS model_devices (model TEXT NOT NULL, device TEXT NOT NULL,
+       PRIMARY KEY (model, device))""",
     "monitor_reference": """CREATE TABLE IF NOT EXISTS monitor_reference (model TEXT PRIMARY KEY,
        created DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
     "monitor_alerts": """CREATE TABLE IF NOT EXISTS monitor_alerts (rule TEXT NOT NULL, scope TEXT NOT NULL,
@@ -183,6 +187,8 @@ class Database(SqlDatabase):
                 _widen_reals(tx)
             if version < 3:
                 backfill(tx)
+            if version < 6:  # the devices each model's sketches name (none in a new database)
+                tx.execute("INSERT INTO model_devices (model, device) SELECT DISTINCT model, device FROM sketches")
             if row is None or version != SCHEMA_VERSION:
                 tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
                 tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

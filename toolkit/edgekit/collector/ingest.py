@@ -92,6 +92,8 @@ def _store(db: Database, device: str, key: str, payload_hash: str, batch: Batch)
             raise _Retry()
         if counts:
             tx.executemany(SKETCH_UPSERT, list(sketch_rows(device, counts)))
+            tx.executemany("INSERT INTO model_devices (model, device) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                           sorted({(r.model, device) for r in records}))
         new_fb = tx.executemany(
             "INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
             "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", feedback) if feedback else 0

@@ -38,6 +38,7 @@ TABLES = {
     "devices": (("name", "text"), ("revoked", "int"), ("created", "double"), ("last_seen", "double"),
                 ("grp", "text"), ("dropped", "bigint"), ("pending", "bigint"), ("oldest_pending", "double"),
                 ("dead_letter", "bigint"), ("health_time", "double")),
+    "model_devices": (("model", "text"), ("device", "text")),
     "monitor_reference": (("model", "text"), ("created", "double"), ("body", "text")),
     "monitor_alerts": (("rule", "text"), ("scope", "text"), ("fired", "double")),
 }

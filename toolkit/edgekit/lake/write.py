@@ -149,7 +149,7 @@ def update(db, out: str | Path, settle_s: float = SETTLE_S, now: Optional[float]
                     logs.close()
                 counts[table] = logs.rows
             counts["sketches"] = _sketch_growth(tx, out, stage, state, run, touched) if touched else 0
-            for table in ("devices", "monitor_reference", "monitor_alerts"):
+            for table in (t for t in TABLES if t not in LOGS):
                 _whole(stage, table, run, tx.all(f"SELECT {', '.join(c for c, _ in TABLES[table])} FROM {table}"))
         new = LakeState(run, max(as_of, state.received_until))
         if fresh:

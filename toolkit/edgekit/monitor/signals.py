@@ -476,7 +476,7 @@ def _merge_hours(hours: dict) -> dict[str, Histogram]:
 def _devices(tx, model, now) -> list[dict]:
     """The devices that ever sent this model's predictions, with their group and health."""
     rows = tx.all("SELECT d.name, d.grp, d.last_seen, d.dropped, d.pending, d.oldest_pending, d.dead_letter "
-                  "FROM devices d WHERE d.revoked = 0 AND d.name IN (SELECT DISTINCT device FROM sketches WHERE model = ?)",
+                  "FROM devices d WHERE d.revoked = 0 AND d.name IN (SELECT device FROM model_devices WHERE model = ?)",
                   (model,))
     return [{"device": r[0], "group": r[1], "last_seen": r[2], "dropped": r[3] or 0, "pending": r[4] or 0,
              "oldest_pending": r[5], "dead_letter": r[6] or 0,
