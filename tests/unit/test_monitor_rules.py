@@ -287,7 +287,7 @@ def test_a_weeks_series_keeps_48_points_and_the_window_adds_up_the_same(db_url):
     week = snapshot(db, "tiny", end - 7 * 86400, end, by=("device",), now=end)
     step = series_step(end - 7 * 86400, end)
     assert step == 4 * 3600
-    for scope, points in week.series["records"].items():
+    for points in week.series["records"].values():
         assert len(points) <= SERIES_POINTS
         assert all((t - points[0][0]) % step == 0 for t, _ in points)
     assert sum(n for points in week.series["records"].values() for _, n in points) == sum(20 + i for i in range(6))
