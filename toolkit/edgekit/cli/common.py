@@ -38,7 +38,8 @@ OPTIONAL_MODULES = {"onnx": ("onnx", "optimize"), "onnxruntime": ("onnxruntime",
                     "onnxscript": ("onnxscript", "convert"), "onnxconverter_common": ("onnxconverter-common", "convert"),
                     "starlette": ("starlette", "serve"), "uvicorn": ("uvicorn", "serve"),
                     "scipy": ("scipy", "monitor"), "matplotlib": ("matplotlib", "report"),
-                    "pyarrow": ("pyarrow", "serve"), "PIL": ("pillow", "serve"), "tokenizers": ("tokenizers", "serve")}
+                    "pyarrow": ("pyarrow", "serve"), "PIL": ("pillow", "serve"), "tokenizers": ("tokenizers", "serve"),
+                    "duckdb": ("duckdb", "collector")}
 
 
 class EdgekitGroup(click.Group):

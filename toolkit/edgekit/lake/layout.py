@@ -54,6 +54,14 @@ def arrow_schema(table: str):
     return pa.schema([(name, kinds[kind]) for name, kind in TABLES[table]])
 
 
+def arrow_table(rows: list, schema):
+    """Database rows (tuples in the schema's column order) as an Arrow table of that schema."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(columns, schema)], schema=schema)
+
+
 def sql_columns(table: str, dialect: str) -> str:
     """The columns as a CREATE TABLE (DuckDB) or a DDL schema string (Spark) spells them."""
     kinds = {"duckdb": {"text": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "double": "DOUBLE"},

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import EdgekitError
-from .layout import (BY_DAY, LOGS, TABLES, LakeState, arrow_schema, day_of, files, read_state, run_of, quoted,
+from .layout import (BY_DAY, LOGS, TABLES, LakeState, arrow_schema, arrow_table, day_of, files, read_state, run_of, quoted,
                      uncommitted, write_state)
 
 # How far behind the clock a run stops: a batch is stamped `received` when its ingest starts and
@@ -42,10 +42,9 @@ class _Logs:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = list(zip(*chunk))
-        frame = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(columns, self.schema)],
-                                     schema=self.schema)
-        days = [day_of(t) for t in columns[self.schema.names.index(BY_DAY[self.table])]]
+        frame = arrow_table(chunk, self.schema)
+        at = self.schema.names.index(BY_DAY[self.table])
+        days = [day_of(row[at]) for row in chunk]
         for day in sorted(set(days)):
             writer = self.writers.get(day)
             if writer is None:
@@ -61,20 +60,15 @@ class _Logs:
 
 
 def _whole(stage: Path, table: str, run: int, rows: list) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = arrow_schema(table)
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
     (stage / table).mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(columns, schema)],
-                                        schema=schema), stage / table / f"part-{run}.parquet")
+    pq.write_table(arrow_table(rows, arrow_schema(table)), stage / table / f"part-{run}.parquet")
 
 
 def _sketch_growth(tx, lake: Path, stage: Path, state: LakeState, run: int, touched: dict) -> int:
     """The touched hours' sketch rows as they are now, less what the lake already counts."""
     import duckdb
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema("sketches")
@@ -87,9 +81,7 @@ def _sketch_growth(tx, lake: Path, stage: Path, state: LakeState, run: int, touc
                 for chunk in tx.stream("SELECT model, version, device, hour, feature, bucket, n FROM sketches "
                                        f"WHERE model = ? AND hour IN ({', '.join('?' * len(part))})",
                                        (model, *part), CHUNK):
-                    columns = list(zip(*chunk))
-                    writer.write_table(pa.Table.from_arrays([pa.array(list(c), type=f.type)
-                                                             for c, f in zip(columns, schema)], schema=schema))
+                    writer.write_table(arrow_table(chunk, schema))
     keys = ("model", "version", "device", "hour", "feature", "bucket")
     before = files(lake, "sketches", state.runs) if state.runs else []
     con = duckdb.connect()
