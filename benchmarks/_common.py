@@ -67,6 +67,14 @@ class Goals:
         return 1 if failed else 0
 
 
+def postgres_base() -> str | None:
+    """$EDGEKIT_TEST_POSTGRES, or None after saying that the script needs it."""
+    base = os.environ.get("EDGEKIT_TEST_POSTGRES")
+    if not base:
+        print("needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)")
+    return base
+
+
 def fresh_schema(base: str, name: str) -> str:
     """A URL of ``base`` (PostgreSQL) whose search path is schema ``name``, made empty."""
     import psycopg

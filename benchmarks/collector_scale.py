@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401
-from _common import Goals, fresh_schema, print_table, scratch
+from _common import Goals, fresh_schema, postgres_base, print_table, scratch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -116,9 +116,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=10_000, help="records per device")
     args = parser.parse_args()
-    base = os.environ.get("EDGEKIT_TEST_POSTGRES")
+    base = postgres_base()
     if not base:
-        print("needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)")
         return 1
     goals = Goals(__file__)
     rates, stored = {}, {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,9 +26,8 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401
-import numpy as np
-from _common import Goals, fresh_schema, print_table
-from monitor_report import MODEL, _drop_schema, _fake_outputs, populate
+from _common import Goals, fresh_schema, postgres_base, print_table
+from monitor_report import MODEL, _drop_schema, populate, reference_file
 
 SOURCES = {"database": [], "lake, DuckDB": ["--engine", "duckdb"], "lake, Spark": ["--engine", "spark"]}
 
@@ -63,9 +61,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-day", type=int, default=20_000, help="predictions a day")
     args = parser.parse_args()
-    base = os.environ.get("EDGEKIT_TEST_POSTGRES")
+    base = postgres_base()
     if not base:
-        print("needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)")
         return 1
     from edgekit.collector.db import Database
     from edgekit.lake.write import update
@@ -77,12 +74,11 @@ def main() -> int:
     url = fresh_schema(base, "bench_lake")
     with tempfile.TemporaryDirectory(prefix="lake-report-") as tmp:
         work = Path(tmp)
-        ref_logits = _fake_outputs(y_test, np.random.default_rng(1), np.zeros(len(y_test), bool))
-        np.savez(work / "ref.npz", input=x_test, labels=y_test, **{"outputs/logits": ref_logits})
+        ref = reference_file(work, x_test, y_test)
         total = 7 * args.per_day
         print(f"a week of history: ingesting {total:,} predictions ...", flush=True)
         populate(url, total, x_test, y_test, time.time(), hours=24 * 7)
-        save_reference(Database(url), build_reference(work / "ref.npz", MODEL))
+        save_reference(Database(url), build_reference(ref, MODEL))
         t0 = time.perf_counter()
         made = update(Database(url), work / "lake", settle_s=0)
         lake_s = time.perf_counter() - t0

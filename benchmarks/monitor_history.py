@@ -17,7 +17,6 @@ next step), so it is expected to take longer.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -25,9 +24,8 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401
-import numpy as np
-from _common import Goals, fresh_schema, print_table
-from monitor_report import MODEL, _drop_schema, _fake_outputs, populate, report
+from _common import Goals, fresh_schema, postgres_base, print_table
+from monitor_report import MODEL, _drop_schema, populate, reference_file, report
 
 
 def main() -> int:
@@ -35,9 +33,8 @@ def main() -> int:
     parser.add_argument("--per-day", type=int, default=20_000, help="predictions a day")
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args()
-    base = os.environ.get("EDGEKIT_TEST_POSTGRES")
+    base = postgres_base()
     if not base:
-        print("needs PostgreSQL: set EDGEKIT_TEST_POSTGRES=postgresql://... (.ci/run starts one)")
         return 1
     from edgekit.collector.db import Database
     from edgekit.monitor.reference import build_reference, save_reference
@@ -49,12 +46,11 @@ def main() -> int:
     urls = {1: fresh_schema(base, "bench_history_1"), args.days: fresh_schema(base, f"bench_history_{args.days}")}
     with tempfile.TemporaryDirectory(prefix="monitor-history-") as tmp:
         work = Path(tmp)
-        ref_logits = _fake_outputs(y_test, np.random.default_rng(1), np.zeros(len(y_test), bool))
-        np.savez(work / "ref.npz", input=x_test, labels=y_test, **{"outputs/logits": ref_logits})
+        ref = reference_file(work, x_test, y_test)
         for days, url in urls.items():
             print(f"{days} day(s) of history: ingesting {days * args.per_day:,} predictions ...", flush=True)
             populate(url, days * args.per_day, x_test, y_test, now, hours=24 * days)
-            save_reference(Database(url), build_reference(work / "ref.npz", MODEL))
+            save_reference(Database(url), build_reference(ref, MODEL))
         seconds = {days: [] for days in urls}
         for round_no in range(3):
             for days in (urls if round_no % 2 == 0 else reversed(list(urls))):

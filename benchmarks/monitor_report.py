@@ -92,6 +92,13 @@ def populate(url: str, records: int, images: np.ndarray, labels: np.ndarray, now
     return records / (time.perf_counter() - start)
 
 
+def reference_file(work: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """The held-out digits with a classifier's outputs: what `monitor reference` is given."""
+    logits = _fake_outputs(labels, np.random.default_rng(1), np.zeros(len(labels), bool))
+    np.savez(work / "ref.npz", input=images, labels=labels, **{"outputs/logits": logits})
+    return work / "ref.npz"
+
+
 def report(url: str, out: Path, window: str = "2d") -> dict:
     """`edgekit monitor report` in its own process: wall time and peak RSS from outside."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -121,8 +128,7 @@ def main() -> int:
     rows, cleanup = [], []
     with tempfile.TemporaryDirectory(prefix="monitor-bench-") as tmp:
         work = Path(tmp)
-        ref_logits = _fake_outputs(y_test, np.random.default_rng(1), np.zeros(len(y_test), bool))
-        np.savez(work / "ref.npz", input=x_test, labels=y_test, **{"outputs/logits": ref_logits})
+        ref = reference_file(work, x_test, y_test)
         backends = [("sqlite", f"sqlite:///{work / 'collector.db'}")]
         if args.postgres:
             backends.append(("postgresql", _fresh_schema(args.postgres)))
@@ -135,7 +141,7 @@ def main() -> int:
             ingest_rate = populate(url, args.records, x_test, y_test, now)
             from edgekit.collector.db import Database
 
-            save_reference(Database(url), build_reference(work / "ref.npz", MODEL))
+            save_reference(Database(url), build_reference(ref, MODEL))
             print(f"{kind}: monitor report ...", flush=True)
             result = report(url, work / f"report-{kind}")
             drifted = {a["key"].get("group") for a in result["alerts"] if a["rule"] == "data drift" and a["key"]}
