@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..lake.read import ENGINES
 from .common import console, json_option, print_json, table
 from .sync_cmd import DEFAULT_DB
 
@@ -22,7 +23,7 @@ def _source_options(func):
                                       "ends): yesterday's report again, or the database's beside the lake's.")(func)
     func = click.option("--spark-master", default="local[*]", show_default=True,
                         help="With --engine spark: the cluster to run on.")(func)
-    func = click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+    func = click.option("--engine", type=click.Choice(list(ENGINES)), default="duckdb", show_default=True,
                         help="With --lake: DuckDB on this machine, or Spark.")(func)
     func = click.option("--lake", type=click.Path(path_type=Path),
                         help="Read a telemetry lake (edgekit collector lake) instead of the database; the window "

@@ -43,6 +43,7 @@ TABLES = {
     "monitor_alerts": (("rule", "text"), ("scope", "text"), ("fired", "double")),
 }
 LOGS = ("records", "feedback", "sketches")  # the rest are written whole each run
+WHOLE = tuple(t for t in TABLES if t not in LOGS)
 BY_DAY = {"records": "time", "feedback": "time"}  # a log's folder per UTC day of this column
 _PART = re.compile(r"part-(\d+)\.parquet$")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import EdgekitError
-from .layout import (BY_DAY, LOGS, TABLES, LakeState, arrow_schema, arrow_table, day_of, files, read_state, run_of, quoted,
+from .layout import (BY_DAY, TABLES, WHOLE, LakeState, arrow_schema, arrow_table, day_of, files, read_state, run_of, quoted,
                      uncommitted, write_state)
 
 # How far behind the clock a run stops: a batch is stamped `received` when its ingest starts and
@@ -141,7 +141,7 @@ def update(db, out: str | Path, settle_s: float = SETTLE_S, now: Optional[float]
                     logs.close()
                 counts[table] = logs.rows
             counts["sketches"] = _sketch_growth(tx, out, stage, state, run, touched) if touched else 0
-            for table in (t for t in TABLES if t not in LOGS):
+            for table in WHOLE:
                 _whole(stage, table, run, tx.all(f"SELECT {', '.join(c for c, _ in TABLES[table])} FROM {table}"))
         new = LakeState(run, max(as_of, state.received_until))
         if fresh:
@@ -156,9 +156,9 @@ def update(db, out: str | Path, settle_s: float = SETTLE_S, now: Optional[float]
                 os.replace(path, target)
             write_state(out, new)
             shutil.rmtree(stage, ignore_errors=True)
-            for table in TABLES:  # tables written whole: only the last run's file is read
+            for table in WHOLE:  # only the last run's file is read
                 for old in (out / table).glob("part-*.parquet"):
-                    if table not in LOGS and run_of(old) < run:
+                    if run_of(old) < run:
                         old.unlink()
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

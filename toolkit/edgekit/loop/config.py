@@ -67,8 +67,10 @@ class Curation(Document):
         if "disagreement" in self.strategies and not self.other:
             raise EdgekitError("the disagreement strategy needs a second model", "set curation.other = 'big.onnx'")
         parse_duration(self.window, "curation.window")
-        if self.engine not in ("duckdb", "spark"):
-            raise EdgekitError(f"curation.engine = {self.engine!r} is not a lake engine", "use 'duckdb' or 'spark'")
+        from ..lake.read import ENGINES  # the registry is the list
+
+        if self.engine not in ENGINES:
+            raise EdgekitError(f"curation.engine = {self.engine!r} is not a lake engine", f"use {' or '.join(ENGINES)}")
 
 
 class Trigger(Document):
