@@ -488,6 +488,8 @@ def test_export_refuses_records_of_different_inputs(collector, db_url, tmp_path,
 def test_a_first_release_collector_database_is_migrated(tmp_path):
     import sqlite3
 
+    from edgekit.monitor.rollups import record_sums
+
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
     old.executescript("""
@@ -513,6 +515,9 @@ def test_a_first_release_collector_database_is_migrated(tmp_path):
         assert tx.all("SELECT device, store, record_id, request_id FROM records") == [("pi-1", "", 1, "r1")]
         assert tx.one("SELECT COUNT(*) FROM feedback")[0] == 1
         assert tx.all("SELECT model, device FROM model_devices") == [("m", "pi-1")]  # monitoring's device list
+        # its hours are read from the records until rolled up (whole hours come from rollups otherwise)
+        assert tx.all("SELECT model, hour, device FROM rollup_dirty") == [("m", 0, "pi-1")]
+        assert [r[2] for r in record_sums(tx, "m", 0.0, 3 * 3600.0, -1.0)] == [1]
         tx.execute("INSERT INTO records (device, store, record_id, request_id, time, model, received) "
                    "VALUES ('pi-1', 'new-store', 1, 'r2', 1.0, 'm', 1.0)")  # same id, new store: allowed
         assert tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")[0] == str(SCHEMA_VERSION)

@@ -96,7 +96,12 @@ class Tx:
         self.db, self.conn, self.write = db, db._raw(), write
 
     def __enter__(self):
-        self.conn.execute("BEGIN" if self.db.kind == "postgresql" or not self.write else "BEGIN IMMEDIATE")
+        if self.db.kind == "postgresql":
+            # a read sees one snapshot throughout: a report's statements (which hours are rolled
+            # up, the rollups, the records) agree with each other while devices keep uploading
+            self.conn.execute("BEGIN" if self.write else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+        else:
+            self.conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
         return self
 
     def __exit__(self, exc_type, exc, tb):

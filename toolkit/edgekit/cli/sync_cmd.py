@@ -44,7 +44,11 @@ def collector() -> None:
               help="Where published bundles are kept (edgekit release publish --store).")
 @click.option("--decide-every", default="1m", show_default=True,
               help="Judge canary rollouts this often (promote, roll back); 0 turns it off (run edgekit release decide).")
-def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window, store, decide_every):
+@click.option("--rollup-every", default="1m", show_default=True,
+              help="Roll the hours that ended up for monitoring this often (one replica does it); 0 turns it off "
+                   "(run edgekit collector rollup).")
+def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_window, store, decide_every,
+              rollup_every):
     """Serve POST /v1/logs, GET /v1/health, GET /metrics (Prometheus) and the fleet-update routes
     (assignment, bundle downloads, device state) on Starlette and uvicorn.
 
@@ -66,8 +70,9 @@ def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_w
 
     window = parse_duration(metrics_window, "--metrics-window")
     every = 0.0 if decide_every.strip() == "0" else parse_duration(decide_every, "--decide-every")
+    rollup = 0.0 if rollup_every.strip() == "0" else parse_duration(rollup_every, "--rollup-every")
     serve(db, host, port, max_body=max_batch_mb * 1024 * 1024, certfile=ssl_certfile, keyfile=ssl_keyfile,
-          metrics_window_s=window, store=store, decide_every_s=every)
+          metrics_window_s=window, store=store, decide_every_s=every, rollup_every_s=rollup)
 
 
 @collector.command("add-device")
@@ -227,6 +232,41 @@ def prune_cmd(db, older_than, as_json):
             if info["partitioned"] else f"{info['records_deleted']:,} records")
     console().print(f"dropped {what} and {info['feedback_deleted']:,} feedback rows from before "
                     f"{datetime.fromtimestamp(info['cut'], timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+@collector.command("rollup")
+@_db_option
+@click.option("--settle", default="2m", show_default=True,
+              help="Roll up an hour once it ended this long ago (devices may still be sending it).")
+@json_option
+def rollup_cmd(db, settle, as_json):
+    """Roll up the hours that ended: per model, version, device and hour, the sums monitoring reads
+    (records, low confidence, entropy, fallbacks, distinct outputs, lag, ...), so a week's report
+    reads rollups, not every record. `collector serve` does this every minute; run it after a bulk
+    import, or from cron where the collector runs with --rollup-every 0. Reports are exact either
+    way: hours not rolled up yet are read from the records.
+
+    \b
+    Example:
+      edgekit collector rollup --db postgresql://edgekit@db/edgekit
+    """
+    from ..collector.db import Database
+    from ..monitor.rollups import roll
+    from ..monitor.rules import parse_duration
+
+    database = Database(db, existing=True)
+    say, stop = steps()
+    try:
+        info = roll(database, settle_s=parse_duration(settle, "--settle"),
+                    progress=lambda done, total: say(f"rolled up {done:,} of {total:,} device hours"))
+    finally:
+        stop()
+    if as_json:
+        print_json(info)
+        return
+    healed = f"; {info['healed']:,} counted at an old reference's threshold were recounted" if info["healed"] else ""
+    console().print(f"rolled up {info['marks']:,} device hours ({info['hours']:,} model hours) in "
+                    f"{info['seconds']:.1f} s{healed}")
 
 
 @collector.command("partition")

@@ -86,8 +86,31 @@ def tick(db: Database, interval_s: float, replica: str, now: float) -> list | No
     return verdicts
 
 
+def keep_rolled_up(db: Database, interval_s: float, stop) -> None:
+    """Every ``interval_s``, the hours that ended are rolled up (edgekit.monitor.rollups) by the one
+    replica holding the advisory lock: the others would only recount the same hours."""
+    import logging
+
+    from .._locks import exclusive
+    from ..monitor.rollups import roll
+
+    log = logging.getLogger("edgekit.collector")
+    while not stop.wait(interval_s):
+        try:
+            with exclusive(db, "edgekit-rollup") as mine:
+                if mine:
+                    done = roll(db)
+                    if done["marks"]:
+                        log.info("rolled up %d device hours in %.1f s", done["marks"], done["seconds"])
+        except (EdgekitError, OSError) as exc:  # retried at the next interval
+            log.warning("rollup: %s", exc)
+        except Exception as exc:  # a database error (a failover, a lock timeout): the next interval retries
+            log.warning("rollup: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
 def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile: str | None = None,
-          keyfile: str | None = None, metrics_window_s: float = 3600.0, store=None, decide_every_s: float = 0.0) -> None:
+          keyfile: str | None = None, metrics_window_s: float = 3600.0, store=None, decide_every_s: float = 0.0,
+          rollup_every_s: float = 0.0) -> None:
     import threading
 
     import uvicorn
@@ -98,5 +121,8 @@ def serve(db_url: str, host: str, port: int, max_body: int = MAX_BODY, certfile:
         threading.Thread(target=judge_canaries, args=(database, decide_every_s, threading.Event(), "",
                                                       app.state.api.counters),
                          name="edgekit-canary", daemon=True).start()
+    if rollup_every_s > 0:
+        threading.Thread(target=keep_rolled_up, args=(database, rollup_every_s, threading.Event()),
+                         name="edgekit-rollup", daemon=True).start()
     uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile)
 

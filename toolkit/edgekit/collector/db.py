@@ -18,7 +18,7 @@ from .._sql import SqlDatabase, Tx  # noqa: F401  (Tx: imported from here too)
 from ..errors import EdgekitError
 from ..names import LABEL_STORE  # noqa: F401  (imported from here too)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Version 2: record and feedback identity is (device, store, id): a reinstalled device's new log
 # store restarts its ids at 1. Idempotency keys are scoped per device.
@@ -31,6 +31,8 @@ SCHEMA_VERSION = 6
 # the replica that ran it.
 # Version 6: model_devices, the devices that ever logged each model (monitoring's device list read
 # every sketch of a model's history to find them: the part of a day's report that grew with it).
+# Version 7: hourly rollups of the record aggregates (edgekit.monitor.rollups): record_hours,
+# record_hour_counts, and the hours ingest touched since they were rolled up (rollup_dirty).
 # Times and measurements are DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes, which rounds an epoch
 # time to 128 seconds and puts a just-received record outside "the last hour" (SQLite's REAL is
 # already 8 bytes; it reads DOUBLE PRECISION as REAL).
@@ -57,6 +59,19 @@ TABLES = {
        PRIMARY KEY (model, hour, version, device, feature, bucket))""",
     "model_devices": """CREATE TABLE IF NOT EXISTS model_devices (model TEXT NOT NULL, device TEXT NOT NULL,
        PRIMARY KEY (model, device))""",
+    # Hourly rollups (edgekit.monitor.rollups): what monitoring sums per model, version, device and
+    # hour, and the threshold the low-confidence count was counted at.
+    "record_hours": """CREATE TABLE IF NOT EXISTS record_hours (model TEXT NOT NULL, version TEXT NOT NULL,
+       device TEXT NOT NULL, hour BIGINT NOT NULL, records BIGINT NOT NULL, rows BIGINT, low_confidence BIGINT,
+       with_confidence BIGINT, entropy_sum DOUBLE PRECISION, with_entropy BIGINT, nonfinite BIGINT, fallbacks BIGINT,
+       cached BIGINT, distinct_outputs BIGINT, distinct_inputs BIGINT, unhashed_inputs BIGINT, hashed_inputs BIGINT,
+       lag_sum DOUBLE PRECISION, lag_max DOUBLE PRECISION, last_time DOUBLE PRECISION, low_at DOUBLE PRECISION NOT NULL,
+       PRIMARY KEY (model, hour, version, device))""",
+    "record_hour_counts": """CREATE TABLE IF NOT EXISTS record_hour_counts (model TEXT NOT NULL, version TEXT NOT NULL,
+       device TEXT NOT NULL, hour BIGINT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, n BIGINT NOT NULL,
+       PRIMARY KEY (model, hour, version, device, kind, value))""",
+    "rollup_dirty": """CREATE TABLE IF NOT EXISTS rollup_dirty (model TEXT NOT NULL, hour BIGINT NOT NULL,
+       device TEXT NOT NULL, stamp BIGINT NOT NULL, PRIMARY KEY (model, hour, device))""",
     "monitor_reference": """CREATE TABLE IF NOT EXISTS monitor_reference (model TEXT PRIMARY KEY,
        created DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
     "monitor_alerts": """CREATE TABLE IF NOT EXISTS monitor_alerts (rule TEXT NOT NULL, scope TEXT NOT NULL,
@@ -189,10 +204,15 @@ class Database(SqlDatabase):
                 backfill(tx)
             if version < 6:  # the devices each model's sketches name (none in a new database)
                 tx.execute("INSERT INTO model_devices (model, device) SELECT DISTINCT model, device FROM sketches")
+            if version < 7 and not fresh:  # the hours logged so far are read from records until rolled up
+                from ..monitor.rollups import mark_all
+
+                mark_all(tx)
             if row is None or version != SCHEMA_VERSION:
                 tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
                 tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self.partitioned = partitioned(tx)
+        self.rollups = True  # monitoring reads whole clean hours from record_hours (edgekit.monitor.rollups)
 
 def partitioned(tx) -> bool:
     """Whether records are partitioned by day (edgekit.collector.partitions)."""

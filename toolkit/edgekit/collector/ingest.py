@@ -9,6 +9,7 @@ import time
 import msgspec
 
 from ..monitor.derive import COLUMNS, Item, derive, sketch_rows
+from ..monitor.rollups import mark
 from ..sync.record import Batch, BatchError
 from .db import SKETCH_UPSERT, Database, has_fallback
 
@@ -94,6 +95,7 @@ def _store(db: Database, device: str, key: str, payload_hash: str, batch: Batch)
             tx.executemany(SKETCH_UPSERT, list(sketch_rows(device, counts)))
             tx.executemany("INSERT INTO model_devices (model, device) VALUES (?, ?) ON CONFLICT DO NOTHING",
                            sorted({(r.model, device) for r in records}))
+        mark(tx, device, records)
         new_fb = tx.executemany(
             "INSERT INTO feedback (device, store, feedback_id, request_id, time, label, outcome, received) "
             "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", feedback) if feedback else 0

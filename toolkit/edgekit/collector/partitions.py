@@ -29,6 +29,7 @@ import time
 from datetime import datetime, timezone
 
 from ..errors import EdgekitError
+from ..monitor.derive import HOUR
 from .db import INDEXES, PARTITIONED_RECORDS, partitioned
 
 DAY = 86400.0
@@ -67,9 +68,11 @@ def ensure(db, times) -> None:
 
 def prune(db, older_than_s: float, now: float | None = None, chunk: int = 10000) -> dict:
     """Drop the records (and their feedback) from before ``now - older_than_s``: whole days on a
-    partitioned database (those ending before the cut), else chunked DELETEs. Sketches stay."""
+    partitioned database (those ending before the cut), else chunked DELETEs. Sketches and the
+    hourly rollups stay. The cut is on a whole hour: an hour's rollup is recounted from its records
+    only while all of them are there (collector_meta's pruned_until says up to where they are not)."""
     now = time.time() if now is None else now
-    cut = now - older_than_s
+    cut = float(int((now - older_than_s) // HOUR) * HOUR)
     dropped, deleted, cut_rows = [], 0, None
     with db.connect() as tx:
         is_partitioned = partitioned(tx)
@@ -107,6 +110,10 @@ def prune(db, older_than_s: float, now: float | None = None, chunk: int = 10000)
     if cut_rows is not None:
         with db.connect() as tx:  # feedback on the pruned predictions goes with them
             feedback = tx.execute("DELETE FROM feedback WHERE time < ?", (cut_rows,)).rowcount
+            row = tx.one("SELECT value FROM collector_meta WHERE key = 'pruned_until'")
+            if row is None or float(row[0]) < cut_rows:
+                tx.execute("DELETE FROM collector_meta WHERE key = 'pruned_until'")
+                tx.execute("INSERT INTO collector_meta (key, value) VALUES ('pruned_until', ?)", (repr(float(cut_rows)),))
     return {"cut": cut, "partitioned": is_partitioned, "partitions_dropped": dropped, "records_deleted": deleted,
             "feedback_deleted": max(feedback, 0)}
 

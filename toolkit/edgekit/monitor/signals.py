@@ -1,8 +1,9 @@
 """The six signals of one model over a time window, per scope (version, device group, device).
 
 Everything is aggregated by the database: the record columns the collector derived on arrival
-(feedback joins, proxies, system) and the feature sketches (drift, quantiles, data quality,
-estimated accuracy). Python sees one row per scope and bucket, never a record, except for the
+(feedback joins, proxies, system), summed per hour in the rollups (edgekit.monitor.rollups) where
+the hours are rolled up, and the feature sketches (drift, quantiles, data quality, estimated
+accuracy). Python sees one row per scope and bucket, never a record, except for the
 optional expectation suite over raw logged inputs, which streams a bounded sample.
 
 Signals, most valuable first, in one flat dict per scope (None where there is nothing to say):
@@ -14,8 +15,8 @@ Signals, most valuable first, in one flat dict per scope (None where there is no
   performance.* accuracy estimated from calibrated confidences (no labels needed) with its 95%
                 interval, and its drop from the reference
   proxy.*       low-confidence share (expected: 5%), entropy, top-class share, a shift of the
-                predicted classes from the reference's, identical outputs for different inputs,
-                non-finite outputs, fallbacks, cache hits
+                predicted classes from the reference's, identical outputs for different inputs
+                and repeated inputs (per device and hour), non-finite outputs, fallbacks, cache hits
   quality.*     share of rows breaking the data bounds (summaries) or the expectation suite (raw)
   drift.*       share of features whose distribution moved, dataset drift
   system.*      latency quantiles and their ratio to the scope's own week before the window,
@@ -39,6 +40,7 @@ from ..names import LABEL_STORE
 from .derive import HOUR
 from .drift import class_shift, dataset_drift
 from .reference import Reference, load_reference
+from .rollups import NO_THRESHOLD, SUMS, record_counts, record_sums
 from .sketch import Histogram
 
 SCHEMA_VERSION = 1
@@ -199,12 +201,8 @@ def snapshot(db, model: str, start: float, end: float, by: tuple[str, ...] = ("v
         parts = _records(tx, model, start, end, reference)
         feedback = _feedback(tx, model, start, end) if need_feedback else {}
         baseline = {b: _latency_baseline(tx, model, start, b) for b in {by, ()}} if need_baseline else {(): {}, by: {}}
-        fallbacks = _per_device(tx, "SELECT r.version, r.device, r.fallbacks, COUNT(*) FROM records r WHERE r.model = ? "
-                                "AND r.time >= ? AND r.time < ? AND r.has_fallback = 1 GROUP BY r.version, r.device, "
-                                "r.fallbacks", (model, start, end), _reasons)
-        variants = _per_device(tx, "SELECT r.version, r.device, r.variant, COUNT(*) FROM records r WHERE r.model = ? "
-                               "AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device, r.variant",
-                               (model, start, end), lambda v: [v or "-"])
+        fallbacks = _per_device(record_counts(tx, model, start, end, "fallbacks"), _reasons)
+        variants = _per_device(record_counts(tx, model, start, end, "variant"), lambda v: [v or "-"])
         features = _sketch_features(signals)
         sketches = _sketches(tx, model, start, end, by, features, series_step(start, end) if series else None) \
             if need_sketches else {}
@@ -252,32 +250,20 @@ def _ref_summary(reference: Optional[Reference]) -> Optional[dict]:
             "low_confidence": reference.low_confidence, "source": reference.source, "created": reference.created}
 
 
-_SUMS = ("records", "rows", "low_confidence", "with_confidence", "entropy_sum", "with_entropy", "nonfinite",
-         "fallbacks", "cached", "distinct_outputs", "distinct_inputs", "unhashed_inputs", "hashed_inputs", "lag_sum")
+_SUMS = SUMS
 
 
 def _records(tx, model, start, end, reference) -> dict:
-    """(version, device) -> sums (an index-only scan: records_monitor holds these columns)."""
-    low = reference.low_confidence if reference and reference.low_confidence is not None else -1.0
-    rows = tx.all(
-        "SELECT r.version, r.device, COUNT(*), SUM(COALESCE(r.rows, 1)), "
-        "SUM(CASE WHEN r.confidence < ? THEN 1 ELSE 0 END), COUNT(r.confidence), SUM(r.entropy), COUNT(r.entropy), "
-        "SUM(r.nonfinite), SUM(r.has_fallback), SUM(r.cached), "
-        "COUNT(DISTINCT CASE WHEN r.cached = 0 THEN r.out_hash END), "
-        # different inputs among the hashed outputs: a resent input may repeat its output (a
-        # record from a device too old to send its inputs' hash counts as a different input)
-        "COUNT(DISTINCT CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL THEN r.in_hash END), "
-        "SUM(CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL AND r.in_hash IS NULL THEN 1 ELSE 0 END), "
-        "SUM(CASE WHEN r.cached = 0 AND r.out_hash IS NOT NULL AND r.in_hash IS NOT NULL THEN 1 ELSE 0 END), "
-        "SUM(r.received - r.time), MAX(r.received - r.time), MAX(r.time) "
-        "FROM records r WHERE r.model = ? AND r.time >= ? AND r.time < ? GROUP BY r.version, r.device",
-        (low, model, start, end))
-    return {(r[0], r[1]): dict(zip(_SUMS + ("lag_max", "last"), r[2:])) for r in rows}
+    """(version, device) -> sums, from the hourly rollups where they are clean and the records'
+    covering index (records_monitor) elsewhere."""
+    low = reference.low_confidence if reference and reference.low_confidence is not None else NO_THRESHOLD
+    return {(r[0], r[1]): dict(zip(_SUMS + ("lag_max", "last"), r[2:])) for r in record_sums(tx, model, start, end, low)}
 
 
 def _fold(parts: dict, scope_of) -> dict:
-    """Per-device sums into per-scope aggregates. Identical outputs are counted per device (a
-    stuck sensor repeats itself; two devices shown the same scene do not make a fault)."""
+    """Per-device sums into per-scope aggregates. Identical outputs are counted per device and
+    hour (a stuck sensor repeats itself within the hour; two devices shown the same scene do not
+    make a fault, and per hour the counts add up, so the rollups hold them exactly)."""
     out: dict = {}
     for (version, device), p in parts.items():
         agg = out.setdefault(scope_of(version, device), {k: 0 for k in _SUMS} | {"lag_max": None, "last": None,
@@ -295,10 +281,10 @@ def _fold(parts: dict, scope_of) -> dict:
     return out
 
 
-def _per_device(tx, sql: str, params: tuple, split) -> dict:
+def _per_device(rows, split) -> dict:
     """(version, device) -> Counter of what ``split`` makes of the third column."""
     out: dict = defaultdict(Counter)
-    for version, device, value, count in tx.all(sql, params):
+    for version, device, value, count in rows:
         for item in split(value):
             out[(version, device)][item] += count
     return out
@@ -548,7 +534,7 @@ def _signals(reference, rec, judged: Feedback, hists: dict[str, Histogram], fall
         s["performance.estimated_low"], s["performance.estimated_high"] = max(0.0, est - 1.96 * sd), min(1.0, est + 1.96 * sd)
         s["performance.estimated_drop"] = 100 * (ref_acc - est) if ref_acc is not None else None
     # 3. proxies
-    s["proxy.low_confidence_share"] = _ratio(rec["low_confidence"], rec["with_confidence"]) if rec and \
+    s["proxy.low_confidence_share"] = _ratio(rec["low_confidence"], rec["low_judged"]) if rec and \
         reference is not None and reference.low_confidence is not None else None
     s["proxy.low_confidence_expected"] = 0.05 if s["proxy.low_confidence_share"] is not None else None
     s["proxy.low_confidence_excess"] = (s["proxy.low_confidence_share"] / 0.05
