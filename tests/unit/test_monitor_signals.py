@@ -177,3 +177,36 @@ def test_a_significant_but_tiny_move_is_not_drift():
     assert tiny.method == "ks" and tiny.score < 1e-6 and tiny.psi_band == "none" and not tiny.drifted, tiny
     moved = feature_drift(reference, histograms({"in.input.min": current + 0.002})["in.input.min"])
     assert moved.drifted
+
+
+def test_a_series_judges_drift_as_the_full_judgement_and_the_chi2_is_scipys(digits):
+    """A week's series judges drift without PSI, means, or a KS test where the distance already
+    rules drift out, and with the chi-squared computed without scipy's per-call wrapper: the same
+    verdicts and the same p-values as scipy's chi2_contingency, on clean, rotated and shifted
+    windows against small and large references."""
+    from scipy import stats
+
+    from edgekit.monitor.drift import _chi2_two_samples
+
+    images, _ = digits
+    for ref_rows in (300, 1500):
+        reference = histograms(_features(_sample(images, ref_rows, seed=1)))
+        names = sorted(reference)
+        windows = [_sample(images, 120, seed=s) for s in range(2, 5)]
+        windows.append(np.ascontiguousarray(np.rot90(_sample(images, 120, seed=7), 1, axes=(2, 3))))
+        windows.append(np.clip(_sample(images, 200, seed=8) * 1.4, 0, 1))
+        drifted = 0
+        for window in windows:
+            current = histograms(_features(window))
+            full = {f.feature: f for f in dataset_drift(reference, current, names).features}
+            quick = {f.feature: f for f in dataset_drift(reference, current, names, detail=False).features}
+            assert {k: f.drifted for k, f in quick.items()} == {k: f.drifted for k, f in full.items()}
+            assert all(f.psi is None and f.reference_mean is None for f in quick.values())
+            drifted += sum(f.drifted for f in full.values())
+        assert drifted > 0  # the rotated and brightened windows drift: verdicts worth comparing
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k = int(rng.integers(2, 12))
+        r, c = rng.integers(0, 300, k).astype(float), rng.integers(0, 5000, k).astype(float)
+        expected = stats.chi2_contingency(np.stack([r, c]) + 0.5, correction=False).pvalue
+        assert _chi2_two_samples(r, c) == pytest.approx(expected, rel=1e-12, abs=1e-300)

@@ -675,7 +675,7 @@ def _series(reference, sketches: dict, by) -> dict:
                     share = float(counts[values < reference.low_confidence].sum() / counts.sum())
                     out["proxy.low_confidence_share"].setdefault(name, []).append([hour, share])
             if ref_h:
-                drift = dataset_drift(ref_h, hists, features)
+                drift = dataset_drift(ref_h, hists, features, detail=False)
                 if drift.share is not None:
                     out["drift.share"].setdefault(name, []).append([hour, drift.share])
             latency = hists.get("sys.latency_ms")

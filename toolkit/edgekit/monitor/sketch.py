@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -71,6 +72,9 @@ class Histogram:
 
     feature: str
     counts: dict[int, int] = field(default_factory=dict)
+    # arrays() once per change: a week's series judges drift against the same reference
+    # histograms hundreds of times (read-only, so no caller can change them under another)
+    _arrays: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def total(self) -> int:
@@ -81,14 +85,20 @@ class Histogram:
         return is_categorical(self.feature)
 
     def add(self, bucket: int, count: int) -> None:
+        self._arrays = None
         self.counts[int(bucket)] = self.counts.get(int(bucket), 0) + int(count)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(values, counts) sorted by value: bucket representatives, or the categories themselves."""
-        keys = np.asarray(sorted(self.counts), dtype=np.int64)
-        values = value_of(self.feature, keys)
-        order = np.argsort(values, kind="stable")
-        return values[order], np.asarray([self.counts[int(k)] for k in keys], dtype=np.float64)[order]
+        if self._arrays is None:
+            keys = np.asarray(sorted(self.counts), dtype=np.int64)
+            values = value_of(self.feature, keys)
+            order = np.argsort(values, kind="stable")
+            pair = (values[order], np.asarray([self.counts[int(k)] for k in keys], dtype=np.float64)[order])
+            for a in pair:
+                a.setflags(write=False)
+            self._arrays = pair
+        return self._arrays
 
     def quantile(self, q: float) -> float:
         values, counts = self.arrays()
