@@ -416,6 +416,29 @@ def test_revoked_device_can_be_added_again_through_the_cli(collector, db_url, cl
     assert cli("collector", "revoke-device", "nobody", "--db", db_url).exit_code == 1
 
 
+def test_a_token_file_is_private_and_never_overwritten(collector, db_url, cli, tmp_path):
+    """`add-device --token-file`: the token lands in a new file only its owner reads (a shell
+    redirect leaves it readable by all, and empties it when the name is refused); an existing file
+    is refused before the device is registered, so no token is lost."""
+    import os
+    import stat
+
+    path = tmp_path / "pi-7.token"
+    made = cli("collector", "add-device", "pi-7", "--token-file", path, "--db", db_url)
+    assert made.exit_code == 0 and "pi-7.token" in made.output, made.output
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().strip() not in made.output
+    assert _post(collector.port, path.read_text().strip(), _batch([RECORD]), key="k1")[0] == 200
+    taken = tmp_path / "mine.txt"
+    taken.write_text("not edgekit's")
+    refused = cli("collector", "add-device", "pi-8", "--token-file", taken, "--db", db_url)
+    assert refused.exit_code == 1 and "already exists" in refused.output
+    assert taken.read_text() == "not edgekit's"
+    with Database(db_url).read() as tx:  # refused before registering: pi-8 is still free
+        assert tx.one("SELECT 1 FROM devices WHERE name = 'pi-8'") is None
+    again = cli("collector", "add-device", "pi-7", "--token-file", tmp_path / "again.token", "--db", db_url)
+    assert again.exit_code == 1 and not (tmp_path / "again.token").exists()  # a taken name writes nothing
+
+
 def _insert_raw(db_url, **columns):
     row = {"device": "pi-1", "store": "s", "record_id": 99, "request_id": "bad", "time": 5.0, "model": "m",
            "outputs": json.dumps({"y": {"dtype": "float32", "shape": [1, 1], "b64": "AACAPw=="}}),

@@ -78,17 +78,43 @@ def serve_cmd(db, host, port, max_batch_mb, ssl_certfile, ssl_keyfile, metrics_w
 @collector.command("add-device")
 @click.argument("name")
 @click.option("--group", default="", help="The device group monitoring reports on (a site, a hardware batch, ...).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the token to this new file, readable by its owner only (mode 0600), instead of printing "
+                   "it. An existing file is refused before the device is registered.")
 @_db_option
-def add_device_cmd(name, group, db):
+def add_device_cmd(name, group, token_file, db):
     """Register a device and print its token, once (only a hash is stored).
 
     \b
     Example:
-      edgekit collector add-device pi-kitchen --group store-12 > pi-kitchen.token
+      edgekit collector add-device pi-kitchen --group store-12 --token-file pi-kitchen.token
+      edgekit collector add-device pi-hall > pi-hall.token   # printed: mind the file's mode
     """
-    from ..collector.db import Database, add_device
+    import os
 
-    click.echo(add_device(Database(db), name, group=group))
+    from ..collector.db import Database, add_device
+    from ..errors import EdgekitError
+
+    if token_file is not None:
+        # checked before the device exists: a token that cannot be written would be lost
+        if token_file.exists():
+            raise EdgekitError(f"--token-file {token_file} already exists",
+                               "give a new path: edgekit does not overwrite a file it did not write")
+        if not token_file.parent.is_dir():
+            raise EdgekitError(f"--token-file {token_file}: there is no folder {token_file.parent}",
+                               "make the folder first, or give another path")
+    token = add_device(Database(db), name, group=group)
+    if token_file is None:
+        click.echo(token)
+        return
+    try:
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise EdgekitError(f"device {name!r} is registered, but its token could not be written to {token_file}: "
+                           f"{exc.strerror}", f"edgekit collector revoke-device {name}, then add it again") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    console().print(f"device {name!r} registered; its token is in {token_file} (mode 0600): give it to the device")
 
 
 @collector.command("set-group")
