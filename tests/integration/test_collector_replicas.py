@@ -5,6 +5,7 @@ interval's canary decision is taken by one replica, the promotion happens once; 
 killed mid-pass hands its model to exactly one successor."""
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -155,3 +156,47 @@ def test_a_loop_killed_mid_pass_hands_its_model_to_exactly_one_successor(tmp_pat
         racers = [start(2) for _ in range(2)]
         answers = sorted(r.communicate(timeout=60)[0].split(" ")[0].strip() for r in racers)
         assert answers == ["held", "refused"]
+
+
+def test_replicas_roll_the_ended_hours_up_and_a_report_reads_them(tmp_path):
+    """Two `collector serve --rollup-every 1s` replicas over one PostgreSQL: the hours devices
+    logged, which ended, are rolled up (one replica at a time, by advisory lock), every mark is
+    cleared, each device hour is one rollup row, and the report read from them equals the one
+    read from the records."""
+    from edgekit.collector.db import Database
+    from edgekit.monitor.signals import snapshot
+    from tests.conftest import ingest_predictions
+
+    with database("postgresql", tmp_path) as url:
+        db = Database(url)
+        now = time.time()
+        for i in range(4):
+            ingest_predictions(db, f"pi-{i}", "tiny", "1", 50, fallback_every=5, time_s=now - (2 + i) * 3600)
+        with db.read() as tx:
+            assert tx.one("SELECT COUNT(*) FROM rollup_dirty")[0] == 4
+        replicas = [Collector(url, extra=("--rollup-every", "1s", "--decide-every", "0")).start() for _ in range(2)]
+        try:
+            deadline = time.time() + 120
+            while True:
+                with db.read() as tx:
+                    left = tx.one("SELECT COUNT(*) FROM rollup_dirty")[0]
+                if left == 0 or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            for r in replicas:
+                r.stop()
+        assert left == 0, "the replicas did not roll the hours up within 2 minutes"
+        with db.read() as tx:
+            assert tx.all("SELECT COUNT(*), SUM(records), SUM(fallbacks) FROM record_hours") == [(4, 200, 40)]
+        raw = Database(url)
+        raw.rollups = False
+        window = (now - 6 * 3600, now)
+        rolled, truth = (snapshot(d, "tiny", *window, by=("device",), now=now) for d in (db, raw))
+        assert [s.signals["records"] for s in rolled.scopes] == [50] * 4
+        for got, expected in zip([rolled.total, *rolled.scopes], [truth.total, *truth.scopes]):
+            assert got.signals.keys() == expected.signals.keys()
+            for key, value in expected.signals.items():  # floats: the database sums in its own order
+                same = (math.isclose(got.signals[key], value, rel_tol=1e-9) if isinstance(value, float)
+                        else got.signals[key] == value)
+                assert same, (got.name, key, got.signals[key], value)
