@@ -163,7 +163,10 @@ def test_replicas_roll_the_ended_hours_up_and_a_report_reads_them(tmp_path):
     logged, which ended, are rolled up (one replica at a time, by advisory lock), every mark is
     cleared, each device hour is one rollup row, and the report read from them equals the one
     read from the records."""
+    import urllib.request
+
     from edgekit.collector.db import Database
+    from edgekit.collector.export import stats
     from edgekit.monitor.signals import snapshot
     from tests.conftest import ingest_predictions
 
@@ -172,8 +175,8 @@ def test_replicas_roll_the_ended_hours_up_and_a_report_reads_them(tmp_path):
         now = time.time()
         for i in range(4):
             ingest_predictions(db, f"pi-{i}", "tiny", "1", 50, fallback_every=5, time_s=now - (2 + i) * 3600)
-        with db.read() as tx:
-            assert tx.one("SELECT COUNT(*) FROM rollup_dirty")[0] == 4
+        waiting = stats(db)["rollup_backlog"]  # what `collector stats` shows
+        assert waiting == {"device_hours": 4, "oldest_hour": int((now - 5 * 3600) // 3600) * 3600}
         replicas = [Collector(url, extra=("--rollup-every", "1s", "--decide-every", "0")).start() for _ in range(2)]
         try:
             deadline = time.time() + 120
@@ -183,6 +186,9 @@ def test_replicas_roll_the_ended_hours_up_and_a_report_reads_them(tmp_path):
                 if left == 0 or time.time() > deadline:
                     break
                 time.sleep(0.5)
+            text = urllib.request.urlopen(f"{replicas[1].url}/metrics", timeout=60).read().decode()
+            assert "edgekit_collector_rollup_pending_device_hours 0.0" in text
+            assert "edgekit_collector_rollup_oldest_pending_age_seconds 0.0" in text
         finally:
             for r in replicas:
                 r.stop()

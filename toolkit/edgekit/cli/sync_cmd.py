@@ -291,7 +291,8 @@ def rollup_cmd(db, settle, as_json):
         print_json(info)
         return
     healed = f"; {info['healed']:,} counted at an old reference's threshold were recounted" if info["healed"] else ""
-    console().print(f"rolled up {info['marks']:,} device hours ({info['hours']:,} model hours) in "
+    console().print(f"rolled up {info['marks']:,} device hour{'s' if info['marks'] != 1 else ''} "
+                    f"({info['hours']:,} model hour{'s' if info['hours'] != 1 else ''}) in "
                     f"{info['seconds']:.1f} s{healed}")
 
 
@@ -354,6 +355,12 @@ def stats_cmd(db, as_json):
                           [[r["device"], r["model"], r["records"], when(r["last_record"])] for r in data["by_device_model"]]))
     if data["invalid_rows"]:
         console().print(f"[yellow]{data['invalid_rows']} stored records have a time that is not a finite number[/yellow]")
+    waiting = data["rollup_backlog"]
+    if waiting["device_hours"]:
+        n = waiting["device_hours"]
+        console().print(f"hourly rollups: {n:,} device hour{'s wait' if n != 1 else ' waits'} to be rolled up, the oldest "
+                        f"from {when(waiting['oldest_hour'])} UTC (collector serve rolls the hours that ended every "
+                        "minute; else run edgekit collector rollup)")
 
 
 @click.group("sync")

@@ -25,6 +25,7 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import EdgekitError
 from ..lake.write import SETTLE_S  # how far behind the clock an incremental export stops
+from ..monitor.rollups import backlog
 from ..sync.record import decode_array
 from ..tables import EXPORT_META, OUTPUT_PREFIX
 from .db import Database
@@ -374,6 +375,7 @@ def stats(db: Database) -> dict:
         invalid = tx.one(f"SELECT COUNT(*) FROM records WHERE NOT ({valid})")[0]
         fb = dict(tx.all("SELECT device, COUNT(DISTINCT request_id) FROM feedback GROUP BY device"))
         devices = tx.all("SELECT name, revoked, last_seen FROM devices ORDER BY name")
+        waiting = backlog(tx)
     totals: dict[str, int] = {}
     for device, _, count, _ in per:
         totals[device] = totals.get(device, 0) + count
@@ -383,4 +385,5 @@ def stats(db: Database) -> dict:
                      "feedback_rate": (fb.get(name, 0) / totals[name]) if totals.get(name) else 0.0}
                     for name, rev, seen in devices],
         "invalid_rows": invalid,
+        "rollup_backlog": waiting,
     }

@@ -50,6 +50,7 @@ class SignalCollector:
     def _compute(self) -> list:
         from prometheus_client.core import GaugeMetricFamily
 
+        from .rollups import backlog
         from .signals import snapshot
 
         now = time.time()
@@ -71,7 +72,16 @@ class SignalCollector:
                     value = scope.signals.get(signal)
                     if isinstance(value, (int, float)):
                         families[signal].add_metric(labels, float(value))
-        return [*families.values(), hidden]
+        with self.db.read() as tx:
+            waiting = backlog(tx)
+        pending = GaugeMetricFamily("edgekit_collector_rollup_pending_device_hours",
+                                    "Device hours ingested and not rolled up yet (reports read them from records)")
+        pending.add_metric([], waiting["device_hours"])
+        # a growing age says nothing rolls up (--rollup-every 0 and no cron): alert on it
+        age = GaugeMetricFamily("edgekit_collector_rollup_oldest_pending_age_seconds",
+                                "Seconds since the end of the oldest hour waiting to be rolled up (0: none waits)")
+        age.add_metric([], max(0.0, now - waiting["oldest_hour"] - 3600) if waiting["oldest_hour"] is not None else 0.0)
+        return [*families.values(), hidden, pending, age]
 
     def collect(self):
         with self._lock:

@@ -162,9 +162,17 @@ def mark(tx, device: str, records) -> None:
 
 
 def mark_all(tx) -> None:
-    """A database from before the rollups: every hour that has records is dirty."""
+    """A database from before the rollups: every hour that has records is dirty (rows an old
+    collector stored with a time that is no finite number have no hour; no window holds them)."""
     tx.execute(f"INSERT INTO rollup_dirty (model, hour, device, stamp) SELECT DISTINCT r.model, {_hour(tx)}, r.device, 0 "
-               "FROM records r WHERE 1 = 1 ON CONFLICT DO NOTHING")
+               "FROM records r WHERE r.time > -1e300 AND r.time < 1e300 ON CONFLICT DO NOTHING")
+
+
+def backlog(tx) -> dict:
+    """Device hours ingested and not rolled up yet, and the oldest of their hours (a backlog that
+    grows says no collector rolls up: --rollup-every 0 and no cron)."""
+    count, oldest = tx.one("SELECT COUNT(*), MIN(hour) FROM rollup_dirty")
+    return {"device_hours": int(count), "oldest_hour": None if oldest is None else int(oldest)}
 
 
 def _threshold(tx, model: str) -> float:
