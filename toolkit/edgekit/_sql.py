@@ -13,7 +13,7 @@ import secrets
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from .errors import EdgekitError, first_line
 
@@ -172,6 +172,15 @@ class Tx:
         """SQL for the whole part of a non-negative ``expr``: PostgreSQL's CAST rounds to the
         nearest integer, SQLite's truncates (and has FLOOR only when built with math functions)."""
         return f"CAST(FLOOR({expr}) AS BIGINT)" if self.db.kind == "postgresql" else f"CAST({expr} AS INTEGER)"
+
+    def meta(self, key: str) -> Optional[str]:
+        """A value of the database's own key-value table (collector_meta), or None."""
+        row = self.one("SELECT value FROM collector_meta WHERE key = ?", (key,))
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.execute("INSERT INTO collector_meta (key, value) VALUES (?, ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     def table_exists(self, name: str) -> bool:
         if self.db.kind == "postgresql":

@@ -163,9 +163,9 @@ class Database(SqlDatabase):
     def _migrate(self) -> None:
         with self.connect() as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS collector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = tx.one("SELECT value FROM collector_meta WHERE key = 'schema_version'")
+            stored = tx.meta("schema_version")
             existing = tx.table_exists("records")
-            version = int(row[0]) if row else (1 if existing else SCHEMA_VERSION)
+            version = int(stored) if stored else (1 if existing else SCHEMA_VERSION)
             if version > SCHEMA_VERSION:
                 raise EdgekitError(f"the collector database uses schema {version}, newer than this edgekit ({SCHEMA_VERSION})",
                                    "upgrade edgekit")
@@ -188,7 +188,7 @@ class Database(SqlDatabase):
                 tx.execute("DROP INDEX IF EXISTS records_monitor")  # made again below, with the new column
                 for index in ("records_time", "records_request"):  # records_monitor starts with the first one's
                     tx.execute(f"DROP INDEX IF EXISTS {index}")  # columns; the second one gains some
-            fresh = row is None and not existing
+            fresh = stored is None and not existing
             if fresh and self.kind == "postgresql":  # a new fleet database: records partitioned by day
                 tx.execute(PARTITIONED_RECORDS)
                 tx.execute("CREATE TABLE IF NOT EXISTS records_other PARTITION OF records DEFAULT")
@@ -208,9 +208,8 @@ class Database(SqlDatabase):
                 from ..monitor.rollups import mark_all
 
                 mark_all(tx)
-            if row is None or version != SCHEMA_VERSION:
-                tx.execute("DELETE FROM collector_meta WHERE key = 'schema_version'")
-                tx.execute("INSERT INTO collector_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if stored is None or version != SCHEMA_VERSION:
+                tx.set_meta("schema_version", str(SCHEMA_VERSION))
             self.partitioned = partitioned(tx)
         self.rollups = True  # monitoring reads whole clean hours from record_hours (edgekit.monitor.rollups)
 

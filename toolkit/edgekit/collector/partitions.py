@@ -83,7 +83,7 @@ def prune(db, older_than_s: float, now: float | None = None, chunk: int = 10000)
     if is_partitioned:
         if LEGACY in parts:  # an older database's table: rows deleted until all of it is past the cut
             with db.read() as tx:
-                until = float(tx.one("SELECT value FROM collector_meta WHERE key = 'legacy_until'")[0])
+                until = float(tx.meta("legacy_until"))
             if until <= cut:
                 with db.connect() as tx:
                     deleted += tx.one(f"SELECT COUNT(*) FROM {LEGACY}")[0]
@@ -110,10 +110,9 @@ def prune(db, older_than_s: float, now: float | None = None, chunk: int = 10000)
     if cut_rows is not None:
         with db.connect() as tx:  # feedback on the pruned predictions goes with them
             feedback = tx.execute("DELETE FROM feedback WHERE time < ?", (cut_rows,)).rowcount
-            row = tx.one("SELECT value FROM collector_meta WHERE key = 'pruned_until'")
-            if row is None or float(row[0]) < cut_rows:
-                tx.execute("DELETE FROM collector_meta WHERE key = 'pruned_until'")
-                tx.execute("INSERT INTO collector_meta (key, value) VALUES ('pruned_until', ?)", (repr(float(cut_rows)),))
+            before = tx.meta("pruned_until")
+            if before is None or float(before) < cut_rows:
+                tx.set_meta("pruned_until", repr(float(cut_rows)))
     return {"cut": cut, "partitioned": is_partitioned, "partitions_dropped": dropped, "records_deleted": deleted,
             "feedback_deleted": max(feedback, 0)}
 
@@ -165,8 +164,7 @@ def convert(db, now: float | None = None) -> dict:
         if ahead:
             tx.executemany(f"INSERT INTO records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                            ahead)
-        tx.execute("DELETE FROM collector_meta WHERE key = 'legacy_until'")
-        tx.execute("INSERT INTO collector_meta (key, value) VALUES ('legacy_until', ?)", (repr(until),))
+        tx.set_meta("legacy_until", repr(until))
     db.partitioned = True
     return {"converted": True, "records": rows, "legacy_until": until, "moved_to_default": len(ahead),
             "seconds": round(time.perf_counter() - started, 2)}

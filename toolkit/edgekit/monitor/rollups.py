@@ -77,17 +77,13 @@ def hourly(tx, where: str) -> str:
 
 
 def _hourly_counts(tx, kind: str, where: str) -> str:
+    """Per (model, version, device, hour, kind, value): the records matching ``where``."""
     value, which = COUNTS[kind]
-    return (f"SELECT {_KEY}, {_hour(tx)}, '{kind}', {value}, COUNT(*) FROM records r WHERE {where} AND {which} "
-            "GROUP BY 1, 2, 3, 4, 6")
+    return (f"SELECT {_KEY}, {_hour(tx)} AS hour, '{kind}' AS kind, {value} AS value, COUNT(*) AS n FROM records r "
+            f"WHERE {where} AND {which} GROUP BY 1, 2, 3, 4, 6")
 
 
 # -- the reader ------------------------------------------------------------------------------------
-
-def _meta_float(tx, key: str) -> float:
-    row = tx.one("SELECT value FROM collector_meta WHERE key = ?", (key,))
-    return float(row[0]) if row else 0.0
-
 
 def _plan(tx, model: str, start: float, end: float, low: Optional[float]) -> tuple[list, Optional[tuple]]:
     """(raw time ranges, rollup hour range or None) covering [start, end): whole clean hours from
@@ -99,7 +95,7 @@ def _plan(tx, model: str, start: float, end: float, low: Optional[float]) -> tup
     if first >= last:
         return [(start, end)], None
     # Pruned hours are the rollups' alone: their records are gone (a late one only adds a row)
-    kept = max(first, _meta_float(tx, "pruned_until"))
+    kept = max(first, float(tx.meta("pruned_until") or 0.0))
     dirty = tx.one("SELECT MIN(hour) FROM rollup_dirty WHERE model = ? AND hour >= ? AND hour < ?",
                    (model, kept, last))[0] if kept < last else None
     stale = tx.one("SELECT MIN(hour) FROM record_hours WHERE model = ? AND hour >= ? AND hour < ? AND low_at <> ?",
@@ -135,9 +131,8 @@ def record_counts(tx, model: str, start: float, end: float, kind: str) -> list[t
     raw, rolled = _plan(tx, model, start, end, None)
     parts, params = [], []
     for a, b in raw:
-        parts.append(f"SELECT COALESCE(r.version, '') AS version, r.device AS device, {COUNTS[kind][0]} AS value, "
-                     f"COUNT(*) AS n FROM records r WHERE r.model = ? AND r.time >= ? AND r.time < ? "
-                     f"AND {COUNTS[kind][1]} GROUP BY 1, 2, 3")
+        parts.append(f"SELECT version, device, value, n FROM "
+                     f"({_hourly_counts(tx, kind, 'r.model = ? AND r.time >= ? AND r.time < ?')}) h")
         params += [model, a, b]
     if rolled:
         parts.append("SELECT version, device, value, n FROM record_hour_counts WHERE model = ? AND kind = ? "
@@ -192,14 +187,13 @@ def _heal(db, pruned: float) -> int:
         for model in models:
             low = _threshold(tx, model)
             key = f"rollup_threshold:{model}"
-            row = tx.one("SELECT value FROM collector_meta WHERE key = ?", (key,))
-            if row is not None and float(row[0]) == low:
+            counted_at = tx.meta(key)
+            if counted_at is not None and float(counted_at) == low:
                 continue
             marked += max(tx.execute("INSERT INTO rollup_dirty (model, hour, device, stamp) SELECT DISTINCT model, hour, "
                                      "device, 0 FROM record_hours WHERE model = ? AND hour >= ? AND low_at <> ? "
                                      "ON CONFLICT DO NOTHING", (model, pruned, low)).rowcount, 0)
-            tx.execute("DELETE FROM collector_meta WHERE key = ?", (key,))
-            tx.execute("INSERT INTO collector_meta (key, value) VALUES (?, ?)", (key, repr(low)))
+            tx.set_meta(key, repr(low))
     return marked
 
 
@@ -211,7 +205,7 @@ def roll(db, now: Optional[float] = None, settle_s: float = SETTLE_S, chunk: int
     now = time.time() if now is None else now
     limit = now - settle_s - HOUR
     with db.read() as tx:
-        pruned = _meta_float(tx, "pruned_until")
+        pruned = float(tx.meta("pruned_until") or 0.0)
     healed = _heal(db, pruned)
     after, hours, groups = ("", -1, ""), 0, 0
     with db.read() as tx:

@@ -250,14 +250,11 @@ def _ref_summary(reference: Optional[Reference]) -> Optional[dict]:
             "low_confidence": reference.low_confidence, "source": reference.source, "created": reference.created}
 
 
-_SUMS = SUMS
-
-
 def _records(tx, model, start, end, reference) -> dict:
     """(version, device) -> sums, from the hourly rollups where they are clean and the records'
     covering index (records_monitor) elsewhere."""
     low = reference.low_confidence if reference and reference.low_confidence is not None else NO_THRESHOLD
-    return {(r[0], r[1]): dict(zip(_SUMS + ("lag_max", "last"), r[2:])) for r in record_sums(tx, model, start, end, low)}
+    return {(r[0], r[1]): dict(zip(SUMS + ("lag_max", "last"), r[2:])) for r in record_sums(tx, model, start, end, low)}
 
 
 def _fold(parts: dict, scope_of) -> dict:
@@ -266,9 +263,9 @@ def _fold(parts: dict, scope_of) -> dict:
     make a fault, and per hour the counts add up, so the rollups hold them exactly)."""
     out: dict = {}
     for (version, device), p in parts.items():
-        agg = out.setdefault(scope_of(version, device), {k: 0 for k in _SUMS} | {"lag_max": None, "last": None,
+        agg = out.setdefault(scope_of(version, device), {k: 0 for k in SUMS} | {"lag_max": None, "last": None,
                                                                                    "device_set": set()})
-        for k in _SUMS:
+        for k in SUMS:
             agg[k] += p[k] or 0
         for k in ("lag_max", "last"):
             if p[k] is not None:
