@@ -178,14 +178,15 @@ def _threshold(tx, model: str) -> float:
     return NO_THRESHOLD if low is None else float(low)
 
 
-def _heal(db, pruned: float) -> int:
+def _heal(db, pruned: float) -> tuple[int, dict[str, float]]:
     """Rows counted at a threshold that is no longer the reference's, in hours that still have
-    records, are marked dirty (once per threshold change: the meta key remembers)."""
-    marked = 0
+    records, are marked dirty (once per threshold change: the meta key remembers). Returns how
+    many, and each model's threshold (a reference is parsed once per roll, not once per chunk)."""
+    marked, thresholds = 0, {}
     with db.connect() as tx:
         models = [r[0] for r in tx.all("SELECT DISTINCT model FROM model_devices")]
         for model in models:
-            low = _threshold(tx, model)
+            low = thresholds[model] = _threshold(tx, model)
             key = f"rollup_threshold:{model}"
             counted_at = tx.meta(key)
             if counted_at is not None and float(counted_at) == low:
@@ -194,7 +195,7 @@ def _heal(db, pruned: float) -> int:
                                      "device, 0 FROM record_hours WHERE model = ? AND hour >= ? AND low_at <> ? "
                                      "ON CONFLICT DO NOTHING", (model, pruned, low)).rowcount, 0)
             tx.set_meta(key, repr(low))
-    return marked
+    return marked, thresholds
 
 
 def roll(db, now: Optional[float] = None, settle_s: float = SETTLE_S, chunk: int = CHUNK,
@@ -206,7 +207,7 @@ def roll(db, now: Optional[float] = None, settle_s: float = SETTLE_S, chunk: int
     limit = now - settle_s - HOUR
     with db.read() as tx:
         pruned = float(tx.meta("pruned_until") or 0.0)
-    healed = _heal(db, pruned)
+    healed, thresholds = _heal(db, pruned)
     after, hours, groups = ("", -1, ""), 0, 0
     with db.read() as tx:
         total = tx.one("SELECT COUNT(*) FROM rollup_dirty WHERE hour <= ?", (limit,))[0]
@@ -219,7 +220,7 @@ def roll(db, now: Optional[float] = None, settle_s: float = SETTLE_S, chunk: int
                 break
             after = tuple(marks[-1][:3])
             for model, in_model in groupby(marks, key=lambda m: m[0]):
-                low = _threshold(tx, model)
+                low = thresholds[model] if model in thresholds else _threshold(tx, model)
                 for hour, in_hour in groupby(list(in_model), key=lambda m: m[1]):
                     devices = [m[2] for m in in_hour]
                     _recount(tx, model, hour, devices, low, pruned)
